@@ -1,0 +1,26 @@
+// swift-tools-version:5.10
+// SwiftCNN: a convolutional-network engine written from scratch in Swift.
+import PackageDescription
+
+let package = Package(
+    name: "SwiftCNN",
+    products: [
+        .library(name: "CNN", targets: ["CNN"]),
+        .executable(name: "cnn", targets: ["CNNTool"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
+    ],
+    targets: [
+        // zlib, for gzip-compressed IDX files (Debian: zlib1g-dev).
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+        // The engine: pure Swift, no Foundation, no C types in its API.
+        .target(name: "CNN", dependencies: ["CZlib"]),
+        // The command-line tool `cnn`.
+        .executableTarget(name: "CNNTool", dependencies: [
+            "CNN", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "CNNTests", dependencies: ["CNN"], resources: []),
+    ]
+)

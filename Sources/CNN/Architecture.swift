@@ -1,0 +1,93 @@
+/// The architecture language: one short text describes a sequential network.
+///
+///     input(1,28,28) conv(32,3,pad=1) relu maxpool(2) conv(64,3,pad=1) relu maxpool(2)
+///     flatten dense(128) relu dense(10)
+///
+/// Layers are separated by spaces or new lines, `#` starts a comment, arguments are positional or
+/// `key=value`, and a size that may be rectangular is written `3` or `3x5` (height x width).
+/// The grammar, with defaults:
+///
+///     input(C,H,W)                       first, exactly once
+///     conv(OUT,K, stride=1, pad=0, bias=true)
+///     maxpool(K, stride=K)   avgpool(K, stride=K)   globalavgpool
+///     flatten   dense(OUT, bias=true)
+///     relu   leakyrelu(alpha=0.01)   sigmoid   tanh
+///     dropout(P)                         0 <= P < 1
+///     batchnorm(eps=1e-5, momentum=0.1)
+public enum LayerKind: Equatable, Sendable {
+    case conv(out: Int, kernel: Pair, stride: Pair, pad: Pair, bias: Bool)
+    case maxpool(kernel: Pair, stride: Pair)
+    case avgpool(kernel: Pair, stride: Pair)
+    case globalAvgPool
+    case flatten
+    case dense(out: Int, bias: Bool)
+    case activation(ActivationKind)
+    case dropout(p: Float)
+    case batchnorm(eps: Float, momentum: Float)
+}
+
+/// A height × width pair such as a kernel size, written `3` or `3x5`.
+public struct Pair: Equatable, Sendable, CustomStringConvertible {
+    public var h: Int
+    public var w: Int
+    public init(_ h: Int, _ w: Int) { self.h = h; self.w = w }
+    public var description: String { h == w ? "\(h)" : "\(h)x\(w)" }
+}
+
+/// One layer of an architecture, with the canonical text that describes it.
+public struct LayerSpec: Equatable, Sendable {
+    public var kind: LayerKind
+    public var text: String { LayerSpec.render(kind) }
+
+    public static func render(_ kind: LayerKind) -> String {
+        switch kind {
+        case let .conv(out, k, s, p, b):
+            var t = "conv(\(out),\(k)"
+            if s != Pair(1, 1) { t += ",stride=\(s)" }
+            if p != Pair(0, 0) { t += ",pad=\(p)" }
+            if !b { t += ",bias=false" }
+            return t + ")"
+        case let .maxpool(k, s): return "maxpool(\(k)" + (s == k ? "" : ",stride=\(s)") + ")"
+        case let .avgpool(k, s): return "avgpool(\(k)" + (s == k ? "" : ",stride=\(s)") + ")"
+        case .globalAvgPool: return "globalavgpool"
+        case .flatten: return "flatten"
+        case let .dense(out, b): return "dense(\(out)" + (b ? "" : ",bias=false") + ")"
+        case .activation(.relu): return "relu"
+        case .activation(.leakyRelu(let a)): return a == 0.01 ? "leakyrelu" : "leakyrelu(alpha=\(a))"
+        case .activation(.sigmoid): return "sigmoid"
+        case .activation(.tanh): return "tanh"
+        case .dropout(let p): return "dropout(\(p))"
+        case let .batchnorm(eps, m):
+            var args: [String] = []
+            if eps != 1e-5 { args.append("eps=\(eps)") }
+            if m != 0.1 { args.append("momentum=\(m)") }
+            return args.isEmpty ? "batchnorm" : "batchnorm(" + args.joined(separator: ",") + ")"
+        }
+    }
+}
+
+/// A parsed network description: the input shape and the layers in order.
+public struct Architecture: Equatable, Sendable {
+    public var input: Shape
+    public var layers: [LayerSpec]
+
+    /// The canonical text: parsing it gives back the same architecture.
+    public var text: String {
+        (["input(\(input.c),\(input.h),\(input.w))"] + layers.map(\.text)).joined(separator: " ")
+    }
+
+    /// Limits that keep a hostile text from asking for absurd allocations.
+    public static let maxDimension = 1 << 16
+    public static let maxLayers = 1024
+
+    public init(input: Shape, layers: [LayerSpec]) {
+        self.input = input
+        self.layers = layers
+    }
+
+    /// Parses an architecture text. Errors name the token, its line and column, and what was expected.
+    public init(parsing text: String) throws {
+        var parser = ArchitectureParser(text)
+        self = try parser.parse()
+    }
+}

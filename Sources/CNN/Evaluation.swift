@@ -1,0 +1,86 @@
+/// Loss and accuracy of a model on a dataset, per class too, with the confusion matrix.
+public struct Evaluation: Sendable {
+    public var count: Int
+    public var loss: Double
+    public var accuracy: Double
+    /// confusion[true class][predicted class]
+    public var confusion: [[Int]]
+    /// Accuracy of each true class (NaN-free: a class with no samples gets 0).
+    public var perClassAccuracy: [Double] {
+        confusion.enumerated().map { i, row in
+            let total = row.reduce(0, +)
+            return total == 0 ? 0 : Double(row[i]) / Double(total)
+        }
+    }
+}
+
+/// Evaluates in inference mode (dropout off, batch norm on running statistics).
+public func evaluate(model: Model, on data: Dataset, loss: LossKind = .crossEntropy, batchSize: Int = 256) throws -> Evaluation {
+    guard data.shape.c == model.inputShape.c, data.shape.h == model.inputShape.h, data.shape.w == model.inputShape.w else {
+        throw CNNError(.shapeMismatch, "the data has images of \(data.shape), the model takes \(model.inputShape)")
+    }
+    guard data.numClasses <= model.numClasses else {
+        throw CNNError(.shapeMismatch, "the data has \(data.numClasses) classes, the model outputs \(model.numClasses)")
+    }
+    let k = model.numClasses, b = max(1, min(batchSize, data.count))
+    let x = FloatBuffer(count: b * model.inputShape.count)
+    var labels = [Int32](repeating: 0, count: b)
+    var confusion = [[Int]](repeating: [Int](repeating: 0, count: k), count: k)
+    var total = 0.0
+    var rng = Random(seed: 0)
+    let indices = (0..<Int32(data.count)).map { $0 }
+    var lo = 0
+    while lo < data.count {
+        let n = min(b, data.count - lo)
+        labels.withUnsafeMutableBufferPointer { l in
+            data.fill(indices[lo..<(lo + n)], mean: model.mean, std: model.std, into: x.pointer, labels: l.baseAddress!)
+        }
+        let logits = model.forward(x, batch: n, training: false, rng: &rng)
+        let r = labels.withUnsafeBufferPointer { l in
+            computeLoss(loss, logits: logits.pointer, labels: l.baseAddress!, batch: n, classes: k)
+        }
+        total += r.sum
+        for i in 0..<n {
+            let z = logits.pointer + i * k
+            var best = 0
+            for j in 1..<k where z[j] > z[best] { best = j }
+            confusion[Int(labels[i])][best] += 1
+        }
+        lo += n
+    }
+    let correct = (0..<k).reduce(0) { $0 + confusion[$1][$1] }
+    return Evaluation(count: data.count, loss: total / Double(data.count),
+                      accuracy: Double(correct) / Double(data.count), confusion: confusion)
+}
+
+extension Model {
+    /// Class probabilities (B, classes) for `batch` images (B, C, H, W) in the [0, 1] pixel scale;
+    /// the model's normalization is applied first.
+    public func predict(_ images: UnsafePointer<Float>, batch: Int, logits wantLogits: Bool = false) -> [Float] {
+        let sample = inputShape.count, k = numClasses
+        var out = [Float](repeating: 0, count: batch * k)
+        let chunk = 256
+        let x = FloatBuffer(count: min(batch, chunk) * sample)
+        var rng = Random(seed: 0)
+        var lo = 0
+        let s = inputShape.h * inputShape.w
+        while lo < batch {
+            let n = min(chunk, batch - lo)
+            for i in 0..<n {
+                for c in 0..<inputShape.c {
+                    let inv = 1 / std[c], m = mean[c]
+                    let src = images + (lo + i) * sample + c * s, dst = x.pointer + i * sample + c * s
+                    for j in 0..<s { dst[j] = (src[j] - m) * inv }
+                }
+            }
+            let logits = forward(x, batch: n, training: false, rng: &rng)
+            out.withUnsafeMutableBufferPointer { o in
+                let dst = o.baseAddress! + lo * k
+                if wantLogits { dst.update(from: logits.pointer, count: n * k) }
+                else { softmax(logits.pointer, batch: n, classes: k, into: dst) }
+            }
+            lo += n
+        }
+        return out
+    }
+}

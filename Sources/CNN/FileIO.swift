@@ -1,0 +1,141 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CZlib
+
+/// File access for the engine, without Foundation. Every read is bounded, every write atomic.
+enum FileIO {
+    static func errnoText() -> String { String(cString: strerror(errno)) }
+
+    /// The size of a regular file, or an error that says why it cannot be read.
+    static func regularFileSize(_ path: String) throws -> Int {
+        guard !path.isEmpty else { throw CNNError(.invalidArgument, "empty file path") }
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw CNNError(.io, "\(path): \(errnoText())") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw CNNError(.io, "\(path): not a regular file") }
+        return Int(st.st_size)
+    }
+
+    static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0
+    }
+
+    /// Reads a whole regular file of at most `maxBytes`.
+    static func read(_ path: String, maxBytes: Int) throws -> [UInt8] {
+        let size = try regularFileSize(path)
+        guard size <= maxBytes else {
+            throw CNNError(.badFormat, "\(path): file is \(size) bytes, more than the limit of \(maxBytes)")
+        }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CNNError(.io, "\(path): \(errnoText())") }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: size)
+        var done = 0
+        try bytes.withUnsafeMutableBytes { raw in
+            while done < size {
+                let n = Glibc.read(fd, raw.baseAddress! + done, size - done)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw CNNError(.io, "\(path): read failed after \(done) of \(size) bytes") }
+                done += n
+            }
+        }
+        return bytes
+    }
+
+    /// Writes `bytes` to `path` atomically: a temporary file in the same folder is written,
+    /// flushed to disk and renamed over the target, so a crash never leaves a half-written file.
+    static func writeAtomically(_ path: String, _ chunks: [UnsafeRawBufferPointer]) throws {
+        guard !path.isEmpty else { throw CNNError(.invalidArgument, "empty output path") }
+        var st = stat()
+        if stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR {
+            throw CNNError(.io, "\(path): is a directory")
+        }
+        var template = Array((path + ".tmp-XXXXXX").utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw CNNError(.io, "\(path): cannot create a temporary file beside it: \(errnoText())") }
+        let temp = String(cString: template)
+        var ok = false
+        defer {
+            if !ok { unlink(temp) }
+        }
+        do {
+            defer { close(fd) }
+            for chunk in chunks where chunk.count > 0 {
+                var done = 0
+                while done < chunk.count {
+                    let n = write(fd, chunk.baseAddress! + done, chunk.count - done)
+                    if n < 0 && errno == EINTR { continue }
+                    guard n > 0 else { throw CNNError(.io, "\(path): write failed: \(errnoText())") }
+                    done += n
+                }
+            }
+            fchmod(fd, 0o644)
+            guard fsync(fd) == 0 else { throw CNNError(.io, "\(path): fsync failed: \(errnoText())") }
+        }
+        guard rename(temp, path) == 0 else { throw CNNError(.io, "\(path): rename failed: \(errnoText())") }
+        ok = true
+        // Make the rename itself durable.
+        let dir = directory(of: path)
+        let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 { fsync(dfd); close(dfd) }
+    }
+
+    static func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        let d = String(path[..<slash])
+        return d.isEmpty ? "/" : d
+    }
+
+    /// A reader for plain or gzip-compressed files (zlib reads plain files transparently).
+    final class GzipReader {
+        let path: String
+        private let file: gzFile
+
+        init(_ path: String) throws {
+            _ = try FileIO.regularFileSize(path)
+            guard let f = gzopen(path, "rb") else { throw CNNError(.io, "\(path): \(FileIO.errnoText())") }
+            self.path = path
+            file = f
+            gzbuffer(file, 1 << 17)
+        }
+
+        deinit { gzclose(file) }
+
+        /// Reads up to `count` bytes into `buffer`; returns how many were read (0 at the end).
+        func read(into buffer: UnsafeMutableRawPointer, count: Int) throws -> Int {
+            var done = 0
+            while done < count {
+                let chunk = UInt32(min(count - done, 1 << 30))
+                let n = gzread(file, buffer + done, chunk)
+                if n < 0 {
+                    var code: Int32 = 0
+                    let message = gzerror(file, &code).map { String(cString: $0) } ?? "unknown error"
+                    throw CNNError(.badFormat, "\(path): gzip data is corrupt (\(message))")
+                }
+                if n == 0 { break }
+                done += Int(n)
+            }
+            // A truncated gzip stream reads short without an error code until checked here.
+            var code: Int32 = 0
+            if let message = gzerror(file, &code), code != Z_OK && code != Z_STREAM_END {
+                throw CNNError(.badFormat, "\(path): gzip data is corrupt (\(String(cString: message)))")
+            }
+            return done
+        }
+
+        func readExactly(_ count: Int, what: String) throws -> [UInt8] {
+            var bytes = [UInt8](repeating: 0, count: count)
+            let n = try bytes.withUnsafeMutableBytes { try read(into: $0.baseAddress!, count: count) }
+            guard n == count else {
+                throw CNNError(.badFormat, "\(path): file ends after \(n) of the \(count) bytes of \(what)")
+            }
+            return bytes
+        }
+
+        func atEnd() throws -> Bool {
+            var byte: UInt8 = 0
+            return try read(into: &byte, count: 1) == 0
+        }
+    }
+}

@@ -1,0 +1,51 @@
+/// A fixed-size block of Float32 owned by one object, handed between layers by reference.
+///
+/// Layers exchange activations and gradients through these instead of `[Float]`: a Swift array
+/// shared between the layer that writes it and the layer that keeps it for backward would be
+/// copied on the next write (copy-on-write), an allocation in the hot loop. Memory is zeroed.
+public final class FloatBuffer {
+    public let pointer: UnsafeMutablePointer<Float>
+    public let count: Int
+
+    public init(count: Int) {
+        self.count = max(count, 0)
+        pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+        pointer.initialize(repeating: 0, count: max(count, 1))
+    }
+
+    public convenience init(_ values: [Float]) {
+        self.init(count: values.count)
+        for i in 0..<values.count { pointer[i] = values[i] }
+    }
+
+    deinit { pointer.deallocate() }
+
+    public subscript(i: Int) -> Float {
+        get { pointer[i] }
+        set { pointer[i] = newValue }
+    }
+
+    public func fill(_ value: Float) { pointer.update(repeating: value, count: count) }
+
+    public func copy(from other: FloatBuffer) {
+        pointer.update(from: other.pointer, count: min(count, other.count))
+    }
+
+    public var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
+
+    /// True when every value is finite (no NaN, no infinity).
+    public var allFinite: Bool {
+        var sum: Float = 0
+        for i in 0..<count { sum += pointer[i] * 0 }  // NaN or inf times 0 is NaN
+        return !sum.isNaN
+    }
+}
+
+/// A buffer that grows to the largest size asked of it and is then reused (planned memory).
+struct Workspace {
+    private(set) var buffer = FloatBuffer(count: 0)
+    mutating func reserve(_ count: Int) -> FloatBuffer {
+        if buffer.count < count { buffer = FloatBuffer(count: count) }
+        return buffer
+    }
+}

@@ -1,0 +1,111 @@
+/// The elementwise non-linearities.
+public enum ActivationKind: Equatable, Sendable {
+    case relu
+    case leakyRelu(alpha: Float)
+    case sigmoid
+    case tanh
+}
+
+/// An elementwise activation: y = f(x). Backward needs x (ReLU, LeakyReLU) or y (Sigmoid, Tanh).
+public final class Activation: Layer {
+    public let spec: LayerSpec
+    public let inputShape: Shape
+    public var outputShape: Shape { inputShape }
+    public let kind: ActivationKind
+    private var saved: FloatBuffer?        // kept for backward: x for ReLU/LeakyReLU, y otherwise
+    private var output = Workspace()
+    private var inputGrad = Workspace()
+
+    init(spec: LayerSpec, input: Shape, kind: ActivationKind) {
+        self.spec = spec
+        inputShape = input
+        self.kind = kind
+    }
+
+    public var flops: Int { inputShape.count }
+
+    public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
+        let count = batch * inputShape.count
+        let y = output.reserve(count)
+        let xp = x.pointer, yp = y.pointer
+        switch kind {
+        case .relu:
+            for i in 0..<count { yp[i] = max(xp[i], 0) }
+            saved = x
+        case .leakyRelu(let alpha):
+            for i in 0..<count { yp[i] = xp[i] > 0 ? xp[i] : alpha * xp[i] }
+            saved = x
+        case .sigmoid:
+            for i in 0..<count { yp[i] = 1 / (1 + _expf(-xp[i])) }
+            saved = y
+        case .tanh:
+            for i in 0..<count { yp[i] = _tanhf(xp[i]) }
+            saved = y
+        }
+        return y
+    }
+
+    public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
+        guard needInputGradient, let s = saved?.pointer else { return nil }
+        let count = batch * inputShape.count
+        let dx = inputGrad.reserve(count)
+        let dxp = dx.pointer, dyp = dy.pointer
+        switch kind {
+        case .relu:
+            for i in 0..<count { dxp[i] = s[i] > 0 ? dyp[i] : 0 }
+        case .leakyRelu(let alpha):
+            for i in 0..<count { dxp[i] = s[i] > 0 ? dyp[i] : alpha * dyp[i] }
+        case .sigmoid:
+            for i in 0..<count { dxp[i] = dyp[i] * s[i] * (1 - s[i]) }
+        case .tanh:
+            for i in 0..<count { dxp[i] = dyp[i] * (1 - s[i] * s[i]) }
+        }
+        return dx
+    }
+}
+
+/// Inverted dropout: in training each value is zeroed with probability p and the survivors are
+/// scaled by 1/(1-p), so inference is the identity. The mask comes from the run's generator.
+public final class Dropout: Layer {
+    public let spec: LayerSpec
+    public let inputShape: Shape
+    public var outputShape: Shape { inputShape }
+    public let p: Float
+    /// Kept for backward: 0 or 1/(1-p) per element of the last training batch.
+    private var maskBuffer = Workspace()
+    public var mask: FloatBuffer { maskBuffer.buffer }
+    private var output = Workspace()
+    private var inputGrad = Workspace()
+    private var lastWasTraining = false
+
+    init(spec: LayerSpec, input: Shape, p: Float) {
+        self.spec = spec
+        inputShape = input
+        self.p = p
+    }
+
+    public var flops: Int { inputShape.count }
+
+    public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
+        lastWasTraining = training
+        guard training, p > 0 else { return x }
+        let count = batch * inputShape.count
+        let m = maskBuffer.reserve(count).pointer, y = output.reserve(count).pointer
+        let keep = 1 / (1 - p)
+        for i in 0..<count {
+            m[i] = rng.uniform() < p ? 0 : keep
+            y[i] = x.pointer[i] * m[i]
+        }
+        return output.buffer
+    }
+
+    public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
+        guard needInputGradient else { return nil }
+        guard lastWasTraining, p > 0 else { return dy }
+        let count = batch * inputShape.count
+        let dx = inputGrad.reserve(count)
+        let m = maskBuffer.buffer.pointer
+        for i in 0..<count { dx.pointer[i] = dy.pointer[i] * m[i] }
+        return dx
+    }
+}

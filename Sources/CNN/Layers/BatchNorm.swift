@@ -1,0 +1,156 @@
+// B = batch, C = channels, S = H·W positions per channel (1 after a dense layer); M = B·S.
+
+/// Batch normalization per channel, for convolution outputs (B, C, H, W) and for dense outputs
+/// (B, C). Training uses the batch's statistics and updates the running ones (PyTorch's rule:
+/// running = (1 - momentum)·running + momentum·batch, with the unbiased variance); inference uses
+/// the running statistics.
+public final class BatchNorm: Layer {
+    public let spec: LayerSpec
+    public let inputShape: Shape
+    public var outputShape: Shape { inputShape }
+    public let weight: Parameter        // γ (C)
+    public let bias: Parameter          // β (C)
+    public let runningMean: Parameter   // (C)
+    public let runningVar: Parameter    // (C)
+    /// PyTorch's `num_batches_tracked`.
+    public var batchesTracked: Int64 = 0
+    let eps: Float
+    let momentum: Float
+
+    // Kept for backward: the normalized input x̂ (B, C, S) and 1/σ per channel.
+    private var xhat = Workspace()
+    private var invStd = Workspace()
+    private var output = Workspace()
+    private var inputGrad = Workspace()
+    // Inference mode keeps only its input; backward through it (frozen statistics) derives x̂.
+    private var lastInput: FloatBuffer?
+    private var lastTraining = true
+
+    init(spec: LayerSpec, input: Shape, eps: Float, momentum: Float) {
+        self.spec = spec
+        inputShape = input
+        self.eps = eps
+        self.momentum = momentum
+        weight = Parameter(name: "weight", shape: [input.c], trainable: true)
+        bias = Parameter(name: "bias", shape: [input.c], trainable: true)
+        runningMean = Parameter(name: "running_mean", shape: [input.c], trainable: false)
+        runningVar = Parameter(name: "running_var", shape: [input.c], trainable: false)
+        weight.value.fill(1)
+        runningVar.value.fill(1)
+    }
+
+    public var parameters: [Parameter] { [weight, bias, runningMean, runningVar] }
+    public var flops: Int { 2 * inputShape.count }
+
+    public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
+        let c = inputShape.c, s = inputShape.h * inputShape.w, count = batch * c * s
+        let y = output.reserve(count).pointer, xp = x.pointer
+        let gamma = weight.value.pointer, beta = bias.value.pointer
+        lastTraining = training
+        if !training {
+            lastInput = x
+            let rm = runningMean.value.pointer, rv = runningVar.value.pointer
+            for n in 0..<batch {
+                for ch in 0..<c {
+                    let a = gamma[ch] / (rv[ch] + eps).squareRoot(), b = beta[ch] - rm[ch] * a
+                    let base = (n * c + ch) * s
+                    for i in 0..<s { y[base + i] = xp[base + i] * a + b }
+                }
+            }
+            return output.buffer
+        }
+        let xh = xhat.reserve(count).pointer, istd = invStd.reserve(c).pointer
+        let m = Float(batch * s)
+        let rm = runningMean.value.pointer, rv = runningVar.value.pointer
+        let momentum = self.momentum, eps = self.eps
+        parallelChunks(c, chunk: 4) { c0, c1 in
+            for ch in c0..<c1 {
+                var sum: Float = 0
+                for n in 0..<batch {
+                    let base = (n * c + ch) * s
+                    for i in 0..<s { sum += xp[base + i] }
+                }
+                let mean = sum / m
+                var sq: Float = 0
+                for n in 0..<batch {
+                    let base = (n * c + ch) * s
+                    for i in 0..<s { let d = xp[base + i] - mean; sq += d * d }
+                }
+                let variance = sq / m
+                let inv = 1 / (variance + eps).squareRoot()
+                istd[ch] = inv
+                for n in 0..<batch {
+                    let base = (n * c + ch) * s
+                    for i in 0..<s {
+                        let v = (xp[base + i] - mean) * inv
+                        xh[base + i] = v
+                        y[base + i] = gamma[ch] * v + beta[ch]
+                    }
+                }
+                let unbiased = m > 1 ? variance * m / (m - 1) : variance
+                rm[ch] = (1 - momentum) * rm[ch] + momentum * mean
+                rv[ch] = (1 - momentum) * rv[ch] + momentum * unbiased
+            }
+        }
+        runningMean.version += 1
+        runningVar.version += 1
+        batchesTracked += 1
+        return output.buffer
+    }
+
+    public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
+        let c = inputShape.c, s = inputShape.h * inputShape.w, count = batch * c * s
+        let xh = xhat.buffer.pointer, istd = invStd.buffer.pointer, dyp = dy.pointer
+        let gamma = weight.value.pointer
+        guard let dgamma = weight.grad?.pointer, let dbeta = bias.grad?.pointer else { return nil }
+        if !lastTraining {
+            return backwardFrozen(dy, batch: batch, needInputGradient: needInputGradient)
+        }
+        let dx = needInputGradient ? inputGrad.reserve(count).pointer : nil
+        let m = Float(batch * s)
+        parallelChunks(c, chunk: 4) { c0, c1 in
+            for ch in c0..<c1 {
+                var sumDy: Float = 0, sumDyXhat: Float = 0
+                for n in 0..<batch {
+                    let base = (n * c + ch) * s
+                    for i in 0..<s { sumDy += dyp[base + i]; sumDyXhat += dyp[base + i] * xh[base + i] }
+                }
+                dgamma[ch] += sumDyXhat
+                dbeta[ch] += sumDy
+                guard let dx else { continue }
+                // dx = γ/σ · (dy - mean(dy) - x̂ · mean(dy · x̂))
+                let k = gamma[ch] * istd[ch]
+                let meanDy = sumDy / m, meanDyXhat = sumDyXhat / m
+                for n in 0..<batch {
+                    let base = (n * c + ch) * s
+                    for i in 0..<s { dx[base + i] = k * (dyp[base + i] - meanDy - xh[base + i] * meanDyXhat) }
+                }
+            }
+        }
+        return needInputGradient ? inputGrad.buffer : nil
+    }
+
+    /// Backward through inference mode: y = γ (x - μ_running) / σ_running + β, a per-channel affine map.
+    private func backwardFrozen(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
+        guard let x = lastInput?.pointer, let dgamma = weight.grad?.pointer, let dbeta = bias.grad?.pointer else { return nil }
+        let c = inputShape.c, s = inputShape.h * inputShape.w
+        let dx = needInputGradient ? inputGrad.reserve(batch * c * s).pointer : nil
+        let rm = runningMean.value.pointer, rv = runningVar.value.pointer, gamma = weight.value.pointer
+        for ch in 0..<c {
+            let inv = 1 / (rv[ch] + eps).squareRoot()
+            var sumDy: Float = 0, sumDyXhat: Float = 0
+            for n in 0..<batch {
+                let base = (n * c + ch) * s
+                for i in 0..<s {
+                    let g = dy.pointer[base + i]
+                    sumDy += g
+                    sumDyXhat += g * (x[base + i] - rm[ch]) * inv
+                    dx?[base + i] = g * gamma[ch] * inv
+                }
+            }
+            dgamma[ch] += sumDyXhat
+            dbeta[ch] += sumDy
+        }
+        return needInputGradient ? inputGrad.buffer : nil
+    }
+}

@@ -1,0 +1,58 @@
+/// A tensor the model file stores: a trainable parameter (with its gradient) or a buffer such as
+/// batch norm's running mean (no gradient).
+public final class Parameter {
+    /// The name within its layer, as in PyTorch: "weight", "bias", "running_mean", "running_var".
+    public let name: String
+    public let shape: [Int]
+    public let value: FloatBuffer
+    /// Gradient of the loss, summed by `backward`; nil for buffers that are not trained.
+    public let grad: FloatBuffer?
+    /// Bumped whenever `value` changes (optimizer step, load), so layers can cache derived data.
+    public var version = 0
+
+    init(name: String, shape: [Int], trainable: Bool) {
+        self.name = name
+        self.shape = shape
+        let count = shape.reduce(1, *)
+        value = FloatBuffer(count: count)
+        grad = trainable ? FloatBuffer(count: count) : nil
+    }
+
+    public var count: Int { value.count }
+}
+
+/// One layer of a sequential network, forward and backward side by side.
+///
+/// Buffers hold a whole batch, NCHW: `batch` samples of `inputShape.count` floats each.
+/// `forward` keeps exactly what `backward` needs. `backward` adds (+=) into the gradients of the
+/// layer's parameters and returns the gradient with respect to its input (or nil when the caller
+/// says it is not needed, as for the first layer). The returned buffers belong to the layer and
+/// stay valid until its next call.
+public protocol Layer: AnyObject {
+    var spec: LayerSpec { get }
+    var inputShape: Shape { get }
+    var outputShape: Shape { get }
+    /// The tensors of the model file, in PyTorch's state-dict order.
+    var parameters: [Parameter] { get }
+    /// Forward floating-point operations per sample (a multiply-add counts 2).
+    var flops: Int { get }
+    func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer
+    func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer?
+}
+
+extension Layer {
+    public var parameters: [Parameter] { [] }
+}
+
+/// Runs `body(first, end)` over fixed chunks of `count` items, in parallel on the shared pool.
+/// The chunking depends only on `count` and `chunk`, never on the number of threads.
+@inline(__always)
+func parallelChunks(_ count: Int, chunk: Int, _ body: (Int, Int) -> Void) {
+    let chunk = max(1, chunk)
+    let tasks = (count + chunk - 1) / chunk
+    if tasks <= 1 {
+        body(0, count)
+        return
+    }
+    ThreadPool.shared.parallelFor(tasks) { t in body(t * chunk, min(count, (t + 1) * chunk)) }
+}

@@ -1,0 +1,168 @@
+// B = batch, C = channels, H×W input, OH×OW output, KH×KW window, SH×SW stride.
+
+/// Max pooling over KH×KW windows (no padding; the output size rounds down, as in PyTorch).
+public final class MaxPool2D: Layer {
+    public let spec: LayerSpec
+    public let inputShape: Shape
+    public let outputShape: Shape
+    let kh: Int, kw: Int, sh: Int, sw: Int
+    private var output = Workspace()
+    private var inputGrad = Workspace()
+    // Kept for backward: the input index of every output's maximum, (B, C, OH, OW).
+    private var argmax: [Int32] = []
+
+    init(spec: LayerSpec, input: Shape, kernel: (Int, Int), stride: (Int, Int)) {
+        self.spec = spec
+        inputShape = input
+        (kh, kw) = kernel
+        (sh, sw) = stride
+        outputShape = Shape(c: input.c, h: (input.h - kh) / sh + 1, w: (input.w - kw) / sw + 1)
+    }
+
+    public var flops: Int { outputShape.count * kh * kw }
+
+    public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
+        let h = inputShape.h, w = inputShape.w, oh = outputShape.h, ow = outputShape.w
+        let planes = batch * inputShape.c
+        let y = output.reserve(planes * oh * ow)
+        if argmax.count < planes * oh * ow { argmax = [Int32](repeating: 0, count: planes * oh * ow) }
+        let (kh, kw, sh, sw) = (self.kh, self.kw, self.sh, self.sw)
+        let xp = x.pointer, yp = y.pointer
+        argmax.withUnsafeMutableBufferPointer { am in
+            let amp = am.baseAddress!
+            parallelChunks(planes, chunk: 64) { p0, p1 in
+                for plane in p0..<p1 {
+                    let src = xp + plane * h * w
+                    for oy in 0..<oh {
+                        for ox in 0..<ow {
+                            var bestIndex = (oy * sh) * w + ox * sw
+                            var best = src[bestIndex]
+                            for ki in 0..<kh {
+                                let row = (oy * sh + ki) * w + ox * sw
+                                for kj in 0..<kw where src[row + kj] > best {
+                                    best = src[row + kj]
+                                    bestIndex = row + kj
+                                }
+                            }
+                            let o = (plane * oh + oy) * ow + ox
+                            yp[o] = best
+                            amp[o] = Int32(bestIndex)
+                        }
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
+        guard needInputGradient else { return nil }
+        let hw = inputShape.h * inputShape.w, ohw = outputShape.h * outputShape.w
+        let planes = batch * inputShape.c
+        let dx = inputGrad.reserve(planes * hw)
+        let dxp = dx.pointer, dyp = dy.pointer
+        argmax.withUnsafeBufferPointer { am in
+            let amp = am.baseAddress!
+            parallelChunks(planes, chunk: 64) { p0, p1 in
+                for plane in p0..<p1 {
+                    let d = dxp + plane * hw
+                    d.update(repeating: 0, count: hw)
+                    for o in 0..<ohw { d[Int(amp[plane * ohw + o])] += dyp[plane * ohw + o] }
+                }
+            }
+        }
+        return dx
+    }
+}
+
+/// Average pooling over KH×KW windows (no padding). `global` averages each whole channel.
+public final class AvgPool2D: Layer {
+    public let spec: LayerSpec
+    public let inputShape: Shape
+    public let outputShape: Shape
+    let kh: Int, kw: Int, sh: Int, sw: Int
+    private var output = Workspace()
+    private var inputGrad = Workspace()
+
+    init(spec: LayerSpec, input: Shape, kernel: (Int, Int), stride: (Int, Int)) {
+        self.spec = spec
+        inputShape = input
+        (kh, kw) = kernel
+        (sh, sw) = stride
+        outputShape = Shape(c: input.c, h: (input.h - kh) / sh + 1, w: (input.w - kw) / sw + 1)
+    }
+
+    public var flops: Int { outputShape.count * kh * kw }
+
+    public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
+        let h = inputShape.h, w = inputShape.w, oh = outputShape.h, ow = outputShape.w
+        let planes = batch * inputShape.c
+        let y = output.reserve(planes * oh * ow)
+        let scale = 1 / Float(kh * kw)
+        let (kh, kw, sh, sw) = (self.kh, self.kw, self.sh, self.sw)
+        let xp = x.pointer, yp = y.pointer
+        parallelChunks(planes, chunk: 64) { p0, p1 in
+            for plane in p0..<p1 {
+                let src = xp + plane * h * w
+                for oy in 0..<oh {
+                    for ox in 0..<ow {
+                        var s: Float = 0
+                        for ki in 0..<kh {
+                            let row = src + (oy * sh + ki) * w + ox * sw
+                            for kj in 0..<kw { s += row[kj] }
+                        }
+                        yp[(plane * oh + oy) * ow + ox] = s * scale
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
+        guard needInputGradient else { return nil }
+        let h = inputShape.h, w = inputShape.w, oh = outputShape.h, ow = outputShape.w
+        let planes = batch * inputShape.c
+        let dx = inputGrad.reserve(planes * h * w)
+        let scale = 1 / Float(kh * kw)
+        let (kh, kw, sh, sw) = (self.kh, self.kw, self.sh, self.sw)
+        let dxp = dx.pointer, dyp = dy.pointer
+        parallelChunks(planes, chunk: 64) { p0, p1 in
+            for plane in p0..<p1 {
+                let d = dxp + plane * h * w
+                d.update(repeating: 0, count: h * w)
+                for oy in 0..<oh {
+                    for ox in 0..<ow {
+                        let g = dyp[(plane * oh + oy) * ow + ox] * scale
+                        for ki in 0..<kh {
+                            let row = d + (oy * sh + ki) * w + ox * sw
+                            for kj in 0..<kw { row[kj] += g }
+                        }
+                    }
+                }
+            }
+        }
+        return dx
+    }
+}
+
+/// Flatten: (C, H, W) -> (C·H·W). The data is already in that order, so nothing moves.
+public final class Flatten: Layer {
+    public let spec: LayerSpec
+    public let inputShape: Shape
+    public let outputShape: Shape
+
+    init(spec: LayerSpec, input: Shape) {
+        self.spec = spec
+        inputShape = input
+        outputShape = Shape(features: input.count)
+    }
+
+    public var flops: Int { 0 }
+
+    public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer { x }
+
+    public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
+        needInputGradient ? dy : nil
+    }
+}

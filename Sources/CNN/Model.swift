@@ -1,0 +1,172 @@
+/// A sequential network built from an `Architecture`, with what a trained classifier also needs:
+/// class names and the input normalization.
+public final class Model {
+    public let architecture: Architecture
+    public let layers: [Layer]
+    /// One name per output class; "0", "1", ... until a dataset names them.
+    public var classNames: [String]
+    /// Per input channel: pixels scaled to [0, 1] are normalized as (x - mean) / std.
+    public var mean: [Float]
+    public var std: [Float]
+
+    /// Limits on what one model may ask for (activations per sample, parameters).
+    public static let maxActivationsPerSample = 1 << 26
+    public static let maxParameters = 1 << 30
+
+    /// Builds the network and initializes it from `seed` (He for layers followed by ReLU, Glorot
+    /// otherwise; biases zero).
+    public convenience init(architecture: Architecture, seed: UInt64) throws {
+        try self.init(architecture: architecture)
+        var rng = Random(seed: seed)
+        initialize(rng: &rng)
+    }
+
+    /// Builds the network with zero weights (for loading).
+    public init(architecture: Architecture) throws {
+        self.architecture = architecture
+        var layers: [Layer] = []
+        var shape = architecture.input
+        var totalParameters = 0
+        for (index, spec) in architecture.layers.enumerated() {
+            let layer = try Model.makeLayer(spec, input: shape, index: index)
+            shape = layer.outputShape
+            let (c1, o1) = shape.c.multipliedReportingOverflow(by: shape.h)
+            let (c2, o2) = c1.multipliedReportingOverflow(by: shape.w)
+            guard !o1, !o2, c2 <= Model.maxActivationsPerSample, c2 > 0 else {
+                throw CNNError(.invalidArgument, "architecture: layer \(index) (\(spec.text)) outputs \(shape), more than \(Model.maxActivationsPerSample) values per sample")
+            }
+            totalParameters += layer.parameters.reduce(0) { $0 + $1.count }
+            guard totalParameters <= Model.maxParameters else {
+                throw CNNError(.invalidArgument, "architecture: more than \(Model.maxParameters) parameters at layer \(index) (\(spec.text))")
+            }
+            layers.append(layer)
+        }
+        guard shape.flat else {
+            throw CNNError(.invalidArgument, "architecture: the network must end with a vector of class scores (dense, or flatten), but its output is \(shape)")
+        }
+        self.layers = layers
+        classNames = (0..<shape.c).map { String($0) }
+        mean = [Float](repeating: 0, count: architecture.input.c)
+        std = [Float](repeating: 1, count: architecture.input.c)
+    }
+
+    public convenience init(architecture text: String, seed: UInt64) throws {
+        try self.init(architecture: Architecture(parsing: text), seed: seed)
+    }
+
+    public var inputShape: Shape { architecture.input }
+    public var numClasses: Int { layers.last?.outputShape.c ?? 0 }
+
+    /// The tensors of the model file, named as in PyTorch's `nn.Sequential` state dict.
+    public var namedParameters: [(name: String, parameter: Parameter)] {
+        layers.enumerated().flatMap { i, layer in layer.parameters.map { ("\(i).\($0.name)", $0) } }
+    }
+
+    /// The number of trainable values (PyTorch's `sum(p.numel() for p in model.parameters())`).
+    public var parameterCount: Int {
+        namedParameters.reduce(0) { $0 + ($1.parameter.grad == nil ? 0 : $1.parameter.count) }
+    }
+
+    /// Forward FLOPs per sample.
+    public var flops: Int { layers.reduce(0) { $0 + $1.flops } }
+
+    /// Runs the network on `batch` samples of `x` (B, C, H, W); returns the logits (B, classes).
+    public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
+        var h = x
+        for layer in layers { h = layer.forward(h, batch: batch, training: training, rng: &rng) }
+        return h
+    }
+
+    /// Backpropagates the gradient of the loss with respect to the logits: the forward, in reverse.
+    public func backward(_ dLogits: FloatBuffer, batch: Int) {
+        var g = dLogits
+        for (i, layer) in layers.enumerated().reversed() {
+            guard let dx = layer.backward(g, batch: batch, needInputGradient: i > 0) else { return }
+            g = dx
+        }
+    }
+
+    public func zeroGradients() {
+        for (_, p) in namedParameters { p.grad?.fill(0) }
+    }
+
+    // MARK: Building and initialization
+
+    static func makeLayer(_ spec: LayerSpec, input: Shape, index: Int) throws -> Layer {
+        func fail(_ what: String) -> CNNError {
+            CNNError(.invalidArgument, "architecture: layer \(index) (\(spec.text)) on input \(input): \(what)")
+        }
+        switch spec.kind {
+        case let .conv(out, k, s, p, bias):
+            guard !input.flat else { throw fail("conv needs an image input (C,H,W), not a vector") }
+            guard input.h + 2 * p.h >= k.h, input.w + 2 * p.w >= k.w else {
+                throw fail("the kernel \(k) is larger than the padded input")
+            }
+            return Conv2D(spec: spec, input: input, outChannels: out, kernel: (k.h, k.w),
+                          stride: (s.h, s.w), padding: (p.h, p.w), bias: bias)
+        case let .maxpool(k, s), let .avgpool(k, s):
+            guard !input.flat else { throw fail("pooling needs an image input (C,H,W), not a vector") }
+            guard input.h >= k.h, input.w >= k.w else { throw fail("the window \(k) is larger than the input") }
+            if case .maxpool = spec.kind {
+                return MaxPool2D(spec: spec, input: input, kernel: (k.h, k.w), stride: (s.h, s.w))
+            }
+            return AvgPool2D(spec: spec, input: input, kernel: (k.h, k.w), stride: (s.h, s.w))
+        case .globalAvgPool:
+            guard !input.flat else { throw fail("globalavgpool needs an image input (C,H,W), not a vector") }
+            return AvgPool2D(spec: spec, input: input, kernel: (input.h, input.w), stride: (input.h, input.w))
+        case .flatten:
+            return Flatten(spec: spec, input: input)
+        case let .dense(out, bias):
+            guard input.flat else { throw fail("dense needs a vector input; add flatten before it") }
+            let (_, overflow) = out.multipliedReportingOverflow(by: input.c)
+            guard !overflow, out * input.c <= maxParameters else { throw fail("too many weights") }
+            return Dense(spec: spec, input: input, outputs: out, bias: bias)
+        case .activation(let kind):
+            return Activation(spec: spec, input: input, kind: kind)
+        case .dropout(let p):
+            return Dropout(spec: spec, input: input, p: p)
+        case let .batchnorm(eps, momentum):
+            return BatchNorm(spec: spec, input: input, eps: eps, momentum: momentum)
+        }
+    }
+
+    /// He (Kaiming) normal init for conv/dense layers followed by ReLU or LeakyReLU (looking past
+    /// batch norm, dropout, pooling and flatten), Glorot uniform otherwise; biases start at zero.
+    public func initialize(rng: inout Random) {
+        for (i, layer) in layers.enumerated() {
+            let weight: Parameter, fanIn: Int, fanOut: Int
+            if let conv = layer as? Conv2D {
+                weight = conv.weight
+                let k = conv.geometry.kh * conv.geometry.kw
+                fanIn = conv.geometry.c * k
+                fanOut = conv.outputShape.c * k
+            } else if let dense = layer as? Dense {
+                weight = dense.weight
+                fanIn = dense.inputShape.count
+                fanOut = dense.outputShape.count
+            } else {
+                continue
+            }
+            var gain: Float? = nil
+            for next in layers[(i + 1)...] {
+                if let a = next as? Activation {
+                    if case .relu = a.kind { gain = 2 }
+                    if case .leakyRelu(let alpha) = a.kind { gain = 2 / (1 + alpha * alpha) }
+                    break
+                }
+                if next is BatchNorm || next is Dropout || next is MaxPool2D || next is AvgPool2D || next is Flatten { continue }
+                break
+            }
+            let w = weight.value
+            if let gain {
+                let std = (gain / Float(fanIn)).squareRoot()
+                for j in 0..<w.count { w[j] = rng.normal() * std }
+            } else {
+                let limit = (6 / Float(fanIn + fanOut)).squareRoot()
+                for j in 0..<w.count { w[j] = (rng.uniform() * 2 - 1) * limit }
+            }
+            weight.version += 1
+            for p in layer.parameters where p.name == "bias" { p.value.fill(0); p.version += 1 }
+        }
+    }
+}

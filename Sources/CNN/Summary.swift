@@ -1,0 +1,35 @@
+extension Model {
+    /// A table of the layers with their output shapes, parameter counts and FLOPs, and the totals.
+    public var summary: String {
+        var rows: [[String]] = [["#", "layer", "output", "params", "FLOPs"]]
+        rows.append(["", "input", inputShape.description, "0", "0"])
+        for (i, layer) in layers.enumerated() {
+            let params = layer.parameters.filter { $0.grad != nil }.reduce(0) { $0 + $1.count }
+            rows.append([String(i), layer.spec.text, layer.outputShape.description, grouped(params), grouped(layer.flops)])
+        }
+        var widths = [Int](repeating: 0, count: 5)
+        for r in rows { for (j, cell) in r.enumerated() { widths[j] = max(widths[j], cell.count) } }
+        func line(_ r: [String]) -> String {
+            r.enumerated().map { j, cell in
+                let pad = String(repeating: " ", count: widths[j] - cell.count)
+                return j >= 3 ? pad + cell : cell + pad
+            }.joined(separator: "  ")
+        }
+        var out = [line(rows[0]), String(repeating: "-", count: widths.reduce(0, +) + 8)]
+        out += rows.dropFirst().map(line)
+        out.append(String(repeating: "-", count: widths.reduce(0, +) + 8))
+        out.append("parameters: \(grouped(parameterCount))   forward FLOPs per image: \(grouped(flops))   classes: \(numClasses)")
+        return out.joined(separator: "\n")
+    }
+}
+
+/// 421642 -> "421,642"
+func grouped(_ n: Int) -> String {
+    let digits = Array(String(n.magnitude))
+    var out = ""
+    for (i, d) in digits.enumerated() {
+        if i > 0 && (digits.count - i) % 3 == 0 { out.append(",") }
+        out.append(d)
+    }
+    return (n < 0 ? "-" : "") + out
+}

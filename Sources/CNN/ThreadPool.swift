@@ -1,0 +1,156 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One persistent pool of worker threads (no thread is created per call).
+///
+/// Determinism rule: callers split work only over *output* elements, by a partition that does not
+/// depend on the thread count, and every output element is computed by one task with the same
+/// sequence of operations. Results are then bit-identical with 1 or N threads.
+public final class ThreadPool {
+    public let threads: Int
+    private var handles: [pthread_t] = []
+    // Workers hold the core, not the pool, so that dropping the pool stops and joins them.
+    private let core = PoolCore()
+
+    /// The process-wide pool used by the engine. Replace it with `setThreads`.
+    nonisolated(unsafe) public private(set) static var shared = ThreadPool(threads: 1)
+    private static let sharedLock: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+        return m
+    }()
+
+    /// Sets the number of threads the engine uses (1 = the calling thread only).
+    public static func setThreads(_ n: Int) {
+        pthread_mutex_lock(sharedLock)
+        defer { pthread_mutex_unlock(sharedLock) }
+        let n = max(1, min(n, 256))
+        if shared.threads != n { shared = ThreadPool(threads: n) }
+    }
+
+    public init(threads: Int) {
+        self.threads = max(1, threads)
+        for _ in 1..<self.threads {
+            var handle = pthread_t()
+            let context = Unmanaged.passRetained(core).toOpaque()
+            if pthread_create(&handle, nil, { raw in
+                let core = Unmanaged<PoolCore>.fromOpaque(raw!).takeRetainedValue()
+                core.workerLoop()
+                return nil
+            }, context) == 0 {
+                handles.append(handle)
+            } else {
+                Unmanaged<PoolCore>.fromOpaque(context).release()
+            }
+        }
+    }
+
+    deinit {
+        core.stop()
+        for h in handles { pthread_join(h, nil) }
+    }
+
+    /// Runs `body(i)` for every i in 0..<count, spread over the pool; returns when all are done.
+    /// A call made while the pool is busy (nested, or from another thread) runs serially.
+    public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
+        if count <= 0 { return }
+        if count == 1 || handles.isEmpty {
+            for i in 0..<count { body(i) }
+            return
+        }
+        core.run(count, body)
+    }
+}
+
+final class PoolCore {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let done = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    // Guarded by `mutex`. Workers see the job unretained: `withoutActuallyEscaping` traps if a
+    // reference to the closure outlives the call, so no worker may hold one once it reports done.
+    private var job: Unmanaged<JobBox>?
+    private var generation = 0
+    private var taskCount = 0
+    private var nextTask = 0
+    private var pending = 0
+    private var stopping = false
+
+    init() {
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(wake, nil)
+        pthread_cond_init(done, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(wake); pthread_cond_destroy(done); pthread_mutex_destroy(mutex)
+        wake.deallocate(); done.deallocate(); mutex.deallocate()
+    }
+
+    func stop() {
+        pthread_mutex_lock(mutex)
+        stopping = true
+        pthread_cond_broadcast(wake)
+        pthread_mutex_unlock(mutex)
+    }
+
+    func run(_ count: Int, _ body: (Int) -> Void) {
+        pthread_mutex_lock(mutex)
+        if job != nil {
+            pthread_mutex_unlock(mutex)
+            for i in 0..<count { body(i) }
+            return
+        }
+        withoutActuallyEscaping(body) { escaping in
+            let box = JobBox(escaping)
+            job = Unmanaged.passUnretained(box)
+            taskCount = count
+            nextTask = 0
+            pending = count
+            generation &+= 1
+            pthread_cond_broadcast(wake)
+            pthread_mutex_unlock(mutex)
+            runTasks()
+            pthread_mutex_lock(mutex)
+            while pending > 0 { pthread_cond_wait(done, mutex) }
+            job = nil
+            pthread_mutex_unlock(mutex)
+            withExtendedLifetime(box) {}
+        }
+    }
+
+    private func runTasks() {
+        while true {
+            pthread_mutex_lock(mutex)
+            guard let box = job, nextTask < taskCount else {
+                pthread_mutex_unlock(mutex)
+                return
+            }
+            let i = nextTask
+            nextTask += 1
+            pthread_mutex_unlock(mutex)
+            box.takeUnretainedValue().body(i)
+            pthread_mutex_lock(mutex)
+            pending -= 1
+            if pending == 0 { pthread_cond_signal(done) }
+            pthread_mutex_unlock(mutex)
+        }
+    }
+
+    func workerLoop() {
+        var seen = 0
+        while true {
+            pthread_mutex_lock(mutex)
+            while generation == seen && !stopping { pthread_cond_wait(wake, mutex) }
+            if stopping { pthread_mutex_unlock(mutex); return }
+            seen = generation
+            pthread_mutex_unlock(mutex)
+            runTasks()
+        }
+    }
+}
+
+final class JobBox {
+    let body: (Int) -> Void
+    init(_ body: @escaping (Int) -> Void) { self.body = body }
+}

@@ -1,0 +1,251 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Everything that decides a training run. One seed fixes initialization (when the model is
+/// created with it), the order of the samples, and dropout.
+public struct TrainingSettings: Equatable, Sendable {
+    public var epochs = 1
+    public var batchSize = 64
+    public var learningRate: Float = 0.01
+    public var optimizer = OptimizerSettings()
+    public var schedule = Schedule()
+    public var loss = LossKind.crossEntropy
+    public var labelSmoothing: Float = 0
+    public var seed: UInt64 = 1
+    /// Input normalization (mean, std per channel, pixels in [0, 1]); nil measures it on the
+    /// training set.
+    public var normalization: (mean: [Float], std: [Float])? = nil
+    public init() {}
+
+    public static func == (a: TrainingSettings, b: TrainingSettings) -> Bool {
+        a.epochs == b.epochs && a.batchSize == b.batchSize && a.learningRate == b.learningRate
+            && a.optimizer == b.optimizer && a.schedule == b.schedule && a.loss == b.loss
+            && a.labelSmoothing == b.labelSmoothing && a.seed == b.seed
+            && a.normalization?.mean == b.normalization?.mean && a.normalization?.std == b.normalization?.std
+    }
+
+    public func validate() throws {
+        func bad(_ what: String) -> CNNError { CNNError(.invalidArgument, what) }
+        guard epochs >= 1, epochs <= 1_000_000 else { throw bad("epochs must be from 1 to 1000000, not \(epochs)") }
+        guard batchSize >= 1, batchSize <= 65536 else { throw bad("batch size must be from 1 to 65536, not \(batchSize)") }
+        guard learningRate.isFinite, learningRate > 0 else { throw bad("learning rate must be a positive number, not \(learningRate)") }
+        let o = optimizer
+        guard o.momentum.isFinite, o.momentum >= 0, o.momentum < 1 else { throw bad("momentum must be in [0, 1), not \(o.momentum)") }
+        guard !o.nesterov || (o.kind == .sgd && o.momentum > 0) else { throw bad("nesterov needs SGD with momentum > 0") }
+        guard o.weightDecay.isFinite, o.weightDecay >= 0 else { throw bad("weight decay must be >= 0, not \(o.weightDecay)") }
+        guard o.beta1 >= 0, o.beta1 < 1, o.beta2 >= 0, o.beta2 < 1 else { throw bad("Adam betas must be in [0, 1)") }
+        guard o.alpha >= 0, o.alpha < 1 else { throw bad("RMSProp alpha must be in [0, 1)") }
+        guard o.eps.isFinite, o.eps > 0 else { throw bad("eps must be > 0") }
+        guard schedule.stepEpochs >= 1 else { throw bad("step schedule needs step epochs >= 1") }
+        guard schedule.gamma.isFinite, schedule.gamma > 0, schedule.gamma <= 1 else { throw bad("schedule gamma must be in (0, 1]") }
+        guard schedule.warmupEpochs.isFinite, schedule.warmupEpochs >= 0 else { throw bad("warm-up epochs must be >= 0") }
+        guard labelSmoothing.isFinite, labelSmoothing >= 0, labelSmoothing < 1 else { throw bad("label smoothing must be in [0, 1)") }
+        if let n = normalization {
+            guard n.mean.allSatisfy(\.isFinite), n.std.allSatisfy({ $0.isFinite && $0 > 0 }) else {
+                throw bad("normalization needs finite means and positive standard deviations")
+            }
+        }
+    }
+}
+
+/// Reported after every batch.
+public struct TrainingProgress: Sendable {
+    public var epoch: Int          // 0-based
+    public var epochs: Int
+    public var batch: Int          // 0-based, within the epoch
+    public var batches: Int
+    public var loss: Double        // mean over the epoch so far
+    public var accuracy: Double    // over the epoch so far
+    public var imagesPerSecond: Double
+    public var learningRate: Float
+}
+
+/// Reported after every epoch.
+public struct EpochResult: Sendable {
+    public var epoch: Int          // 0-based
+    public var loss: Double
+    public var accuracy: Double
+    public var seconds: Double
+    public var imagesPerSecond: Double
+    public var validation: Evaluation?
+}
+
+/// Where a run stands between epochs: what a checkpoint saves so that a resumed run continues
+/// exactly as an uninterrupted one would.
+public final class TrainingState {
+    public let optimizer: Optimizer
+    /// Epochs completed.
+    public internal(set) var epoch: Int
+    public internal(set) var rng: Random
+    let settings: TrainingSettings
+
+    init(optimizer: Optimizer, epoch: Int, rng: Random, settings: TrainingSettings) {
+        self.optimizer = optimizer
+        self.epoch = epoch
+        self.rng = rng
+        self.settings = settings
+    }
+
+    var metadata: [(String, String)] {
+        [("checkpoint_epoch", String(epoch)),
+         ("checkpoint_step", String(optimizer.step)),
+         ("checkpoint_rng", rng.stateWords.map { String($0, radix: 16) }.joined(separator: ",")),
+         ("checkpoint_optimizer", optimizer.settings.kind.rawValue),
+         ("checkpoint_batch_size", String(settings.batchSize))]
+    }
+}
+
+public func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// Mini-batch training: a fresh seeded permutation each epoch, a last partial batch of its true
+/// size, the loss's gradient backpropagated, one optimizer update per batch.
+public final class Trainer {
+    public let model: Model
+    public let settings: TrainingSettings
+    public private(set) var state: TrainingState
+
+    public init(model: Model, settings: TrainingSettings) throws {
+        try settings.validate()
+        self.model = model
+        self.settings = settings
+        state = TrainingState(optimizer: Optimizer(settings.optimizer, model: model), epoch: 0,
+                              rng: Random(seed: settings.seed ^ 0x5EED_0F_5A_F7C0), settings: settings)
+    }
+
+    /// Restores the optimizer state, epoch and generator from a checkpoint file whose model
+    /// weights were loaded into `model` (with `Model.load`).
+    public func resume(from path: String) throws {
+        let file = try Safetensors.read(path)
+        func bad(_ what: String) -> CNNError { CNNError(.badFormat, "\(path): \(what)") }
+        let meta = file.metadata
+        guard let epochText = meta["checkpoint_epoch"], let epoch = Int(epochText), epoch >= 0,
+              let stepText = meta["checkpoint_step"], let step = Int(stepText), step >= 0,
+              let rngWords = meta["checkpoint_rng"]?.split(separator: ",").compactMap({ UInt64($0, radix: 16) }),
+              let rng = Random(state: rngWords) else {
+            throw bad("not a checkpoint (no valid checkpoint_epoch, checkpoint_step and checkpoint_rng metadata)")
+        }
+        guard meta["checkpoint_optimizer"] == settings.optimizer.kind.rawValue else {
+            throw CNNError(.invalidArgument, "\(path): the checkpoint was trained with \(meta["checkpoint_optimizer"] ?? "?"), not \(settings.optimizer.kind.rawValue)")
+        }
+        let optimizer = Optimizer(settings.optimizer, model: model)
+        for (name, buffer) in optimizer.stateTensors {
+            guard let t = file.tensors[name], t.dtype == .f32, t.shape == [buffer.count] else {
+                throw bad("optimizer state '\(name)' is missing or has the wrong shape")
+            }
+            file.copyFloats(name, into: buffer)
+        }
+        optimizer.step = step
+        state = TrainingState(optimizer: optimizer, epoch: epoch, rng: rng, settings: settings)
+    }
+
+    /// Trains until `settings.epochs` epochs are complete. `onBatch` returning false cancels
+    /// (`CNNError.cancelled`, the model keeps its last completed update); `onEpoch` sees each
+    /// epoch's result and the state to checkpoint. A loss or gradient that is NaN or infinite stops
+    /// training with `CNNError.diverged`, before the update, so the model keeps its last good weights.
+    @discardableResult
+    public func fit(_ train: Dataset, validation: Dataset? = nil,
+                    onBatch: (TrainingProgress) -> Bool = { _ in true },
+                    onEpoch: (EpochResult, TrainingState) throws -> Void = { _, _ in }) throws -> [EpochResult] {
+        let batchSize = min(settings.batchSize, train.count)
+        guard train.shape.c == model.inputShape.c, train.shape.h == model.inputShape.h, train.shape.w == model.inputShape.w else {
+            throw CNNError(.shapeMismatch, "training data has images of \(train.shape), the model takes \(model.inputShape)")
+        }
+        if let v = validation, v.shape.c != train.shape.c || v.shape.h != train.shape.h || v.shape.w != train.shape.w {
+            throw CNNError(.shapeMismatch, "validation data has images of \(v.shape), the model takes \(model.inputShape)")
+        }
+        guard train.numClasses <= model.numClasses, (validation?.numClasses ?? 0) <= model.numClasses else {
+            throw CNNError(.shapeMismatch, "the data has \(max(train.numClasses, validation?.numClasses ?? 0)) classes, the model outputs \(model.numClasses)")
+        }
+        if state.epoch == 0 {
+            if let n = settings.normalization {
+                guard n.mean.count == model.inputShape.c, n.std.count == model.inputShape.c else {
+                    throw CNNError(.invalidArgument, "normalization needs \(model.inputShape.c) means and standard deviations")
+                }
+                (model.mean, model.std) = (n.mean, n.std)
+            } else {
+                (model.mean, model.std) = train.channelStatistics()
+            }
+            if train.numClasses == model.numClasses { model.classNames = train.classNames }
+        }
+        let k = model.numClasses, sample = model.inputShape.count
+        let batches = (train.count + batchSize - 1) / batchSize
+        let totalSteps = batches * settings.epochs
+        let x = FloatBuffer(count: batchSize * sample)
+        let dLogits = FloatBuffer(count: batchSize * k)
+        var labels = [Int32](repeating: 0, count: batchSize)
+        var order: [Int32] = []
+        let batchNorms = model.layers.compactMap { $0 as? BatchNorm }
+        var savedStats = batchNorms.map { _ in (FloatBuffer(count: 0), FloatBuffer(count: 0), Int64(0)) }
+        var results: [EpochResult] = []
+        var rng = state.rng
+
+        while state.epoch < settings.epochs {
+            let epoch = state.epoch
+            let start = monotonicSeconds()
+            rng.permutation(train.count, into: &order)
+            var lossSum = 0.0, correct = 0, seen = 0
+            for b in 0..<batches {
+                let lo = b * batchSize, n = min(batchSize, train.count - lo)
+                labels.withUnsafeMutableBufferPointer { l in
+                    train.fill(order[lo..<(lo + n)], mean: model.mean, std: model.std, into: x.pointer, labels: l.baseAddress!)
+                }
+                for (i, bn) in batchNorms.enumerated() {
+                    if savedStats[i].0.count != bn.runningMean.count {
+                        savedStats[i] = (FloatBuffer(count: bn.runningMean.count), FloatBuffer(count: bn.runningVar.count), 0)
+                    }
+                    savedStats[i].0.copy(from: bn.runningMean.value)
+                    savedStats[i].1.copy(from: bn.runningVar.value)
+                    savedStats[i].2 = bn.batchesTracked
+                }
+                let logits = model.forward(x, batch: n, training: true, rng: &rng)
+                let result = labels.withUnsafeBufferPointer { l in
+                    computeLoss(settings.loss, logits: logits.pointer, labels: l.baseAddress!, batch: n, classes: k,
+                                labelSmoothing: settings.labelSmoothing, gradient: dLogits.pointer)
+                }
+                model.zeroGradients()
+                var finite = result.sum.isFinite
+                if finite {
+                    model.backward(dLogits, batch: n)
+                    finite = model.namedParameters.allSatisfy { $0.parameter.grad?.allFinite ?? true }
+                }
+                guard finite else {
+                    for (i, bn) in batchNorms.enumerated() {
+                        bn.runningMean.value.copy(from: savedStats[i].0)
+                        bn.runningVar.value.copy(from: savedStats[i].1)
+                        bn.batchesTracked = savedStats[i].2
+                    }
+                    throw CNNError(.diverged, "training diverged: the \(result.sum.isFinite ? "gradient" : "loss") became NaN or infinite at epoch \(epoch + 1), batch \(b + 1); the model keeps the weights of the last good update (try a lower learning rate)")
+                }
+                let lr = settings.schedule.learningRate(base: settings.learningRate, step: state.optimizer.step,
+                                                        stepsPerEpoch: batches, totalSteps: totalSteps)
+                state.optimizer.update(learningRate: lr)
+                lossSum += result.sum
+                correct += result.correct
+                seen += n
+                let elapsed = max(monotonicSeconds() - start, 1e-9)
+                let progress = TrainingProgress(epoch: epoch, epochs: settings.epochs, batch: b, batches: batches,
+                                                loss: lossSum / Double(seen), accuracy: Double(correct) / Double(seen),
+                                                imagesPerSecond: Double(seen) / elapsed, learningRate: lr)
+                if !onBatch(progress) {
+                    throw CNNError(.cancelled, "training cancelled at epoch \(epoch + 1), batch \(b + 1); the model keeps its last completed update")
+                }
+            }
+            let seconds = monotonicSeconds() - start
+            var result = EpochResult(epoch: epoch, loss: lossSum / Double(seen), accuracy: Double(correct) / Double(seen),
+                                     seconds: seconds, imagesPerSecond: Double(seen) / max(seconds, 1e-9), validation: nil)
+            if let validation {
+                result.validation = try evaluate(model: model, on: validation, loss: settings.loss)
+            }
+            state.epoch += 1
+            state.rng = rng
+            results.append(result)
+            try onEpoch(result, state)
+        }
+        return results
+    }
+}

@@ -1,0 +1,93 @@
+import Testing
+@testable import CNN
+
+@Suite("Architecture language")
+struct ArchitectureTests {
+    @Test func referenceNetwork() throws {
+        let a = try Architecture(parsing: CNN_referenceNetworkText)
+        #expect(a.text == CNN_referenceNetworkText)
+        #expect(a.input == Shape(c: 1, h: 28, w: 28))
+        let m = try Model(architecture: a, seed: 1)
+        #expect(m.parameterCount == 421_642)
+        #expect(m.namedParameters.map(\.name) == ["0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias", "9.weight", "9.bias"])
+        #expect(m.namedParameters.map(\.parameter.shape) == [[32, 1, 3, 3], [32], [64, 32, 3, 3], [64], [128, 3136], [128], [10, 128], [10]])
+    }
+
+    @Test func commentsNewlinesAndSpaces() throws {
+        let text = """
+        # a small network
+        input(3, 32, 32)
+        conv(16, 3x5, stride=2, pad=1x2)   # rectangular kernel
+        batchnorm relu dropout(0.25)
+        globalavgpool flatten dense(10, bias=false)
+        """
+        let a = try Architecture(parsing: text)
+        #expect(a.text == "input(3,32,32) conv(16,3x5,stride=2,pad=1x2) batchnorm relu dropout(0.25) globalavgpool flatten dense(10,bias=false)")
+        #expect(try Architecture(parsing: a.text) == a)
+        let m = try Model(architecture: a, seed: 1)
+        #expect(m.layers[0].outputShape == Shape(c: 16, h: 16, w: 16))
+    }
+
+    @Test(arguments: [
+        ("", "empty"),
+        ("conv(32,3) dense(10)", "expected input(C,H,W) as the first layer"),
+        ("input(1,28) dense(10)", "expected input(C,H,W)"),
+        ("input(1,28,28) convv(3,3) flatten dense(10)", "unknown layer 'convv'"),
+        ("input(1,28,28) conv(32,3,pad=x) flatten dense(10)", "pad must be"),
+        ("input(1,28,28) conv(32) flatten dense(10)", "missing argument 'kernel'"),
+        ("input(1,28,28) conv(32,3,foo=1) flatten dense(10)", "unknown argument 'foo'"),
+        ("input(1,28,28) conv(32,3 flatten dense(10)", "no closing ')'"),
+        ("input(1,28,28) dropout(1.5) flatten dense(10)", "p must be"),
+        ("input(1,28,28) conv(0,3) flatten dense(10)", "out must be"),
+        ("input(1,28,28) relu(3) flatten dense(10)", "takes no positional arguments"),
+        ("input(1,28,28) @ dense(10)", "unexpected '@'"),
+        ("input(1,28,28)\n  conv(32,99999999999999999999) flatten dense(10)", "line 2 column 3"),
+    ])
+    func parseErrors(_ text: String, _ expected: String) {
+        do {
+            _ = try Architecture(parsing: text)
+            Issue.record("parsed without error: \(text)")
+        } catch let e as CNNError {
+            #expect(e.kind == .parse)
+            #expect(e.message.contains(expected), "\(e.message)")
+        } catch {
+            Issue.record("unexpected error \(error)")
+        }
+    }
+
+    @Test(arguments: [
+        ("input(1,28,28) dense(10)", "add flatten"),
+        ("input(1,4,4) conv(2,7) flatten dense(2)", "larger than the padded input"),
+        ("input(1,4,4) maxpool(5) flatten dense(2)", "larger than the input"),
+        ("input(1,4,4) conv(2,3)", "must end with a vector"),
+        ("input(1,4,4) flatten conv(2,1) dense(2)", "needs an image input"),
+        ("input(65536,65536,65536) flatten dense(2)", "values per sample"),
+    ])
+    func shapeErrors(_ text: String, _ expected: String) {
+        do {
+            _ = try Model(architecture: Architecture(parsing: text), seed: 1)
+            Issue.record("built without error: \(text)")
+        } catch let e as CNNError {
+            #expect(e.message.contains(expected), "\(e.message)")
+        } catch {
+            Issue.record("unexpected error \(error)")
+        }
+    }
+
+    @Test func initialization() throws {
+        let m = try Model(architecture: Architecture(parsing: "input(1,1,400) flatten dense(300) relu dense(200) tanh dense(10)"), seed: 3)
+        func std(_ p: Parameter) -> Double {
+            let v = p.value.array.map(Double.init)
+            let mean = v.reduce(0, +) / Double(v.count)
+            return (v.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(v.count)).squareRoot()
+        }
+        let he = std(m.namedParameters[0].parameter), glorot = std(m.namedParameters[2].parameter)
+        #expect(abs(he - (2.0 / 400).squareRoot()) < 0.003)                 // He: followed by relu
+        #expect(abs(glorot - (2.0 / (300 + 200)).squareRoot()) < 0.003)     // Glorot uniform: var = 2/(in+out)
+        #expect(m.namedParameters[1].parameter.value.array.allSatisfy { $0 == 0 })
+        let again = try Model(architecture: m.architecture, seed: 3)
+        #expect(again.namedParameters[0].parameter.value.array == m.namedParameters[0].parameter.value.array)
+    }
+}
+
+let CNN_referenceNetworkText = referenceNetwork

@@ -1,0 +1,121 @@
+import Testing
+@testable import CNN
+
+@Suite("Layers: fast kernels against the reference, gradients against finite differences")
+struct LayerTests {
+    @Test(arguments: [
+        "input(2,5,6) conv(3,3) flatten",
+        "input(2,5,6) conv(3,3,pad=1) flatten",
+        "input(3,7,6) conv(4,3x2,stride=2,pad=1x0) flatten",
+        "input(1,6,6) conv(2,1,bias=false) flatten",
+        "input(2,8,9) conv(5,3,stride=2x1,pad=2) flatten",
+        "input(1,4,4) conv(40,3,pad=1) flatten",     // 40 output channels: the 4×32 register block
+    ])
+    func conv(_ text: String) throws {
+        let (_, layer) = try makeLayer(text)
+        checkLayer(layer, batch: 2)
+    }
+
+    @Test(arguments: [
+        "input(2,6,6) maxpool(2) flatten",
+        "input(2,7,5) maxpool(3,stride=2) flatten",
+        "input(1,6,8) maxpool(2x4) flatten",
+        "input(2,6,6) avgpool(2) flatten",
+        "input(2,7,5) avgpool(3,stride=1) flatten",
+        "input(3,5,4) globalavgpool flatten",
+    ])
+    func pooling(_ text: String) throws {
+        let (_, layer) = try makeLayer(text)
+        // Distinct values keep max pooling away from ties, where it is not differentiable.
+        var r = TestRandom(3)
+        let n = 2 * layer.inputShape.count
+        let perm = (0..<n).map { Float($0) / Float(n) - 0.5 }.sorted { _, _ in r.rng.uniform() < 0.5 }
+        checkLayer(layer, batch: 2, inputs: perm)
+    }
+
+    @Test(arguments: [
+        "input(1,1,7) flatten dense(5)",
+        "input(1,1,37) flatten dense(45)",          // edges of the 32-wide kernel
+        "input(1,1,12) flatten dense(3,bias=false)",
+    ])
+    func dense(_ text: String) throws {
+        let (_, layer) = try makeLayer(text, index: 1)
+        checkLayer(layer, batch: 7)
+    }
+
+    @Test(arguments: ["relu", "leakyrelu", "leakyrelu(alpha=0.2)", "sigmoid", "tanh"])
+    func activations(_ name: String) throws {
+        let (_, layer) = try makeLayer("input(2,3,4) \(name) flatten")
+        checkLayer(layer, batch: 3)
+    }
+
+    @Test func flatten() throws {
+        let (_, layer) = try makeLayer("input(2,3,4) flatten")
+        checkLayer(layer, batch: 2)
+    }
+
+    @Test func dropout() throws {
+        let (_, layer) = try makeLayer("input(2,3,4) dropout(0.4) flatten")
+        checkLayer(layer, batch: 3, training: true)
+        checkLayer(layer, batch: 3, training: false)
+        guard let d = layer as? Dropout else { Issue.record("not a dropout layer"); return }
+        var rng = Random(seed: 5)
+        _ = layer.forward(FloatBuffer(count: 3 * 24), batch: 3, training: true, rng: &rng)
+        let mask = d.mask.array.prefix(72)
+        let kept = mask.filter { $0 != 0 }
+        #expect(kept.allSatisfy { abs($0 - 1 / 0.6) < 1e-6 })
+        #expect(kept.count > 20 && kept.count < 65)
+    }
+
+    @Test(arguments: ["input(3,4,5) batchnorm flatten", "input(1,1,6) flatten batchnorm(eps=0.001,momentum=0.2)"])
+    func batchNorm(_ text: String) throws {
+        let index = text.contains("flatten batchnorm") ? 1 : 0
+        let (_, layer) = try makeLayer(text, index: index)
+        guard let bn = layer as? BatchNorm else { Issue.record("not batch norm"); return }
+        var r = TestRandom(11)
+        bn.weight.value.copy(from: FloatBuffer(r.values(bn.weight.count, 0.5, 1.5)))
+        bn.bias.value.copy(from: FloatBuffer(r.values(bn.bias.count)))
+        checkLayer(layer, batch: 4, training: true)
+        // Running statistics moved towards the batch's; inference uses them.
+        #expect(bn.batchesTracked == 1)
+        #expect(bn.runningMean.value.array.contains { $0 != 0 })
+        checkLayer(layer, batch: 4, training: false)
+    }
+}
+
+@Suite("Losses")
+struct LossTests {
+    @Test(arguments: [(LossKind.crossEntropy, 0.0), (.crossEntropy, 0.1), (.mse, 0.0)])
+    func gradient(_ kind: LossKind, _ smoothing: Double) {
+        var r = TestRandom(5)
+        let b = 4, k = 5
+        let z = r.values(b * k, -3, 3)
+        let labels: [Int32] = [0, 3, 4, 1]
+        var grad = [Float](repeating: 0, count: b * k)
+        let result = z.withUnsafeBufferPointer { zp in labels.withUnsafeBufferPointer { lp in grad.withUnsafeMutableBufferPointer { gp in
+            computeLoss(kind, logits: zp.baseAddress!, labels: lp.baseAddress!, batch: b, classes: k,
+                        labelSmoothing: Float(smoothing), gradient: gp.baseAddress!)
+        } } }
+        let z64 = z.map(Double.init)
+        let reference = Reference.loss(kind, z64, labels: labels, classes: k, smoothing: smoothing)
+        #expect(abs(result.sum / Double(b) - reference) < 1e-5)
+        let h = 1e-6
+        for i in 0..<z64.count {
+            var a = z64, c = z64
+            a[i] += h; c[i] -= h
+            let numeric = (Reference.loss(kind, a, labels: labels, classes: k, smoothing: smoothing)
+                - Reference.loss(kind, c, labels: labels, classes: k, smoothing: smoothing)) / (2 * h)
+            #expect(abs(Double(grad[i]) - numeric) < 1e-5, "\(kind) logit \(i)")
+        }
+    }
+
+    @Test func crossEntropyIsStableForHugeLogits() {
+        let z: [Float] = [1000, -1000, 0, 80, 1e30, -1e30]
+        let labels: [Int32] = [1, 2]
+        let r = z.withUnsafeBufferPointer { zp in labels.withUnsafeBufferPointer { lp in
+            computeLoss(.crossEntropy, logits: zp.baseAddress!, labels: lp.baseAddress!, batch: 2, classes: 3)
+        } }
+        #expect(r.sum.isFinite)
+        #expect(abs(r.sum - (2000 + 2e30)) / 2e30 < 1e-3)
+    }
+}

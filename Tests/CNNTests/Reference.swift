@@ -1,0 +1,108 @@
+// Plain-loop references in Double for every layer and loss: the algorithmic definition that the
+// engine's fast kernels are tested against, and the function that finite differences
+// differentiate. Tensors are flat NCHW arrays; `p` holds the layer's parameters in file order.
+@testable import CNN
+
+enum Reference {
+    static func forward(_ layer: Layer, _ x: [Double], batch: Int, _ p: [[Double]], training: Bool) -> [Double] {
+        let s = layer.inputShape, o = layer.outputShape
+        switch layer.spec.kind {
+        case let .conv(out, k, st, pad, bias):
+            var y = [Double](repeating: 0, count: batch * o.count)
+            for n in 0..<batch { for oc in 0..<out { for oy in 0..<o.h { for ox in 0..<o.w {
+                var acc = bias ? p[1][oc] : 0
+                for c in 0..<s.c { for ki in 0..<k.h { for kj in 0..<k.w {
+                    let iy = oy * st.h - pad.h + ki, ix = ox * st.w - pad.w + kj
+                    if iy < 0 || iy >= s.h || ix < 0 || ix >= s.w { continue }
+                    acc += p[0][((oc * s.c + c) * k.h + ki) * k.w + kj] * x[((n * s.c + c) * s.h + iy) * s.w + ix]
+                } } }
+                y[((n * out + oc) * o.h + oy) * o.w + ox] = acc
+            } } } }
+            return y
+        case let .maxpool(k, st), let .avgpool(k, st):
+            let isMax: Bool = { if case .maxpool = layer.spec.kind { return true }; return false }()
+            return pool(x, batch: batch, s, o, k, st, isMax)
+        case .globalAvgPool:
+            return pool(x, batch: batch, s, o, Pair(s.h, s.w), Pair(s.h, s.w), false)
+        case .flatten:
+            return x
+        case let .dense(out, bias):
+            let i = s.count
+            var y = [Double](repeating: 0, count: batch * out)
+            for n in 0..<batch { for j in 0..<out {
+                var acc = bias ? p[1][j] : 0
+                for t in 0..<i { acc += p[0][j * i + t] * x[n * i + t] }
+                y[n * out + j] = acc
+            } }
+            return y
+        case .activation(let kind):
+            return x.map { v in
+                switch kind {
+                case .relu: return max(v, 0)
+                case .leakyRelu(let a): return v > 0 ? v : Double(a) * v
+                case .sigmoid: return 1 / (1 + exp(-v))
+                case .tanh: return tanh(v)
+                }
+            }
+        case .dropout:
+            guard training, let d = layer as? Dropout else { return x }
+            return x.indices.map { x[$0] * Double(d.mask[$0]) }
+        case let .batchnorm(eps, _):
+            let c = s.c, hw = s.h * s.w, m = Double(batch * hw)
+            var y = x
+            for ch in 0..<c {
+                var mean = 0.0, variance = 0.0
+                if training {
+                    for n in 0..<batch { for i in 0..<hw { mean += x[(n * c + ch) * hw + i] } }
+                    mean /= m
+                    for n in 0..<batch { for i in 0..<hw { let d = x[(n * c + ch) * hw + i] - mean; variance += d * d } }
+                    variance /= m
+                } else {
+                    mean = p[2][ch]; variance = p[3][ch]
+                }
+                for n in 0..<batch { for i in 0..<hw {
+                    let j = (n * c + ch) * hw + i
+                    y[j] = p[0][ch] * (x[j] - mean) / (variance + Double(eps)).squareRoot() + p[1][ch]
+                } }
+            }
+            return y
+        }
+    }
+
+    static func pool(_ x: [Double], batch: Int, _ s: Shape, _ o: Shape, _ k: Pair, _ st: Pair, _ isMax: Bool) -> [Double] {
+        var y = [Double](repeating: 0, count: batch * o.count)
+        for n in 0..<batch { for c in 0..<s.c { for oy in 0..<o.h { for ox in 0..<o.w {
+            var acc = isMax ? -Double.infinity : 0
+            for ki in 0..<k.h { for kj in 0..<k.w {
+                let v = x[((n * s.c + c) * s.h + oy * st.h + ki) * s.w + ox * st.w + kj]
+                acc = isMax ? max(acc, v) : acc + v
+            } }
+            y[((n * s.c + c) * o.h + oy) * o.w + ox] = isMax ? acc : acc / Double(k.h * k.w)
+        } } } }
+        return y
+    }
+
+    /// Mean loss over the batch.
+    static func loss(_ kind: LossKind, _ z: [Double], labels: [Int32], classes k: Int, smoothing: Double) -> Double {
+        let batch = labels.count
+        var total = 0.0
+        for n in 0..<batch {
+            let row = Array(z[(n * k)..<((n + 1) * k)])
+            switch kind {
+            case .crossEntropy:
+                let logSum = log(row.map { exp($0) }.reduce(0, +))
+                for j in 0..<k {
+                    let t = (j == labels[n] ? 1 - smoothing : 0) + smoothing / Double(k)
+                    total -= t * (row[j] - logSum)
+                }
+            case .mse:
+                for j in 0..<k { let d = row[j] - (j == labels[n] ? 1 : 0); total += d * d / Double(k) }
+            }
+        }
+        return total / Double(batch)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,85 @@
+import Testing
+@testable import CNN
+
+/// A deterministic stream of test values.
+struct TestRandom {
+    var rng: Random
+    init(_ seed: UInt64) { rng = Random(seed: seed) }
+    mutating func values(_ n: Int, _ lo: Float = -1, _ hi: Float = 1) -> [Float] {
+        (0..<n).map { _ in lo + (hi - lo) * rng.uniform() }
+    }
+}
+
+/// Builds a model from an architecture text and returns its layer `index`.
+func makeLayer(_ text: String, index: Int = 0, seed: UInt64 = 7) throws -> (Model, Layer) {
+    let model = try Model(architecture: Architecture(parsing: text), seed: seed)
+    return (model, model.layers[index])
+}
+
+func maxRelativeError(_ a: [Double], _ b: [Double], floor: Double = 1) -> Double {
+    zip(a, b).map { abs($0 - $1) / max(floor, abs($1)) }.max() ?? 0
+}
+
+/// The oracle for every layer: its fast forward must match the plain Double reference, and its
+/// backward must match central finite differences of that reference (for the input and every
+/// trainable parameter). The loss differentiated is L = Σ g · y for a random upstream gradient g.
+func checkLayer(_ layer: Layer, batch: Int, training: Bool = true, seed: UInt64 = 1,
+                inputs: [Float]? = nil, forwardTolerance: Double = 1e-4, gradientTolerance: Double = 2e-3) {
+    var r = TestRandom(seed)
+    let x = inputs ?? r.values(batch * layer.inputShape.count)
+    let xb = FloatBuffer(x)
+    var rng = Random(seed: 99)
+    let params = layer.parameters
+    for p in params { p.grad?.fill(0) }
+    let y = layer.forward(xb, batch: batch, training: training, rng: &rng).array
+    let outCount = batch * layer.outputShape.count
+    let p64 = params.map { $0.value.array.map(Double.init) }
+    let x64 = x.map(Double.init)
+    let reference = Reference.forward(layer, x64, batch: batch, p64, training: training)
+    #expect(reference.count == outCount)
+    let forwardError = maxRelativeError(Array(y.prefix(outCount)).map(Double.init), reference)
+    #expect(forwardError < forwardTolerance, "\(layer.spec.text): forward differs from the reference by \(forwardError)")
+
+    let g = r.values(outCount)
+    let dx = layer.backward(FloatBuffer(g), batch: batch, needInputGradient: true)?.array ?? []
+    let g64 = g.map(Double.init)
+    func objective(_ x: [Double], _ p: [[Double]]) -> Double {
+        zip(Reference.forward(layer, x, batch: batch, p, training: training), g64).reduce(0) { $0 + $1.0 * $1.1 }
+    }
+    let h = 1e-5
+    var numeric: [Double] = []
+    for i in 0..<x64.count {
+        var a = x64, b = x64
+        a[i] += h; b[i] -= h
+        numeric.append((objective(a, p64) - objective(b, p64)) / (2 * h))
+    }
+    let dxError = maxRelativeError(Array(dx.prefix(x.count)).map(Double.init), numeric)
+    #expect(dxError < gradientTolerance, "\(layer.spec.text): input gradient differs from finite differences by \(dxError)")
+    for (pi, p) in params.enumerated() {
+        guard let grad = p.grad?.array else { continue }
+        var num: [Double] = []
+        for i in 0..<p.count {
+            var a = p64, b = p64
+            a[pi][i] += h; b[pi][i] -= h
+            num.append((objective(x64, a) - objective(x64, b)) / (2 * h))
+        }
+        let e = maxRelativeError(grad.map(Double.init), num)
+        #expect(e < gradientTolerance, "\(layer.spec.text): gradient of \(p.name) differs from finite differences by \(e)")
+    }
+}
+
+let sampleDir: String = {
+    let file = #filePath
+    let root = file.split(separator: "/").dropLast(3).joined(separator: "/")
+    return "/" + root + "/data/fashion-mnist-sample"
+}()
+
+let referenceNetwork = "input(1,28,28) conv(32,3,pad=1) relu maxpool(2) conv(64,3,pad=1) relu maxpool(2) flatten dense(128) relu dense(10)"
+
+func temporaryPath(_ name: String) -> String {
+    "/tmp/cnn-tests-\(getpid())-\(name)"
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,29 @@
+import Testing
+@testable import CNN
+
+@Suite("Thread pool")
+struct ThreadPoolTests {
+    /// Many tiny jobs back to back: the pattern that exposes races between a job's end and the
+    /// next one's start (a worker still holding the previous job would trap here).
+    @Test func manySmallJobs() {
+        let pool = ThreadPool(threads: 3)
+        var sums = [Int](repeating: 0, count: 8)
+        for round in 0..<20_000 {
+            sums.withUnsafeMutableBufferPointer { s in
+                let base = s.baseAddress!
+                pool.parallelFor(8) { i in base[i] += i + round % 3 }
+            }
+        }
+        #expect(sums == (0..<8).map { 20_000 * $0 + (0..<20_000).reduce(0) { $0 + $1 % 3 } })
+    }
+
+    @Test func nestedCallsRunSerially() {
+        let pool = ThreadPool(threads: 2)
+        var hits = [Int](repeating: 0, count: 16)
+        hits.withUnsafeMutableBufferPointer { h in
+            let base = h.baseAddress!
+            pool.parallelFor(4) { i in pool.parallelFor(4) { j in base[i * 4 + j] += 1 } }
+        }
+        #expect(hits == [Int](repeating: 1, count: 16))
+    }
+}

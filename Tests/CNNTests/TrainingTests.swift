@@ -1,0 +1,235 @@
+import Testing
+@testable import CNN
+
+/// Serializes the tests that change the process-wide thread setting.
+let threadSettingLock = TestLock()
+
+final class TestLock: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    init() { pthread_mutex_init(&mutex, nil) }
+    func with<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return try body()
+    }
+}
+
+@Suite("Training", .serialized)
+struct TrainingTests {
+    static let small = "input(1,28,28) conv(8,3,pad=1) batchnorm relu maxpool(2) conv(16,3) relu maxpool(2) flatten dropout(0.25) dense(32) relu dense(10)"
+
+    func sample(_ n: Int) throws -> (Dataset, Dataset) {
+        let train = try IDX.load(images: sampleDir + "/train-images-idx3-ubyte.gz").prefix(n)
+        let test = try IDX.load(images: sampleDir + "/t10k-images-idx3-ubyte.gz")
+        return (train, test)
+    }
+
+    func settings(epochs: Int = 1) -> TrainingSettings {
+        var s = TrainingSettings()
+        s.epochs = epochs
+        s.batchSize = 32
+        s.learningRate = 0.02
+        s.optimizer.momentum = 0.9
+        s.seed = 3
+        return s
+    }
+
+    func train(_ data: Dataset, _ s: TrainingSettings, threads: Int) throws -> [Float] {
+        try threadSettingLock.with {
+            ThreadPool.setThreads(threads)
+            defer { ThreadPool.setThreads(1) }
+            let m = try Model(architecture: Architecture(parsing: Self.small), seed: s.seed)
+            try Trainer(model: m, settings: s).fit(data)
+            return m.namedParameters.flatMap { $0.parameter.value.array }
+        }
+    }
+
+    @Test func lowersTheLossOnRealData() throws {
+        let (train, test) = try sample(1000)
+        let m = try Model(architecture: Architecture(parsing: Self.small), seed: 1)
+        let before = try evaluate(model: m, on: test)
+        let results = try Trainer(model: m, settings: settings(epochs: 2)).fit(train, validation: test)
+        let after = try evaluate(model: m, on: test)
+        #expect(after.loss < before.loss * 0.6, "loss \(before.loss) -> \(after.loss)")
+        #expect(after.accuracy > 0.6, "accuracy \(after.accuracy)")
+        #expect(results.count == 2 && results[1].loss < results[0].loss)
+        #expect(results[1].validation?.accuracy == after.accuracy)
+        #expect(m.classNames[0] == "T-shirt/top")
+        #expect(after.confusion.flatMap { $0 }.reduce(0, +) == test.count)
+    }
+
+    @Test func sameSeedSameWeightsWhateverTheThreads() throws {
+        let (data, _) = try sample(300)
+        let a = try train(data, settings(), threads: 1)
+        let b = try train(data, settings(), threads: 1)
+        let c = try train(data, settings(), threads: 2)
+        #expect(a == b)
+        #expect(a == c)
+        var other = settings()
+        other.seed = 4
+        #expect(try train(data, other, threads: 1) != a)
+    }
+
+    @Test func lastPartialBatch() throws {
+        let (train, _) = try sample(70)   // 32 + 32 + 6
+        var s = settings()
+        var batches: [Int] = []
+        s.batchSize = 32
+        let m = try Model(architecture: Architecture(parsing: Self.small), seed: 1)
+        try Trainer(model: m, settings: s).fit(train, onBatch: { p in batches.append(p.batch); return true })
+        #expect(batches == [0, 1, 2])
+    }
+
+    @Test func resumedRunEqualsUninterruptedRun() throws {
+        let (train, _) = try sample(200)
+        var s = settings(epochs: 2)
+        s.optimizer.kind = .adam
+        s.learningRate = 0.001
+        let straight = try Model(architecture: Architecture(parsing: Self.small), seed: 5)
+        try Trainer(model: straight, settings: s).fit(train)
+
+        let checkpoint = temporaryPath("resume.ckpt.safetensors")
+        defer { unlink(checkpoint) }
+        var first = s
+        first.epochs = 1
+        let m1 = try Model(architecture: Architecture(parsing: Self.small), seed: 5)
+        try Trainer(model: m1, settings: first).fit(train, onEpoch: { _, state in try m1.save(to: checkpoint, training: state) })
+        let m2 = try Model.load(from: checkpoint)
+        let trainer = try Trainer(model: m2, settings: s)
+        try trainer.resume(from: checkpoint)
+        #expect(trainer.state.epoch == 1)
+        let results = try trainer.fit(train)
+        #expect(results.count == 1)
+        #expect(m2.namedParameters.flatMap { $0.parameter.value.array } == straight.namedParameters.flatMap { $0.parameter.value.array })
+        #expect((m2.layers[1] as? BatchNorm)?.runningMean.value.array == (straight.layers[1] as? BatchNorm)?.runningMean.value.array)
+    }
+
+    @Test func divergenceStopsWithLastGoodWeights() throws {
+        let (train, _) = try sample(200)
+        var s = settings(epochs: 3)
+        s.learningRate = 1e38
+        s.optimizer.momentum = 0
+        let m = try Model(architecture: Architecture(parsing: "input(1,28,28) flatten dense(10)"), seed: 1)
+        do {
+            try Trainer(model: m, settings: s).fit(train)
+            Issue.record("did not diverge")
+        } catch let e as CNNError {
+            #expect(e.kind == .diverged)
+            #expect(e.message.contains("NaN or infinite"))
+        }
+        #expect(m.namedParameters.allSatisfy { $0.parameter.value.allFinite })
+    }
+
+    @Test func cancelFromTheCallback() throws {
+        let (train, _) = try sample(200)
+        let m = try Model(architecture: Architecture(parsing: Self.small), seed: 1)
+        var calls = 0
+        do {
+            try Trainer(model: m, settings: settings()).fit(train, onBatch: { _ in calls += 1; return calls < 3 })
+            Issue.record("not cancelled")
+        } catch let e as CNNError {
+            #expect(e.kind == .cancelled)
+        }
+        #expect(calls == 3)
+    }
+
+    @Test func invalidSettings() throws {
+        var s = TrainingSettings()
+        s.batchSize = 0
+        #expect(throws: CNNError.self) { try s.validate() }
+        s = TrainingSettings(); s.learningRate = .nan
+        #expect(throws: CNNError.self) { try s.validate() }
+        s = TrainingSettings(); s.optimizer.momentum = 1
+        #expect(throws: CNNError.self) { try s.validate() }
+        let (train, _) = try sample(10)
+        let wrong = try Model(architecture: Architecture(parsing: "input(3,28,28) flatten dense(10)"), seed: 1)
+        #expect(throws: CNNError.self) { try Trainer(model: wrong, settings: TrainingSettings()).fit(train) }
+        let tooFew = try Model(architecture: Architecture(parsing: "input(1,28,28) flatten dense(5)"), seed: 1)
+        #expect(throws: CNNError.self) { try Trainer(model: tooFew, settings: TrainingSettings()).fit(train) }
+    }
+
+    @Test func denseProductIsIdenticalWithOneOrTwoThreads() throws {
+        // Large enough for the product to be split into tiles.
+        let text = "input(1,1,300) flatten dense(130)"
+        var r = TestRandom(4)
+        let x = r.values(70 * 300)
+        func run(_ threads: Int) throws -> [Float] {
+            try threadSettingLock.with {
+                ThreadPool.setThreads(threads)
+                defer { ThreadPool.setThreads(1) }
+                let (_, layer) = try makeLayer(text, index: 1)
+                var rng = Random(seed: 1)
+                let y = layer.forward(FloatBuffer(x), batch: 70, training: true, rng: &rng).array
+                let dx = layer.backward(FloatBuffer(y), batch: 70, needInputGradient: true)?.array ?? []
+                return y + dx + layer.parameters[0].grad!.array
+            }
+        }
+        #expect(try run(1) == run(2))
+    }
+}
+
+@Suite("Optimizers and schedules")
+struct OptimizerTests {
+    /// One parameter vector through three updates of each rule, against the formulas in Double.
+    @Test(arguments: [OptimizerKind.sgd, .rmsprop, .adam, .adamw])
+    func updateRules(_ kind: OptimizerKind) throws {
+        let m = try Model(architecture: Architecture(parsing: "input(1,1,3) flatten dense(2)"), seed: 1)
+        var s = OptimizerSettings()
+        s.kind = kind
+        s.momentum = 0.9
+        s.nesterov = kind == .sgd
+        s.weightDecay = 0.01
+        let opt = Optimizer(s, model: m)
+        let w = m.namedParameters[0].parameter
+        var p = w.value.array.map(Double.init)
+        var first = [Double](repeating: 0, count: p.count), second = first
+        let lr = 0.1
+        for step in 1...3 {
+            let g = (0..<p.count).map { Double($0 + step) * 0.1 - 0.2 }
+            w.grad?.copy(from: FloatBuffer(g.map(Float.init)))
+            m.namedParameters[1].parameter.grad?.fill(0)
+            opt.update(learningRate: Float(lr))
+            for j in 0..<p.count {
+                switch kind {
+                case .sgd:
+                    let d = g[j] + 0.01 * p[j]
+                    first[j] = step == 1 ? d : 0.9 * first[j] + d
+                    p[j] -= lr * (d + 0.9 * first[j])
+                case .rmsprop:
+                    let d = g[j] + 0.01 * p[j]
+                    first[j] = 0.99 * first[j] + 0.01 * d * d
+                    p[j] -= lr * d / (first[j].squareRoot() + 1e-8)
+                case .adam, .adamw:
+                    if kind == .adamw { p[j] -= lr * 0.01 * p[j] }
+                    let d = kind == .adamw ? g[j] : g[j] + 0.01 * p[j]
+                    first[j] = 0.9 * first[j] + 0.1 * d
+                    second[j] = 0.999 * second[j] + 0.001 * d * d
+                    let mh = first[j] / (1 - pow(0.9, Double(step))), vh = second[j] / (1 - pow(0.999, Double(step)))
+                    p[j] -= lr * mh / (vh.squareRoot() + 1e-8)
+                }
+            }
+        }
+        #expect(maxRelativeError(w.value.array.map(Double.init), p) < 1e-5)
+    }
+
+    @Test func schedules() {
+        var s = Schedule()
+        #expect(s.learningRate(base: 0.1, step: 50, stepsPerEpoch: 10, totalSteps: 100) == 0.1)
+        s.kind = .step
+        s.stepEpochs = 2
+        s.gamma = 0.5
+        #expect(s.learningRate(base: 0.1, step: 19, stepsPerEpoch: 10, totalSteps: 100) == 0.1)
+        #expect(abs(s.learningRate(base: 0.1, step: 45, stepsPerEpoch: 10, totalSteps: 100) - 0.025) < 1e-7)
+        s.kind = .cosine
+        #expect(s.learningRate(base: 0.1, step: 0, stepsPerEpoch: 10, totalSteps: 100) == 0.1)
+        #expect(abs(s.learningRate(base: 0.1, step: 50, stepsPerEpoch: 10, totalSteps: 100) - 0.05) < 1e-6)
+        #expect(s.learningRate(base: 0.1, step: 100, stepsPerEpoch: 10, totalSteps: 100) < 1e-6)
+        s.warmupEpochs = 1
+        #expect(abs(s.learningRate(base: 0.1, step: 4, stepsPerEpoch: 10, totalSteps: 100) - 0.05) < 1e-7)
+        #expect(abs(s.learningRate(base: 0.1, step: 10, stepsPerEpoch: 10, totalSteps: 100) - 0.1) < 1e-6)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
