@@ -10,9 +10,43 @@ SWIFT ?= swift
 RELEASE_FLAGS = -c release -Xswiftc -target-cpu -Xswiftc $(TARGET_CPU) -Xcc -march=$(TARGET_CPU)
 BIN = .build/release
 
-.PHONY: all build demo test test-swift test-cli clean
+# The library's version is the header's.
+MAJOR := $(shell awk '/define CNN_VERSION_MAJOR/ {print $$3}' include/cnn.h)
+MINOR := $(shell awk '/define CNN_VERSION_MINOR/ {print $$3}' include/cnn.h)
+PATCH := $(shell awk '/define CNN_VERSION_PATCH/ {print $$3}' include/cnn.h)
+VERSION = $(MAJOR).$(MINOR).$(PATCH)
+PREFIX ?= /usr/local
+# libcnn.so is self-contained: the Swift runtime is linked in statically, only the cnn_* symbols
+# are exported (version script, linked with lld, which keeps no other dynamic symbol), the soname
+# carries the ABI version, and -z nodelete keeps the runtime's state alive across a dlclose.
+LIB_BUILD ?= .build-lib
+LIB_OUT ?= build/lib
+LIB_FLAGS = $(RELEASE_FLAGS) --scratch-path $(LIB_BUILD) --product CNNC -Xswiftc -static-stdlib \
+	-Xswiftc -use-ld=lld -Xlinker --version-script=$(CURDIR)/bindings/c/libcnn.map \
+	-Xlinker -soname=libcnn.so.$(MAJOR) -Xlinker -z -Xlinker nodelete
+CFLAGS_C = -std=c99 -O2 -Wall -Wextra -Werror -Iinclude
+LINK_C = -Lbuild/lib -lcnn -Wl,-rpath,$(CURDIR)/build/lib -lpthread -lm
 
-all: build
+.PHONY: all build lib example demo test test-swift test-cli test-c install clean
+
+all: build lib
+
+lib:
+	$(SWIFT) build $(LIB_FLAGS)
+	mkdir -p $(LIB_OUT)
+	cp $(LIB_BUILD)/release/libCNNC.so $(LIB_OUT)/libcnn.so.$(VERSION)
+	ln -sf libcnn.so.$(VERSION) $(LIB_OUT)/libcnn.so.$(MAJOR)
+	ln -sf libcnn.so.$(MAJOR) $(LIB_OUT)/libcnn.so
+
+example: lib
+	mkdir -p build/bin
+	cc $(CFLAGS_C) bindings/c/example.c $(LINK_C) -o build/bin/example
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	cp -P build/lib/libcnn.so build/lib/libcnn.so.$(MAJOR) build/lib/libcnn.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 include/cnn.h $(DESTDIR)$(PREFIX)/include/cnn.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' bindings/c/cnn.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cnn.pc
 
 build:
 	$(SWIFT) build $(RELEASE_FLAGS) --product cnn
@@ -20,7 +54,7 @@ build:
 demo: build
 	scripts/demo.sh $(BIN)/cnn
 
-test: test-swift test-cli
+test: test-swift test-cli test-c
 
 test-swift:
 	$(SWIFT) test
@@ -28,5 +62,21 @@ test-swift:
 test-cli: build
 	Tests/cli/run.sh $(BIN)/cnn
 
+# The C tests: built with -Wall -Wextra -Werror (also as C++), run, run again under valgrind; the
+# example builds against an installed copy through pkg-config; header and symbols agree.
+test-c: lib example
+	cc $(CFLAGS_C) bindings/c/tests.c $(LINK_C) -o build/bin/c-tests
+	c++ -x c++ -std=c++11 -Wall -Wextra -Werror -Iinclude -fsyntax-only bindings/c/example.c
+	scripts/check-symbols.sh build/lib/libcnn.so include/cnn.h
+	build/bin/c-tests data/fashion-mnist-sample
+	# valgrind 3.19 does not decode AVX-512: it checks a build of the same code for AVX2 (haswell).
+	$(MAKE) --no-print-directory lib TARGET_CPU=haswell LIB_BUILD=.build-lib-avx2 LIB_OUT=build/lib-avx2
+	LD_LIBRARY_PATH=build/lib-avx2 valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
+		--suppressions=bindings/c/valgrind.supp build/bin/c-tests data/fashion-mnist-sample
+	rm -rf build/pkgtest && $(MAKE) --no-print-directory install PREFIX=$(CURDIR)/build/pkgtest >/dev/null
+	cd build && PKG_CONFIG_PATH=$(CURDIR)/build/pkgtest/lib/pkgconfig \
+		cc -Wall -Wextra -Werror ../bindings/c/example.c $$(PKG_CONFIG_PATH=$(CURDIR)/build/pkgtest/lib/pkgconfig pkg-config --cflags --libs cnn) -o pkgtest/example
+	cd build && pkgtest/example ../data/fashion-mnist-sample/train-images-idx3-ubyte.gz ../data/fashion-mnist-sample/t10k-images-idx3-ubyte.gz 1 | tail -7
+
 clean:
-	rm -rf .build demo-out
+	rm -rf .build .build-lib build demo-out

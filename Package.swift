@@ -6,6 +6,8 @@ let package = Package(
     name: "SwiftCNN",
     products: [
         .library(name: "CNN", targets: ["CNN"]),
+        // The C API of include/cnn.h; `make lib` links it self-contained as libcnn.so.
+        .library(name: "CNNC", type: .dynamic, targets: ["CNNExports"]),
         .executable(name: "cnn", targets: ["CNNTool"]),
     ],
     dependencies: [
@@ -17,6 +19,10 @@ let package = Package(
                        providers: [.apt(["zlib1g-dev"])]),
         // The engine: pure Swift, no Foundation, no C types in its API.
         .target(name: "CNN", dependencies: ["CZlib"]),
+        // include/cnn.h as a Clang module, so the exports use the header's own types.
+        .systemLibrary(name: "CNNABI", path: "Sources/CNNABI"),
+        // The @_cdecl functions of the C API, in the header's order.
+        .target(name: "CNNExports", dependencies: ["CNN", "CNNABI"]),
         // The command-line tool `cnn`.
         .executableTarget(name: "CNNTool", dependencies: [
             "CNN", .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -22,7 +22,7 @@ public func evaluate(model: Model, on data: Dataset, loss: LossKind = .crossEntr
     guard data.numClasses <= model.numClasses else {
         throw CNNError(.shapeMismatch, "the data has \(data.numClasses) classes, the model outputs \(model.numClasses)")
     }
-    let k = model.numClasses, b = max(1, min(batchSize, data.count))
+    let k = model.numClasses, b = max(1, min(batchSize, data.count, model.maxBatch))
     let x = FloatBuffer(count: b * model.inputShape.count)
     var labels = [Int32](repeating: 0, count: b)
     var confusion = [[Int]](repeating: [Int](repeating: 0, count: k), count: k)
@@ -59,7 +59,7 @@ extension Model {
     public func predict(_ images: UnsafePointer<Float>, batch: Int, logits wantLogits: Bool = false) -> [Float] {
         let sample = inputShape.count, k = numClasses
         var out = [Float](repeating: 0, count: batch * k)
-        let chunk = 256
+        let chunk = min(256, maxBatch)
         let x = FloatBuffer(count: min(batch, chunk) * sample)
         var rng = Random(seed: 0)
         var lo = 0

@@ -9,9 +9,16 @@ public final class Model {
     public var mean: [Float]
     public var std: [Float]
 
-    /// Limits on what one model may ask for (activations per sample, parameters).
+    /// Limits on what one model may ask for: values per sample in any layer, parameters, and the
+    /// working memory per sample (activations, gradients, im2col matrices), in floats.
     public static let maxActivationsPerSample = 1 << 26
-    public static let maxParameters = 1 << 30
+    public static let maxParameters = 1 << 28
+    public static let maxWorkspacePerSample = 1 << 28
+    /// The most floats of working memory one batch may plan (16 GiB).
+    public static let maxWorkspacePerBatch = 1 << 32
+
+    /// Floats of working memory per sample, for training (an upper bound).
+    public let workspacePerSample: Int
 
     /// Builds the network and initializes it from `seed` (He for layers followed by ReLU, Glorot
     /// otherwise; biases zero).
@@ -26,7 +33,12 @@ public final class Model {
         self.architecture = architecture
         var layers: [Layer] = []
         var shape = architecture.input
+        let (inputCount, inputOverflow) = shape.c.multipliedReportingOverflow(by: shape.h * shape.w)
+        guard !inputOverflow, inputCount <= Model.maxActivationsPerSample else {
+            throw CNNError(.invalidArgument, "architecture: input \(shape) has more than \(Model.maxActivationsPerSample) values")
+        }
         var totalParameters = 0
+        var workspace = 2 * inputCount
         for (index, spec) in architecture.layers.enumerated() {
             let layer = try Model.makeLayer(spec, input: shape, index: index)
             shape = layer.outputShape
@@ -34,6 +46,18 @@ public final class Model {
             let (c2, o2) = c1.multipliedReportingOverflow(by: shape.w)
             guard !o1, !o2, c2 <= Model.maxActivationsPerSample, c2 > 0 else {
                 throw CNNError(.invalidArgument, "architecture: layer \(index) (\(spec.text)) outputs \(shape), more than \(Model.maxActivationsPerSample) values per sample")
+            }
+            // Output and input gradient, plus a conv layer's im2col matrix and transposed gradient.
+            workspace += 3 * c2
+            if let conv = layer as? Conv2D {
+                let (col, o3) = conv.geometry.colRows.multipliedReportingOverflow(by: conv.geometry.colCols)
+                guard !o3, col <= Model.maxWorkspacePerSample else {
+                    throw CNNError(.invalidArgument, "architecture: layer \(index) (\(spec.text)) needs an im2col matrix of more than \(Model.maxWorkspacePerSample) values per sample")
+                }
+                workspace += col
+            }
+            guard workspace <= Model.maxWorkspacePerSample else {
+                throw CNNError(.invalidArgument, "architecture: the network needs more than \(Model.maxWorkspacePerSample) floats of working memory per sample at layer \(index) (\(spec.text))")
             }
             totalParameters += layer.parameters.reduce(0) { $0 + $1.count }
             guard totalParameters <= Model.maxParameters else {
@@ -45,9 +69,26 @@ public final class Model {
             throw CNNError(.invalidArgument, "architecture: the network must end with a vector of class scores (dense, or flatten), but its output is \(shape)")
         }
         self.layers = layers
+        workspacePerSample = workspace
         classNames = (0..<shape.c).map { String($0) }
         mean = [Float](repeating: 0, count: architecture.input.c)
         std = [Float](repeating: 1, count: architecture.input.c)
+    }
+
+    /// An independent copy: same architecture, weights, statistics, names and normalization.
+    public func copy() throws -> Model {
+        let m = try Model(architecture: architecture)
+        m.classNames = classNames
+        m.mean = mean
+        m.std = std
+        for (a, b) in zip(namedParameters, m.namedParameters) {
+            b.parameter.value.copy(from: a.parameter.value)
+            b.parameter.version += 1
+        }
+        for (a, b) in zip(layers, m.layers) {
+            if let x = a as? BatchNorm, let y = b as? BatchNorm { y.batchesTracked = x.batchesTracked }
+        }
+        return m
     }
 
     public convenience init(architecture text: String, seed: UInt64) throws {
@@ -55,6 +96,9 @@ public final class Model {
     }
 
     public var inputShape: Shape { architecture.input }
+
+    /// The largest batch whose working memory stays within `maxWorkspacePerBatch`.
+    public var maxBatch: Int { max(1, Model.maxWorkspacePerBatch / max(workspacePerSample, 1)) }
     public var numClasses: Int { layers.last?.outputShape.c ?? 0 }
 
     /// The tensors of the model file, named as in PyTorch's `nn.Sequential` state dict.

@@ -14,7 +14,12 @@ public final class ThreadPool {
     private let core = PoolCore()
 
     /// The process-wide pool used by the engine. Replace it with `setThreads`.
-    nonisolated(unsafe) public private(set) static var shared = ThreadPool(threads: 1)
+    public static var shared: ThreadPool {
+        pthread_mutex_lock(sharedLock)
+        defer { pthread_mutex_unlock(sharedLock) }
+        return current
+    }
+    nonisolated(unsafe) private static var current = ThreadPool(threads: 1)
     private static let sharedLock: UnsafeMutablePointer<pthread_mutex_t> = {
         let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
         pthread_mutex_init(m, nil)
@@ -26,7 +31,7 @@ public final class ThreadPool {
         pthread_mutex_lock(sharedLock)
         defer { pthread_mutex_unlock(sharedLock) }
         let n = max(1, min(n, 256))
-        if shared.threads != n { shared = ThreadPool(threads: n) }
+        if current.threads != n { current = ThreadPool(threads: n) }
     }
 
     public init(threads: Int) {

@@ -152,6 +152,9 @@ public final class Trainer {
                     onBatch: (TrainingProgress) -> Bool = { _ in true },
                     onEpoch: (EpochResult, TrainingState) throws -> Void = { _, _ in }) throws -> [EpochResult] {
         let batchSize = min(settings.batchSize, train.count)
+        guard batchSize <= model.maxBatch else {
+            throw CNNError(.outOfMemory, "a batch of \(batchSize) needs more than \(Model.maxWorkspacePerBatch / (1 << 28)) GiB of working memory for this network; use a batch size of at most \(model.maxBatch)")
+        }
         guard train.shape.c == model.inputShape.c, train.shape.h == model.inputShape.h, train.shape.w == model.inputShape.w else {
             throw CNNError(.shapeMismatch, "training data has images of \(train.shape), the model takes \(model.inputShape)")
         }

@@ -61,7 +61,10 @@ struct ArchitectureTests {
         ("input(1,4,4) maxpool(5) flatten dense(2)", "larger than the input"),
         ("input(1,4,4) conv(2,3)", "must end with a vector"),
         ("input(1,4,4) flatten conv(2,1) dense(2)", "needs an image input"),
-        ("input(65536,65536,65536) flatten dense(2)", "values per sample"),
+        ("input(65536,65536,65536) flatten dense(2)", "has more than"),
+        ("input(1,4096,4096) conv(4096,3,pad=1) flatten dense(2)", "values per sample"),
+        ("input(16,1024,1024) conv(8,5,pad=2) flatten dense(2)", "im2col matrix"),
+        ("input(1,1,65536) flatten dense(65536)", "too many weights"),
     ])
     func shapeErrors(_ text: String, _ expected: String) {
         do {

@@ -1,0 +1,72 @@
+// Status codes, the per-thread last error, and the wrapper every exported function runs in.
+import CNN
+import CNNABI
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The key of each thread's last error message (a malloc'd C string, freed when replaced or when
+/// the thread exits).
+private let errorKey: pthread_key_t = {
+    var key = pthread_key_t()
+    pthread_key_create(&key) { free($0) }
+    return key
+}()
+
+/// A C string that lives as long as the process (static texts).
+func staticString(_ s: String) -> UnsafePointer<CChar> { UnsafePointer(strdup(s)!) }
+
+private let emptyString = staticString("")
+
+func setLastError(_ message: String) {
+    let old = pthread_getspecific(errorKey)
+    pthread_setspecific(errorKey, strdup(message))
+    free(old)
+}
+
+/// Runs the body of exported function `function`: a thrown CNNError becomes its status code and
+/// the thread's last error ("function: message"). Nothing else may escape: the body validates
+/// every argument before it touches Swift collections, so no Swift trap can cross the ABI.
+func guarded(_ function: String, _ body: () throws -> Void) -> cnn_status {
+    do {
+        try body()
+        return cnn_status(CNN_OK)
+    } catch let e as CNNError {
+        setLastError("\(function): \(e.message)")
+        return e.kind.rawValue
+    } catch {
+        setLastError("\(function): internal error: \(error)")
+        return cnn_status(CNN_INTERNAL)
+    }
+}
+
+func invalid(_ what: String) -> CNNError { CNNError(.invalidArgument, what) }
+
+/// A C string argument that must not be NULL.
+func string(_ p: UnsafePointer<CChar>?, _ name: String) throws -> String {
+    guard let p else { throw invalid("\(name) is NULL") }
+    return String(cString: p)
+}
+
+/// A pointer argument that must not be NULL.
+func required<T>(_ p: T?, _ name: String) throws -> T {
+    guard let p else { throw invalid("\(name) is NULL") }
+    return p
+}
+
+private let statusTexts: [UnsafePointer<CChar>] = [
+    "ok", "invalid argument", "parse error", "I/O error", "bad file format", "shape mismatch",
+    "out of memory", "training diverged", "cancelled", "busy", "internal error",
+].map(staticString)
+private let unknownStatus = staticString("unknown status")
+
+@_cdecl("cnn_status_string")
+public func exportStatusString(_ status: cnn_status) -> UnsafePointer<CChar> {
+    status >= 0 && Int(status) < statusTexts.count ? statusTexts[Int(status)] : unknownStatus
+}
+
+@_cdecl("cnn_last_error")
+public func exportLastError() -> UnsafePointer<CChar> {
+    guard let p = pthread_getspecific(errorKey) else { return emptyString }
+    return UnsafePointer(p.assumingMemoryBound(to: CChar.self))
+}

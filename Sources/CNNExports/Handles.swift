@@ -1,0 +1,161 @@
+// Opaque handles: every live handle is registered, so a NULL, freed or foreign pointer is
+// rejected with an error instead of being dereferenced.
+import CNN
+import CNNABI
+#if canImport(Glibc)
+import Glibc
+#endif
+
+final class Lock {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    init() { pthread_mutex_init(mutex, nil) }
+    deinit { pthread_mutex_destroy(mutex); mutex.deallocate() }
+    func with<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+}
+
+/// A C string owned by a handle.
+final class CString {
+    let pointer: UnsafeMutablePointer<CChar>
+    init(_ s: String) { pointer = strdup(s)! }
+    deinit { free(pointer) }
+}
+
+/// A model and what the C API adds around it: exclusive training, concurrent prediction on
+/// private copies (each layer keeps per-call buffers), and the strings handed out.
+final class ModelHandle {
+    let model: Model
+    let lock = Lock()
+    // Guarded by `lock`.
+    private var training = false
+    private var users = 0
+    private var replicas: [Model] = []
+    private var strings: [String: CString] = [:]
+    private var classNames: [CString] = []
+
+    init(_ model: Model) { self.model = model }
+
+    /// Runs `body` with the model to itself (training).
+    func exclusive<T>(_ body: (Model) throws -> T) throws -> T {
+        try lock.with {
+            guard !training, users == 0 else { throw CNNError(.busy, "the model is being trained or used by another call") }
+            training = true
+        }
+        defer {
+            lock.with {
+                training = false
+                replicas.removeAll()
+                classNames.removeAll()
+                strings["summary"] = nil
+            }
+        }
+        return try body(model)
+    }
+
+    /// Runs `body` with a private copy of the model, for calls that may run concurrently.
+    func shared<T>(_ body: (Model) throws -> T) throws -> T {
+        var replica: Model? = try lock.with {
+            guard !training else { throw CNNError(.busy, "the model is being trained") }
+            users += 1
+            return replicas.popLast()
+        }
+        defer {
+            lock.with {
+                if let replica, replicas.count < 16 { replicas.append(replica) }
+                users -= 1
+            }
+        }
+        if replica == nil { replica = try model.copy() }
+        return try body(replica ?? model)
+    }
+
+    /// Reads the model itself without changing it (saving): excluded only by training.
+    func reading<T>(_ body: (Model) throws -> T) throws -> T {
+        try lock.with {
+            guard !training else { throw CNNError(.busy, "the model is being trained") }
+            users += 1
+        }
+        defer { lock.with { users -= 1 } }
+        return try body(model)
+    }
+
+    /// A string owned by the handle, made once.
+    func string(_ key: String, _ make: (Model) -> String) throws -> UnsafePointer<CChar> {
+        try lock.with {
+            guard !training else { throw CNNError(.busy, "the model is being trained") }
+            if let s = strings[key] { return UnsafePointer(s.pointer) }
+            let s = CString(make(model))
+            strings[key] = s
+            return UnsafePointer(s.pointer)
+        }
+    }
+
+    func className(_ index: Int) throws -> UnsafePointer<CChar> {
+        try lock.with {
+            guard !training else { throw CNNError(.busy, "the model is being trained") }
+            if classNames.count != model.classNames.count { classNames = model.classNames.map(CString.init) }
+            guard index >= 0, index < classNames.count else {
+                throw CNNError(.invalidArgument, "index \(index) is outside 0..<\(classNames.count)")
+            }
+            return UnsafePointer(classNames[index].pointer)
+        }
+    }
+}
+
+final class DatasetHandle {
+    let dataset: Dataset
+    let lock = Lock()
+    private var users = 0
+    init(_ dataset: Dataset) { self.dataset = dataset }
+
+    func using<T>(_ body: (Dataset) throws -> T) throws -> T {
+        lock.with { users += 1 }
+        defer { lock.with { users -= 1 } }
+        return try body(dataset)
+    }
+
+    func setClassNames(_ names: [String]) throws {
+        try lock.with {
+            guard users == 0 else { throw CNNError(.busy, "the dataset is in use by another call") }
+            dataset.classNames = names
+        }
+    }
+}
+
+/// The live handles, by address.
+enum Registry {
+    private static let lock = Lock()
+    nonisolated(unsafe) private static var live: [UnsafeMutableRawPointer: AnyObject] = [:]
+
+    static func add(_ object: AnyObject) -> OpaquePointer {
+        let p = Unmanaged.passRetained(object).toOpaque()
+        lock.with { live[p] = object }
+        return OpaquePointer(p)
+    }
+
+    static func remove(_ handle: OpaquePointer?) {
+        guard let handle else { return }
+        let p = UnsafeMutableRawPointer(handle)
+        let object: AnyObject? = lock.with { live.removeValue(forKey: p) }
+        if object != nil { Unmanaged<AnyObject>.fromOpaque(p).release() }
+    }
+
+    static func model(_ handle: OpaquePointer?, _ name: String = "model") throws -> ModelHandle {
+        guard let handle else { throw invalid("\(name) is NULL") }
+        guard let m = lock.with({ live[UnsafeMutableRawPointer(handle)] }) as? ModelHandle else {
+            throw invalid("\(name) is not a live cnn_model (freed, or not created by cnn_model_create/load)")
+        }
+        return m
+    }
+
+    static func dataset(_ handle: OpaquePointer?, _ name: String = "dataset") throws -> DatasetHandle {
+        guard let handle else { throw invalid("\(name) is NULL") }
+        guard let d = lock.with({ live[UnsafeMutableRawPointer(handle)] }) as? DatasetHandle else {
+            throw invalid("\(name) is not a live cnn_dataset (freed, or not created by cnn_dataset_from_*)")
+        }
+        return d
+    }
+}

@@ -1,0 +1,88 @@
+import CNN
+import CNNABI
+
+@_cdecl("cnn_model_create")
+public func exportModelCreate(_ architecture: UnsafePointer<CChar>?, _ seed: UInt64,
+                              _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
+    guarded("cnn_model_create") {
+        let text = try string(architecture, "architecture")
+        let out = try required(out, "model")
+        out.pointee = Registry.add(ModelHandle(try Model(architecture: Architecture(parsing: text), seed: seed)))
+    }
+}
+
+@_cdecl("cnn_model_load")
+public func exportModelLoad(_ path: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
+    guarded("cnn_model_load") {
+        let path = try string(path, "path")
+        let out = try required(out, "model")
+        out.pointee = Registry.add(ModelHandle(try Model.load(from: path)))
+    }
+}
+
+@_cdecl("cnn_model_save")
+public func exportModelSave(_ model: OpaquePointer?, _ path: UnsafePointer<CChar>?) -> cnn_status {
+    guarded("cnn_model_save") {
+        let handle = try Registry.model(model)
+        let path = try string(path, "path")
+        try handle.reading { try $0.save(to: path) }
+    }
+}
+
+@_cdecl("cnn_model_free")
+public func exportModelFree(_ model: OpaquePointer?) { Registry.remove(model) }
+
+@_cdecl("cnn_model_input_shape")
+public func exportModelInputShape(_ model: OpaquePointer?, _ c: UnsafeMutablePointer<Int32>?,
+                                  _ h: UnsafeMutablePointer<Int32>?, _ w: UnsafeMutablePointer<Int32>?) -> cnn_status {
+    guarded("cnn_model_input_shape") {
+        let s = try Registry.model(model).model.inputShape
+        c?.pointee = Int32(s.c)
+        h?.pointee = Int32(s.h)
+        w?.pointee = Int32(s.w)
+    }
+}
+
+@_cdecl("cnn_model_num_classes")
+public func exportModelNumClasses(_ model: OpaquePointer?, _ classes: UnsafeMutablePointer<Int32>?) -> cnn_status {
+    guarded("cnn_model_num_classes") {
+        let m = try Registry.model(model).model
+        try required(classes, "num_classes").pointee = Int32(m.numClasses)
+    }
+}
+
+@_cdecl("cnn_model_class_name")
+public func exportModelClassName(_ model: OpaquePointer?, _ index: Int32,
+                                 _ name: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> cnn_status {
+    guarded("cnn_model_class_name") {
+        let handle = try Registry.model(model)
+        let name = try required(name, "name")
+        name.pointee = try handle.className(Int(index))
+    }
+}
+
+@_cdecl("cnn_model_parameter_count")
+public func exportModelParameterCount(_ model: OpaquePointer?, _ count: UnsafeMutablePointer<Int64>?) -> cnn_status {
+    guarded("cnn_model_parameter_count") {
+        let m = try Registry.model(model).model
+        try required(count, "count").pointee = Int64(m.parameterCount)
+    }
+}
+
+@_cdecl("cnn_model_architecture")
+public func exportModelArchitecture(_ model: OpaquePointer?, _ text: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> cnn_status {
+    guarded("cnn_model_architecture") {
+        let handle = try Registry.model(model)
+        let text = try required(text, "text")
+        text.pointee = try handle.string("architecture") { $0.architecture.text }
+    }
+}
+
+@_cdecl("cnn_model_summary")
+public func exportModelSummary(_ model: OpaquePointer?, _ text: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> cnn_status {
+    guarded("cnn_model_summary") {
+        let handle = try Registry.model(model)
+        let text = try required(text, "text")
+        text.pointee = try handle.string("summary") { $0.architecture.text + "\n" + $0.summary }
+    }
+}

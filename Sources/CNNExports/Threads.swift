@@ -1,0 +1,13 @@
+import CNN
+import CNNABI
+
+@_cdecl("cnn_set_num_threads")
+public func exportSetNumThreads(_ threads: Int32) -> cnn_status {
+    guarded("cnn_set_num_threads") {
+        guard threads >= 1, threads <= 256 else { throw invalid("threads must be from 1 to 256, not \(threads)") }
+        ThreadPool.setThreads(Int(threads))
+    }
+}
+
+@_cdecl("cnn_get_num_threads")
+public func exportGetNumThreads() -> Int32 { Int32(ThreadPool.shared.threads) }

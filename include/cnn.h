@@ -1,0 +1,325 @@
+/*
+ * cnn.h - the C API of SwiftCNN (libcnn.so).
+ *
+ * Everything public is in this file: a function that is not declared here is not part of the API.
+ *
+ * CONVENTIONS
+ *
+ *   Status codes. Every function that can fail returns a cnn_status: CNN_OK (0) on success, one
+ *   of the CNN_* codes below otherwise. cnn_status_string() turns a code into a static text;
+ *   cnn_last_error() gives the detailed message of the last failure on the calling thread (what
+ *   was wrong and where: the argument, the file, the byte). The library never calls exit() or
+ *   abort(), and never writes to stdout or stderr.
+ *
+ *   Outputs on error. Arguments marked OUT are written only on success, except where a function
+ *   says otherwise; on error they are left untouched (handles stay NULL if they were NULL).
+ *
+ *   Ownership. Handles (cnn_model, cnn_dataset) are created by cnn_*_create/load/from_* and
+ *   freed by cnn_*_free; freeing NULL is a harmless no-op, and a handle that is not live (already
+ *   freed, or never created) is rejected with CNN_INVALID_ARGUMENT rather than dereferenced.
+ *   Strings returned by the library are owned by it: static texts live forever; texts of a model
+ *   (architecture, summary, class names) stay valid until the model is freed or trained again;
+ *   cnn_last_error()'s text is valid until the next failing call on the same thread. Data passed
+ *   in (images, labels, names) is copied: the caller may free it as soon as the call returns.
+ *
+ *   Tensors. Images are float32, NCHW (batch, channels, height, width), contiguous, with pixel
+ *   values in [0, 1]; a model applies its own stored normalization. The uint8 variants take HWC
+ *   bytes per image (NHWC for a batch, as images are usually stored) where v means v/255.
+ *   Scores and probabilities are [n, classes], row-major.
+ *
+ *   Threads. Prediction and evaluation may be called from many threads at once on one model.
+ *   Training needs the model exclusively: any call on a model that is being trained (and training
+ *   a model that is predicting) returns CNN_BUSY instead of corrupting it. Datasets are read-only
+ *   once created and may be shared. cnn_set_num_threads() sets the worker threads of the whole
+ *   library; results are bit-identical whatever the number.
+ *
+ *   Determinism. One seed fixes initialization (cnn_model_create), the order of the samples, and
+ *   dropout: the same calls give byte-identical model files.
+ *
+ * A WORKED EXAMPLE
+ *
+ *   cnn_model *model = NULL;
+ *   cnn_dataset *train = NULL;
+ *   if (cnn_model_create("input(1,28,28) conv(32,3,pad=1) relu maxpool(2) flatten dense(10)",
+ *                        1, &model) != CNN_OK ||
+ *       cnn_dataset_from_idx("train-images-idx3-ubyte.gz", NULL, &train) != CNN_OK) {
+ *       fprintf(stderr, "%s\n", cnn_last_error());
+ *       return 1;
+ *   }
+ *   cnn_train_params params;
+ *   cnn_train_params_default(&params);
+ *   params.epochs = 2;
+ *   params.momentum = 0.9f;
+ *   if (cnn_model_train(model, train, &params) != CNN_OK) fprintf(stderr, "%s\n", cnn_last_error());
+ *   cnn_model_save(model, "model.safetensors");
+ *   float probabilities[10];
+ *   cnn_model_predict(model, image, 1, probabilities);   // image: 1*28*28 floats in [0, 1]
+ *   cnn_dataset_free(train);
+ *   cnn_model_free(model);
+ */
+#ifndef CNN_H
+#define CNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Versions ------------------------------------------------------------------------------ */
+
+#define CNN_VERSION_MAJOR 0
+#define CNN_VERSION_MINOR 1
+#define CNN_VERSION_PATCH 0
+/* MAJOR * 10000 + MINOR * 100 + PATCH. */
+#define CNN_VERSION_NUMBER (CNN_VERSION_MAJOR * 10000 + CNN_VERSION_MINOR * 100 + CNN_VERSION_PATCH)
+
+/* The version of the library loaded at run time, as CNN_VERSION_NUMBER: compare the two to check
+ * that the header and the library match. */
+int32_t cnn_version_number(void);
+
+/* The same as "MAJOR.MINOR.PATCH", a static string. */
+const char *cnn_version_string(void);
+
+/* ---- Errors -------------------------------------------------------------------------------- */
+
+typedef int32_t cnn_status;
+
+enum {
+    CNN_OK = 0,
+    CNN_INVALID_ARGUMENT = 1, /* a NULL or dead handle, a bad pointer, size, shape or enum value */
+    CNN_PARSE_ERROR = 2,      /* an architecture text that does not parse */
+    CNN_IO_ERROR = 3,         /* a file that cannot be opened, read or written */
+    CNN_BAD_FORMAT = 4,       /* a file whose bytes are not what its format requires */
+    CNN_SHAPE_MISMATCH = 5,   /* data whose shape or classes do not fit the model */
+    CNN_OUT_OF_MEMORY = 6,    /* a request larger than the library's limits */
+    CNN_DIVERGED = 7,         /* training stopped: the loss became NaN or infinite */
+    CNN_CANCELLED = 8,        /* training stopped by the progress callback */
+    CNN_BUSY = 9,             /* the model is being trained (or used) by another call */
+    CNN_INTERNAL = 10         /* a bug in the library */
+};
+
+/* A static text for a status code ("ok", "invalid argument", ...); "unknown status" for any
+ * other value. Never NULL. */
+const char *cnn_status_string(cnn_status status);
+
+/* The detailed message of the last failure on the calling thread, or "" if none. Never NULL. */
+const char *cnn_last_error(void);
+
+/* ---- Threads ------------------------------------------------------------------------------- */
+
+/* Sets the number of threads the library uses, 1 to 256 (1: the calling thread only).
+ * Returns CNN_INVALID_ARGUMENT for any other value. Results do not depend on it. */
+cnn_status cnn_set_num_threads(int32_t threads);
+
+/* The number of threads the library uses. */
+int32_t cnn_get_num_threads(void);
+
+/* ---- Datasets ------------------------------------------------------------------------------ */
+
+/* A set of labelled images held by the library (as bytes when it was given bytes). */
+typedef struct cnn_dataset cnn_dataset;
+
+/* Creates a dataset from float32 images.
+ *   images      IN  [n, channels, height, width] float32, finite, pixel values in [0, 1]
+ *   labels      IN  [n] int32, each in 0 .. num_classes-1
+ *   n, channels, height, width  > 0
+ *   num_classes IN  1 .. 65536
+ *   dataset     OUT the new dataset; free it with cnn_dataset_free
+ * Copies the data. Returns CNN_INVALID_ARGUMENT for NULL pointers, sizes <= 0, non-finite pixels
+ * or labels out of range; CNN_OUT_OF_MEMORY when n*channels*height*width exceeds 2^32. */
+cnn_status cnn_dataset_from_float(const float *images, const int32_t *labels, int32_t n,
+                                  int32_t channels, int32_t height, int32_t width,
+                                  int32_t num_classes, cnn_dataset **dataset);
+
+/* Creates a dataset from 8-bit images, stored as [n, height, width, channels] (NHWC) bytes, where
+ * a value v means v/255. Otherwise as cnn_dataset_from_float. */
+cnn_status cnn_dataset_from_uint8(const uint8_t *images, const int32_t *labels, int32_t n,
+                                  int32_t channels, int32_t height, int32_t width,
+                                  int32_t num_classes, cnn_dataset **dataset);
+
+/* Loads IDX files (the MNIST / Fashion-MNIST format), plain or gzip-compressed.
+ *   images_path IN  the images file
+ *   labels_path IN  the labels file, or NULL to find it beside the images by the standard name
+ *                   (train-images-idx3-ubyte[.gz] -> train-labels-idx1-ubyte[.gz])
+ *   dataset     OUT the new dataset
+ * Class names come from a classes.txt beside the images (one per line), else "0", "1", ...
+ * Returns CNN_IO_ERROR for missing files, CNN_BAD_FORMAT for bad magic numbers, sizes, gzip
+ * data, or a labels file that does not match the images. */
+cnn_status cnn_dataset_from_idx(const char *images_path, const char *labels_path,
+                                cnn_dataset **dataset);
+
+/* Frees a dataset. NULL is a harmless no-op. */
+void cnn_dataset_free(cnn_dataset *dataset);
+
+/* The dataset's size. Every OUT pointer may be NULL when that value is not wanted. */
+cnn_status cnn_dataset_shape(const cnn_dataset *dataset, int32_t *n, int32_t *channels,
+                             int32_t *height, int32_t *width, int32_t *num_classes);
+
+/* Copies images first .. first+count-1 out of the dataset.
+ *   images OUT [count, channels, height, width] float32 in [0, 1], or NULL
+ *   labels OUT [count] int32, or NULL
+ * Returns CNN_INVALID_ARGUMENT when the range is not inside 0 .. n-1. */
+cnn_status cnn_dataset_get(const cnn_dataset *dataset, int32_t first, int32_t count, float *images,
+                           int32_t *labels);
+
+/* Names the classes: count must equal the dataset's number of classes; names are copied, each
+ * non-NULL UTF-8. A model trained on the dataset takes the names. */
+cnn_status cnn_dataset_set_class_names(cnn_dataset *dataset, const char *const *names,
+                                       int32_t count);
+
+/* ---- Models -------------------------------------------------------------------------------- */
+
+/* A network with its weights, class names and input normalization. */
+typedef struct cnn_model cnn_model;
+
+/* Creates a model from an architecture text (see README.md, "The architecture language"),
+ * initialized from seed (He for layers followed by ReLU, Glorot otherwise).
+ *   architecture IN  e.g. "input(1,28,28) conv(32,3,pad=1) relu maxpool(2) flatten dense(10)"
+ *   model        OUT the new model; free it with cnn_model_free
+ * Returns CNN_PARSE_ERROR with the token, its line and column for a text that does not parse,
+ * CNN_INVALID_ARGUMENT for layers that do not fit together (e.g. dense on an image). */
+cnn_status cnn_model_create(const char *architecture, uint64_t seed, cnn_model **model);
+
+/* Loads a model file (safetensors). The file is untrusted: every offset, size and shape is
+ * checked against its architecture before use. Returns CNN_IO_ERROR or CNN_BAD_FORMAT. */
+cnn_status cnn_model_load(const char *path, cnn_model **model);
+
+/* Saves the model as safetensors, atomically: a temporary file beside path is written, flushed
+ * and renamed, so an existing file at path is either replaced whole or left as it was. */
+cnn_status cnn_model_save(cnn_model *model, const char *path);
+
+/* Frees a model. NULL is a harmless no-op. Returns nothing; a model being trained by another
+ * thread is freed when that training returns. */
+void cnn_model_free(cnn_model *model);
+
+/* The input shape of one image. Every OUT pointer may be NULL. */
+cnn_status cnn_model_input_shape(const cnn_model *model, int32_t *channels, int32_t *height,
+                                 int32_t *width);
+
+/* The number of classes (the size of the network's output). */
+cnn_status cnn_model_num_classes(const cnn_model *model, int32_t *num_classes);
+
+/* The name of class index (0 .. num_classes-1), owned by the model. */
+cnn_status cnn_model_class_name(const cnn_model *model, int32_t index, const char **name);
+
+/* The number of trainable parameters. */
+cnn_status cnn_model_parameter_count(const cnn_model *model, int64_t *count);
+
+/* The canonical architecture text, owned by the model. */
+cnn_status cnn_model_architecture(const cnn_model *model, const char **text);
+
+/* A table of the layers with output shapes, parameters and FLOPs, owned by the model. */
+cnn_status cnn_model_summary(const cnn_model *model, const char **text);
+
+/* ---- Training ------------------------------------------------------------------------------ */
+
+enum { CNN_OPTIMIZER_SGD = 0, CNN_OPTIMIZER_RMSPROP = 1, CNN_OPTIMIZER_ADAM = 2, CNN_OPTIMIZER_ADAMW = 3 };
+enum { CNN_SCHEDULE_CONSTANT = 0, CNN_SCHEDULE_STEP = 1, CNN_SCHEDULE_COSINE = 2 };
+enum { CNN_LOSS_CROSS_ENTROPY = 0, CNN_LOSS_MSE = 1 };
+
+/* What the progress callback sees: after every batch, and once more at the end of each epoch
+ * (epoch_end = 1, with the validation results when a validation set was given). */
+typedef struct cnn_progress {
+    int32_t epoch;             /* 0-based */
+    int32_t epochs;
+    int32_t batch;             /* 0-based within the epoch */
+    int32_t batches;           /* per epoch */
+    float loss;                /* mean training loss of the epoch so far */
+    float accuracy;            /* training accuracy of the epoch so far */
+    float images_per_second;
+    float learning_rate;
+    int32_t epoch_end;         /* 1 on the call after an epoch's last batch */
+    int32_t has_validation;    /* 1 when val_loss and val_accuracy are set */
+    float val_loss;
+    float val_accuracy;
+} cnn_progress;
+
+/* Return 0 to continue, non-zero to cancel: training stops with CNN_CANCELLED and the model keeps
+ * its last completed update. Called on the thread that called cnn_model_train. */
+typedef int32_t (*cnn_progress_fn)(const cnn_progress *progress, void *user_data);
+
+/* Training settings. Always start from cnn_train_params_default(): it sets struct_size, which
+ * lets later versions add fields at the end without breaking programs built against this one. */
+typedef struct cnn_train_params {
+    uint32_t struct_size;      /* sizeof(cnn_train_params), set by cnn_train_params_default */
+    int32_t epochs;            /* default 1 */
+    int32_t batch_size;        /* default 64 */
+    int32_t optimizer;         /* CNN_OPTIMIZER_*, default SGD */
+    float learning_rate;       /* default 0.01 */
+    float momentum;            /* SGD, default 0 */
+    int32_t nesterov;          /* SGD, 0 or 1 */
+    float weight_decay;        /* default 0 (decoupled for AdamW) */
+    float beta1, beta2;        /* Adam, defaults 0.9, 0.999 */
+    float alpha;               /* RMSProp, default 0.99 */
+    float eps;                 /* Adam, RMSProp, default 1e-8 */
+    int32_t schedule;          /* CNN_SCHEDULE_*, default constant */
+    int32_t step_epochs;       /* step schedule: epochs between decays, default 10 */
+    float gamma;               /* step schedule: decay factor, default 0.1 */
+    float warmup_epochs;       /* linear warm-up, default 0 */
+    int32_t loss;              /* CNN_LOSS_*, default cross-entropy */
+    float label_smoothing;     /* default 0 */
+    uint64_t seed;             /* shuffling and dropout, default 1 */
+    int32_t threads;           /* > 0: cnn_set_num_threads(threads) first; 0 (default): unchanged */
+    const cnn_dataset *validation; /* evaluated after every epoch, or NULL */
+    cnn_progress_fn progress;  /* or NULL */
+    void *user_data;           /* passed to progress */
+} cnn_train_params;
+
+/* Fills params with the defaults above. */
+void cnn_train_params_default(cnn_train_params *params);
+
+/* Trains the model on data with mini-batches drawn from a fresh seeded permutation each epoch.
+ * The first training measures the input normalization (per-channel mean and std) on data and
+ * stores it in the model, and takes the dataset's class names when their count matches.
+ * Returns CNN_INVALID_ARGUMENT for bad settings (struct_size too small, values out of range),
+ * CNN_SHAPE_MISMATCH when the images or classes do not fit the model, CNN_DIVERGED (the model
+ * keeps its last good weights), CNN_CANCELLED, CNN_BUSY. */
+cnn_status cnn_model_train(cnn_model *model, const cnn_dataset *data,
+                           const cnn_train_params *params);
+
+/* ---- Evaluation and inference ------------------------------------------------------------- */
+
+typedef struct cnn_evaluation {
+    int32_t count;             /* images evaluated */
+    float loss;                /* mean cross-entropy */
+    float accuracy;            /* fraction whose top class is the label */
+} cnn_evaluation;
+
+/* Evaluates the model (dropout off, batch norm on running statistics).
+ *   result    OUT loss and accuracy
+ *   confusion OUT NULL, or [num_classes, num_classes] int32: confusion[true * classes + predicted]
+ * Returns CNN_SHAPE_MISMATCH when the data does not fit the model. */
+cnn_status cnn_model_evaluate(cnn_model *model, const cnn_dataset *data, cnn_evaluation *result,
+                              int32_t *confusion);
+
+/* Class probabilities (softmax) of n images.
+ *   images        IN  [n, channels, height, width] float32 in [0, 1] (the model normalizes)
+ *   n             IN  1 .. 2^24
+ *   probabilities OUT [n, num_classes], caller-allocated; unchanged on error
+ * Non-finite pixels are rejected with CNN_INVALID_ARGUMENT. */
+cnn_status cnn_model_predict(cnn_model *model, const float *images, int32_t n,
+                             float *probabilities);
+
+/* As cnn_model_predict, but writes the raw scores (logits) before the softmax. */
+cnn_status cnn_model_predict_logits(cnn_model *model, const float *images, int32_t n,
+                                    float *logits);
+
+/* As cnn_model_predict, for 8-bit images stored [n, height, width, channels] (NHWC). */
+cnn_status cnn_model_predict_uint8(cnn_model *model, const uint8_t *images, int32_t n,
+                                   float *probabilities);
+
+/* The k highest scores of each of n rows of [n, classes] scores, highest first (ties: lower
+ * index first).
+ *   indices OUT [n, k] class indices
+ *   values  OUT [n, k] scores, or NULL
+ * k must be 1 .. classes. */
+cnn_status cnn_top_k(const float *scores, int32_t n, int32_t classes, int32_t k,
+                     int32_t *indices, float *values);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CNN_H */
