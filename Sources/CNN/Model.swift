@@ -146,6 +146,13 @@ public final class Model {
             guard input.h + 2 * p.h >= k.h, input.w + 2 * p.w >= k.w else {
                 throw fail("the kernel \(k) is larger than the padded input")
             }
+            // Checked before the weights are allocated.
+            let (a, o1) = out.multipliedReportingOverflow(by: input.c)
+            let (b, o2) = a.multipliedReportingOverflow(by: k.h)
+            let (weights, o3) = b.multipliedReportingOverflow(by: k.w)
+            guard !o1, !o2, !o3, weights <= maxParameters else { throw fail("too many weights") }
+            let (rows, o4) = input.c.multipliedReportingOverflow(by: k.h * k.w)
+            guard !o4, rows <= maxWorkspacePerSample else { throw fail("the im2col matrix is too large") }
             return Conv2D(spec: spec, input: input, outChannels: out, kernel: (k.h, k.w),
                           stride: (s.h, s.w), padding: (p.h, p.w), bias: bias)
         case let .maxpool(k, s), let .avgpool(k, s):

@@ -65,6 +65,7 @@ struct ArchitectureTests {
         ("input(1,4096,4096) conv(4096,3,pad=1) flatten dense(2)", "values per sample"),
         ("input(16,1024,1024) conv(8,5,pad=2) flatten dense(2)", "im2col matrix"),
         ("input(1,1,65536) flatten dense(65536)", "too many weights"),
+        ("input(1,1,1) conv(65536,65535,pad=32767) flatten dense(2)", "too many weights"),
     ])
     func shapeErrors(_ text: String, _ expected: String) {
         do {
