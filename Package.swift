@@ -17,8 +17,13 @@ let package = Package(
         // zlib, for gzip-compressed IDX files (Debian: zlib1g-dev).
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
+        // libjpeg (Debian: libjpeg-dev, libjpeg-turbo), and the small C shim that keeps its errors
+        // from calling exit().
+        .systemLibrary(name: "CLibJPEG", path: "Sources/CLibJPEG", pkgConfig: "libjpeg",
+                       providers: [.apt(["libjpeg-dev"])]),
+        .target(name: "CJPEGShim", dependencies: ["CLibJPEG"]),
         // The engine: pure Swift, no Foundation, no C types in its API.
-        .target(name: "CNN", dependencies: ["CZlib"]),
+        .target(name: "CNN", dependencies: ["CZlib", "CJPEGShim"]),
         // include/cnn.h as a Clang module, so the exports use the header's own types.
         .systemLibrary(name: "CNNABI", path: "Sources/CNNABI"),
         // The @_cdecl functions of the C API, in the header's order.

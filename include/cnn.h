@@ -150,6 +150,49 @@ cnn_status cnn_dataset_from_uint8(const uint8_t *images, const int32_t *labels, 
 cnn_status cnn_dataset_from_idx(const char *images_path, const char *labels_path,
                                 cnn_dataset **dataset);
 
+/* How images are brought to the network's input size. */
+enum { CNN_FIT_CROP = 0, CNN_FIT_STRETCH = 1, CNN_FIT_PAD = 2 };
+
+/* Options of cnn_dataset_from_folder. Start from cnn_folder_options_default(). */
+typedef struct cnn_folder_options {
+    uint32_t struct_size;      /* sizeof(cnn_folder_options), set by cnn_folder_options_default */
+    int32_t fit;               /* CNN_FIT_CROP (default: resize to cover, center-crop), _STRETCH, _PAD */
+    int32_t strict;            /* 1: a file that cannot be decoded (or decodes with a libjpeg warning,
+                                  such as a premature end of data) is an error; 0 (default): it is
+                                  skipped and reported by cnn_dataset_skipped_file */
+    int32_t apply_exif_orientation; /* 1 (default): phone photos come out upright */
+    int32_t max_scans;         /* progressive scans accepted, default 100 */
+    int64_t max_pixels;        /* width * height accepted, checked before decoding; default 64,000,000 */
+    int64_t cache_bytes;       /* decoded images are kept in memory up to this size (default 2 GiB);
+                                  beyond, they are decoded again for each batch, ahead of training */
+} cnn_folder_options;
+
+/* Fills options with the defaults above. */
+void cnn_folder_options_default(cnn_folder_options *options);
+
+/* Loads root/<class name>/<image>.jpg (also .jpeg, any case): class names are the folder names,
+ * sorted; every image is decoded once (JPEG: grayscale, RGB, CMYK, YCCK; baseline or progressive)
+ * and brought to channels x height x width (channels 1 or 3; use cnn_model_input_shape).
+ *   root     IN  the folder
+ *   options  IN  NULL for the defaults
+ *   dataset  OUT the new dataset
+ * Returns CNN_INVALID_ARGUMENT for a root that is not a folder, has no class folders, or a class
+ * folder with no JPEG; CNN_BAD_FORMAT when no file decodes, or (strict) for the first bad file. */
+cnn_status cnn_dataset_from_folder(const char *root, int32_t channels, int32_t height, int32_t width,
+                                   const cnn_folder_options *options, cnn_dataset **dataset);
+
+/* The number of files that were skipped while loading a folder dataset. */
+cnn_status cnn_dataset_skipped_count(const cnn_dataset *dataset, int32_t *count);
+
+/* Skipped file `index` (0 .. count-1): its path and why, both owned by the dataset. */
+cnn_status cnn_dataset_skipped_file(const cnn_dataset *dataset, int32_t index, const char **path,
+                                    const char **reason);
+
+/* Splits a dataset by a seeded shuffle: round(fraction * n) samples (at least 1) go to second,
+ * the rest to first. fraction must be in (0, 1) and the dataset hold at least 2 samples. */
+cnn_status cnn_dataset_split(const cnn_dataset *dataset, float fraction, uint64_t seed,
+                             cnn_dataset **first, cnn_dataset **second);
+
 /* Frees a dataset. NULL is a harmless no-op. */
 void cnn_dataset_free(cnn_dataset *dataset);
 
@@ -265,6 +308,12 @@ typedef struct cnn_train_params {
     const cnn_dataset *validation; /* evaluated after every epoch, or NULL */
     cnn_progress_fn progress;  /* or NULL */
     void *user_data;           /* passed to progress */
+    /* Augmentation of training images, drawn from seed (never applied at evaluation). */
+    int32_t augment_flip;      /* 1: random horizontal flips */
+    int32_t augment_translate; /* random translation by up to this many pixels (pad and crop) */
+    float augment_brightness;  /* random brightness change up to this much (pixels in [0, 1]) */
+    float augment_contrast;    /* random contrast change up to this factor */
+    int32_t loader_threads;    /* threads preparing batches ahead (decoding, augmentation), default 1 */
 } cnn_train_params;
 
 /* Fills params with the defaults above. */
@@ -309,6 +358,18 @@ cnn_status cnn_model_predict_logits(cnn_model *model, const float *images, int32
 /* As cnn_model_predict, for 8-bit images stored [n, height, width, channels] (NHWC). */
 cnn_status cnn_model_predict_uint8(cnn_model *model, const uint8_t *images, int32_t n,
                                    float *probabilities);
+
+/* Class probabilities of one JPEG image in memory: decoded (with DCT scaling when it is much larger
+ * than the input), brought to the input size the way the model's training data was (crop by
+ * default), normalized like it. size: 1 .. 2^30. Returns CNN_BAD_FORMAT with libjpeg's message
+ * for data that is not a valid JPEG, CNN_SHAPE_MISMATCH for models whose input has neither 1 nor
+ * 3 channels. options: NULL for the defaults (only its decoding limits are used). */
+cnn_status cnn_model_predict_jpeg(cnn_model *model, const uint8_t *data, size_t size,
+                                  const cnn_folder_options *options, float *probabilities);
+
+/* As cnn_model_predict_jpeg, for a file. Returns CNN_IO_ERROR when it cannot be read. */
+cnn_status cnn_model_predict_jpeg_file(cnn_model *model, const char *path,
+                                       const cnn_folder_options *options, float *probabilities);
 
 /* The k highest scores of each of n rows of [n, classes] scores, highest first (ties: lower
  * index first).

@@ -6,6 +6,8 @@ public final class Dataset {
         case bytes([UInt8])
         /// (N, C, H, W) floats in the [0, 1] scale.
         case floats([Float])
+        /// Image files decoded when a batch needs them (a folder too large for the memory budget).
+        case files(ImageFiles)
     }
 
     public let shape: Shape
@@ -14,6 +16,24 @@ public final class Dataset {
     public let labels: [Int32]
     /// Names of the classes, in label order; their count is the number of classes.
     public var classNames: [String]
+    /// Files that could not be loaded (folder datasets): path and reason.
+    public internal(set) var skipped: [(path: String, reason: String)] = []
+    /// Files decoded with a warning (lenient mode): path and libjpeg's message.
+    public internal(set) var warnings: [(path: String, message: String)] = []
+    /// How the images were brought to this size (folder datasets); models trained on it keep it.
+    public internal(set) var imageFit: ImageFit?
+    /// Per-channel statistics measured while loading, when the pixels are not all in memory.
+    var knownStatistics: (mean: [Float], std: [Float])?
+
+    /// Takes image files decoded on demand.
+    init(files: ImageFiles, labels: [Int32], classNames: [String]) throws {
+        try Dataset.validate(pixelCount: labels.count * files.shape.count, labels: labels, shape: files.shape, classes: classNames.count)
+        shape = files.shape
+        count = labels.count
+        pixels = .files(files)
+        self.labels = labels
+        self.classNames = classNames
+    }
 
     public var numClasses: Int { classNames.count }
 
@@ -57,6 +77,7 @@ public final class Dataset {
 
     /// Per-channel mean and standard deviation of the pixels in the [0, 1] scale.
     public func channelStatistics() -> (mean: [Float], std: [Float]) {
+        if let known = knownStatistics { return known }
         let c = shape.c, s = shape.h * shape.w
         var sum = [Double](repeating: 0, count: c), sq = [Double](repeating: 0, count: c)
         for n in 0..<count {
@@ -66,6 +87,7 @@ public final class Dataset {
                 switch pixels {
                 case .bytes(let p): for i in 0..<s { let v = Double(p[base + i]) / 255; a += v; b += v * v }
                 case .floats(let p): for i in 0..<s { let v = Double(p[base + i]); a += v; b += v * v }
+                case .files: break
                 }
                 sum[ch] += a; sq[ch] += b
             }
@@ -78,35 +100,115 @@ public final class Dataset {
 
     /// Writes samples `indices` into `x` (B, C, H, W) as (v - mean[c]) / std[c], and their labels.
     public func fill(_ indices: ArraySlice<Int32>, mean: [Float], std: [Float],
-                     into x: UnsafeMutablePointer<Float>, labels out: UnsafeMutablePointer<Int32>) {
-        let c = shape.c, s = shape.h * shape.w, sample = shape.count
+                     into x: UnsafeMutablePointer<Float>, labels out: UnsafeMutablePointer<Int32>) throws {
+        var scratch = SampleScratch(shape: shape)
         for (b, index) in indices.enumerated() {
-            let n = Int(index)
-            out[b] = labels[n]
-            for ch in 0..<c {
-                let dst = x + b * sample + ch * s, src = n * sample + ch * s
-                let inv = 1 / std[ch]
-                switch pixels {
-                case .bytes(let p):
-                    let a = inv / 255, o = -mean[ch] * inv
-                    p.withUnsafeBufferPointer { pp in for i in 0..<s { dst[i] = Float(pp[src + i]) * a + o } }
-                case .floats(let p):
-                    let o = -mean[ch] * inv
-                    p.withUnsafeBufferPointer { pp in for i in 0..<s { dst[i] = pp[src + i] * inv + o } }
-                }
+            out[b] = labels[Int(index)]
+            try fillSample(Int(index), into: x + b * shape.count, mean: mean, std: std, scratch: &scratch)
+        }
+    }
+
+    /// Writes sample `n` into `dst` (C, H, W): pixels in [0, 1], augmented when `augmentation` is
+    /// given (with `rng`), then normalized per channel.
+    func fillSample(_ n: Int, into dst: UnsafeMutablePointer<Float>, mean: [Float], std: [Float],
+                    augmentation: Augmentation? = nil, rng: inout Random, scratch: inout SampleScratch) throws {
+        let sample = shape.count
+        switch pixels {
+        case .bytes(let p):
+            p.withUnsafeBufferPointer { pp in
+                let src = pp.baseAddress! + n * sample
+                for i in 0..<sample { dst[i] = Float(src[i]) * (1 / 255) }
+            }
+        case .floats(let p):
+            p.withUnsafeBufferPointer { pp in dst.update(from: pp.baseAddress! + n * sample, count: sample) }
+        case .files(let files):
+            try files.load(n, into: &scratch.bytes)
+            for i in 0..<sample { dst[i] = Float(scratch.bytes[i]) * (1 / 255) }
+        }
+        augmentation?.apply(dst, shape: shape, rng: &rng, scratch: &scratch.floats)
+        let s = shape.h * shape.w
+        for c in 0..<shape.c {
+            let inv = 1 / std[c], o = -mean[c] * inv, plane = dst + c * s
+            for i in 0..<s { plane[i] = plane[i] * inv + o }
+        }
+    }
+
+    func fillSample(_ n: Int, into dst: UnsafeMutablePointer<Float>, mean: [Float], std: [Float],
+                    scratch: inout SampleScratch) throws {
+        var unused = Random(seed: 0)
+        try fillSample(n, into: dst, mean: mean, std: std, rng: &unused, scratch: &scratch)
+    }
+
+    /// Copies samples first..<first+n as (n, C, H, W) floats in the [0, 1] scale (not normalized),
+    /// and their labels; either output may be nil.
+    public func copy(first: Int, count n: Int, images: UnsafeMutablePointer<Float>?, labels out: UnsafeMutablePointer<Int32>?) throws {
+        guard first >= 0, n >= 1, first + n <= count else {
+            throw CNNError(.invalidArgument, "first \(first), count \(n) is not a range inside the \(count) images")
+        }
+        let identityMean = [Float](repeating: 0, count: shape.c), identityStd = [Float](repeating: 1, count: shape.c)
+        var scratch = SampleScratch(shape: shape)
+        for i in 0..<n {
+            out?[i] = labels[first + i]
+            if let images {
+                try fillSample(first + i, into: images + i * shape.count, mean: identityMean, std: identityStd, scratch: &scratch)
             }
         }
+    }
+
+    /// The samples at `indices`, in that order (for splits).
+    public func subset(_ indices: [Int]) throws -> Dataset {
+        guard !indices.isEmpty, indices.allSatisfy({ $0 >= 0 && $0 < count }) else {
+            throw CNNError(.invalidArgument, "dataset subset: indices must be inside 0..<\(count) and not empty")
+        }
+        let sample = shape.count
+        let newLabels = indices.map { labels[$0] }
+        let d: Dataset
+        switch pixels {
+        case .bytes(let p):
+            var out = [UInt8](); out.reserveCapacity(indices.count * sample)
+            for i in indices { out.append(contentsOf: p[(i * sample)..<((i + 1) * sample)]) }
+            d = try Dataset(bytes: out, labels: newLabels, shape: shape, classNames: classNames)
+        case .floats(let p):
+            var out = [Float](); out.reserveCapacity(indices.count * sample)
+            for i in indices { out.append(contentsOf: p[(i * sample)..<((i + 1) * sample)]) }
+            d = try Dataset(floats: out, labels: newLabels, shape: shape, classNames: classNames)
+        case .files(let files):
+            d = try Dataset(files: files.subset(indices), labels: newLabels, classNames: classNames)
+        }
+        d.imageFit = imageFit
+        // Files are not all in memory: the subset keeps the whole set's statistics.
+        if case .files = d.pixels { d.knownStatistics = knownStatistics }
+        d.skipped = skipped
+        d.warnings = warnings
+        return d
+    }
+
+    /// A seeded split: a fraction of the samples (at least one) for validation, the rest for training.
+    public func split(validationFraction: Double, seed: UInt64) throws -> (train: Dataset, validation: Dataset) {
+        guard validationFraction > 0, validationFraction < 1, count >= 2 else {
+            throw CNNError(.invalidArgument, "split: the fraction must be between 0 and 1 and the dataset hold 2 samples or more")
+        }
+        var rng = Random(seed: seed ^ 0x5B11_7000)
+        var order: [Int32] = []
+        rng.permutation(count, into: &order)
+        let v = min(count - 1, max(1, Int((Double(count) * validationFraction).rounded())))
+        let validation = order[..<v].map { Int($0) }.sorted(), train = order[v...].map { Int($0) }.sorted()
+        return (try subset(train), try subset(validation))
     }
 
     /// The first `n` samples (for quick runs); the same object when n >= count.
     public func prefix(_ n: Int) throws -> Dataset {
         guard n < count else { return self }
-        let k = max(n, 1) * shape.count
-        switch pixels {
-        case .bytes(let p):
-            return try Dataset(bytes: Array(p[..<k]), labels: Array(labels[..<max(n, 1)]), shape: shape, classNames: classNames)
-        case .floats(let p):
-            return try Dataset(floats: Array(p[..<k]), labels: Array(labels[..<max(n, 1)]), shape: shape, classNames: classNames)
-        }
+        return try subset(Array(0..<max(n, 1)))
+    }
+}
+
+/// Per-thread buffers for building one sample.
+struct SampleScratch {
+    var bytes: [UInt8]
+    var floats: [Float]
+    init(shape: Shape) {
+        bytes = [UInt8](repeating: 0, count: shape.count)
+        floats = [Float](repeating: 0, count: shape.count)
     }
 }

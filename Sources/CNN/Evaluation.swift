@@ -32,8 +32,8 @@ public func evaluate(model: Model, on data: Dataset, loss: LossKind = .crossEntr
     var lo = 0
     while lo < data.count {
         let n = min(b, data.count - lo)
-        labels.withUnsafeMutableBufferPointer { l in
-            data.fill(indices[lo..<(lo + n)], mean: model.mean, std: model.std, into: x.pointer, labels: l.baseAddress!)
+        try labels.withUnsafeMutableBufferPointer { l in
+            try data.fill(indices[lo..<(lo + n)], mean: model.mean, std: model.std, into: x.pointer, labels: l.baseAddress!)
         }
         let logits = model.forward(x, batch: n, training: false, rng: &rng)
         let r = labels.withUnsafeBufferPointer { l in
@@ -82,5 +82,28 @@ extension Model {
             lo += n
         }
         return out
+    }
+}
+
+extension Model {
+    /// Class probabilities (or logits) of one JPEG image held in memory: decoded (at a DCT scale
+    /// when the image is much larger than the input), brought to the input size by `imageFit`, and
+    /// normalized like the training data.
+    public func predictJPEG(_ bytes: [UInt8], options: JPEGOptions = JPEGOptions(), logits: Bool = false) throws -> [Float] {
+        let s = inputShape
+        guard s.c == 1 || s.c == 3 else {
+            throw CNNError(.shapeMismatch, "the model takes \(s.c)-channel images; JPEG images decode to 1 or 3 channels")
+        }
+        let decoded = try JPEG.decode(bytes, options: options, minWidth: s.w, minHeight: s.h)
+        let image = decoded.image.fitted(channels: s.c, width: s.w, height: s.h, fit: imageFit)
+        let x = image.planes.map { Float($0) / 255 }
+        return x.withUnsafeBufferPointer { predict($0.baseAddress!, batch: 1, logits: logits) }
+    }
+
+    /// As `predictJPEG(_:)`, for a file.
+    public func predictJPEG(file path: String, options: JPEGOptions = JPEGOptions(), logits: Bool = false) throws -> [Float] {
+        let bytes = try FileIO.read(path, maxBytes: 1 << 30)
+        do { return try predictJPEG(bytes, options: options, logits: logits) }
+        catch let e as CNNError { throw CNNError(e.kind, "\(path): \(e.message)") }
     }
 }

@@ -8,6 +8,8 @@ public final class Model {
     /// Per input channel: pixels scaled to [0, 1] are normalized as (x - mean) / std.
     public var mean: [Float]
     public var std: [Float]
+    /// How images (JPEG files) are brought to the input size; set from the training folder.
+    public var imageFit = ImageFit.crop
 
     /// Limits on what one model may ask for: values per sample in any layer, parameters, and the
     /// working memory per sample (activations, gradients, im2col matrices), in floats.
@@ -81,6 +83,7 @@ public final class Model {
         m.classNames = classNames
         m.mean = mean
         m.std = std
+        m.imageFit = imageFit
         for (a, b) in zip(namedParameters, m.namedParameters) {
             b.parameter.value.copy(from: a.parameter.value)
             b.parameter.version += 1

@@ -14,6 +14,7 @@ extension Model {
             ("classes", JSON.array(classNames.map { .string($0) }).serialized),
             ("normalization_mean", Model.floatList(mean)),
             ("normalization_std", Model.floatList(std)),
+            ("image_fit", imageFit.rawValue),
         ]
         // Tensors in state-dict order; batch norm's counter is an I64 scalar, kept in `counters`.
         var entries: [(name: String, dtype: Safetensors.DType, shape: [Int], buffer: FloatBuffer?, counter: Int)] = []
@@ -74,6 +75,10 @@ extension Model {
         }
         model.mean = mean
         model.std = std
+        if let fit = meta["image_fit"] {
+            guard let f = ImageFit(rawValue: fit) else { throw bad("the metadata 'image_fit' is '\(fit)'; expected crop, stretch or pad") }
+            model.imageFit = f
+        }
         var expected = Set<String>()
         for (i, layer) in model.layers.enumerated() {
             for p in layer.parameters {

@@ -16,12 +16,17 @@ public struct TrainingSettings: Equatable, Sendable {
     /// Input normalization (mean, std per channel, pixels in [0, 1]); nil measures it on the
     /// training set.
     public var normalization: (mean: [Float], std: [Float])? = nil
+    /// Random changes to training images (none by default).
+    public var augmentation = Augmentation()
+    /// Threads that prepare batches ahead (decoding, augmentation) while the current one trains.
+    public var loaderThreads = 1
     public init() {}
 
     public static func == (a: TrainingSettings, b: TrainingSettings) -> Bool {
         a.epochs == b.epochs && a.batchSize == b.batchSize && a.learningRate == b.learningRate
             && a.optimizer == b.optimizer && a.schedule == b.schedule && a.loss == b.loss
             && a.labelSmoothing == b.labelSmoothing && a.seed == b.seed
+            && a.augmentation == b.augmentation && a.loaderThreads == b.loaderThreads
             && a.normalization?.mean == b.normalization?.mean && a.normalization?.std == b.normalization?.std
     }
 
@@ -41,6 +46,8 @@ public struct TrainingSettings: Equatable, Sendable {
         guard schedule.gamma.isFinite, schedule.gamma > 0, schedule.gamma <= 1 else { throw bad("schedule gamma must be in (0, 1]") }
         guard schedule.warmupEpochs.isFinite, schedule.warmupEpochs >= 0 else { throw bad("warm-up epochs must be >= 0") }
         guard labelSmoothing.isFinite, labelSmoothing >= 0, labelSmoothing < 1 else { throw bad("label smoothing must be in [0, 1)") }
+        try augmentation.validate()
+        guard loaderThreads >= 1, loaderThreads <= 64 else { throw bad("loader threads must be from 1 to 64, not \(loaderThreads)") }
         if let n = normalization {
             guard n.mean.allSatisfy(\.isFinite), n.std.allSatisfy({ $0.isFinite && $0 > 0 }) else {
                 throw bad("normalization needs finite means and positive standard deviations")
@@ -174,6 +181,7 @@ public final class Trainer {
                 (model.mean, model.std) = train.channelStatistics()
             }
             if train.numClasses == model.numClasses { model.classNames = train.classNames }
+            if let fit = train.imageFit { model.imageFit = fit }
         }
         let k = model.numClasses, sample = model.inputShape.count
         let batches = (train.count + batchSize - 1) / batchSize
@@ -186,16 +194,36 @@ public final class Trainer {
         var savedStats = batchNorms.map { _ in (FloatBuffer(count: 0), FloatBuffer(count: 0), Int64(0)) }
         var results: [EpochResult] = []
         var rng = state.rng
+        // In-memory data without augmentation is cheap to assemble here; anything else (decoding,
+        // augmentation) is prepared ahead on the loader threads.
+        let augment = settings.augmentation.isIdentity ? nil : settings.augmentation
+        var streamed = false
+        if case .files = train.pixels { streamed = true }
+        let prefetcher = augment != nil || streamed
+            ? Prefetcher(dataset: train, batchSize: batchSize, mean: model.mean, std: model.std,
+                         augmentation: augment, workers: settings.loaderThreads)
+            : nil
+        defer { prefetcher?.stop() }
 
         while state.epoch < settings.epochs {
             let epoch = state.epoch
             let start = monotonicSeconds()
             rng.permutation(train.count, into: &order)
+            prefetcher?.startEpoch(order, seed: augment == nil ? 0 : rng.next())
             var lossSum = 0.0, correct = 0, seen = 0
             for b in 0..<batches {
-                let lo = b * batchSize, n = min(batchSize, train.count - lo)
-                labels.withUnsafeMutableBufferPointer { l in
-                    train.fill(order[lo..<(lo + n)], mean: model.mean, std: model.std, into: x.pointer, labels: l.baseAddress!)
+                let lo = b * batchSize
+                var n = min(batchSize, train.count - lo)
+                var input = x
+                var labelPointer: UnsafePointer<Int32>
+                if let prefetcher {
+                    let batch = try prefetcher.next()
+                    (input, labelPointer, n) = (batch.x, UnsafePointer(batch.labels), batch.count)
+                } else {
+                    try labels.withUnsafeMutableBufferPointer { l in
+                        try train.fill(order[lo..<(lo + n)], mean: model.mean, std: model.std, into: x.pointer, labels: l.baseAddress!)
+                    }
+                    labelPointer = labels.withUnsafeBufferPointer { $0.baseAddress! }
                 }
                 for (i, bn) in batchNorms.enumerated() {
                     if savedStats[i].0.count != bn.runningMean.count {
@@ -205,17 +233,16 @@ public final class Trainer {
                     savedStats[i].1.copy(from: bn.runningVar.value)
                     savedStats[i].2 = bn.batchesTracked
                 }
-                let logits = model.forward(x, batch: n, training: true, rng: &rng)
-                let result = labels.withUnsafeBufferPointer { l in
-                    computeLoss(settings.loss, logits: logits.pointer, labels: l.baseAddress!, batch: n, classes: k,
-                                labelSmoothing: settings.labelSmoothing, gradient: dLogits.pointer)
-                }
+                let logits = model.forward(input, batch: n, training: true, rng: &rng)
+                let result = computeLoss(settings.loss, logits: logits.pointer, labels: labelPointer, batch: n, classes: k,
+                                         labelSmoothing: settings.labelSmoothing, gradient: dLogits.pointer)
                 model.zeroGradients()
                 var finite = result.sum.isFinite
                 if finite {
                     model.backward(dLogits, batch: n)
                     finite = model.namedParameters.allSatisfy { $0.parameter.grad?.allFinite ?? true }
                 }
+                prefetcher?.release()
                 guard finite else {
                     for (i, bn) in batchNorms.enumerated() {
                         bn.runningMean.value.copy(from: savedStats[i].0)

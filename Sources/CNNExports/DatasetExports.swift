@@ -103,16 +103,8 @@ public func exportDatasetShape(_ dataset: OpaquePointer?, _ n: UnsafeMutablePoin
 public func exportDatasetGet(_ dataset: OpaquePointer?, _ first: Int32, _ count: Int32,
                              _ images: UnsafeMutablePointer<Float>?, _ labels: UnsafeMutablePointer<Int32>?) -> cnn_status {
     guarded("cnn_dataset_get") {
-        let d = try Registry.dataset(dataset).dataset
-        guard first >= 0, count >= 1, Int(first) + Int(count) <= d.count else {
-            throw invalid("first \(first), count \(count) is not a range inside the \(d.count) images")
-        }
-        let sample = d.shape.count, lo = Int(first) * sample, hi = lo + Int(count) * sample
-        switch d.pixels {
-        case .bytes(let p): images.map { out in for i in lo..<hi { out[i - lo] = Float(p[i]) / 255 } }
-        case .floats(let p): images.map { out in for i in lo..<hi { out[i - lo] = p[i] } }
-        }
-        if let labels { for i in 0..<Int(count) { labels[i] = d.labels[Int(first) + i] } }
+        let handle = try Registry.dataset(dataset)
+        try handle.using { try $0.copy(first: Int(first), count: Int(count), images: images, labels: labels) }
     }
 }
 

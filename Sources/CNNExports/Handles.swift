@@ -109,6 +109,20 @@ final class DatasetHandle {
     let dataset: Dataset
     let lock = Lock()
     private var users = 0
+    private var skippedStrings: [(CString, CString)] = []
+
+    /// Skipped file `index`: path and reason, as C strings owned by the handle.
+    func skipped(_ index: Int) throws -> (UnsafePointer<CChar>, UnsafePointer<CChar>) {
+        try lock.with {
+            if skippedStrings.count != dataset.skipped.count {
+                skippedStrings = dataset.skipped.map { (CString($0.path), CString($0.reason)) }
+            }
+            guard index >= 0, index < skippedStrings.count else {
+                throw CNNError(.invalidArgument, "index \(index) is outside 0..<\(skippedStrings.count)")
+            }
+            return (UnsafePointer(skippedStrings[index].0.pointer), UnsafePointer(skippedStrings[index].1.pointer))
+        }
+    }
     init(_ dataset: Dataset) { self.dataset = dataset }
 
     func using<T>(_ body: (Dataset) throws -> T) throws -> T {

@@ -28,6 +28,11 @@ public func exportTrainParamsDefault(_ params: UnsafeMutablePointer<cnn_train_pa
     p.validation = nil
     p.progress = nil
     p.user_data = nil
+    p.augment_flip = 0
+    p.augment_translate = 0
+    p.augment_brightness = 0
+    p.augment_contrast = 0
+    p.loader_threads = 1
     params.pointee = p
 }
 
@@ -64,6 +69,12 @@ func trainingSettings(_ p: cnn_train_params) throws -> TrainingSettings {
     s.loss = p.loss == Int32(CNN_LOSS_MSE) ? .mse : .crossEntropy
     s.labelSmoothing = p.label_smoothing
     s.seed = p.seed
+    guard p.augment_flip == 0 || p.augment_flip == 1 else { throw invalid("params.augment_flip must be 0 or 1, not \(p.augment_flip)") }
+    s.augmentation.flip = p.augment_flip == 1
+    s.augmentation.translate = Int(p.augment_translate)
+    s.augmentation.brightness = p.augment_brightness
+    s.augmentation.contrast = p.augment_contrast
+    s.loaderThreads = Int(p.loader_threads)
     guard p.threads >= 0, p.threads <= 256 else { throw invalid("params.threads must be from 0 to 256, not \(p.threads)") }
     do { try s.validate() } catch let e as CNNError { throw invalid("params: \(e.message)") }
     return s

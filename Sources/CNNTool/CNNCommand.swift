@@ -7,7 +7,7 @@ struct CNNCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cnn",
         abstract: "Train, evaluate and run convolutional networks (SwiftCNN).",
-        subcommands: [Train.self, Eval.self, Predict.self, Summary.self])
+        subcommands: [Train.self, Eval.self, Predict.self, Summary.self, IDXToJPEG.self])
 
     /// Like ParsableCommand's main, but every error is one line on stderr (help still prints whole).
     static func main() {
@@ -56,17 +56,29 @@ func architectureText(_ spec: String) throws -> String {
     return spec
 }
 
-/// Loads a dataset from a path: an IDX images file (its labels file beside it).
-func loadDataset(_ path: String, classes: String?) throws -> Dataset {
-    var names: [String]? = nil
-    if let classes {
-        if FileManager.default.fileExists(atPath: classes) {
-            names = try IDX.readClassNames(classes)
-        } else {
-            names = classes.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        }
+/// The options of every command that reads images.
+struct ImageOptions: ParsableArguments {
+    @Option(help: "Class names for IDX data: a file with one per line, or a comma-separated list.")
+    var classes: String?
+    @Flag(help: "A JPEG that cannot be decoded, or decodes with a warning, is an error (default: skipped and reported).")
+    var strict = false
+    @Option(name: .customLong("cache-mb"), help: "Keep decoded images in memory up to this many MB; beyond, decode per batch.")
+    var cacheMB: Int = 2048
+    @Option(help: "How images are brought to the input size: crop, stretch or pad (training; models remember it).")
+    var fit: String = "crop"
+    @Option(name: .customLong("max-pixels"), help: "Largest JPEG (width x height) accepted.")
+    var maxPixels: Int = JPEGOptions().maxPixels
+    @Option(name: .customLong("max-scans"), help: "Most progressive JPEG scans accepted.")
+    var maxScans: Int = JPEGOptions().maxScans
+    @Flag(name: .customLong("no-exif"), help: "Ignore EXIF orientation.")
+    var noExif = false
+
+    func options() throws -> DataOptions {
+        guard let f = ImageFit(rawValue: fit) else { throw CNNError(.invalidArgument, "--fit must be crop, stretch or pad, not '\(fit)'") }
+        guard cacheMB >= 0, cacheMB <= 1 << 24 else { throw CNNError(.invalidArgument, "--cache-mb must be from 0 to 16777216") }
+        guard maxPixels >= 1, maxScans >= 1 else { throw CNNError(.invalidArgument, "--max-pixels and --max-scans must be at least 1") }
+        return DataOptions(classes: classes, strict: strict, cacheMB: cacheMB, fit: f, maxPixels: maxPixels, maxScans: maxScans, exif: !noExif)
     }
-    return try IDX.load(images: path, classNames: names)
 }
 
 struct CommonOptions: ParsableArguments {

@@ -6,16 +6,22 @@ struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Evaluate a model: loss, accuracy, per-class accuracy, confusion matrix.")
 
     @Option(help: "Model file (.safetensors).") var model: String
-    @Option(help: "Data: an IDX images file (its labels file is found beside it).") var data: String
+    @Option(help: "Data: a folder of class sub-folders of JPEGs, or an IDX images file.") var data: String
     @Flag(help: "Print one JSON object.") var json = false
     @Option(help: "Use only the first N samples.") var limit: Int?
+    @OptionGroup var images: ImageOptions
     @OptionGroup var common: CommonOptions
 
     func run() throws {
         try CNNCommandRun {
             try common.apply()
             let m = try Model.load(from: model)
-            var dataset = try IDX.load(images: data, classNames: nil)
+            var options = try images.options()
+            options.fit = m.imageFit
+            var dataset = try loadDataset(data, input: m.inputShape, options: options, quiet: json)
+            if dataset.numClasses == m.numClasses && isDirectory(data) && dataset.classNames != m.classNames {
+                throw CNNError(.shapeMismatch, "\(data): its class folders \(dataset.classNames) are not the model's classes \(m.classNames)")
+            }
             if let limit {
                 guard limit >= 1 else { throw CNNError(.invalidArgument, "--limit must be at least 1") }
                 dataset = try dataset.prefix(limit)

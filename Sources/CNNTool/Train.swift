@@ -7,12 +7,12 @@ struct Train: ParsableCommand {
 
     @Option(help: "The architecture text, or a file holding it (not needed with --resume).")
     var spec: String?
-    @Option(help: "Training data: an IDX images file (its labels file is found beside it).")
+    @Option(help: "Training data: a folder of class sub-folders of JPEGs, or an IDX images file (its labels file is found beside it).")
     var data: String
     @Option(help: "Validation data, evaluated after every epoch.")
     var val: String?
-    @Option(help: "Class names: a file with one per line, or a comma-separated list.")
-    var classes: String?
+    @Option(help: "Hold out this fraction of --data (seeded) for validation, when there is no --val.")
+    var split: Double?
     @Option(help: "Number of epochs.") var epochs: Int = 1
     @Option(name: .customLong("batch-size"), help: "Mini-batch size.") var batchSize: Int = 64
     @Option(help: "sgd, adam, adamw or rmsprop.") var optimizer: String = "sgd"
@@ -34,6 +34,12 @@ struct Train: ParsableCommand {
     @Option(help: "Resume training from a checkpoint written with --checkpoint.") var resume: String?
     @Option(help: "Write a CSV log of every epoch to this file.") var log: String?
     @Option(help: "Use only the first N training samples.") var limit: Int?
+    @Flag(help: "Augment: random horizontal flips.") var flip = false
+    @Option(help: "Augment: random translation by up to N pixels (pad and crop).") var translate: Int = 0
+    @Option(help: "Augment: random brightness change up to this much (pixels in [0, 1]).") var brightness: Float = 0
+    @Option(help: "Augment: random contrast change up to this factor.") var contrast: Float = 0
+    @Option(name: .customLong("loader-threads"), help: "Threads preparing batches ahead (decoding, augmentation).") var loaderThreads: Int = 1
+    @OptionGroup var images: ImageOptions
     @Flag(help: "No progress output.") var quiet = false
     @OptionGroup var common: CommonOptions
 
@@ -73,11 +79,13 @@ struct Train: ParsableCommand {
                 settings.normalization = (Array(v[..<(v.count / 2)]), Array(v[(v.count / 2)...]))
             }
             if let limit, limit < 1 { throw CNNError(.invalidArgument, "--limit must be at least 1") }
+            settings.augmentation.flip = flip
+            settings.augmentation.translate = translate
+            settings.augmentation.brightness = brightness
+            settings.augmentation.contrast = contrast
+            settings.loaderThreads = loaderThreads
             try settings.validate()
-
-            var train = try loadDataset(data, classes: classes)
-            if let limit { train = try train.prefix(limit) }
-            let validation = try val.map { try loadDataset($0, classes: classes) }
+            let dataOptions = try images.options()
 
             let model: Model
             if let resume {
@@ -91,6 +99,13 @@ struct Train: ParsableCommand {
             } else {
                 guard let spec else { throw CNNError(.invalidArgument, "--spec is required (or --resume a checkpoint)") }
                 model = try Model(architecture: Architecture(parsing: architectureText(spec)), seed: seed)
+            }
+            var train = try loadDataset(data, input: model.inputShape, options: dataOptions, quiet: quiet)
+            if let limit { train = try train.prefix(limit) }
+            var validation = try val.map { try loadDataset($0, input: model.inputShape, options: dataOptions, quiet: quiet) }
+            if let split {
+                guard validation == nil else { throw CNNError(.invalidArgument, "--split and --val exclude each other") }
+                (train, validation) = try train.split(validationFraction: split, seed: seed)
             }
             let trainer = try Trainer(model: model, settings: settings)
             if let resume { try trainer.resume(from: resume) }
