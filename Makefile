@@ -27,7 +27,7 @@ LIB_FLAGS = $(RELEASE_FLAGS) --scratch-path $(LIB_BUILD) --product CNNC -Xswiftc
 CFLAGS_C = -std=c99 -O2 -Wall -Wextra -Werror -Iinclude
 LINK_C = -Lbuild/lib -lcnn -Wl,-rpath,$(CURDIR)/build/lib -lpthread -lm
 
-.PHONY: all build lib example demo test test-swift test-cli test-c install clean
+.PHONY: all build lib example demo test test-swift test-cli test-c install bench clean
 
 all: build lib
 
@@ -78,5 +78,11 @@ test-c: lib example
 		cc -Wall -Wextra -Werror ../bindings/c/example.c $$(PKG_CONFIG_PATH=$(CURDIR)/build/pkgtest/lib/pkgconfig pkg-config --cflags --libs cnn) -o pkgtest/example
 	cd build && pkgtest/example ../data/fashion-mnist-sample/train-images-idx3-ubyte.gz ../data/fashion-mnist-sample/t10k-images-idx3-ubyte.gz 1 | tail -7
 
+# Benchmarks (a separate package in Benchmarks/): tables on stdout, JSON in build/bench/.
+bench:
+	mkdir -p build/bench
+	cd Benchmarks && $(SWIFT) build $(RELEASE_FLAGS)
+	Benchmarks/.build/release/cnn-bench jpeg --out build/bench/jpeg.json
+
 clean:
-	rm -rf .build .build-lib build demo-out
+	rm -rf .build .build-lib .build-lib-avx2 build demo-out Benchmarks/.build

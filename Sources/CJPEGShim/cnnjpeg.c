@@ -87,102 +87,118 @@ int cnnjpeg_header(const uint8_t *data, size_t size, int32_t *width, int32_t *he
     return 0;
 }
 
-int cnnjpeg_decode(const uint8_t *data, size_t size, const cnnjpeg_limits *limits,
-                    cnnjpeg_image *out, char *error, size_t error_size) {
+struct cnnjpeg_decoder {
     struct jpeg_decompress_struct cinfo;
     struct jpeg_progress_mgr progress;
     error_manager err;
-    uint8_t *volatile pixels = NULL;
-    JSAMPROW *volatile rows = NULL;
-    memset(out, 0, sizeof *out);
+    int cmyk;
+};
+
+cnnjpeg_decoder *cnnjpeg_open(const uint8_t *data, size_t size, const cnnjpeg_limits *limits,
+                                cnnjpeg_image *info, char *error, size_t error_size) {
+    memset(info, 0, sizeof *info);
     if (!data || size == 0) {
         copy_message(error, error_size, "", "empty data");
-        return 1;
+        return NULL;
     }
-    init_errors(&err, (j_common_ptr)&cinfo, limits->strict, limits->max_scans);
-    if (setjmp(err.escape)) {
-        jpeg_destroy_decompress(&cinfo);
-        free(pixels);
-        free((void *)rows);
-        copy_message(error, error_size, "", err.message);
-        return 1;
+    cnnjpeg_decoder *d = calloc(1, sizeof *d);
+    if (!d) {
+        copy_message(error, error_size, "", "out of memory");
+        return NULL;
     }
-    jpeg_create_decompress(&cinfo);
-    progress.progress_monitor = on_progress;
-    cinfo.progress = &progress;
-    jpeg_mem_src(&cinfo, data, (unsigned long)size);
-    jpeg_read_header(&cinfo, TRUE);
+    j_decompress_ptr cinfo = &d->cinfo;
+    init_errors(&d->err, (j_common_ptr)cinfo, limits->strict, limits->max_scans);
+    if (setjmp(d->err.escape)) {
+        copy_message(error, error_size, "", d->err.message);
+        jpeg_destroy_decompress(cinfo);
+        free(d);
+        return NULL;
+    }
+    jpeg_create_decompress(cinfo);
+    d->progress.progress_monitor = on_progress;
+    cinfo->progress = &d->progress;
+    jpeg_mem_src(cinfo, data, (unsigned long)size);
+    jpeg_read_header(cinfo, TRUE);
 
-    int64_t w = cinfo.image_width, h = cinfo.image_height;
+    int64_t w = cinfo->image_width, h = cinfo->image_height;
     if (w <= 0 || h <= 0 || (limits->max_pixels > 0 && w * h > limits->max_pixels)) {
-        snprintf(err.message, sizeof err.message, "image of %lldx%lld pixels exceeds the limit of %lld pixels",
+        snprintf(d->err.message, sizeof d->err.message, "image of %lldx%lld pixels exceeds the limit of %lld pixels",
                  (long long)w, (long long)h, (long long)limits->max_pixels);
-        longjmp(err.escape, 2);
+        longjmp(d->err.escape, 2);
     }
-    out->full_width = (int32_t)w;
-    out->full_height = (int32_t)h;
-
-    int cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
-    if (cmyk) cinfo.out_color_space = JCS_CMYK;  /* libjpeg converts YCCK to CMYK; RGB is ours */
-    else if (cinfo.num_components == 1) cinfo.out_color_space = JCS_GRAYSCALE;
-    else cinfo.out_color_space = JCS_RGB;
-
+    info->full_width = (int32_t)w;
+    info->full_height = (int32_t)h;
+    d->cmyk = cinfo->jpeg_color_space == JCS_CMYK || cinfo->jpeg_color_space == JCS_YCCK;
+    if (d->cmyk) cinfo->out_color_space = JCS_CMYK;  /* libjpeg converts YCCK to CMYK; RGB is ours */
+    else if (cinfo->num_components == 1) cinfo->out_color_space = JCS_GRAYSCALE;
+    else cinfo->out_color_space = JCS_RGB;
     /* DCT scaling: the smallest of 1/8, 1/4, 1/2 that keeps the requested size. */
-    cinfo.scale_num = 1;
-    cinfo.scale_denom = 1;
+    cinfo->scale_num = 1;
+    cinfo->scale_denom = 1;
     if (limits->min_width > 0 && limits->min_height > 0) {
         for (int denom = 8; denom >= 2; denom /= 2) {
             if ((w + denom - 1) / denom >= limits->min_width && (h + denom - 1) / denom >= limits->min_height) {
-                cinfo.scale_denom = (unsigned)denom;
+                cinfo->scale_denom = (unsigned)denom;
                 break;
             }
         }
     }
-    cinfo.dct_method = JDCT_ISLOW;
-    jpeg_start_decompress(&cinfo);
-    int channels_in = cinfo.output_components;
-    int channels = cmyk ? 3 : channels_in;
-    size_t ow = cinfo.output_width, oh = cinfo.output_height;
-    size_t row_bytes = ow * (size_t)channels_in;
-    pixels = malloc(oh * ow * (size_t)(channels_in > channels ? channels_in : channels));
-    rows = malloc(sizeof(JSAMPROW) * 16);
-    if (!pixels || !rows) {
-        snprintf(err.message, sizeof err.message, "out of memory for %zux%zu pixels", ow, oh);
-        longjmp(err.escape, 2);
+    cinfo->dct_method = JDCT_ISLOW;
+    jpeg_start_decompress(cinfo);
+    info->width = (int32_t)cinfo->output_width;
+    info->height = (int32_t)cinfo->output_height;
+    info->channels = d->cmyk ? 3 : cinfo->output_components;
+    info->buffer_bytes = (size_t)cinfo->output_width * cinfo->output_height * (size_t)cinfo->output_components;
+    return d;
+}
+
+int cnnjpeg_read(cnnjpeg_decoder *d, uint8_t *out, cnnjpeg_image *info, char *error, size_t error_size) {
+    if (!d) return 1;
+    j_decompress_ptr cinfo = &d->cinfo;
+    if (setjmp(d->err.escape)) {
+        copy_message(error, error_size, "", d->err.message);
+        jpeg_destroy_decompress(cinfo);
+        free(d);
+        return 1;
     }
-    while (cinfo.output_scanline < cinfo.output_height) {
-        JDIMENSION n = cinfo.rec_outbuf_height > 16 ? 16 : cinfo.rec_outbuf_height;
+    size_t ow = cinfo->output_width, oh = cinfo->output_height;
+    size_t row_bytes = ow * (size_t)cinfo->output_components;
+    while (cinfo->output_scanline < cinfo->output_height) {
+        JSAMPROW rows[4];
+        JDIMENSION n = cinfo->rec_outbuf_height > 4 ? 4 : cinfo->rec_outbuf_height;
         for (JDIMENSION i = 0; i < n; i++) {
-            size_t line = cinfo.output_scanline + i < oh ? cinfo.output_scanline + i : oh - 1;
-            rows[i] = pixels + line * row_bytes;
+            size_t line = cinfo->output_scanline + i < oh ? cinfo->output_scanline + i : oh - 1;
+            rows[i] = out + line * row_bytes;
         }
-        if (jpeg_read_scanlines(&cinfo, rows, n) == 0) break;
+        if (jpeg_read_scanlines(cinfo, rows, n) == 0) break;
     }
-    out->scans = cinfo.input_scan_number;
-    jpeg_finish_decompress(&cinfo);
-    if (cmyk) {
+    info->scans = cinfo->input_scan_number;
+    jpeg_finish_decompress(cinfo);
+    if (d->cmyk) {
         /* Adobe writes CMYK inverted (0 = full ink); plain CMYK is not. */
-        int inverted = cinfo.saw_Adobe_marker;
+        int inverted = cinfo->saw_Adobe_marker;
         for (size_t p = 0; p < ow * oh; p++) {
-            const uint8_t *s = pixels + p * 4;
+            const uint8_t *s = out + p * 4;
             int c = s[0], m = s[1], y = s[2], k = s[3];
             if (!inverted) { c = 255 - c; m = 255 - m; y = 255 - y; k = 255 - k; }
-            uint8_t *d = pixels + p * 3;  /* in place: pixel p is read whole before it is written, and
-                                           * writes (up to 3p+2) never reach later reads (from 4p+4) */
-            d[0] = (uint8_t)((c * k + 127) / 255);
-            d[1] = (uint8_t)((m * k + 127) / 255);
-            d[2] = (uint8_t)((y * k + 127) / 255);
+            uint8_t *t = out + p * 3;  /* in place: pixel p is read whole before it is written, and
+                                        * writes (up to 3p+2) never reach later reads (from 4p+4) */
+            t[0] = (uint8_t)((c * k + 127) / 255);
+            t[1] = (uint8_t)((m * k + 127) / 255);
+            t[2] = (uint8_t)((y * k + 127) / 255);
         }
     }
-    out->pixels = pixels;
-    out->width = (int32_t)ow;
-    out->height = (int32_t)oh;
-    out->channels = channels;
-    out->warnings = err.warnings;
-    if (err.warnings) copy_message(error, error_size, "", err.message);
-    free((void *)rows);
-    jpeg_destroy_decompress(&cinfo);
+    info->warnings = d->err.warnings;
+    if (d->err.warnings) copy_message(error, error_size, "", d->err.message);
+    jpeg_destroy_decompress(cinfo);
+    free(d);
     return 0;
+}
+
+void cnnjpeg_close(cnnjpeg_decoder *d) {
+    if (!d) return;
+    jpeg_destroy_decompress(&d->cinfo);
+    free(d);
 }
 
 int cnnjpeg_encode(const uint8_t *pixels, int32_t width, int32_t height, int32_t channels,

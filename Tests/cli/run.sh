@@ -127,6 +127,57 @@ expect_error "diverging training" train --spec "input(1,28,28) flatten dense(10)
 expect_error "output into a missing folder" train --spec "$REF" --out "$T/no/such/dir/x.safetensors"
 [[ ! -e $T/x.safetensors ]] && ok "failed runs leave no model file" || fail "failed runs leave no model file"
 
+# JPEG folders: train, evaluate by class name, predict files by name; hostile JPEGs are errors.
+JTRAIN=$ROOT/data/fashion-mnist-jpeg/train
+JTEST=$ROOT/data/fashion-mnist-jpeg/test
+SMALL="input(1,28,28) conv(8,3) relu maxpool(2) flatten dense(10)"
+if "$CNN" train --spec "$SMALL" --data "$JTRAIN" --val "$JTEST" --epochs 1 --batch-size 32 --momentum 0.9 --lr 0.01 \
+      --flip --translate 2 --quiet --out "$T/j.safetensors" && [[ -s $T/j.safetensors ]]; then
+    ok "train from a JPEG folder with augmentation"
+else fail "train from a JPEG folder"; fi
+"$CNN" predict --model "$T/j.safetensors" "$JTEST/Sneaker/009.jpg" "$JTEST/Bag/018.jpg" --top 2 >"$T/jpred.txt" 2>"$T/jpred.err"
+if grep -q "Sneaker/009.jpg: [A-Za-z]" "$T/jpred.txt" && [[ $(wc -l <"$T/jpred.txt") -eq 2 ]]; then ok "predict JPEG files prints class names: $(head -1 "$T/jpred.txt")"; else fail "predict JPEG files" "$(cat "$T/jpred.txt" "$T/jpred.err")"; fi
+"$CNN" predict --model "$T/j.safetensors" "$JTEST/Bag/018.jpg" --json >"$T/jpred.json"
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d[0]['image'].endswith('018.jpg') and d[0]['top'][0]['class']" "$T/jpred.json" && ok "predict --json on a JPEG" || fail "predict --json on a JPEG"
+"$CNN" eval --model "$T/j.safetensors" --data "$JTEST" --json >"$T/jeval.json" 2>/dev/null
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['count'] == 500 and d['accuracy'] > 0.5 and 'Ankle boot' in d['per_class_accuracy']" "$T/jeval.json" && ok "eval on a JPEG folder" || fail "eval on a JPEG folder" "$(cat "$T/jeval.json")"
+"$CNN" train --spec "$SMALL" --data "$JTRAIN" --split 0.25 --limit 400 --epochs 1 --quiet --out "$T/split.safetensors" && ok "train with a seeded --split" || fail "train with --split"
+
+# Hostile JPEGs: each is a one-line error, and the good files of a folder still train.
+H=$T/hostile
+mkdir -p "$H/good/a" "$H/good/b"
+cp "$JTEST"/Bag/0*.jpg "$H/good/a/"; cp "$JTEST"/Sneaker/0*.jpg "$H/good/b/"
+GOOD=$(ls "$JTEST"/Bag/*.jpg | head -1)
+: >"$H/empty.jpg"
+echo "not a jpeg at all" >"$H/text.jpg"
+head -c 300 "$GOOD" >"$H/truncated.jpg"
+head -c 5000 /dev/urandom >"$H/random.jpg"
+{ head -c 200 "$GOOD"; head -c 3000 /dev/urandom; } >"$H/garbage-after-header.jpg"
+python3 - "$GOOD" "$H/huge.jpg" <<'PY'
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+i = b.find(b"\xff\xc0")
+b[i + 5:i + 9] = b"\xfd\xe8\xfd\xe8"   # 65000 x 65000
+open(sys.argv[2], "wb").write(b)
+PY
+for f in empty text random huge; do
+    expect_error "predict $f.jpg" "$CNN" predict --model "$T/j.safetensors" "$H/$f.jpg"
+done
+"$CNN" predict --model "$T/j.safetensors" "$H/truncated.jpg" "$H/garbage-after-header.jpg" >/dev/null 2>"$T/lenient.err"; rc=$?
+[[ $rc -lt 128 ]] && ok "truncated and garbage JPEGs: no crash (exit $rc)" || fail "truncated and garbage JPEGs crashed: exit $rc"
+expect_error "predict truncated.jpg --strict" "$CNN" predict --model "$T/j.safetensors" "$H/truncated.jpg" --strict
+cp "$H"/*.jpg "$H/good/a/"
+"$CNN" train --spec "$SMALL" --data "$H/good" --epochs 1 --out "$T/h.safetensors" 2>"$T/h.err"
+if [[ -s $T/h.safetensors ]] && grep -q "skipped .*empty.jpg" "$T/h.err" && grep -q "skipped .*huge.jpg" "$T/h.err"; then
+    ok "a folder with bad files trains on the good ones: $(grep -c '^skipped' "$T/h.err") skipped and named"
+else fail "folder with bad files" "$(cat "$T/h.err")"; fi
+expect_error "--strict folder with bad files" "$CNN" train --spec "$SMALL" --data "$H/good" --epochs 1 --strict --out "$T/h2.safetensors"
+expect_error "folder that is not a folder of classes" "$CNN" train --spec "$SMALL" --data "$H/good/a" --epochs 1 --out "$T/h3.safetensors"
+
+# idx2jpeg writes a folder tree that loads back with the same labels.
+"$CNN" idx2jpeg --data "$TEST" --out "$T/tree" --limit 50 2>/dev/null
+[[ $(find "$T/tree" -name '*.jpg' | wc -l) -eq 50 && -d "$T/tree/Ankle boot" ]] && ok "idx2jpeg writes 50 files by class" || fail "idx2jpeg"
+
 # A failed save keeps the previous model intact.
 cp "$T/a.safetensors" "$T/keep.safetensors"
 chmod 555 "$T"

@@ -546,6 +546,147 @@ static void test_inference(cnn_model *m, cnn_dataset *test) {
     }
 }
 
+static void test_folders(cnn_model *m) {
+    char root[400], jpg[512];
+    snprintf(root, sizeof root, "%s/../fashion-mnist-jpeg/test", datadir);
+    snprintf(jpg, sizeof jpg, "%s/Bag/018.jpg", root);
+    cnn_folder_options o;
+    memset(&o, 0x7F, sizeof o);
+    cnn_folder_options_default(&o);
+    CHECK(o.struct_size == sizeof o && o.fit == CNN_FIT_CROP && o.strict == 0 && o.apply_exif_orientation == 1 &&
+          o.max_scans == 100 && o.max_pixels == 64000000 && o.cache_bytes > 0, "folder defaults");
+    cnn_folder_options_default(NULL);
+    cnn_dataset *d = NULL;
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_from_folder(NULL, 1, 28, 28, NULL, &d));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_from_folder(root, 1, 28, 28, NULL, NULL));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_from_folder(root, 2, 28, 28, NULL, &d));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_from_folder(root, 1, 0, 28, NULL, &d));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_from_folder(root, 1, 28, -1, NULL, &d));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_from_folder(root, 1, 65536, 65536, NULL, &d));
+    cnn_folder_options bad = o;
+    bad.struct_size = 4;
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_from_folder(root, 1, 28, 28, &bad, &d));
+    bad = o; bad.fit = 3;
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_from_folder(root, 1, 28, 28, &bad, &d));
+    bad = o; bad.strict = 2;
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_from_folder(root, 1, 28, 28, &bad, &d));
+    bad = o; bad.max_scans = 0;
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_from_folder(root, 1, 28, 28, &bad, &d));
+    bad = o; bad.cache_bytes = -1;
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_from_folder(root, 1, 28, 28, &bad, &d));
+    EXPECT_STATUS(CNN_IO_ERROR, cnn_dataset_from_folder(path(tmpdir, "no-such-folder"), 1, 28, 28, NULL, &d));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_from_folder(jpg, 1, 28, 28, NULL, &d));
+    CHECK(d == NULL, "handle written on error");
+    EXPECT_STATUS(CNN_OK, cnn_dataset_from_folder(root, 1, 28, 28, NULL, &d));
+    int32_t n = 0, k = 0, skipped = -1;
+    cnn_dataset_shape(d, &n, NULL, NULL, NULL, &k);
+    CHECK(n == 500 && k == 10, "folder: %d images, %d classes", (int)n, (int)k);
+    EXPECT_STATUS(CNN_OK, cnn_dataset_skipped_count(d, &skipped));
+    CHECK(skipped == 0, "skipped %d", (int)skipped);
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_skipped_count(d, NULL));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_skipped_count(NULL, &skipped));
+    const char *file = NULL, *reason = NULL;
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_skipped_file(d, 0, &file, &reason));
+    cnn_evaluation e;
+    EXPECT_STATUS(CNN_OK, cnn_model_evaluate(m, d, &e, NULL)); /* classes in folder order: a number, not a check */
+
+    /* Split. */
+    cnn_dataset *a = NULL, *b = NULL;
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_split(NULL, 0.2f, 1, &a, &b));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_split(d, 0, 1, &a, &b));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_split(d, 1, 1, &a, &b));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_split(d, NAN, 1, &a, &b));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_split(d, 0.2f, 1, NULL, &b));
+    EXPECT_STATUS(CNN_OK, cnn_dataset_split(d, 0.2f, 1, &a, &b));
+    int32_t na = 0, nb = 0;
+    cnn_dataset_shape(a, &na, NULL, NULL, NULL, NULL);
+    cnn_dataset_shape(b, &nb, NULL, NULL, NULL, NULL);
+    CHECK(na == 400 && nb == 100, "split %d + %d", (int)na, (int)nb);
+    cnn_dataset_free(a);
+    cnn_dataset_free(b);
+    cnn_dataset_free(d);
+
+    /* A folder with bad files: skipped and named, or (strict) an error. */
+    char dir[400], command[1600];
+    snprintf(dir, sizeof dir, "%s/folder/cls", tmpdir);
+    snprintf(command, sizeof command, "mkdir -p '%s' && cp '%s' '%s/good.jpg'", dir, jpg, dir);
+    CHECK(system(command) == 0, "setup");
+    write_file(path(dir, "bad.jpg"), "\xff\xd8\xff\xe0garbage", 12);
+    write_file(path(dir, "empty.jpeg"), "", 0);
+    d = NULL;
+    EXPECT_STATUS(CNN_OK, cnn_dataset_from_folder(path(tmpdir, "folder"), 1, 28, 28, NULL, &d));
+    EXPECT_STATUS(CNN_OK, cnn_dataset_skipped_count(d, &skipped));
+    CHECK(skipped == 2, "skipped %d", (int)skipped);
+    EXPECT_STATUS(CNN_OK, cnn_dataset_skipped_file(d, 1, &file, &reason));
+    CHECK(file && strstr(file, "empty.jpeg") && reason && strlen(reason) > 0, "%s: %s", file ? file : "", reason ? reason : "");
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_skipped_file(d, 2, &file, &reason));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_skipped_file(d, 0, NULL, &reason));
+    cnn_dataset_free(d);
+    cnn_folder_options strict = o;
+    strict.strict = 1;
+    EXPECT_STATUS(CNN_BAD_FORMAT, cnn_dataset_from_folder(path(tmpdir, "folder"), 1, 28, 28, &strict, &d));
+
+    /* Prediction from JPEG bytes and files. */
+    float p1[10], p2[10];
+    size_t size = 0;
+    unsigned char *bytes = read_file(jpg, &size);
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_predict_jpeg(NULL, bytes, size, NULL, p1));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_predict_jpeg(m, NULL, size, NULL, p1));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_predict_jpeg(m, bytes, 0, NULL, p1));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_predict_jpeg(m, bytes, size, NULL, NULL));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_predict_jpeg(m, bytes, size, &bad, p1));
+    EXPECT_STATUS(CNN_OK, cnn_model_predict_jpeg(m, bytes, size, NULL, p1));
+    EXPECT_STATUS(CNN_OK, cnn_model_predict_jpeg_file(m, jpg, &o, p2));
+    CHECK(memcmp(p1, p2, sizeof p1) == 0, "bytes and file predictions differ");
+    float sum = 0;
+    for (int i = 0; i < 10; i++) sum += p1[i];
+    CHECK(fabsf(sum - 1) < 1e-5f, "probabilities sum to %f", sum);
+    EXPECT_STATUS(CNN_BAD_FORMAT, cnn_model_predict_jpeg(m, bytes, 100, NULL, p1));          /* truncated early */
+    EXPECT_STATUS(CNN_BAD_FORMAT, cnn_model_predict_jpeg(m, (const uint8_t *)"hello", 5, NULL, p1));
+    unsigned char junk[3000];
+    for (int i = 0; i < 3000; i++) junk[i] = (unsigned char)(rand() & 255);
+    EXPECT_STATUS(CNN_BAD_FORMAT, cnn_model_predict_jpeg(m, junk, sizeof junk, NULL, p1));
+    memcpy(junk, bytes, size < 200 ? size : 200);                                          /* valid header, random data */
+    cnn_status st = cnn_model_predict_jpeg(m, junk, sizeof junk, NULL, p1);
+    CHECK(st == CNN_OK || st == CNN_BAD_FORMAT, "status %d", (int)st);
+    free(bytes);
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_predict_jpeg_file(m, NULL, NULL, p1));
+    EXPECT_STATUS(CNN_IO_ERROR, cnn_model_predict_jpeg_file(m, path(tmpdir, "missing.jpg"), NULL, p1));
+    EXPECT_STATUS(CNN_IO_ERROR, cnn_model_predict_jpeg_file(m, tmpdir, NULL, p1));
+    EXPECT_STATUS(CNN_BAD_FORMAT, cnn_model_predict_jpeg_file(m, path(dir, "bad.jpg"), NULL, p1));
+
+    /* Augmented training on the folder, and bad augmentation settings. */
+    cnn_dataset *train = NULL;
+    cnn_folder_options stream = o;
+    stream.cache_bytes = 0; /* decoded per batch on the loader thread */
+    EXPECT_STATUS(CNN_OK, cnn_dataset_from_folder(root, 1, 28, 28, &stream, &train));
+    cnn_model *jm = NULL;
+    EXPECT_STATUS(CNN_OK, cnn_model_create("input(1,28,28) conv(4,3) relu maxpool(2) flatten dense(10)", 3, &jm));
+    cnn_train_params p;
+    cnn_train_params_default(&p);
+    CHECK(p.augment_flip == 0 && p.augment_translate == 0 && p.loader_threads == 1, "augmentation defaults");
+    p.batch_size = 50;
+    cnn_train_params badp = p;
+    badp.augment_flip = 2;
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_train(jm, train, &badp));
+    badp = p; badp.augment_translate = -1;
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_train(jm, train, &badp));
+    badp = p; badp.augment_brightness = 2;
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_train(jm, train, &badp));
+    badp = p; badp.loader_threads = 0;
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_train(jm, train, &badp));
+    p.augment_flip = 1;
+    p.augment_translate = 2;
+    p.augment_contrast = 0.2f;
+    p.loader_threads = 2;
+    EXPECT_STATUS(CNN_OK, cnn_model_train(jm, train, &p));
+    EXPECT_STATUS(CNN_OK, cnn_model_class_name(jm, 0, &file));
+    CHECK(file && strcmp(file, "Ankle boot") == 0, "folder class name %s", file ? file : "");
+    EXPECT_STATUS(CNN_OK, cnn_model_predict_jpeg_file(jm, jpg, NULL, p1));
+    cnn_model_free(jm);
+    cnn_dataset_free(train);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: %s DATA-DIR\n", argv[0]);
@@ -566,6 +707,7 @@ int main(int argc, char **argv) {
     cnn_dataset *test = NULL;
     test_training(&model, &test);
     if (model && test) test_inference(model, test);
+    if (model) test_folders(model);
     cnn_model_free(model);
     cnn_dataset_free(test);
 

@@ -19,7 +19,7 @@ typedef struct cnnjpeg_limits {
 } cnnjpeg_limits;
 
 typedef struct cnnjpeg_image {
-    uint8_t *pixels;         /* height * width * channels, row-major, interleaved; free with cnnjpeg_free */
+    size_t buffer_bytes;     /* bytes the output buffer of cnnjpeg_read needs (CMYK decodes 4 bytes a pixel) */
     int32_t width, height;   /* as decoded (after DCT scaling) */
     int32_t full_width, full_height; /* as the header declares */
     int32_t channels;        /* 1 (grayscale) or 3 (RGB; CMYK and YCCK are converted) */
@@ -27,10 +27,17 @@ typedef struct cnnjpeg_image {
     int32_t scans;
 } cnnjpeg_image;
 
-/* Decodes a JPEG from memory. Returns 0 on success; otherwise non-zero with a message in error
- * (NUL-terminated, at most error_size bytes) and out->pixels NULL. */
-int cnnjpeg_decode(const uint8_t *data, size_t size, const cnnjpeg_limits *limits,
-                    cnnjpeg_image *out, char *error, size_t error_size);
+typedef struct cnnjpeg_decoder cnnjpeg_decoder;
+
+/* Decoding in two steps, so that the caller allocates the pixels: cnnjpeg_open reads the header,
+ * checks the limits and starts decompressing (filling width, height, channels, buffer_bytes);
+ * cnnjpeg_read writes height * width * channels interleaved bytes into out (buffer_bytes long)
+ * and frees the decoder whatever happens. Both return NULL / non-zero on error, with a message in
+ * error (NUL-terminated, at most error_size bytes). cnnjpeg_close frees a decoder not read. */
+cnnjpeg_decoder *cnnjpeg_open(const uint8_t *data, size_t size, const cnnjpeg_limits *limits,
+                                cnnjpeg_image *info, char *error, size_t error_size);
+int cnnjpeg_read(cnnjpeg_decoder *decoder, uint8_t *out, cnnjpeg_image *info, char *error, size_t error_size);
+void cnnjpeg_close(cnnjpeg_decoder *decoder);
 
 /* Reads only the header: width, height, channels of the source. Same return convention. */
 int cnnjpeg_header(const uint8_t *data, size_t size, int32_t *width, int32_t *height,

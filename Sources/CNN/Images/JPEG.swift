@@ -34,6 +34,18 @@ public enum JPEG {
     /// faster for a small network input.
     public static func decode(_ bytes: [UInt8], options: JPEGOptions = JPEGOptions(),
                               minWidth: Int = 0, minHeight: Int = 0) throws -> DecodedJPEG {
+        var image = Image(width: 0, height: 0, channels: 1, pixels: [])
+        var result = try decode(bytes, into: &image, options: options, minWidth: minWidth, minHeight: minHeight)
+        result.image = image
+        return result
+    }
+
+    /// As `decode(_:options:minWidth:minHeight:)`, writing the pixels into `image`, whose storage is
+    /// reused when it already has the right size (a decoding loop then allocates nothing).
+    /// The returned value's `image` is empty: the pixels are in `image`.
+    @discardableResult
+    public static func decode(_ bytes: [UInt8], into image: inout Image, options: JPEGOptions = JPEGOptions(),
+                              minWidth: Int = 0, minHeight: Int = 0) throws -> DecodedJPEG {
         guard !bytes.isEmpty else { throw CNNError(.badFormat, "empty file") }
         guard bytes.count >= 2, bytes[0] == 0xFF, bytes[1] == 0xD8 else {
             throw CNNError(.badFormat, "not a JPEG file (no start-of-image marker)")
@@ -44,20 +56,29 @@ public enum JPEG {
                                      strict: options.strict ? 1 : 0,
                                      min_width: Int32(clamping: swap ? minHeight : minWidth),
                                      min_height: Int32(clamping: swap ? minWidth : minHeight))
-        var out = cnnjpeg_image()
-        var message = [CChar](repeating: 0, count: 512)
-        let status = bytes.withUnsafeBufferPointer { b in
-            cnnjpeg_decode(b.baseAddress, b.count, &limits, &out, &message, message.count)
+        var info = cnnjpeg_image()
+        var message = [CChar](repeating: 0, count: 256)
+        func text() -> String { message.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } }
+        // Both steps inside one access to `bytes`: libjpeg reads them through a raw pointer.
+        let ok: Bool = bytes.withUnsafeBufferPointer { b in
+            guard let decoder = cnnjpeg_open(b.baseAddress, b.count, &limits, &info, &message, message.count) else { return false }
+            if image.pixels.count != info.buffer_bytes {
+                image.pixels = [UInt8](repeating: 0, count: info.buffer_bytes)
+            }
+            // libjpeg writes straight into the image's own storage: no copy.
+            return image.pixels.withUnsafeMutableBufferPointer { p in
+                cnnjpeg_read(decoder, p.baseAddress, &info, &message, message.count) == 0
+            }
         }
-        let text = message.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-        guard status == 0, let pixels = out.pixels else {
-            throw CNNError(.badFormat, "cannot decode JPEG: \(text.isEmpty ? "unknown error" : text)")
-        }
-        defer { cnnjpeg_free(pixels) }
-        let w = Int(out.width), h = Int(out.height), c = Int(out.channels)
-        let image = Image(width: w, height: h, channels: c, pixels: Array(UnsafeBufferPointer(start: pixels, count: w * h * c)))
-        return DecodedJPEG(image: image.oriented(orientation), warning: out.warnings > 0 ? text : nil,
-                           orientation: orientation, fullWidth: Int(out.full_width), fullHeight: Int(out.full_height))
+        guard ok else { throw CNNError(.badFormat, "cannot decode JPEG: \(text())") }
+        image.width = Int(info.width)
+        image.height = Int(info.height)
+        image.channels = Int(info.channels)
+        let n = image.width * image.height * image.channels
+        if image.pixels.count != n { image.pixels.removeLast(image.pixels.count - n) }  // CMYK: 4 -> 3 bytes a pixel
+        if orientation != 1 { image = image.oriented(orientation) }
+        return DecodedJPEG(image: Image(width: 0, height: 0, channels: 1, pixels: []), warning: info.warnings > 0 ? text() : nil,
+                           orientation: orientation, fullWidth: Int(info.full_width), fullHeight: Int(info.full_height))
     }
 
     /// Encodes an image (1 or 3 channels; 4 = CMYK) as JPEG; used to write datasets and test files.
