@@ -27,7 +27,7 @@ LIB_FLAGS = $(RELEASE_FLAGS) --scratch-path $(LIB_BUILD) --product CNNC -Xswiftc
 CFLAGS_C = -std=c99 -O2 -Wall -Wextra -Werror -Iinclude
 LINK_C = -Lbuild/lib -lcnn -Wl,-rpath,$(CURDIR)/build/lib -lpthread -lm
 
-.PHONY: all build lib example demo test test-swift test-cli test-c install bench clean
+.PHONY: all build lib example demo test test-swift test-cli test-c test-python install bench clean
 
 all: build lib
 
@@ -54,7 +54,7 @@ build:
 demo: build
 	scripts/demo.sh $(BIN)/cnn
 
-test: test-swift test-cli test-c
+test: test-swift test-cli test-c test-python
 
 test-swift:
 	$(SWIFT) test
@@ -77,6 +77,10 @@ test-c: lib example
 	cd build && PKG_CONFIG_PATH=$(CURDIR)/build/pkgtest/lib/pkgconfig \
 		cc -Wall -Wextra -Werror ../bindings/c/example.c $$(PKG_CONFIG_PATH=$(CURDIR)/build/pkgtest/lib/pkgconfig pkg-config --cflags --libs cnn) -o pkgtest/example
 	cd build && pkgtest/example ../data/fashion-mnist-sample/train-images-idx3-ubyte.gz ../data/fashion-mnist-sample/t10k-images-idx3-ubyte.gz 1 | tail -7
+
+# The Python binding's tests, against build/lib/libcnn.so and the cnn tool just built.
+test-python: build lib
+	CNN_LIBRARY=$(CURDIR)/build/lib/libcnn.so CNN_TOOL=$(CURDIR)/$(BIN)/cnn python3 -m pytest -q bindings/python/tests
 
 # Benchmarks (a separate package in Benchmarks/): tables on stdout, JSON in build/bench/.
 bench:

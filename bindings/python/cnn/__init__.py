@@ -1,0 +1,36 @@
+"""SwiftCNN for Python: a thin ctypes binding of libcnn.so, with numpy in and out.
+
+    import cnn
+    model = cnn.Model("input(1,28,28) conv(32,3,pad=1) relu maxpool(2) flatten dense(10)", seed=1)
+    train = cnn.Dataset.from_folder("data/fashion-mnist-jpeg/train")
+    history = model.fit(train, epochs=2, lr=0.01, momentum=0.9)
+    model.predict_jpeg("shirt.jpg", top=3)
+"""
+from ._lib import VERSION, lib, path as library_path
+from .dataset import Dataset
+from .errors import (BadFormatError, BusyError, CancelledError, CNNError, CNNIOError, CNNMemoryError, DivergedError,
+                     InternalError, InvalidArgumentError, ParseError, ShapeMismatchError)
+from .history import History
+from .model import Model, top_k
+
+__version__ = "%d.%d.%d" % VERSION
+
+
+def library_version():
+    """The version of the loaded libcnn.so."""
+    return lib.cnn_version_string().decode()
+
+
+def set_num_threads(threads):
+    """Threads used by the library (1-256); results do not depend on it."""
+    from ._lib import check
+    check(lib.cnn_set_num_threads(int(threads)))
+
+
+def get_num_threads():
+    return lib.cnn_get_num_threads()
+
+
+__all__ = ["Model", "Dataset", "History", "top_k", "set_num_threads", "get_num_threads", "library_version",
+           "library_path", "CNNError", "InvalidArgumentError", "ParseError", "CNNIOError", "BadFormatError",
+           "ShapeMismatchError", "CNNMemoryError", "DivergedError", "CancelledError", "BusyError", "InternalError"]
