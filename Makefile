@@ -7,7 +7,17 @@
 
 TARGET_CPU ?= native
 SWIFT ?= swift
-RELEASE_FLAGS = -c release -Xswiftc -target-cpu -Xswiftc $(TARGET_CPU) -Xcc -march=$(TARGET_CPU)
+# The kernels' compile-time choices follow the target: fused multiply-add (CNN_FMA) for every
+# target but the baseline x86-64 ones, 16-wide vectors (CNN_AVX512) where AVX-512 is there.
+ifeq ($(TARGET_CPU),native)
+  AVX512 := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo yes)
+  FMA := $(shell grep -qw fma /proc/cpuinfo 2>/dev/null && echo yes)
+else
+  AVX512 := $(if $(filter x86-64-v4 skylake-avx512 cascadelake cooperlake icelake-client icelake-server tigerlake sapphirerapids znver4 znver5,$(TARGET_CPU)),yes)
+  FMA := $(if $(filter x86-64 x86-64-v2,$(TARGET_CPU)),,yes)
+endif
+KERNEL_FLAGS = $(if $(FMA),-Xswiftc -DCNN_FMA) $(if $(AVX512),-Xswiftc -DCNN_AVX512)
+RELEASE_FLAGS = -c release -Xswiftc -target-cpu -Xswiftc $(TARGET_CPU) -Xcc -march=$(TARGET_CPU) $(KERNEL_FLAGS)
 BIN = .build/release
 
 # The library's version is the header's.
@@ -77,6 +87,8 @@ test-c: lib example
 	cd build && PKG_CONFIG_PATH=$(CURDIR)/build/pkgtest/lib/pkgconfig \
 		cc -Wall -Wextra -Werror ../bindings/c/example.c $$(PKG_CONFIG_PATH=$(CURDIR)/build/pkgtest/lib/pkgconfig pkg-config --cflags --libs cnn) -o pkgtest/example
 	cd build && pkgtest/example ../data/fashion-mnist-sample/train-images-idx3-ubyte.gz ../data/fashion-mnist-sample/t10k-images-idx3-ubyte.gz 1 | tail -7
+	cd build && pkgtest/example ../data/fashion-mnist-jpeg/train ../data/fashion-mnist-jpeg/test 1 \
+		../data/fashion-mnist-jpeg/test/Bag/018.jpg ../data/fashion-mnist-jpeg/test/Sneaker/009.jpg | tail -3
 
 # The Python binding's tests, against build/lib/libcnn.so and the cnn tool just built.
 test-python: build lib

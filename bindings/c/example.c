@@ -1,12 +1,29 @@
-/* example.c - train the reference network on Fashion-MNIST IDX files, save it, load it back and
- * predict a few test images, with nothing but libcnn.so.
+/* example.c - train the reference network on Fashion-MNIST, save it, load it back and predict a
+ * few test images, with nothing but libcnn.so.
  *
  *   cc example.c $(pkg-config --cflags --libs cnn) -o example
- *   ./example train-images-idx3-ubyte.gz t10k-images-idx3-ubyte.gz [epochs]
+ *   ./example TRAIN TEST [EPOCHS] [IMAGE.jpg ...]
+ *
+ * TRAIN and TEST are IDX images files (t10k-images-idx3-ubyte.gz) or folders of class sub-folders
+ * of JPEGs (data/fashion-mnist-jpeg/train); the JPEG files at the end are classified by name.
  */
 #include <cnn.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+
+/* An IDX file or a JPEG folder (loaded at the model's input size). */
+static cnn_status open_data(const char *path, cnn_dataset **out) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        int32_t skipped = 0;
+        cnn_status s = cnn_dataset_from_folder(path, 1, 28, 28, NULL, out);
+        if (s == CNN_OK && cnn_dataset_skipped_count(*out, &skipped) == CNN_OK && skipped > 0)
+            printf("%s: %d files skipped\n", path, (int)skipped);
+        return s;
+    }
+    return cnn_dataset_from_idx(path, NULL, out);
+}
 
 static int32_t progress(const cnn_progress *p, void *user_data) {
     (void)user_data;
@@ -26,7 +43,7 @@ static int fail(const char *what) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s TRAIN-IMAGES TEST-IMAGES [EPOCHS]\n", argv[0]);
+        fprintf(stderr, "usage: %s TRAIN TEST [EPOCHS] [IMAGE.jpg ...]\n", argv[0]);
         return 2;
     }
     cnn_model *model = NULL, *loaded = NULL;
@@ -34,8 +51,8 @@ int main(int argc, char **argv) {
     if (cnn_model_create("input(1,28,28) conv(32,3,pad=1) relu maxpool(2) conv(64,3,pad=1) relu "
                          "maxpool(2) flatten dense(128) relu dense(10)", 1, &model) != CNN_OK)
         return fail("create");
-    if (cnn_dataset_from_idx(argv[1], NULL, &train) != CNN_OK) return fail(argv[1]);
-    if (cnn_dataset_from_idx(argv[2], NULL, &test) != CNN_OK) return fail(argv[2]);
+    if (open_data(argv[1], &train) != CNN_OK) return fail(argv[1]);
+    if (open_data(argv[2], &test) != CNN_OK) return fail(argv[2]);
 
     cnn_train_params params;
     cnn_train_params_default(&params);
@@ -62,6 +79,18 @@ int main(int argc, char **argv) {
         cnn_model_class_name(loaded, labels[i], &truth);
         printf("test image %d: %s %.3f, %s %.3f (label: %s)\n", i, first,
                probabilities[10 * i + top[2 * i]], second, probabilities[10 * i + top[2 * i + 1]], truth);
+    }
+    /* JPEG files by name: decoded, brought to 28x28 gray, normalized like the training data. */
+    for (int i = 4; i < argc; i++) {
+        int32_t best = 0;
+        const char *name = "";
+        if (cnn_model_predict_jpeg_file(loaded, argv[i], NULL, probabilities) != CNN_OK) {
+            fprintf(stderr, "%s\n", cnn_last_error());
+            continue;
+        }
+        cnn_top_k(probabilities, 1, 10, 1, &best, NULL);
+        cnn_model_class_name(loaded, best, &name);
+        printf("%s: %s %.3f\n", argv[i], name, probabilities[best]);
     }
     cnn_dataset_free(train);
     cnn_dataset_free(test);

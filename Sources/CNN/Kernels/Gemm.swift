@@ -3,29 +3,56 @@
 //   C[M, N] = (accumulate ? C : 0) + A[M, K] · B[K, N]
 //
 // A is read through two strides, so Aᵀ costs nothing: element (i, k) is a[i * aRow + k * aCol]
-// (row-major A: aRow = lda, aCol = 1; transposed storage: aRow = 1, aCol = lda).
-// B and C are row-major with leading dimensions ldb and ldc. A caller that needs Bᵀ transposes it
-// into a planned scratch buffer first (`transpose`).
+// (row-major A: aRow = lda, aCol = 1; transposed storage: aRow = 1, aCol = lda). B and C are
+// row-major with leading dimensions ldb and ldc; a caller that needs Bᵀ transposes it first.
 //
-// The register block is 4 rows × 32 columns (eight 16-wide accumulators); K is cut into blocks of
-// 256 so that the 256 × 32 panel of B stays in L1 while every row block of A streams over it.
-// Each element of C is always summed in the same order, whatever the tiling into tasks, so a
-// parallel product is bit-identical to a serial one.
+// Blocking (BLIS-style, sized for 48 KiB L1d / 2 MiB L2): for each panel of NR columns of B and
+// each block of KC rows, the KC × NR piece of B is packed contiguously (zero-padded at the right
+// edge) into a stack buffer that stays in L1, then every MR-row block of A streams over it through
+// the register-blocked microkernel: MR × NR accumulators (6 × 32 with AVX-512, 6 × 16 with AVX2),
+// one broadcast of A and two vector loads of B per k. Each element of C is always summed in the
+// same order, whatever the tiling into tasks, so a parallel product is bit-identical to a serial
+// one. Build flags (see the Makefile): CNN_FMA fuses multiply-adds (vfmadd...ps; without a target
+// CPU Swift would call libm's fmaf instead), CNN_AVX512 selects the 16-wide vectors.
 
+#if CNN_AVX512
+typealias V = SIMD16<Float>
+#else
+typealias V = SIMD8<Float>
+#endif
 typealias V16 = SIMD16<Float>
 
+/// Rows and columns of the register block.
+let gemmMR = 6
+let gemmNR = 2 * V.scalarCount
+/// Rows of B packed at a time: KC × NR floats (32 KiB with AVX-512) stay in L1.
+let gemmKC = 256
+
 @inline(__always)
-private func load16(_ p: UnsafePointer<Float>) -> V16 {
-    UnsafeRawPointer(p).loadUnaligned(as: V16.self)
+func fmadd(_ acc: V, _ a: V, _ b: V) -> V {
+    #if CNN_FMA
+    return acc.addingProduct(a, b)
+    #else
+    return acc + a * b
+    #endif
 }
 
 @inline(__always)
-private func store16(_ v: V16, _ p: UnsafeMutablePointer<Float>) {
-    UnsafeMutableRawPointer(p).storeBytes(of: v, as: V16.self)
+func fmadd(_ acc: Float, _ a: Float, _ b: Float) -> Float {
+    #if CNN_FMA
+    return acc.addingProduct(a, b)
+    #else
+    return acc + a * b
+    #endif
 }
 
-private let kBlock = 256
-private let tileRows = 64
+@inline(__always)
+private func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+
+@inline(__always)
+private func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
+
+private let tileRows = 48
 private let tileCols = 128
 
 /// C = (accumulate ? C : 0) + A·B. `parallel` spreads tiles of C over the shared pool.
@@ -42,13 +69,11 @@ func gemm(m: Int, n: Int, k: Int,
     let rowTiles = (m + tileRows - 1) / tileRows
     let colTiles = (n + tileCols - 1) / tileCols
     let tiles = rowTiles * colTiles
-    let work = m * n * k
-    if parallel && tiles > 1 && work >= 1 << 16 {
+    if parallel && tiles > 1 && m * n * k >= 1 << 17 {
         ThreadPool.shared.parallelFor(tiles) { t in
             let i0 = (t / colTiles) * tileRows, j0 = (t % colTiles) * tileCols
             gemmTile(i0: i0, i1: min(m, i0 + tileRows), j0: j0, j1: min(n, j0 + tileCols), k: k,
-                     a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb, c: c, ldc: ldc,
-                     accumulate: accumulate)
+                     a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb, c: c, ldc: ldc, accumulate: accumulate)
         }
     } else {
         gemmTile(i0: 0, i1: m, j0: 0, j1: n, k: k, a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb,
@@ -56,103 +81,126 @@ func gemm(m: Int, n: Int, k: Int,
     }
 }
 
-@inline(__always)
 private func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                       a: UnsafePointer<Float>, aRow: Int, aCol: Int,
                       b: UnsafePointer<Float>, ldb: Int,
                       c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
-    var k0 = 0
-    while k0 < k {
-        let kc = min(kBlock, k - k0)
-        let acc = accumulate || k0 > 0
-        let ak = a + k0 * aCol, bk = b + k0 * ldb
+    let nr = gemmNR
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: gemmKC * gemmNR) { packBuffer in
+        let packed = packBuffer.baseAddress!
         var j = j0
         while j < j1 {
-            let width = min(32, j1 - j)
-            var i = i0
-            while i + 4 <= i1 {
-                if width == 32 {
-                    kernel4x32(kc, ak + i * aRow, aRow, aCol, bk + j, ldb, c + i * ldc + j, ldc, acc)
-                } else {
-                    for r in 0..<4 {
-                        kernelRow(kc, width, ak + (i + r) * aRow, aCol, bk + j, ldb, c + (i + r) * ldc + j, acc)
-                    }
+            let width = min(nr, j1 - j)
+            var k0 = 0
+            while k0 < k {
+                let kc = min(gemmKC, k - k0)
+                packB(b + k0 * ldb + j, ldb: ldb, rows: kc, width: width, into: packed)
+                let acc = accumulate || k0 > 0
+                let ak = a + k0 * aCol
+                var i = i0
+                while i + gemmMR <= i1 {
+                    kernel6(kc, ak + i * aRow, aRow, aCol, packed, c + i * ldc + j, ldc, width, acc)
+                    i += gemmMR
                 }
-                i += 4
+                while i < i1 {
+                    kernel1(kc, ak + i * aRow, aCol, packed, c + i * ldc + j, width, acc)
+                    i += 1
+                }
+                k0 += kc
             }
-            while i < i1 {
-                kernelRow(kc, width, ak + i * aRow, aCol, bk + j, ldb, c + i * ldc + j, acc)
-                i += 1
-            }
-            j += 32
+            j += nr
         }
-        k0 += kc
     }
 }
 
-/// The register block: C[4, 32] (+)= A[4, kc] · B[kc, 32].
+/// Copies rows × width of B into `out` as rows × NR, zero-padding the columns past `width`.
 @inline(__always)
-private func kernel4x32(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: Int,
-                        _ b: UnsafePointer<Float>, _ ldb: Int,
-                        _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ accumulate: Bool) {
-    var c00 = V16(), c01 = V16(), c10 = V16(), c11 = V16()
-    var c20 = V16(), c21 = V16(), c30 = V16(), c31 = V16()
-    var pa = a, pb = b
-    let a1 = aRow, a2 = 2 * aRow, a3 = 3 * aRow
-    for _ in 0..<kc {
-        let b0 = load16(pb), b1 = load16(pb + 16)
-        let x0 = V16(repeating: pa[0]), x1 = V16(repeating: pa[a1])
-        let x2 = V16(repeating: pa[a2]), x3 = V16(repeating: pa[a3])
-        c00 = c00 + x0 * b0; c01 = c01 + x0 * b1
-        c10 = c10 + x1 * b0; c11 = c11 + x1 * b1
-        c20 = c20 + x2 * b0; c21 = c21 + x2 * b1
-        c30 = c30 + x3 * b0; c31 = c31 + x3 * b1
-        pa += aCol
-        pb += ldb
+private func packB(_ b: UnsafePointer<Float>, ldb: Int, rows: Int, width: Int, into out: UnsafeMutablePointer<Float>) {
+    let nr = gemmNR, w = V.scalarCount
+    if width == nr {
+        for r in 0..<rows {
+            let src = b + r * ldb, dst = out + r * nr
+            store(load(src), dst)
+            store(load(src + w), dst + w)
+        }
+    } else {
+        for r in 0..<rows {
+            let src = b + r * ldb, dst = out + r * nr
+            for j in 0..<width { dst[j] = src[j] }
+            for j in width..<nr { dst[j] = 0 }
+        }
     }
-    if accumulate {
-        c00 = c00 + load16(c); c01 = c01 + load16(c + 16)
-        c10 = c10 + load16(c + ldc); c11 = c11 + load16(c + ldc + 16)
-        c20 = c20 + load16(c + 2 * ldc); c21 = c21 + load16(c + 2 * ldc + 16)
-        c30 = c30 + load16(c + 3 * ldc); c31 = c31 + load16(c + 3 * ldc + 16)
-    }
-    store16(c00, c); store16(c01, c + 16)
-    store16(c10, c + ldc); store16(c11, c + ldc + 16)
-    store16(c20, c + 2 * ldc); store16(c21, c + 2 * ldc + 16)
-    store16(c30, c + 3 * ldc); store16(c31, c + 3 * ldc + 16)
 }
 
-/// One row, any width up to 32: C[1, width] (+)= A[1, kc] · B[kc, width].
+/// Writes an accumulator pair into a row of C, all NR columns or the first `width`.
 @inline(__always)
-private func kernelRow(_ kc: Int, _ width: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
-                       _ b: UnsafePointer<Float>, _ ldb: Int,
-                       _ c: UnsafeMutablePointer<Float>, _ accumulate: Bool) {
-    if width == 32 {
-        var c0 = V16(), c1 = V16()
-        var pa = a, pb = b
-        for _ in 0..<kc {
-            let x = V16(repeating: pa[0])
-            c0 = c0 + x * load16(pb); c1 = c1 + x * load16(pb + 16)
-            pa += aCol; pb += ldb
+private func storeRow(_ lo: V, _ hi: V, _ c: UnsafeMutablePointer<Float>, _ width: Int, _ accumulate: Bool) {
+    let w = V.scalarCount
+    if width == 2 * w {
+        if accumulate {
+            store(load(c) + lo, c)
+            store(load(c + w) + hi, c + w)
+        } else {
+            store(lo, c)
+            store(hi, c + w)
         }
-        if accumulate { c0 = c0 + load16(c); c1 = c1 + load16(c + 16) }
-        store16(c0, c); store16(c1, c + 16)
         return
     }
-    // Narrow edge: 32 scalar accumulators in a fixed-size tuple-free loop.
-    var acc = (V16(), V16())
-    var pa = a, pb = b
-    for _ in 0..<kc {
-        let x = pa[0]
-        for j in 0..<width {
-            if j < 16 { acc.0[j] = acc.0[j] + x * pb[j] } else { acc.1[j - 16] = acc.1[j - 16] + x * pb[j] }
-        }
-        pa += aCol; pb += ldb
-    }
     for j in 0..<width {
-        let v = j < 16 ? acc.0[j] : acc.1[j - 16]
+        let v = j < w ? lo[j] : hi[j - w]
         c[j] = accumulate ? c[j] + v : v
     }
+}
+
+/// The register block: C[6, NR] (+)= A[6, kc] · packed B[kc, NR].
+@inline(__always)
+private func kernel6(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: Int,
+                     _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                     _ width: Int, _ accumulate: Bool) {
+    var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
+    var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
+    var pa = a, pb = b
+    let w = V.scalarCount
+    for _ in 0..<kc {
+        let b0 = load(pb), b1 = load(pb + w)
+        var x = V(repeating: pa[0])
+        c00 = fmadd(c00, x, b0); c01 = fmadd(c01, x, b1)
+        x = V(repeating: pa[aRow])
+        c10 = fmadd(c10, x, b0); c11 = fmadd(c11, x, b1)
+        x = V(repeating: pa[2 * aRow])
+        c20 = fmadd(c20, x, b0); c21 = fmadd(c21, x, b1)
+        x = V(repeating: pa[3 * aRow])
+        c30 = fmadd(c30, x, b0); c31 = fmadd(c31, x, b1)
+        x = V(repeating: pa[4 * aRow])
+        c40 = fmadd(c40, x, b0); c41 = fmadd(c41, x, b1)
+        x = V(repeating: pa[5 * aRow])
+        c50 = fmadd(c50, x, b0); c51 = fmadd(c51, x, b1)
+        pa += aCol
+        pb += 2 * w
+    }
+    storeRow(c00, c01, c, width, accumulate)
+    storeRow(c10, c11, c + ldc, width, accumulate)
+    storeRow(c20, c21, c + 2 * ldc, width, accumulate)
+    storeRow(c30, c31, c + 3 * ldc, width, accumulate)
+    storeRow(c40, c41, c + 4 * ldc, width, accumulate)
+    storeRow(c50, c51, c + 5 * ldc, width, accumulate)
+}
+
+/// One row: C[1, NR] (+)= A[1, kc] · packed B[kc, NR], the same operations as `kernel6`'s rows.
+@inline(__always)
+private func kernel1(_ kc: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
+                     _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
+                     _ width: Int, _ accumulate: Bool) {
+    var c0 = V(), c1 = V()
+    var pa = a, pb = b
+    let w = V.scalarCount
+    for _ in 0..<kc {
+        let x = V(repeating: pa[0])
+        c0 = fmadd(c0, x, load(pb)); c1 = fmadd(c1, x, load(pb + w))
+        pa += aCol
+        pb += 2 * w
+    }
+    storeRow(c0, c1, c, width, accumulate)
 }
 
 /// out[j, i] = x[i, j] for an (rows × cols) row-major x.
@@ -171,4 +219,13 @@ func transpose(_ x: UnsafePointer<Float>, rows: Int, cols: Int, into out: Unsafe
         }
         i0 = i1
     }
+}
+
+/// The engine's matrix product for callers outside the module (benchmarks, tools):
+/// C (M×N) = (accumulate ? C : 0) + op(A) · B, with op(A) = A (M×K) or Aᵀ (A stored K×M).
+public func sgemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, transposeA: Bool = false,
+                  b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, accumulate: Bool = false,
+                  parallel: Bool = true) {
+    gemm(m: m, n: n, k: k, a: a, aRow: transposeA ? 1 : k, aCol: transposeA ? m : 1, b: b, ldb: n,
+         c: c, ldc: n, accumulate: accumulate, parallel: parallel)
 }
