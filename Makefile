@@ -79,6 +79,8 @@ test-c: lib example
 	c++ -x c++ -std=c++11 -Wall -Wextra -Werror -Iinclude -fsyntax-only bindings/c/example.c
 	scripts/check-symbols.sh build/lib/libcnn.so include/cnn.h
 	build/bin/c-tests data/fashion-mnist-sample
+	cc $(CFLAGS_C) bindings/c/allocs.c $(LINK_C) -o build/bin/allocs
+	build/bin/allocs data/fashion-mnist-sample
 	# valgrind 3.19 does not decode AVX-512: it checks a build of the same code for AVX2 (haswell).
 	$(MAKE) --no-print-directory lib TARGET_CPU=haswell LIB_BUILD=.build-lib-avx2 LIB_OUT=build/lib-avx2
 	LD_LIBRARY_PATH=build/lib-avx2 valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \

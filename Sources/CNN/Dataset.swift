@@ -102,6 +102,12 @@ public final class Dataset {
     public func fill(_ indices: ArraySlice<Int32>, mean: [Float], std: [Float],
                      into x: UnsafeMutablePointer<Float>, labels out: UnsafeMutablePointer<Int32>) throws {
         var scratch = SampleScratch(shape: shape)
+        try fill(indices, mean: mean, std: std, into: x, labels: out, scratch: &scratch)
+    }
+
+    /// As `fill`, with the caller's scratch buffers (a training step allocates nothing).
+    func fill(_ indices: ArraySlice<Int32>, mean: [Float], std: [Float], into x: UnsafeMutablePointer<Float>,
+              labels out: UnsafeMutablePointer<Int32>, scratch: inout SampleScratch) throws {
         for (b, index) in indices.enumerated() {
             out[b] = labels[Int(index)]
             try fillSample(Int(index), into: x + b * shape.count, mean: mean, std: std, scratch: &scratch)

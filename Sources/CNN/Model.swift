@@ -127,14 +127,19 @@ public final class Model {
     /// Backpropagates the gradient of the loss with respect to the logits: the forward, in reverse.
     public func backward(_ dLogits: FloatBuffer, batch: Int) {
         var g = dLogits
-        for (i, layer) in layers.enumerated().reversed() {
-            guard let dx = layer.backward(g, batch: batch, needInputGradient: i > 0) else { return }
+        var i = layers.count - 1
+        while i >= 0 {
+            guard let dx = layers[i].backward(g, batch: batch, needInputGradient: i > 0) else { return }
             g = dx
+            i -= 1
         }
     }
 
+    /// The gradient buffers of the trainable parameters (listed once: a training step allocates nothing).
+    public private(set) lazy var gradients: [FloatBuffer] = namedParameters.compactMap { $0.parameter.grad }
+
     public func zeroGradients() {
-        for (_, p) in namedParameters { p.grad?.fill(0) }
+        for g in gradients { g.fill(0) }
     }
 
     // MARK: Building and initialization

@@ -75,6 +75,8 @@ final class PoolCore {
     // Guarded by `mutex`. Workers see the job unretained: `withoutActuallyEscaping` traps if a
     // reference to the closure outlives the call, so no worker may hold one once it reports done.
     private var job: Unmanaged<JobBox>?
+    /// Reused for every job, so that a parallel region allocates nothing.
+    private let box = JobBox()
     private var generation = 0
     private var taskCount = 0
     private var nextTask = 0
@@ -106,8 +108,10 @@ final class PoolCore {
             for i in 0..<count { body(i) }
             return
         }
-        withoutActuallyEscaping(body) { escaping in
-            let box = JobBox(escaping)
+        // The workers reach the caller's closure through a pointer to it on this stack: storing
+        // the closure itself would allocate a reabstraction thunk for every parallel region.
+        withoutActuallyEscaping(body) { escaping in withUnsafePointer(to: escaping) { bodyPointer in
+            box.body = bodyPointer
             job = Unmanaged.passUnretained(box)
             taskCount = count
             nextTask = 0
@@ -119,9 +123,9 @@ final class PoolCore {
             pthread_mutex_lock(mutex)
             while pending > 0 { pthread_cond_wait(done, mutex) }
             job = nil
+            box.body = nil   // the closure must not outlive withoutActuallyEscaping
             pthread_mutex_unlock(mutex)
-            withExtendedLifetime(box) {}
-        }
+        } }
     }
 
     private func runTasks() {
@@ -134,7 +138,7 @@ final class PoolCore {
             let i = nextTask
             nextTask += 1
             pthread_mutex_unlock(mutex)
-            box.takeUnretainedValue().body(i)
+            box.takeUnretainedValue().body?.pointee(i)
             pthread_mutex_lock(mutex)
             pending -= 1
             if pending == 0 { pthread_cond_signal(done) }
@@ -156,6 +160,5 @@ final class PoolCore {
 }
 
 final class JobBox {
-    let body: (Int) -> Void
-    init(_ body: @escaping (Int) -> Void) { self.body = body }
+    var body: UnsafePointer<(Int) -> Void>?
 }

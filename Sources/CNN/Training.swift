@@ -190,6 +190,7 @@ public final class Trainer {
         let dLogits = FloatBuffer(count: batchSize * k)
         var labels = [Int32](repeating: 0, count: batchSize)
         var order: [Int32] = []
+        var scratch = SampleScratch(shape: train.shape)
         let batchNorms = model.layers.compactMap { $0 as? BatchNorm }
         var savedStats = batchNorms.map { _ in (FloatBuffer(count: 0), FloatBuffer(count: 0), Int64(0)) }
         var results: [EpochResult] = []
@@ -221,7 +222,8 @@ public final class Trainer {
                     (input, labelPointer, n) = (batch.x, UnsafePointer(batch.labels), batch.count)
                 } else {
                     try labels.withUnsafeMutableBufferPointer { l in
-                        try train.fill(order[lo..<(lo + n)], mean: model.mean, std: model.std, into: x.pointer, labels: l.baseAddress!)
+                        try train.fill(order[lo..<(lo + n)], mean: model.mean, std: model.std, into: x.pointer,
+                                       labels: l.baseAddress!, scratch: &scratch)
                     }
                     labelPointer = labels.withUnsafeBufferPointer { $0.baseAddress! }
                 }
@@ -240,7 +242,7 @@ public final class Trainer {
                 var finite = result.sum.isFinite
                 if finite {
                     model.backward(dLogits, batch: n)
-                    finite = model.namedParameters.allSatisfy { $0.parameter.grad?.allFinite ?? true }
+                    finite = model.gradients.allSatisfy { $0.allFinite }
                 }
                 prefetcher?.release()
                 guard finite else {

@@ -1,5 +1,7 @@
 // cnn-bench: SwiftCNN's benchmarks. Each prints a table and writes JSON (see README.md, Benchmarks).
 //
+//   cnn-bench gemm [--out FILE.json]   SGEMM GFLOP/s, 1 and 2 threads, against a naive loop and numpy
+//   cnn-bench net  [--out FILE.json]   the reference and wide networks: training and inference speed
 //   cnn-bench jpeg [--out FILE.json]   JPEG decode throughput against libjpeg-turbo's own C loop,
 //                                      and training from a JPEG folder against training from memory
 import CJPEGBaseline
@@ -102,8 +104,10 @@ func jpegBenchmarks() throws {
 
 switch command {
 case "jpeg": try jpegBenchmarks()
+case "gemm": try gemmBenchmarks()
+case "net": try networkBenchmarks()
 default:
-    FileHandle.standardError.write(Data("usage: cnn-bench jpeg [--out FILE.json]\n".utf8))
+    FileHandle.standardError.write(Data("usage: cnn-bench gemm|net|jpeg [--out FILE.json]\n".utf8))
     exit(2)
 }
 if let outPath {

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 // Single-precision matrix product, the kernel under convolution and dense layers.
 //
 //   C[M, N] = (accumulate ? C : 0) + A[M, K] · B[K, N]
@@ -81,13 +85,30 @@ func gemm(m: Int, n: Int, k: Int,
     }
 }
 
+/// This thread's buffer for packed panels of B (KC × NR floats, 64-byte aligned), allocated on the
+/// thread's first product and kept until it exits: a product allocates nothing.
+private let packKey: pthread_key_t = {
+    var key = pthread_key_t()
+    pthread_key_create(&key) { free($0) }
+    return key
+}()
+
+@inline(__always)
+private func packBuffer() -> UnsafeMutablePointer<Float> {
+    if let p = pthread_getspecific(packKey) { return p.assumingMemoryBound(to: Float.self) }
+    var raw: UnsafeMutableRawPointer? = nil
+    posix_memalign(&raw, 64, gemmKC * gemmNR * MemoryLayout<Float>.size)
+    pthread_setspecific(packKey, raw)
+    return raw!.assumingMemoryBound(to: Float.self)
+}
+
 private func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                       a: UnsafePointer<Float>, aRow: Int, aCol: Int,
                       b: UnsafePointer<Float>, ldb: Int,
                       c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
     let nr = gemmNR
-    withUnsafeTemporaryAllocation(of: Float.self, capacity: gemmKC * gemmNR) { packBuffer in
-        let packed = packBuffer.baseAddress!
+    do {
+        let packed = packBuffer()
         var j = j0
         while j < j1 {
             let width = min(nr, j1 - j)

@@ -1,0 +1,72 @@
+import CNN
+import Foundation
+
+let referenceSpec = "input(1,28,28) conv(32,3,pad=1) relu maxpool(2) conv(64,3,pad=1) relu maxpool(2) flatten dense(128) relu dense(10)"
+let wideSpec = "input(3,32,32) conv(64,3,pad=1) relu conv(64,3,pad=1) relu maxpool(2) conv(128,3,pad=1) relu conv(128,3,pad=1) relu maxpool(2) flatten dense(10)"
+
+/// Random images and labels: the speed does not depend on the values.
+func randomDataset(_ shape: Shape, count: Int) throws -> Dataset {
+    var rng = Random(seed: 9)
+    let bytes = (0..<(count * shape.count)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+    let labels = (0..<count).map { _ in Int32(rng.below(10)) }
+    return try Dataset(bytes: bytes, labels: labels, shape: shape, classNames: (0..<10).map(String.init))
+}
+
+func peakRSSMB() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_maxrss) / 1024
+}
+
+func networkBenchmarks() throws {
+    let quick = ProcessInfo.processInfo.environment["CNN_BENCH_QUICK"] != nil
+    print("Networks: training images/s (median of 5 segments after warm-up), inference latency and throughput")
+    let widths = [8, 8, 10, 12, 12, 12, 12, 12]
+    print(row(["net", "threads", "train b16", "train b64", "train b256", "lat b1 med", "lat b1 p99", "infer b256"], widths))
+    for (name, spec, images) in [("ref", referenceSpec, 4096), ("wide", wideSpec, quick ? 256 : 512)] {
+        let model = try Model(architecture: Architecture(parsing: spec), seed: 1)
+        let data = try randomDataset(model.inputShape, count: images)
+        for threads in [1, 2] {
+            ThreadPool.setThreads(threads)
+            var train: [Int: Double] = [:]
+            for batch in [16, 64, 256] {
+                var s = TrainingSettings()
+                s.batchSize = batch
+                s.optimizer.momentum = 0.9
+                s.normalization = ([Float](repeating: 0.5, count: model.inputShape.c), [Float](repeating: 0.25, count: model.inputShape.c))
+                let segment = try data.prefix(max(batch * (name == "wide" ? 2 : 8), batch))
+                let trainer = try Trainer(model: model, settings: s)
+                try trainer.fit(segment)   // warm-up: plans the buffers
+                let t = try median(quick ? 3 : 5) { try Trainer(model: model, settings: s).fit(segment) }
+                train[batch] = Double(segment.count) / t
+            }
+            // Inference: batch 1 latency over many calls, then batch 256 throughput.
+            let sample = model.inputShape.count
+            var x = [Float](repeating: 0.5, count: 256 * sample)
+            var rng = Random(seed: 2)
+            for i in 0..<x.count { x[i] = rng.uniform() }
+            let calls = name == "wide" ? 200 : 2000
+            var times: [Double] = []
+            try x.withUnsafeBufferPointer { xp in
+                for i in 0..<(calls + calls / 10) {
+                    let t0 = now()
+                    _ = model.predict(xp.baseAddress!, batch: 1)
+                    if i >= calls / 10 { times.append(now() - t0) }
+                }
+                _ = try median(1) { _ = model.predict(xp.baseAddress!, batch: 256) }
+            }
+            times.sort()
+            let b256 = x.withUnsafeBufferPointer { xp in median(5) { _ = model.predict(xp.baseAddress!, batch: 256) } }
+            let med = times[times.count / 2] * 1e6, p99 = times[times.count * 99 / 100] * 1e6
+            print(row([name, String(threads), String(format: "%.0f", train[16]!), String(format: "%.0f", train[64]!),
+                       String(format: "%.0f", train[256]!), String(format: "%.0f us", med), String(format: "%.0f us", p99),
+                       String(format: "%.0f", 256 / b256)], widths))
+            results["\(name) threads=\(threads)"] = ["train_b16": train[16]!, "train_b64": train[64]!, "train_b256": train[256]!,
+                                                      "latency_b1_median_us": med, "latency_b1_p99_us": p99, "infer_b256": 256 / b256]
+        }
+        if name == "ref" {
+            results["ref peak_rss_mb"] = peakRSSMB()
+            print(String(format: "peak RSS after the reference network's runs: %.0f MB", peakRSSMB()))
+        }
+    }
+}
