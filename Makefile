@@ -100,7 +100,10 @@ test-python: build lib
 bench:
 	mkdir -p build/bench
 	cd Benchmarks && $(SWIFT) build $(RELEASE_FLAGS)
+	Benchmarks/.build/release/cnn-bench gemm --out build/bench/gemm.json
+	Benchmarks/.build/release/cnn-bench net --out build/bench/net.json
 	Benchmarks/.build/release/cnn-bench jpeg --out build/bench/jpeg.json
+	@echo "peers: python3 Benchmarks/peers.py build/bench/net.json (pip install torch onnxruntime onnx)"
 
 clean:
 	rm -rf .build .build-lib .build-lib-avx2 build demo-out Benchmarks/.build

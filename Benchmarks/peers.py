@@ -87,8 +87,15 @@ def onnx_numbers(make, shape, threads):
     import torch
     model = make().eval()
     path = tempfile.mktemp(suffix=".onnx")
-    torch.onnx.export(model, torch.rand(1, *shape), path, input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:   # the TorchScript exporter needs no onnxscript
+            torch.onnx.export(model, torch.rand(1, *shape), path, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
+        except TypeError:   # older PyTorch without the dynamo argument
+            torch.onnx.export(model, torch.rand(1, *shape), path, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -120,12 +127,12 @@ def main():
             try:
                 peers["pytorch channels-last"] = torch_numbers(make, shape, threads, True)
                 peers["pytorch NCHW"] = torch_numbers(make, shape, threads, False)
-            except ImportError:
-                print("PyTorch is not installed (pip install torch)")
+            except ImportError as e:
+                print("PyTorch: %s (pip install torch)" % e)
             try:
                 peers["onnxruntime"] = onnx_numbers(make, shape, threads)
-            except ImportError:
-                print("ONNX Runtime is not installed (pip install onnxruntime onnx)")
+            except ImportError as e:
+                print("ONNX Runtime: %s (pip install onnxruntime onnx)" % e)
             results[key] = peers
             print("\n%s, %d thread(s)" % (name, threads))
             metrics = ("train_b16", "train_b64", "train_b256", "latency_b1_median_us", "latency_b1_p99_us", "infer_b256")

@@ -6,9 +6,10 @@ import Glibc
 //
 //   C[M, N] = (accumulate ? C : 0) + A[M, K] · B[K, N]
 //
-// A is read through two strides, so Aᵀ costs nothing: element (i, k) is a[i * aRow + k * aCol]
-// (row-major A: aRow = lda, aCol = 1; transposed storage: aRow = 1, aCol = lda). B and C are
-// row-major with leading dimensions ldb and ldc; a caller that needs Bᵀ transposes it first.
+// A and B are read through two strides each, so transposes cost nothing: A's element (i, k) is
+// a[i * aRow + k * aCol] (row-major A: aRow = lda, aCol = 1; stored transposed: aRow = 1,
+// aCol = lda), B's element (k, j) is b[k * ldb + j * bCol] (bCol = 1 row-major; stored
+// transposed: ldb = 1, bCol = its leading dimension, gathered while packing). C is row-major.
 //
 // Blocking (BLIS-style, sized for 48 KiB L1d / 2 MiB L2): for each panel of NR columns of B and
 // each block of KC rows, the KC × NR piece of B is packed contiguously (zero-padded at the right
@@ -62,7 +63,7 @@ private let tileCols = 128
 /// C = (accumulate ? C : 0) + A·B. `parallel` spreads tiles of C over the shared pool.
 func gemm(m: Int, n: Int, k: Int,
           a: UnsafePointer<Float>, aRow: Int, aCol: Int,
-          b: UnsafePointer<Float>, ldb: Int,
+          b: UnsafePointer<Float>, ldb: Int, bCol: Int = 1,
           c: UnsafeMutablePointer<Float>, ldc: Int,
           accumulate: Bool, parallel: Bool = false) {
     if m <= 0 || n <= 0 { return }
@@ -77,10 +78,10 @@ func gemm(m: Int, n: Int, k: Int,
         ThreadPool.shared.parallelFor(tiles) { t in
             let i0 = (t / colTiles) * tileRows, j0 = (t % colTiles) * tileCols
             gemmTile(i0: i0, i1: min(m, i0 + tileRows), j0: j0, j1: min(n, j0 + tileCols), k: k,
-                     a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb, c: c, ldc: ldc, accumulate: accumulate)
+                     a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb, bCol: bCol, c: c, ldc: ldc, accumulate: accumulate)
         }
     } else {
-        gemmTile(i0: 0, i1: m, j0: 0, j1: n, k: k, a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb,
+        gemmTile(i0: 0, i1: m, j0: 0, j1: n, k: k, a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb, bCol: bCol,
                  c: c, ldc: ldc, accumulate: accumulate)
     }
 }
@@ -102,11 +103,29 @@ private func packBuffer() -> UnsafeMutablePointer<Float> {
     return raw!.assumingMemoryBound(to: Float.self)
 }
 
-private func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
-                      a: UnsafePointer<Float>, aRow: Int, aCol: Int,
-                      b: UnsafePointer<Float>, ldb: Int,
-                      c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
+              a: UnsafePointer<Float>, aRow: Int, aCol: Int,
+              b: UnsafePointer<Float>, ldb: Int, bCol: Int = 1,
+              c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
     let nr = gemmNR
+    if i1 - i0 < gemmMR && bCol == 1 {
+        // A few rows (inference on a small batch): packing B would cost as much as the product,
+        // so the rows stream over B as it is. Same operations in the same order as kernel1.
+        for i in i0..<i1 {
+            var j = j0
+            while j < j1 {
+                let width = min(nr, j1 - j)
+                var k0 = 0
+                while k0 < k {
+                    let kc = min(gemmKC, k - k0)
+                    kernel1Direct(kc, a + i * aRow + k0 * aCol, aCol, b + k0 * ldb + j, ldb, c + i * ldc + j, width, accumulate || k0 > 0)
+                    k0 += kc
+                }
+                j += nr
+            }
+        }
+        return
+    }
     do {
         let packed = packBuffer()
         var j = j0
@@ -115,7 +134,7 @@ private func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
             var k0 = 0
             while k0 < k {
                 let kc = min(gemmKC, k - k0)
-                packB(b + k0 * ldb + j, ldb: ldb, rows: kc, width: width, into: packed)
+                packB(b + k0 * ldb + j * bCol, ldb: ldb, bCol: bCol, rows: kc, width: width, into: packed)
                 let acc = accumulate || k0 > 0
                 let ak = a + k0 * aCol
                 var i = i0
@@ -136,8 +155,17 @@ private func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
 
 /// Copies rows × width of B into `out` as rows × NR, zero-padding the columns past `width`.
 @inline(__always)
-private func packB(_ b: UnsafePointer<Float>, ldb: Int, rows: Int, width: Int, into out: UnsafeMutablePointer<Float>) {
+private func packB(_ b: UnsafePointer<Float>, ldb: Int, bCol: Int, rows: Int, width: Int, into out: UnsafeMutablePointer<Float>) {
     let nr = gemmNR, w = V.scalarCount
+    if bCol != 1 {
+        // Transposed storage: each packed row gathers one element from each of `width` columns.
+        for r in 0..<rows {
+            let src = b + r * ldb, dst = out + r * nr
+            for j in 0..<width { dst[j] = src[j * bCol] }
+            for j in width..<nr { dst[j] = 0 }
+        }
+        return
+    }
     if width == nr {
         for r in 0..<rows {
             let src = b + r * ldb, dst = out + r * nr
@@ -222,6 +250,37 @@ private func kernel1(_ kc: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
         pb += 2 * w
     }
     storeRow(c0, c1, c, width, accumulate)
+}
+
+/// As `kernel1`, reading B unpacked (rows ldb apart); columns past `width` are never read.
+@inline(__always)
+private func kernel1Direct(_ kc: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
+                           _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>,
+                           _ width: Int, _ accumulate: Bool) {
+    let w = V.scalarCount
+    if width == 2 * w {
+        var c0 = V(), c1 = V()
+        var pa = a, pb = b
+        for _ in 0..<kc {
+            let x = V(repeating: pa[0])
+            c0 = fmadd(c0, x, load(pb)); c1 = fmadd(c1, x, load(pb + w))
+            pa += aCol
+            pb += ldb
+        }
+        storeRow(c0, c1, c, width, accumulate)
+        return
+    }
+    var lo = V(), hi = V()
+    var pa = a, pb = b
+    for _ in 0..<kc {
+        let x = pa[0]
+        for j in 0..<width {
+            if j < w { lo[j] = fmadd(lo[j], x, pb[j]) } else { hi[j - w] = fmadd(hi[j - w], x, pb[j]) }
+        }
+        pa += aCol
+        pb += ldb
+    }
+    storeRow(lo, hi, c, width, accumulate)
 }
 
 /// out[j, i] = x[i, j] for an (rows × cols) row-major x.

@@ -30,7 +30,7 @@ public final class Activation: Layer {
         let xp = x.pointer, yp = y.pointer
         switch kind {
         case .relu:
-            for i in 0..<count { yp[i] = max(xp[i], 0) }
+            parallelChunks(count, chunk: 1 << 15) { lo, hi in for i in lo..<hi { yp[i] = max(xp[i], 0) } }
             saved = x
         case .leakyRelu(let alpha):
             for i in 0..<count { yp[i] = xp[i] > 0 ? xp[i] : alpha * xp[i] }
@@ -52,7 +52,7 @@ public final class Activation: Layer {
         let dxp = dx.pointer, dyp = dy.pointer
         switch kind {
         case .relu:
-            for i in 0..<count { dxp[i] = s[i] > 0 ? dyp[i] : 0 }
+            parallelChunks(count, chunk: 1 << 15) { lo, hi in for i in lo..<hi { dxp[i] = s[i] > 0 ? dyp[i] : 0 } }
         case .leakyRelu(let alpha):
             for i in 0..<count { dxp[i] = s[i] > 0 ? dyp[i] : alpha * dyp[i] }
         case .sigmoid:

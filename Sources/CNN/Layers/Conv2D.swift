@@ -14,8 +14,6 @@ public final class Conv2D: Layer {
     private var col = Workspace()
     private var output = Workspace()     // (B, OC, OH, OW)
     private var inputGrad = Workspace()  // (B, C, H, W)
-    private var dyT = Workspace()        // (B, P, OC): dy transposed per sample
-    private var dwT = Workspace()        // (CKK, OC): weight gradient, transposed
 
     init(spec: LayerSpec, input: Shape, outChannels: Int, kernel: (Int, Int), stride: (Int, Int),
          padding: (Int, Int), bias hasBias: Bool) {
@@ -54,33 +52,29 @@ public final class Conv2D: Layer {
         let outCount = outputShape.count
         let col = self.col.buffer.pointer, dyp = dy.pointer
         if let db = bias?.grad?.pointer {
-            for o in 0..<oc {
-                var s: Float = 0
-                for n in 0..<batch {
-                    let row = dyp + n * outCount + o * p
-                    for i in 0..<p { s += row[i] }
+            parallelChunks(oc, chunk: 8) { o0, o1 in
+                for o in o0..<o1 {
+                    var s: Float = 0
+                    for n in 0..<batch {
+                        let row = dyp + n * outCount + o * p
+                        for i in 0..<p { s += row[i] }
+                    }
+                    db[o] += s
                 }
-                db[o] += s
             }
         }
-        // dWᵀ (CKK, OC) = Σ_n col_n (CKK, P) · dy_nᵀ (P, OC); rows of dWᵀ split over tasks, and
-        // each task sums the samples in order, so the result does not depend on the thread count.
-        let dyt = dyT.reserve(batch * p * oc).pointer
-        ThreadPool.shared.parallelFor(batch) { n in
-            transpose(dyp + n * outCount, rows: oc, cols: p, into: dyt + n * p * oc)
-        }
-        let dwt = dwT.reserve(ckk * oc).pointer
-        dwt.update(repeating: 0, count: ckk * oc)
-        let rowsPerTask = 32
-        parallelChunks(ckk, chunk: rowsPerTask) { r0, r1 in
-            for n in 0..<batch {
-                gemm(m: r1 - r0, n: oc, k: p, a: col + n * ckk * p + r0 * p, aRow: p, aCol: 1,
-                     b: dyt + n * p * oc, ldb: oc, c: dwt + r0 * oc, ldc: oc, accumulate: true)
-            }
-        }
+        // dW (OC, CKK) += Σ_n dy_n (OC, P) · col_nᵀ (P, CKK): B is the im2col matrix read
+        // transposed (gathered while packing). Tiles of dW are split over tasks and each sums the
+        // samples in order, so the result does not depend on the thread count.
         if let dw = weight.grad?.pointer {
-            for o in 0..<oc {
-                for j in 0..<ckk { dw[o * ckk + j] += dwt[j * oc + o] }
+            let colTile = 96
+            let colTiles = (ckk + colTile - 1) / colTile
+            ThreadPool.shared.parallelFor(colTiles) { t in
+                let j0 = t * colTile, j1 = min(ckk, j0 + colTile)
+                for n in 0..<batch {
+                    gemmTile(i0: 0, i1: oc, j0: j0, j1: j1, k: p, a: dyp + n * outCount, aRow: p, aCol: 1,
+                             b: col + n * ckk * p, ldb: 1, bCol: p, c: dw, ldc: ckk, accumulate: true)
+                }
             }
         }
         guard needInputGradient else { return nil }

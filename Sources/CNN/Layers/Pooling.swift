@@ -33,6 +33,24 @@ public final class MaxPool2D: Layer {
             parallelChunks(planes, chunk: 64) { p0, p1 in
                 for plane in p0..<p1 {
                     let src = xp + plane * h * w
+                    if kh == 2 && kw == 2 && sh == 2 && sw == 2 {
+                        // The common 2×2, stride 2 window, without the general loops; the same
+                        // comparisons in the same order as below.
+                        for oy in 0..<oh {
+                            let r0 = 2 * oy * w, r1 = r0 + w
+                            for ox in 0..<ow {
+                                let a = r0 + 2 * ox
+                                var bi = a, best = src[a]
+                                if src[a + 1] > best { best = src[a + 1]; bi = a + 1 }
+                                if src[r1 + 2 * ox] > best { best = src[r1 + 2 * ox]; bi = r1 + 2 * ox }
+                                if src[r1 + 2 * ox + 1] > best { best = src[r1 + 2 * ox + 1]; bi = r1 + 2 * ox + 1 }
+                                let o = (plane * oh + oy) * ow + ox
+                                yp[o] = best
+                                amp[o] = Int32(bi)
+                            }
+                        }
+                        continue
+                    }
                     for oy in 0..<oh {
                         for ox in 0..<ow {
                             var bestIndex = (oy * sh) * w + ox * sw
