@@ -14,7 +14,7 @@ import Glibc
 // Blocking (BLIS-style, sized for 48 KiB L1d / 2 MiB L2): for each panel of NR columns of B and
 // each block of KC rows, the KC × NR piece of B is packed contiguously (zero-padded at the right
 // edge) into a stack buffer that stays in L1, then every MR-row block of A streams over it through
-// the register-blocked microkernel: MR × NR accumulators (6 × 32 with AVX-512, 6 × 16 with AVX2),
+// the register-blocked microkernel: MR × NR accumulators (8 × 32 with AVX-512, 6 × 16 with AVX2),
 // one broadcast of A and two vector loads of B per k. Each element of C is always summed in the
 // same order, whatever the tiling into tasks, so a parallel product is bit-identical to a serial
 // one. Build flags (see the Makefile): CNN_FMA fuses multiply-adds (vfmadd...ps; without a target
@@ -27,8 +27,14 @@ typealias V = SIMD8<Float>
 #endif
 typealias V16 = SIMD16<Float>
 
-/// Rows and columns of the register block.
+/// Rows and columns of the register block: 8 × 32 with AVX-512 (16 of its 32 vector registers
+/// accumulate), 6 × 16 with AVX2 (12 of 16). 8 rows also divide the layers' usual sizes (32, 64,
+/// 128 channels, batch 64), so no row falls to the one-row kernel.
+#if CNN_AVX512
+let gemmMR = 8
+#else
 let gemmMR = 6
+#endif
 let gemmNR = 2 * V.scalarCount
 /// Rows of B packed at a time: KC × NR floats (32 KiB with AVX-512) stay in L1.
 let gemmKC = 256
@@ -139,7 +145,11 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                 let ak = a + k0 * aCol
                 var i = i0
                 while i + gemmMR <= i1 {
+                    #if CNN_AVX512
+                    kernel8(kc, ak + i * aRow, aRow, aCol, packed, c + i * ldc + j, ldc, width, acc)
+                    #else
                     kernel6(kc, ak + i * aRow, aRow, aCol, packed, c + i * ldc + j, ldc, width, acc)
+                    #endif
                     i += gemmMR
                 }
                 while i < i1 {
@@ -235,7 +245,47 @@ private func kernel6(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: 
     storeRow(c50, c51, c + 5 * ldc, width, accumulate)
 }
 
-/// One row: C[1, NR] (+)= A[1, kc] · packed B[kc, NR], the same operations as `kernel6`'s rows.
+/// The AVX-512 register block: C[8, NR] (+)= A[8, kc] · packed B[kc, NR].
+@inline(__always)
+private func kernel8(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: Int,
+                     _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                     _ width: Int, _ accumulate: Bool) {
+    var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V(), c30 = V(), c31 = V()
+    var c40 = V(), c41 = V(), c50 = V(), c51 = V(), c60 = V(), c61 = V(), c70 = V(), c71 = V()
+    var pa = a, pb = b
+    let w = V.scalarCount
+    for _ in 0..<kc {
+        let b0 = load(pb), b1 = load(pb + w)
+        var x = V(repeating: pa[0])
+        c00 = fmadd(c00, x, b0); c01 = fmadd(c01, x, b1)
+        x = V(repeating: pa[aRow])
+        c10 = fmadd(c10, x, b0); c11 = fmadd(c11, x, b1)
+        x = V(repeating: pa[2 * aRow])
+        c20 = fmadd(c20, x, b0); c21 = fmadd(c21, x, b1)
+        x = V(repeating: pa[3 * aRow])
+        c30 = fmadd(c30, x, b0); c31 = fmadd(c31, x, b1)
+        x = V(repeating: pa[4 * aRow])
+        c40 = fmadd(c40, x, b0); c41 = fmadd(c41, x, b1)
+        x = V(repeating: pa[5 * aRow])
+        c50 = fmadd(c50, x, b0); c51 = fmadd(c51, x, b1)
+        x = V(repeating: pa[6 * aRow])
+        c60 = fmadd(c60, x, b0); c61 = fmadd(c61, x, b1)
+        x = V(repeating: pa[7 * aRow])
+        c70 = fmadd(c70, x, b0); c71 = fmadd(c71, x, b1)
+        pa += aCol
+        pb += 2 * w
+    }
+    storeRow(c00, c01, c, width, accumulate)
+    storeRow(c10, c11, c + ldc, width, accumulate)
+    storeRow(c20, c21, c + 2 * ldc, width, accumulate)
+    storeRow(c30, c31, c + 3 * ldc, width, accumulate)
+    storeRow(c40, c41, c + 4 * ldc, width, accumulate)
+    storeRow(c50, c51, c + 5 * ldc, width, accumulate)
+    storeRow(c60, c61, c + 6 * ldc, width, accumulate)
+    storeRow(c70, c71, c + 7 * ldc, width, accumulate)
+}
+
+/// One row: C[1, NR] (+)= A[1, kc] · packed B[kc, NR], the same operations as the block's rows.
 @inline(__always)
 private func kernel1(_ kc: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
                      _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
