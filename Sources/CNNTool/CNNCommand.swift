@@ -93,15 +93,4 @@ struct CommonOptions: ParsableArguments {
 
 func format(_ value: Double, _ digits: Int = 4) -> String { String(format: "%.\(digits)f", value) }
 
-func jsonString(_ s: String) -> String {
-    var out = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        default: if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
-        }
-    }
-    return out + "\""
-}
+func jsonString(_ s: String) -> String { JSON.quote(s) }
