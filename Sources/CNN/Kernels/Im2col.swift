@@ -64,10 +64,7 @@ func col2im(_ dcol: UnsafePointer<Float>, _ g: ConvGeometry, _ dx: UnsafeMutable
                     let dst = plane + iy * g.w
                     if g.sw == 1 {
                         let lo = max(0, g.pw - kj), hi = min(ow, g.w + g.pw - kj)
-                        if hi > lo {
-                            let d = dst + (lo - g.pw + kj)
-                            for t in 0..<(hi - lo) { d[t] += src[lo + t] }
-                        }
+                        if hi > lo { addRow(dst + (lo - g.pw + kj), src + lo, hi - lo) }
                     } else {
                         for ox in 0..<ow {
                             let ix = ox * g.sw - g.pw + kj
@@ -78,5 +75,21 @@ func col2im(_ dcol: UnsafePointer<Float>, _ g: ConvGeometry, _ dx: UnsafeMutable
                 row += oh * ow
             }
         }
+    }
+}
+
+/// d[0..<n] += s[0..<n], a vector at a time (the compiler cannot prove the rows do not overlap).
+@inline(__always)
+private func addRow(_ d: UnsafeMutablePointer<Float>, _ s: UnsafePointer<Float>, _ n: Int) {
+    var t = 0
+    while t + 8 <= n {
+        let a = UnsafeRawPointer(d + t).loadUnaligned(as: SIMD8<Float>.self)
+        let b = UnsafeRawPointer(s + t).loadUnaligned(as: SIMD8<Float>.self)
+        UnsafeMutableRawPointer(d + t).storeBytes(of: a + b, as: SIMD8<Float>.self)
+        t += 8
+    }
+    while t < n {
+        d[t] += s[t]
+        t += 1
     }
 }
