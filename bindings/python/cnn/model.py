@@ -102,18 +102,26 @@ class Model:
 
     # ---- properties ----
 
+    # The architecture never changes: its shapes are asked of the library once and kept, which
+    # saves two calls per prediction.
     @property
     def input_shape(self):
         """(C, H, W) of one image."""
-        c, h, w = ctypes.c_int32(), ctypes.c_int32(), ctypes.c_int32()
-        check(lib.cnn_model_input_shape(self._native.pointer(), ctypes.byref(c), ctypes.byref(h), ctypes.byref(w)))
-        return c.value, h.value, w.value
+        native = self._native.pointer()
+        if getattr(self, "_input_shape", None) is None:
+            c, h, w = ctypes.c_int32(), ctypes.c_int32(), ctypes.c_int32()
+            check(lib.cnn_model_input_shape(native, ctypes.byref(c), ctypes.byref(h), ctypes.byref(w)))
+            self._input_shape = (c.value, h.value, w.value)
+        return self._input_shape
 
     @property
     def num_classes(self):
-        k = ctypes.c_int32()
-        check(lib.cnn_model_num_classes(self._native.pointer(), ctypes.byref(k)))
-        return k.value
+        native = self._native.pointer()
+        if getattr(self, "_num_classes", None) is None:
+            k = ctypes.c_int32()
+            check(lib.cnn_model_num_classes(native, ctypes.byref(k)))
+            self._num_classes = k.value
+        return self._num_classes
 
     @property
     def classes(self):
@@ -250,10 +258,10 @@ class Model:
         """Class probabilities (N, classes) of images x: (N, C, H, W) float32 in [0, 1] or uint8
         (N, H, W, C). A contiguous float32 array is passed without a copy."""
         x, is_uint8 = self._images(x)
-        n = x.shape[0]
+        n, k = x.shape[0], self.num_classes
         if n == 0:
-            return np.zeros((0, self.num_classes), dtype=np.float32)
-        out = np.empty((n, self.num_classes), dtype=np.float32)
+            return np.zeros((0, k), dtype=np.float32)
+        out = np.empty((n, k), dtype=np.float32)
         if is_uint8:
             if logits:
                 raise ValueError("logits=True takes float32 images")
