@@ -14,6 +14,7 @@ public final class Conv2D: Layer {
     private var col = Workspace()
     private var output = Workspace()     // (B, OC, OH, OW)
     private var inputGrad = Workspace()  // (B, C, H, W)
+    private var dwT = Workspace()        // (CKK, OC): the weight gradient of one step, transposed
 
     init(spec: LayerSpec, input: Shape, outChannels: Int, kernel: (Int, Int), stride: (Int, Int),
          padding: (Int, Int), bias hasBias: Bool) {
@@ -63,18 +64,23 @@ public final class Conv2D: Layer {
                 }
             }
         }
-        // dW (OC, CKK) += Σ_n dy_n (OC, P) · col_nᵀ (P, CKK): B is the im2col matrix read
-        // transposed (gathered while packing). Tiles of dW are split over tasks and each sums the
-        // samples in order, so the result does not depend on the thread count.
+        // dWᵀ (CKK, OC) = Σ_n col_n (CKK, P) · dy_nᵀ (P, OC), with dy read transposed while packing
+        // (P × OC values gathered per image, 4-5× fewer than gathering the im2col matrix), then
+        // added into dW once. Two fixed halves of the CKK rows are split over tasks, and each sums
+        // the samples in order, so the result does not depend on the thread count.
         if let dw = weight.grad?.pointer {
-            let colTile = 96
-            let colTiles = (ckk + colTile - 1) / colTile
-            ThreadPool.shared.parallelFor(colTiles) { t in
-                let j0 = t * colTile, j1 = min(ckk, j0 + colTile)
+            let dwt = dwT.reserve(ckk * oc).pointer
+            dwt.update(repeating: 0, count: ckk * oc)
+            let half = ((ckk + 1) / 2 + 7) / 8 * 8
+            ThreadPool.shared.parallelFor(ckk > half ? 2 : 1) { t in
+                let r0 = t * half, r1 = min(ckk, r0 + half)
                 for n in 0..<batch {
-                    gemmTile(i0: 0, i1: oc, j0: j0, j1: j1, k: p, a: dyp + n * outCount, aRow: p, aCol: 1,
-                             b: col + n * ckk * p, ldb: 1, bCol: p, c: dw, ldc: ckk, accumulate: true)
+                    gemmTile(i0: r0, i1: r1, j0: 0, j1: oc, k: p, a: col + n * ckk * p, aRow: p, aCol: 1,
+                             b: dyp + n * outCount, ldb: 1, bCol: p, c: dwt, ldc: oc, accumulate: true)
                 }
+            }
+            for o in 0..<oc {
+                for j in 0..<ckk { dw[o * ckk + j] += dwt[j * oc + o] }
             }
         }
         guard needInputGradient else { return nil }
