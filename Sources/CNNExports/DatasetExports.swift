@@ -27,19 +27,28 @@ private func store(_ dataset: Dataset, _ out: UnsafeMutablePointer<OpaquePointer
     out.pointee = Registry.add(DatasetHandle(dataset))
 }
 
+/// The checks both in-memory constructors share; `make` turns the images into a dataset.
+private func datasetFromMemory<T>(_ function: String, _ images: UnsafePointer<T>?, _ labels: UnsafePointer<Int32>?,
+                                  _ n: Int32, _ c: Int32, _ h: Int32, _ w: Int32, _ classes: Int32,
+                                  _ out: UnsafeMutablePointer<OpaquePointer?>?,
+                                  _ make: (UnsafePointer<T>, Int, [Int32], Shape, [String]) throws -> Dataset) -> cnn_status {
+    guarded(function) {
+        let images = try required(images, "images"), labels = try required(labels, "labels")
+        let out = try required(out, "dataset")
+        let total = try checkedSize(n, c, h, w, classes)
+        store(try make(images, total, labelArray(labels, n, classes), Shape(c: Int(c), h: Int(h), w: Int(w)),
+                       (0..<Int(classes)).map { String($0) }), out)
+    }
+}
+
 @_cdecl("cnn_dataset_from_float")
 public func exportDatasetFromFloat(_ images: UnsafePointer<Float>?, _ labels: UnsafePointer<Int32>?, _ n: Int32,
                                    _ c: Int32, _ h: Int32, _ w: Int32, _ classes: Int32,
                                    _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
-    guarded("cnn_dataset_from_float") {
-        let images = try required(images, "images"), labels = try required(labels, "labels")
-        let out = try required(out, "dataset")
-        let total = try checkedSize(n, c, h, w, classes)
+    datasetFromMemory("cnn_dataset_from_float", images, labels, n, c, h, w, classes, out) { images, total, labels, shape, names in
         let pixels = Array(UnsafeBufferPointer(start: images, count: total))
         if let i = pixels.firstIndex(where: { !$0.isFinite }) { throw invalid("images[\(i)] is not finite") }
-        let d = try Dataset(floats: pixels, labels: labelArray(labels, n, classes),
-                            shape: Shape(c: Int(c), h: Int(h), w: Int(w)), classNames: (0..<Int(classes)).map { String($0) })
-        store(d, out)
+        return try Dataset(floats: pixels, labels: labels, shape: shape, classNames: names)
     }
 }
 
@@ -47,14 +56,9 @@ public func exportDatasetFromFloat(_ images: UnsafePointer<Float>?, _ labels: Un
 public func exportDatasetFromUInt8(_ images: UnsafePointer<UInt8>?, _ labels: UnsafePointer<Int32>?, _ n: Int32,
                                    _ c: Int32, _ h: Int32, _ w: Int32, _ classes: Int32,
                                    _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
-    guarded("cnn_dataset_from_uint8") {
-        let images = try required(images, "images"), labels = try required(labels, "labels")
-        let out = try required(out, "dataset")
-        let total = try checkedSize(n, c, h, w, classes)
-        let d = try Dataset(bytes: nhwcToNCHW(images, n: Int(n), c: Int(c), h: Int(h), w: Int(w), total: total),
-                            labels: labelArray(labels, n, classes),
-                            shape: Shape(c: Int(c), h: Int(h), w: Int(w)), classNames: (0..<Int(classes)).map { String($0) })
-        store(d, out)
+    datasetFromMemory("cnn_dataset_from_uint8", images, labels, n, c, h, w, classes, out) { images, total, labels, shape, names in
+        try Dataset(bytes: nhwcToNCHW(images, n: labels.count, c: shape.c, h: shape.h, w: shape.w, total: total),
+                    labels: labels, shape: shape, classNames: names)
     }
 }
 

@@ -116,7 +116,7 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
     let nr = gemmNR
     if i1 - i0 < gemmMR && bCol == 1 {
         // A few rows (inference on a small batch): packing B would cost as much as the product,
-        // so the rows stream over B as it is. Same operations in the same order as kernel1.
+        // so the rows stream over B as it is. Same operations in the same order as the packed path.
         for i in i0..<i1 {
             var j = j0
             while j < j1 {
@@ -124,7 +124,8 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                 var k0 = 0
                 while k0 < k {
                     let kc = min(gemmKC, k - k0)
-                    kernel1Direct(kc, a + i * aRow + k0 * aCol, aCol, b + k0 * ldb + j, ldb, c + i * ldc + j, width, accumulate || k0 > 0)
+                    kernelRow(kc, a + i * aRow + k0 * aCol, aCol, b + k0 * ldb + j, ldb, c + i * ldc + j, width,
+                              accumulate || k0 > 0, padded: false)
                     k0 += kc
                 }
                 j += nr
@@ -153,7 +154,7 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                     i += gemmMR
                 }
                 while i < i1 {
-                    kernel1(kc, ak + i * aRow, aCol, packed, c + i * ldc + j, width, acc)
+                    kernelRow(kc, ak + i * aRow, aCol, packed, nr, c + i * ldc + j, width, acc, padded: true)
                     i += 1
                 }
                 k0 += kc
@@ -167,27 +168,20 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
 @inline(__always)
 private func packB(_ b: UnsafePointer<Float>, ldb: Int, bCol: Int, rows: Int, width: Int, into out: UnsafeMutablePointer<Float>) {
     let nr = gemmNR, w = V.scalarCount
-    if bCol != 1 {
-        // Transposed storage: each packed row gathers one element from each of `width` columns.
-        for r in 0..<rows {
-            let src = b + r * ldb, dst = out + r * nr
-            for j in 0..<width { dst[j] = src[j * bCol] }
-            for j in width..<nr { dst[j] = 0 }
-        }
-        return
-    }
-    if width == nr {
+    if bCol == 1 && width == nr {
         for r in 0..<rows {
             let src = b + r * ldb, dst = out + r * nr
             store(load(src), dst)
             store(load(src + w), dst + w)
         }
-    } else {
-        for r in 0..<rows {
-            let src = b + r * ldb, dst = out + r * nr
-            for j in 0..<width { dst[j] = src[j] }
-            for j in width..<nr { dst[j] = 0 }
-        }
+        return
+    }
+    // A partial panel, or transposed storage (bCol > 1: each packed row gathers one element from
+    // each of `width` columns).
+    for r in 0..<rows {
+        let src = b + r * ldb, dst = out + r * nr
+        for j in 0..<width { dst[j] = src[j * bCol] }
+        for j in width..<nr { dst[j] = 0 }
     }
 }
 
@@ -285,52 +279,34 @@ private func kernel8(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: 
     storeRow(c70, c71, c + 7 * ldc, width, accumulate)
 }
 
-/// One row: C[1, NR] (+)= A[1, kc] · packed B[kc, NR], the same operations as the block's rows.
+/// One row: C[1, NR] (+)= A[1, kc] · B[kc, NR], the same operations as the block's rows.
+/// B's rows are ldb apart: the packed panel (ldb = NR, zero-padded, so whole vectors may be read
+/// whatever `width`) or B itself (`padded` false: columns past `width` are never read).
 @inline(__always)
-private func kernel1(_ kc: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
-                     _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
-                     _ width: Int, _ accumulate: Bool) {
+private func kernelRow(_ kc: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
+                       _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>,
+                       _ width: Int, _ accumulate: Bool, padded: Bool) {
+    let w = V.scalarCount
     var c0 = V(), c1 = V()
     var pa = a, pb = b
-    let w = V.scalarCount
-    for _ in 0..<kc {
-        let x = V(repeating: pa[0])
-        c0 = fmadd(c0, x, load(pb)); c1 = fmadd(c1, x, load(pb + w))
-        pa += aCol
-        pb += 2 * w
-    }
-    storeRow(c0, c1, c, width, accumulate)
-}
-
-/// As `kernel1`, reading B unpacked (rows ldb apart); columns past `width` are never read.
-@inline(__always)
-private func kernel1Direct(_ kc: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
-                           _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>,
-                           _ width: Int, _ accumulate: Bool) {
-    let w = V.scalarCount
-    if width == 2 * w {
-        var c0 = V(), c1 = V()
-        var pa = a, pb = b
+    if padded || width == 2 * w {
         for _ in 0..<kc {
             let x = V(repeating: pa[0])
             c0 = fmadd(c0, x, load(pb)); c1 = fmadd(c1, x, load(pb + w))
             pa += aCol
             pb += ldb
         }
-        storeRow(c0, c1, c, width, accumulate)
-        return
-    }
-    var lo = V(), hi = V()
-    var pa = a, pb = b
-    for _ in 0..<kc {
-        let x = pa[0]
-        for j in 0..<width {
-            if j < w { lo[j] = fmadd(lo[j], x, pb[j]) } else { hi[j - w] = fmadd(hi[j - w], x, pb[j]) }
+    } else {
+        for _ in 0..<kc {
+            let x = pa[0]
+            for j in 0..<width {
+                if j < w { c0[j] = fmadd(c0[j], x, pb[j]) } else { c1[j - w] = fmadd(c1[j - w], x, pb[j]) }
+            }
+            pa += aCol
+            pb += ldb
         }
-        pa += aCol
-        pb += ldb
     }
-    storeRow(lo, hi, c, width, accumulate)
+    storeRow(c0, c1, c, width, accumulate)
 }
 
 /// out[j, i] = x[i, j] for an (rows × cols) row-major x.
