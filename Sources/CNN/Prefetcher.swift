@@ -48,17 +48,8 @@ final class Prefetcher {
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(changed, nil)
         for _ in 0..<max(1, workers) {
-            var handle = pthread_t()
-            let context = Unmanaged.passRetained(WorkerContext(self)).toOpaque()
-            if pthread_create(&handle, nil, { raw in
-                let context = Unmanaged<WorkerContext>.fromOpaque(raw!).takeRetainedValue()
-                context.run()
-                return nil
-            }, context) == 0 {
-                threads.append(handle)
-            } else {
-                Unmanaged<WorkerContext>.fromOpaque(context).release()
-            }
+            // Unowned: the prefetcher joins its workers before it goes away.
+            if let handle = startThread({ [unowned self] in self.workerLoop() }) { threads.append(handle) }
         }
     }
 
@@ -119,7 +110,7 @@ final class Prefetcher {
         pthread_mutex_unlock(mutex)
     }
 
-    fileprivate func workerLoop() {
+    private func workerLoop() {
         var scratch = SampleScratch(shape: dataset.shape)
         let sample = dataset.shape.count
         while true {
@@ -159,11 +150,4 @@ final class Prefetcher {
             pthread_mutex_unlock(mutex)
         }
     }
-}
-
-private final class WorkerContext {
-    // Unowned: the prefetcher joins its workers before it goes away.
-    unowned let prefetcher: Prefetcher
-    init(_ p: Prefetcher) { prefetcher = p }
-    func run() { prefetcher.workerLoop() }
 }

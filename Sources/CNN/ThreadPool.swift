@@ -38,17 +38,7 @@ public final class ThreadPool {
     public init(threads: Int) {
         self.threads = max(1, threads)
         for _ in 1..<self.threads {
-            var handle = pthread_t()
-            let context = Unmanaged.passRetained(core).toOpaque()
-            if pthread_create(&handle, nil, { raw in
-                let core = Unmanaged<PoolCore>.fromOpaque(raw!).takeRetainedValue()
-                core.workerLoop()
-                return nil
-            }, context) == 0 {
-                handles.append(handle)
-            } else {
-                Unmanaged<PoolCore>.fromOpaque(context).release()
-            }
+            if let handle = startThread({ [core] in core.workerLoop() }) { handles.append(handle) }
         }
     }
 
@@ -166,6 +156,26 @@ final class PoolCore {
             runTasks()
         }
     }
+}
+
+/// Starts a thread that runs `body` (and holds what it captures until it returns); nil when the
+/// system refuses a thread.
+func startThread(_ body: @escaping () -> Void) -> pthread_t? {
+    var handle = pthread_t()
+    let context = Unmanaged.passRetained(ThreadStart(body)).toOpaque()
+    guard pthread_create(&handle, nil, { raw in
+        Unmanaged<ThreadStart>.fromOpaque(raw!).takeRetainedValue().body()
+        return nil
+    }, context) == 0 else {
+        Unmanaged<ThreadStart>.fromOpaque(context).release()
+        return nil
+    }
+    return handle
+}
+
+private final class ThreadStart {
+    let body: () -> Void
+    init(_ body: @escaping () -> Void) { self.body = body }
 }
 
 final class JobBox {
