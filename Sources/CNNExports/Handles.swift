@@ -139,22 +139,22 @@ final class DatasetHandle {
     }
 }
 
-/// The live handles, by address.
+/// The live handles, by address. The table's reference is what keeps a handle's object alive.
 enum Registry {
     private static let lock = Lock()
     nonisolated(unsafe) private static var live: [UnsafeMutableRawPointer: AnyObject] = [:]
 
     static func add(_ object: AnyObject) -> OpaquePointer {
-        let p = Unmanaged.passRetained(object).toOpaque()
+        let p = Unmanaged.passUnretained(object).toOpaque()
         lock.with { live[p] = object }
         return OpaquePointer(p)
     }
 
     static func remove(_ handle: OpaquePointer?) {
         guard let handle else { return }
-        let p = UnsafeMutableRawPointer(handle)
-        let object: AnyObject? = lock.with { live.removeValue(forKey: p) }
-        if object != nil { Unmanaged<AnyObject>.fromOpaque(p).release() }
+        // The object is released here, after the lock, when `removed` goes out of scope.
+        let removed = lock.with { live.removeValue(forKey: UnsafeMutableRawPointer(handle)) }
+        withExtendedLifetime(removed) {}
     }
 
     static func model(_ handle: OpaquePointer?, _ name: String = "model") throws -> ModelHandle {
