@@ -37,7 +37,7 @@ LIB_FLAGS = $(RELEASE_FLAGS) --scratch-path $(LIB_BUILD) --product CNNC -Xswiftc
 CFLAGS_C = -std=c99 -O2 -Wall -Wextra -Werror -Iinclude
 LINK_C = -Lbuild/lib -lcnn -Wl,-rpath,$(CURDIR)/build/lib -lpthread -lm
 
-.PHONY: all build lib example demo test test-swift test-cli test-c test-python install bench clean
+.PHONY: all build lib example demo test test-swift test-kernels test-cli test-c test-python install bench clean
 
 all: build lib
 
@@ -64,10 +64,15 @@ build:
 demo: build
 	scripts/demo.sh $(BIN)/cnn
 
-test: test-swift test-cli test-c test-python
+test: test-swift test-kernels test-cli test-c test-python
 
 test-swift:
 	$(SWIFT) test
+
+# The kernel and layer suites again, on the optimized build with this target's vector width and
+# fused multiply-adds: the code paths the library runs (the plain `swift test` build has neither).
+test-kernels:
+	$(SWIFT) test $(RELEASE_FLAGS) -Xswiftc -enable-testing --scratch-path .build-kernels --filter "KernelTests|LayerTests"
 
 test-cli: build
 	Tests/cli/run.sh $(BIN)/cnn

@@ -10,6 +10,8 @@ struct LayerTests {
         "input(1,6,6) conv(2,1,bias=false) flatten",
         "input(2,8,9) conv(5,3,stride=2x1,pad=2) flatten",
         "input(1,4,4) conv(40,3,pad=1) flatten",     // 40 output channels: the 4×32 register block
+        "input(1,9,9) conv(12,3,pad=1) flatten",     // weight gradient by dot products, K past a vector
+        "input(2,8,8) conv(16,3,pad=1) flatten",     // weight gradient by the product, dy transposed in blocks
     ])
     func conv(_ text: String) throws {
         let (_, layer) = try makeLayer(text)

@@ -19,14 +19,19 @@ func peakRSSMB() -> Double {
 }
 
 func networkBenchmarks() throws {
-    let quick = ProcessInfo.processInfo.environment["CNN_BENCH_QUICK"] != nil
+    let env = ProcessInfo.processInfo.environment
+    if let profile = env["CNN_BENCH_PROFILE"] { return try profileLoop(profile) }
+    let quick = env["CNN_BENCH_QUICK"] != nil
+    // While working on one case: CNN_BENCH_NETS=ref (or wide), CNN_BENCH_THREADS=2.
+    let nets = env["CNN_BENCH_NETS"].map { $0.split(separator: ",").map(String.init) } ?? ["ref", "wide"]
+    let threadCounts = env["CNN_BENCH_THREADS"].map { $0.split(separator: ",").compactMap { Int($0) } } ?? [1, 2]
     print("Networks: training images/s (median of 5 segments after warm-up), inference latency and throughput")
     let widths = [8, 8, 10, 12, 12, 12, 12, 12]
     print(row(["net", "threads", "train b16", "train b64", "train b256", "lat b1 med", "lat b1 p99", "infer b256"], widths))
-    for (name, spec, images) in [("ref", referenceSpec, 4096), ("wide", wideSpec, quick ? 256 : 512)] {
+    for (name, spec, images) in [("ref", referenceSpec, 4096), ("wide", wideSpec, quick ? 256 : 512)] where nets.contains(name) {
         let model = try Model(architecture: Architecture(parsing: spec), seed: 1)
         let data = try randomDataset(model.inputShape, count: images)
-        for threads in [1, 2] {
+        for threads in threadCounts {
             ThreadPool.setThreads(threads)
             var train: [Int: Double] = [:]
             for batch in [16, 64, 256] {
@@ -69,4 +74,33 @@ func networkBenchmarks() throws {
             print(String(format: "peak RSS after the reference network's runs: %.0f MB", peakRSSMB()))
         }
     }
+}
+
+/// CNN_BENCH_PROFILE=train|infer|latency (with CNN_BENCH_NETS, CNN_BENCH_THREADS, CNN_BENCH_BATCH):
+/// runs one case for about 10 seconds, for `perf record`.
+func profileLoop(_ what: String) throws {
+    let env = ProcessInfo.processInfo.environment
+    let spec = env["CNN_BENCH_NETS"] == "wide" ? wideSpec : referenceSpec
+    let threads = Int(env["CNN_BENCH_THREADS"] ?? "2") ?? 2
+    let batch = what == "latency" ? 1 : Int(env["CNN_BENCH_BATCH"] ?? "64") ?? 64
+    ThreadPool.setThreads(threads)
+    let model = try Model(architecture: Architecture(parsing: spec), seed: 1)
+    let start = now()
+    var images = 0
+    if what == "train" {
+        let data = try randomDataset(model.inputShape, count: batch * 16)
+        var s = TrainingSettings()
+        s.batchSize = batch
+        s.optimizer.momentum = 0.9
+        s.normalization = ([Float](repeating: 0.5, count: model.inputShape.c), [Float](repeating: 0.25, count: model.inputShape.c))
+        s.epochs = 1_000_000
+        // Stops by cancelling from the progress callback after 10 seconds.
+        _ = try? Trainer(model: model, settings: s).fit(data, onBatch: { _ in images += batch; return now() - start < 10 })
+    } else {
+        let x = [Float](repeating: 0.5, count: batch * model.inputShape.count)
+        x.withUnsafeBufferPointer { xp in
+            while now() - start < 10 { _ = model.predict(xp.baseAddress!, batch: batch); images += batch }
+        }
+    }
+    print(String(format: "%@ batch %d, %d threads: %.0f images/s", what, batch, threads, Double(images) / (now() - start)))
 }

@@ -309,24 +309,6 @@ private func kernelRow(_ kc: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
     storeRow(c0, c1, c, width, accumulate)
 }
 
-/// out[j, i] = x[i, j] for an (rows × cols) row-major x.
-func transpose(_ x: UnsafePointer<Float>, rows: Int, cols: Int, into out: UnsafeMutablePointer<Float>) {
-    let t = 32
-    var i0 = 0
-    while i0 < rows {
-        let i1 = min(rows, i0 + t)
-        var j0 = 0
-        while j0 < cols {
-            let j1 = min(cols, j0 + t)
-            for i in i0..<i1 {
-                for j in j0..<j1 { out[j * rows + i] = x[i * cols + j] }
-            }
-            j0 = j1
-        }
-        i0 = i1
-    }
-}
-
 /// The engine's matrix product for callers outside the module (benchmarks, tools):
 /// C (M×N) = (accumulate ? C : 0) + op(A) · B, with op(A) = A (M×K) or Aᵀ (A stored K×M).
 public func sgemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, transposeA: Bool = false,

@@ -15,6 +15,7 @@ public final class Conv2D: Layer {
     private var output = Workspace()     // (B, OC, OH, OW)
     private var inputGrad = Workspace()  // (B, C, H, W)
     private var dwT = Workspace()        // (CKK, OC): the weight gradient of one step, transposed
+    private var dyT = Workspace()        // (B, P, OC): dy transposed, sample by sample
 
     init(spec: LayerSpec, input: Shape, outChannels: Int, kernel: (Int, Int), stride: (Int, Int),
          padding: (Int, Int), bias hasBias: Bool) {
@@ -52,35 +53,30 @@ public final class Conv2D: Layer {
         let g = geometry, oc = outputShape.c, ckk = g.colRows, p = g.colCols
         let outCount = outputShape.count
         let col = self.col.buffer.pointer, dyp = dy.pointer
+        // The bias gradient sums each channel of dy in vector lanes (a fixed order).
         if let db = bias?.grad?.pointer {
             parallelChunks(oc, chunk: 8) { o0, o1 in
                 for o in o0..<o1 {
-                    var s: Float = 0
+                    var acc = V()
+                    var tail: Float = 0
                     for n in 0..<batch {
                         let row = dyp + n * outCount + o * p
-                        for i in 0..<p { s += row[i] }
+                        var i = 0
+                        while i + V.scalarCount <= p {
+                            acc += UnsafeRawPointer(row + i).loadUnaligned(as: V.self)
+                            i += V.scalarCount
+                        }
+                        while i < p { tail += row[i]; i += 1 }
                     }
-                    db[o] += s
+                    db[o] += acc.sum() + tail
                 }
             }
         }
-        // dWᵀ (CKK, OC) = Σ_n col_n (CKK, P) · dy_nᵀ (P, OC), with dy read transposed while packing
-        // (P × OC values gathered per image, 4-5× fewer than gathering the im2col matrix), then
-        // added into dW once. Two fixed halves of the CKK rows are split over tasks, and each sums
-        // the samples in order, so the result does not depend on the thread count.
         if let dw = weight.grad?.pointer {
-            let dwt = dwT.reserve(ckk * oc).pointer
-            dwt.update(repeating: 0, count: ckk * oc)
-            let half = ((ckk + 1) / 2 + 7) / 8 * 8
-            ThreadPool.shared.parallelFor(ckk > half ? 2 : 1) { t in
-                let r0 = t * half, r1 = min(ckk, r0 + half)
-                for n in 0..<batch {
-                    gemmTile(i0: r0, i1: r1, j0: 0, j1: oc, k: p, a: col + n * ckk * p, aRow: p, aCol: 1,
-                             b: dyp + n * outCount, ldb: 1, bCol: p, c: dwt, ldc: oc, accumulate: true)
-                }
-            }
-            for o in 0..<oc {
-                for j in 0..<ckk { dw[o * ckk + j] += dwt[j * oc + o] }
+            if ckk < oc {
+                weightGradientByDots(dy, batch: batch, into: dw)
+            } else {
+                weightGradientByProduct(dy, batch: batch, into: dw)
             }
         }
         guard needInputGradient else { return nil }
@@ -98,5 +94,48 @@ public final class Conv2D: Layer {
             col2im(dcol, g, dxn)
         }
         return dx
+    }
+
+    // dW (OC, CKK) += Σ_n dy_n (OC, P) · col_n (CKK, P)ᵀ, two ways; in both, every task sums the
+    // samples in order over a fixed part of dW, so the result does not depend on the thread count.
+
+    /// Few im2col rows (the first layer, C = 1: CKK = 9): dy and col both run along P, so every
+    /// element is a dot product (gemmNT), with no packing. OC is cut into 4 parts.
+    private func weightGradientByDots(_ dy: FloatBuffer, batch: Int, into dw: UnsafeMutablePointer<Float>) {
+        let oc = outputShape.c, ckk = geometry.colRows, p = geometry.colCols, outCount = outputShape.count
+        let col = self.col.buffer.pointer, dyp = dy.pointer
+        let part = (oc + 15) / 16 * 4
+        ThreadPool.shared.parallelFor((oc + part - 1) / part) { t in
+            let o0 = t * part, o1 = min(oc, o0 + part)
+            for n in 0..<batch {
+                gemmNT(i0: o0, i1: o1, j0: 0, j1: ckk, k: p, a: dyp + n * outCount, lda: p,
+                       b: col + n * ckk * p, ldb: p, c: dw, ldc: ckk)
+            }
+        }
+    }
+
+    /// Many rows: dy is transposed to (P, OC) sample by sample (a register transpose, far cheaper
+    /// than gathering it while packing), then dWᵀ (CKK, OC) = Σ_n col_n · dyᵀ_n runs on the packed
+    /// GEMM, in two fixed halves of the CKK rows, and is added into dW once.
+    private func weightGradientByProduct(_ dy: FloatBuffer, batch: Int, into dw: UnsafeMutablePointer<Float>) {
+        let oc = outputShape.c, ckk = geometry.colRows, p = geometry.colCols, outCount = outputShape.count
+        let col = self.col.buffer.pointer, dyp = dy.pointer
+        let dyT = self.dyT.reserve(batch * outCount).pointer
+        ThreadPool.shared.parallelFor(batch) { n in
+            transpose(dyp + n * outCount, rows: oc, cols: p, into: dyT + n * outCount)
+        }
+        let dwt = dwT.reserve(ckk * oc).pointer
+        dwt.update(repeating: 0, count: ckk * oc)
+        let half = ((ckk + 1) / 2 + 7) / 8 * 8
+        ThreadPool.shared.parallelFor(ckk > half ? 2 : 1) { t in
+            let r0 = t * half, r1 = min(ckk, r0 + half)
+            for n in 0..<batch {
+                gemmTile(i0: r0, i1: r1, j0: 0, j1: oc, k: p, a: col + n * ckk * p, aRow: p, aCol: 1,
+                         b: dyT + n * outCount, ldb: oc, c: dwt, ldc: oc, accumulate: true)
+            }
+        }
+        for o in 0..<oc {
+            for j in 0..<ckk { dw[o * ckk + j] += dwt[j * oc + o] }
+        }
     }
 }

@@ -1,0 +1,81 @@
+import Testing
+@testable import CNN
+
+/// The matrix products against plain loops in Double, on sizes that hit every edge of the
+/// register blocks (rows and columns past a whole block, K past a whole vector, K below one).
+@Suite("Matrix kernels against plain loops")
+struct KernelTests {
+    static let sizes = [(1, 1, 1), (3, 5, 7), (8, 32, 16), (9, 33, 17), (17, 70, 300), (64, 196, 288), (5, 40, 9), (40, 7, 600)]
+
+    @Test(arguments: sizes)
+    func gemmAllLayouts(_ size: (Int, Int, Int)) {
+        let (m, n, k) = size
+        var r = TestRandom(UInt64(m * 1000 + n * 10 + k))
+        let a = r.values(m * k), b = r.values(k * n), c0 = r.values(m * n)
+        for transA in [false, true] {
+            for transB in [false, true] {
+                for accumulate in [false, true] {
+                    // A stored (M, K) or (K, M); B stored (K, N) or (N, K).
+                    var expected = [Double](repeating: 0, count: m * n)
+                    for i in 0..<m {
+                        for j in 0..<n {
+                            var s = accumulate ? Double(c0[i * n + j]) : 0
+                            for t in 0..<k {
+                                let av = transA ? a[t * m + i] : a[i * k + t]
+                                let bv = transB ? b[j * k + t] : b[t * n + j]
+                                s += Double(av) * Double(bv)
+                            }
+                            expected[i * n + j] = s
+                        }
+                    }
+                    var c = c0
+                    a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                        gemm(m: m, n: n, k: k, a: ap.baseAddress!, aRow: transA ? 1 : k, aCol: transA ? m : 1,
+                             b: bp.baseAddress!, ldb: transB ? 1 : n, bCol: transB ? k : 1,
+                             c: cp.baseAddress!, ldc: n, accumulate: accumulate, parallel: true)
+                    } } }
+                    let e = maxRelativeError(c.map(Double.init), expected)
+                    #expect(e < 1e-4, "gemm \(m)x\(n)x\(k) transA \(transA) transB \(transB) accumulate \(accumulate): error \(e)")
+                }
+            }
+        }
+    }
+
+    @Test(arguments: sizes)
+    func gemmNTMatchesLoops(_ size: (Int, Int, Int)) {
+        let (m, n, k) = size
+        var r = TestRandom(UInt64(m * 7 + n * 3 + k))
+        // Rows padded past K (lda, ldb > k) so that reading past a row's end would show.
+        let lda = k + 3, ldb = k + 5
+        let a = r.values(m * lda, -1, 1), b = r.values(n * ldb, -1, 1), c0 = r.values(m * n)
+        var expected = [Double](repeating: 0, count: m * n)
+        for i in 0..<m {
+            for j in 0..<n {
+                var s = Double(c0[i * n + j])
+                for t in 0..<k { s += Double(a[i * lda + t]) * Double(b[j * ldb + t]) }
+                expected[i * n + j] = s
+            }
+        }
+        var c = c0
+        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+            gemmNT(i0: 0, i1: m, j0: 0, j1: n, k: k, a: ap.baseAddress!, lda: lda, b: bp.baseAddress!, ldb: ldb,
+                   c: cp.baseAddress!, ldc: n)
+        } } }
+        let e = maxRelativeError(c.map(Double.init), expected)
+        #expect(e < 1e-4, "gemmNT \(m)x\(n)x\(k): error \(e)")
+    }
+
+    @Test(arguments: [(1, 1), (5, 3), (16, 16), (17, 33), (64, 196), (40, 8), (3136, 128)])
+    func transposeMatchesLoops(_ size: (Int, Int)) {
+        let (rows, cols) = size
+        var r = TestRandom(UInt64(rows * 31 + cols))
+        let x = r.values(rows * cols)
+        var out = [Float](repeating: .nan, count: rows * cols)
+        x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in
+            transpose(xp.baseAddress!, rows: rows, cols: cols, into: op.baseAddress!)
+        } }
+        var wrong = 0
+        for i in 0..<rows { for j in 0..<cols where out[j * rows + i] != x[i * cols + j] { wrong += 1 } }
+        #expect(wrong == 0, "transpose \(rows)x\(cols): \(wrong) elements wrong")
+    }
+}
