@@ -70,6 +70,13 @@ public final class Model {
         guard shape.flat else {
             throw CNNError(.invalidArgument, "architecture: the network must end with a vector of class scores (dense, or flatten), but its output is \(shape)")
         }
+        // A ReLU right after a convolution is applied in the convolution's output write.
+        for (layer, next) in zip(layers, layers.dropFirst()) {
+            if let conv = layer as? Conv2D, let act = next as? Activation, act.kind == .relu {
+                conv.fusedReLU = true
+                act.fusedIntoPrevious = true
+            }
+        }
         self.layers = layers
         workspacePerSample = workspace
         classNames = (0..<shape.c).map { String($0) }

@@ -59,24 +59,30 @@ public final class ThreadPool {
     }
 }
 
+/// The pool's shared state. A job is published by bumping `generation`; tasks are claimed from
+/// `claim`, one word holding the job's generation, its task count and the next task index, so a
+/// worker still looking at a finished job can never claim a task of the next one, and a claim
+/// that succeeds is a task of a job that stays live until that task is counted done.
+/// Both sides spin before they sleep: waking a sleeping thread costs 15-30 µs, more than many
+/// regions take (a batch-1 prediction is about 100 µs in all).
 final class PoolCore {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private let done = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    // Guarded by `mutex`. Workers see the job unretained: `withoutActuallyEscaping` traps if a
-    // reference to the closure outlives the call, so no worker may hold one once it reports done.
-    private var job: Unmanaged<JobBox>?
-    /// Reused for every job, so that a parallel region allocates nothing.
-    private let box = JobBox()
-    private var generation = 0
-    private var taskCount = 0
-    private var nextTask = 0
-    private var pending = 0
-    private var stopping = false
-    /// `generation`, readable without the lock: a worker that has just finished a job spins on it
-    /// for a while before it sleeps, since waking a sleeping thread costs 15-30 µs, more than many
-    /// of the regions take.
+    // Workers reach the caller's closure through a pointer to it on the caller's stack (storing
+    // the closure would allocate a reabstraction thunk per region); `withoutActuallyEscaping`
+    // traps if a reference outlives the call, so none is kept once the job's tasks are done.
+    // Written by the caller before it publishes a job, stable until all its tasks are done.
+    private var body: UnsafePointer<(Int) -> Void>?
+    private var busy = false            // guarded by `mutex`
+    private var stopping = false        // guarded by `mutex`
+    private var callerSleeping = false  // guarded by `mutex`
+    private var generation = 0          // the caller's copy
     private let published = Atomic<Int>(0)
+    private let claim = Atomic<Int>(0)
+    private let remaining = Atomic<Int>(0)
+    private static let spins = 100_000
+    private static let maxTasks = 1 << 20 - 1
 
     init() {
         pthread_mutex_init(mutex, nil)
@@ -99,47 +105,52 @@ final class PoolCore {
 
     func run(_ count: Int, _ body: (Int) -> Void) {
         pthread_mutex_lock(mutex)
-        if job != nil {
+        if busy || count > PoolCore.maxTasks {
             pthread_mutex_unlock(mutex)
             for i in 0..<count { body(i) }
             return
         }
-        // The workers reach the caller's closure through a pointer to it on this stack: storing
-        // the closure itself would allocate a reabstraction thunk for every parallel region.
+        busy = true
+        pthread_mutex_unlock(mutex)
         withoutActuallyEscaping(body) { escaping in withUnsafePointer(to: escaping) { bodyPointer in
-            box.body = bodyPointer
-            job = Unmanaged.passUnretained(box)
-            taskCount = count
-            nextTask = 0
-            pending = count
-            generation &+= 1
+            self.body = bodyPointer
+            generation = generation % 0xff_ffff + 1
+            remaining.store(count, ordering: .relaxed)
+            claim.store(generation << 40 | count << 20, ordering: .releasing)
             published.store(generation, ordering: .releasing)
+            pthread_mutex_lock(mutex)
             pthread_cond_broadcast(wake)
             pthread_mutex_unlock(mutex)
-            runTasks()
-            pthread_mutex_lock(mutex)
-            while pending > 0 { pthread_cond_wait(done, mutex) }
-            job = nil
-            box.body = nil   // the closure must not outlive withoutActuallyEscaping
-            pthread_mutex_unlock(mutex)
+            runTasks(generation)
+            var spins = 0
+            while remaining.load(ordering: .acquiring) > 0 && spins < PoolCore.spins { spins += 1 }
+            if remaining.load(ordering: .acquiring) > 0 {
+                pthread_mutex_lock(mutex)
+                callerSleeping = true
+                while remaining.load(ordering: .acquiring) > 0 { pthread_cond_wait(done, mutex) }
+                callerSleeping = false
+                pthread_mutex_unlock(mutex)
+            }
+            self.body = nil
         } }
+        pthread_mutex_lock(mutex)
+        busy = false
+        pthread_mutex_unlock(mutex)
     }
 
-    private func runTasks() {
+    /// Claims and runs tasks of job `generation` until none is left.
+    private func runTasks(_ generation: Int) {
         while true {
-            pthread_mutex_lock(mutex)
-            guard let box = job, nextTask < taskCount else {
+            let c = claim.load(ordering: .acquiring)
+            let i = c & PoolCore.maxTasks, count = c >> 20 & PoolCore.maxTasks
+            if c >> 40 != generation || i >= count { return }
+            guard claim.compareExchange(expected: c, desired: c + 1, ordering: .acquiringAndReleasing).exchanged else { continue }
+            body?.pointee(i)
+            if remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+                pthread_mutex_lock(mutex)
+                if callerSleeping { pthread_cond_signal(done) }
                 pthread_mutex_unlock(mutex)
-                return
             }
-            let i = nextTask
-            nextTask += 1
-            pthread_mutex_unlock(mutex)
-            box.takeUnretainedValue().body?.pointee(i)
-            pthread_mutex_lock(mutex)
-            pending -= 1
-            if pending == 0 { pthread_cond_signal(done) }
-            pthread_mutex_unlock(mutex)
         }
     }
 
@@ -147,13 +158,20 @@ final class PoolCore {
         var seen = 0
         while true {
             var spins = 0
-            while published.load(ordering: .acquiring) == seen && spins < 20_000 { spins += 1 }
-            pthread_mutex_lock(mutex)
-            while generation == seen && !stopping { pthread_cond_wait(wake, mutex) }
-            if stopping { pthread_mutex_unlock(mutex); return }
-            seen = generation
-            pthread_mutex_unlock(mutex)
-            runTasks()
+            var next = published.load(ordering: .acquiring)
+            while next == seen && spins < PoolCore.spins {
+                spins += 1
+                next = published.load(ordering: .acquiring)
+            }
+            if next == seen {
+                pthread_mutex_lock(mutex)
+                while published.load(ordering: .acquiring) == seen && !stopping { pthread_cond_wait(wake, mutex) }
+                pthread_mutex_unlock(mutex)
+                next = published.load(ordering: .acquiring)
+            }
+            if next < 0 { return }
+            seen = next
+            runTasks(next)
         }
     }
 }
@@ -176,8 +194,4 @@ func startThread(_ body: @escaping () -> Void) -> pthread_t? {
 private final class ThreadStart {
     let body: () -> Void
     init(_ body: @escaping () -> Void) { self.body = body }
-}
-
-final class JobBox {
-    var body: UnsafePointer<(Int) -> Void>?
 }

@@ -87,6 +87,24 @@ func profileLoop(_ what: String) throws {
     let model = try Model(architecture: Architecture(parsing: spec), seed: 1)
     let start = now()
     var images = 0
+    if what == "layers" {
+        // Forward time of each layer at this batch size (median of 2000 calls).
+        var rng = Random(seed: 1)
+        var h = FloatBuffer(count: batch * model.inputShape.count)
+        for layer in model.layers {
+            var times: [Double] = []
+            var out = h
+            for _ in 0..<2000 {
+                let t = now()
+                out = layer.forward(h, batch: batch, training: false, rng: &rng)
+                times.append(now() - t)
+            }
+            times.sort()
+            print(String(format: "%-28@ %8.1f us", layer.spec.text, times[times.count / 2] * 1e6))
+            h = out
+        }
+        return
+    }
     if what == "train" {
         let data = try randomDataset(model.inputShape, count: batch * 16)
         var s = TrainingSettings()

@@ -71,12 +71,19 @@ func gemm(m: Int, n: Int, k: Int,
           a: UnsafePointer<Float>, aRow: Int, aCol: Int,
           b: UnsafePointer<Float>, ldb: Int, bCol: Int = 1,
           c: UnsafeMutablePointer<Float>, ldc: Int,
-          accumulate: Bool, parallel: Bool = false) {
+          accumulate: Bool, rowBias: UnsafePointer<Float>? = nil, relu: Bool = false, parallel: Bool = false) {
     if m <= 0 || n <= 0 { return }
     if k <= 0 {
-        if !accumulate { for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) } }
+        if !accumulate {
+            for i in 0..<m {
+                for j in 0..<n { c[i * ldc + j] = reluIf(relu, rowBias?[i] ?? 0) }
+            }
+        }
         return
     }
+    // A few rows (a small batch through a dense layer) stream B unpacked; narrower column tiles
+    // then split that stream over the threads, each keeping its part of B in its own cache.
+    let tileCols = m < gemmMR ? 4 * gemmNR : tileCols
     let rowTiles = (m + tileRows - 1) / tileRows
     let colTiles = (n + tileCols - 1) / tileCols
     let tiles = rowTiles * colTiles
@@ -84,11 +91,12 @@ func gemm(m: Int, n: Int, k: Int,
         ThreadPool.shared.parallelFor(tiles) { t in
             let i0 = (t / colTiles) * tileRows, j0 = (t % colTiles) * tileCols
             gemmTile(i0: i0, i1: min(m, i0 + tileRows), j0: j0, j1: min(n, j0 + tileCols), k: k,
-                     a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb, bCol: bCol, c: c, ldc: ldc, accumulate: accumulate)
+                     a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb, bCol: bCol, c: c, ldc: ldc, accumulate: accumulate,
+                     rowBias: rowBias, relu: relu)
         }
     } else {
         gemmTile(i0: 0, i1: m, j0: 0, j1: n, k: k, a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb, bCol: bCol,
-                 c: c, ldc: ldc, accumulate: accumulate)
+                 c: c, ldc: ldc, accumulate: accumulate, rowBias: rowBias, relu: relu)
     }
 }
 
@@ -112,23 +120,50 @@ private func packBuffer() -> UnsafeMutablePointer<Float> {
 func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
               a: UnsafePointer<Float>, aRow: Int, aCol: Int,
               b: UnsafePointer<Float>, ldb: Int, bCol: Int = 1,
-              c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+              c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
+              rowBias: UnsafePointer<Float>? = nil, relu: Bool = false) {
     let nr = gemmNR
+    // How block k0 of K is written: the first adds to C or stores (plus the row's bias), the
+    // last applies ReLU.
+    @inline(__always) func store(_ k0: Int, _ kc: Int, _ i: Int) -> Store {
+        Store(accumulate: accumulate || k0 > 0, bias: k0 == 0 ? rowBias.map { $0 + i } : nil, relu: relu && k0 + kc >= k)
+    }
     if i1 - i0 < gemmMR && bCol == 1 {
         // A few rows (inference on a small batch): packing B would cost as much as the product,
-        // so the rows stream over B as it is. Same operations in the same order as the packed path.
-        for i in i0..<i1 {
-            var j = j0
-            while j < j1 {
-                let width = min(nr, j1 - j)
+        // so the rows stream over B as it is, four panels at a time (eight independent chains of
+        // multiply-adds hide their latency, and B's rows are read whole). A panel narrower than NR
+        // is packed, zero-padded. Same operations in the same order as the packed path.
+        var j = j0
+        while j < j1 {
+            let panels = (j1 - j) / nr
+            if panels > 0 {
+                let step = panels >= 4 ? 4 : 1
+                for i in i0..<i1 {
+                    var k0 = 0
+                    while k0 < k {
+                        let kc = min(gemmKC, k - k0)
+                        let ai = a + i * aRow + k0 * aCol, bj = b + k0 * ldb + j, ci = c + i * ldc + j
+                        if step == 4 {
+                            kernelRow4(kc, ai, aCol, bj, ldb, ci, store(k0, kc, i))
+                        } else {
+                            kernelRow(kc, ai, aCol, bj, ldb, ci, nr, store(k0, kc, i))
+                        }
+                        k0 += kc
+                    }
+                }
+                j += step * nr
+            } else {
+                let width = j1 - j, packed = packBuffer()
                 var k0 = 0
                 while k0 < k {
                     let kc = min(gemmKC, k - k0)
-                    kernelRow(kc, a + i * aRow + k0 * aCol, aCol, b + k0 * ldb + j, ldb, c + i * ldc + j, width,
-                              accumulate || k0 > 0, padded: false)
+                    packB(b + k0 * ldb + j, ldb: ldb, bCol: 1, rows: kc, width: width, into: packed)
+                    for i in i0..<i1 {
+                        kernelRow(kc, a + i * aRow + k0 * aCol, aCol, packed, nr, c + i * ldc + j, width, store(k0, kc, i))
+                    }
                     k0 += kc
                 }
-                j += nr
+                j = j1
             }
         }
         return
@@ -142,19 +177,18 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
             while k0 < k {
                 let kc = min(gemmKC, k - k0)
                 packB(b + k0 * ldb + j * bCol, ldb: ldb, bCol: bCol, rows: kc, width: width, into: packed)
-                let acc = accumulate || k0 > 0
                 let ak = a + k0 * aCol
                 var i = i0
                 while i + gemmMR <= i1 {
                     #if CNN_AVX512
-                    kernel8(kc, ak + i * aRow, aRow, aCol, packed, c + i * ldc + j, ldc, width, acc)
+                    kernel8(kc, ak + i * aRow, aRow, aCol, packed, c + i * ldc + j, ldc, width, store(k0, kc, i))
                     #else
-                    kernel6(kc, ak + i * aRow, aRow, aCol, packed, c + i * ldc + j, ldc, width, acc)
+                    kernel6(kc, ak + i * aRow, aRow, aCol, packed, c + i * ldc + j, ldc, width, store(k0, kc, i))
                     #endif
                     i += gemmMR
                 }
                 while i < i1 {
-                    kernelRow(kc, ak + i * aRow, aCol, packed, nr, c + i * ldc + j, width, acc, padded: true)
+                    kernelRow(kc, ak + i * aRow, aCol, packed, nr, c + i * ldc + j, width, store(k0, kc, i))
                     i += 1
                 }
                 k0 += kc
@@ -185,23 +219,43 @@ private func packB(_ b: UnsafePointer<Float>, ldb: Int, bCol: Int, rows: Int, wi
     }
 }
 
-/// Writes an accumulator pair into a row of C, all NR columns or the first `width`.
+/// How a register block is written into C: added to it or stored, with the row's bias added
+/// (`bias` points at the block's first row) and ReLU applied (a convolution's fused epilogue).
+struct Store {
+    var accumulate: Bool
+    var bias: UnsafePointer<Float>?
+    var relu: Bool
+}
+
+/// max(x, 0) as the ReLU layer computes it (NaN stays NaN, so divergence is still seen).
 @inline(__always)
-private func storeRow(_ lo: V, _ hi: V, _ c: UnsafeMutablePointer<Float>, _ width: Int, _ accumulate: Bool) {
+func relu(_ x: V) -> V { x.replacing(with: 0, where: x .< 0) }
+
+@inline(__always)
+func reluIf(_ apply: Bool, _ x: Float) -> Float { apply && x < 0 ? 0 : x }
+
+/// Writes an accumulator pair into row `r` of the block, all NR columns or the first `width`.
+@inline(__always)
+private func storeRow(_ lo: V, _ hi: V, _ c: UnsafeMutablePointer<Float>, _ width: Int, _ st: Store, _ r: Int) {
     let w = V.scalarCount
+    var lo = lo, hi = hi
+    if let b = st.bias {
+        lo = V(repeating: b[r]) + lo
+        hi = V(repeating: b[r]) + hi
+    }
     if width == 2 * w {
-        if accumulate {
-            store(load(c) + lo, c)
-            store(load(c + w) + hi, c + w)
-        } else {
-            store(lo, c)
-            store(hi, c + w)
+        if st.accumulate {
+            lo = load(c) + lo
+            hi = load(c + w) + hi
         }
+        if st.relu { (lo, hi) = (relu(lo), relu(hi)) }
+        store(lo, c)
+        store(hi, c + w)
         return
     }
     for j in 0..<width {
         let v = j < w ? lo[j] : hi[j - w]
-        c[j] = accumulate ? c[j] + v : v
+        c[j] = reluIf(st.relu, st.accumulate ? c[j] + v : v)
     }
 }
 
@@ -209,7 +263,7 @@ private func storeRow(_ lo: V, _ hi: V, _ c: UnsafeMutablePointer<Float>, _ widt
 @inline(__always)
 private func kernel6(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: Int,
                      _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
-                     _ width: Int, _ accumulate: Bool) {
+                     _ width: Int, _ st: Store) {
     var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
     var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
     var pa = a, pb = b
@@ -231,19 +285,19 @@ private func kernel6(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: 
         pa += aCol
         pb += 2 * w
     }
-    storeRow(c00, c01, c, width, accumulate)
-    storeRow(c10, c11, c + ldc, width, accumulate)
-    storeRow(c20, c21, c + 2 * ldc, width, accumulate)
-    storeRow(c30, c31, c + 3 * ldc, width, accumulate)
-    storeRow(c40, c41, c + 4 * ldc, width, accumulate)
-    storeRow(c50, c51, c + 5 * ldc, width, accumulate)
+    storeRow(c00, c01, c, width, st, 0)
+    storeRow(c10, c11, c + ldc, width, st, 1)
+    storeRow(c20, c21, c + 2 * ldc, width, st, 2)
+    storeRow(c30, c31, c + 3 * ldc, width, st, 3)
+    storeRow(c40, c41, c + 4 * ldc, width, st, 4)
+    storeRow(c50, c51, c + 5 * ldc, width, st, 5)
 }
 
 /// The AVX-512 register block: C[8, NR] (+)= A[8, kc] · packed B[kc, NR].
 @inline(__always)
 private func kernel8(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: Int,
                      _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
-                     _ width: Int, _ accumulate: Bool) {
+                     _ width: Int, _ st: Store) {
     var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V(), c30 = V(), c31 = V()
     var c40 = V(), c41 = V(), c50 = V(), c51 = V(), c60 = V(), c61 = V(), c70 = V(), c71 = V()
     var pa = a, pb = b
@@ -269,44 +323,56 @@ private func kernel8(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: 
         pa += aCol
         pb += 2 * w
     }
-    storeRow(c00, c01, c, width, accumulate)
-    storeRow(c10, c11, c + ldc, width, accumulate)
-    storeRow(c20, c21, c + 2 * ldc, width, accumulate)
-    storeRow(c30, c31, c + 3 * ldc, width, accumulate)
-    storeRow(c40, c41, c + 4 * ldc, width, accumulate)
-    storeRow(c50, c51, c + 5 * ldc, width, accumulate)
-    storeRow(c60, c61, c + 6 * ldc, width, accumulate)
-    storeRow(c70, c71, c + 7 * ldc, width, accumulate)
+    storeRow(c00, c01, c, width, st, 0)
+    storeRow(c10, c11, c + ldc, width, st, 1)
+    storeRow(c20, c21, c + 2 * ldc, width, st, 2)
+    storeRow(c30, c31, c + 3 * ldc, width, st, 3)
+    storeRow(c40, c41, c + 4 * ldc, width, st, 4)
+    storeRow(c50, c51, c + 5 * ldc, width, st, 5)
+    storeRow(c60, c61, c + 6 * ldc, width, st, 6)
+    storeRow(c70, c71, c + 7 * ldc, width, st, 7)
 }
 
-/// One row: C[1, NR] (+)= A[1, kc] · B[kc, NR], the same operations as the block's rows.
-/// B's rows are ldb apart: the packed panel (ldb = NR, zero-padded, so whole vectors may be read
-/// whatever `width`) or B itself (`padded` false: columns past `width` are never read).
+/// One row: C[1, NR] (+)= A[1, kc] · B[kc, NR], the same operations as the block's rows. B's rows
+/// are ldb apart and hold NR readable columns (the packed, zero-padded panel, or B itself);
+/// `width` columns are written.
 @inline(__always)
 private func kernelRow(_ kc: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
                        _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>,
-                       _ width: Int, _ accumulate: Bool, padded: Bool) {
+                       _ width: Int, _ st: Store) {
     let w = V.scalarCount
     var c0 = V(), c1 = V()
     var pa = a, pb = b
-    if padded || width == 2 * w {
-        for _ in 0..<kc {
-            let x = V(repeating: pa[0])
-            c0 = fmadd(c0, x, load(pb)); c1 = fmadd(c1, x, load(pb + w))
-            pa += aCol
-            pb += ldb
-        }
-    } else {
-        for _ in 0..<kc {
-            let x = pa[0]
-            for j in 0..<width {
-                if j < w { c0[j] = fmadd(c0[j], x, pb[j]) } else { c1[j - w] = fmadd(c1[j - w], x, pb[j]) }
-            }
-            pa += aCol
-            pb += ldb
-        }
+    for _ in 0..<kc {
+        let x = V(repeating: pa[0])
+        c0 = fmadd(c0, x, load(pb)); c1 = fmadd(c1, x, load(pb + w))
+        pa += aCol
+        pb += ldb
     }
-    storeRow(c0, c1, c, width, accumulate)
+    storeRow(c0, c1, c, width, st, 0)
+}
+
+/// One row, four whole panels: C[1, 4·NR] (+)= A[1, kc] · B[kc, 4·NR].
+@inline(__always)
+private func kernelRow4(_ kc: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
+                        _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>,
+                        _ st: Store) {
+    let w = V.scalarCount
+    var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V(), c6 = V(), c7 = V()
+    var pa = a, pb = b
+    for _ in 0..<kc {
+        let x = V(repeating: pa[0])
+        c0 = fmadd(c0, x, load(pb)); c1 = fmadd(c1, x, load(pb + w))
+        c2 = fmadd(c2, x, load(pb + 2 * w)); c3 = fmadd(c3, x, load(pb + 3 * w))
+        c4 = fmadd(c4, x, load(pb + 4 * w)); c5 = fmadd(c5, x, load(pb + 5 * w))
+        c6 = fmadd(c6, x, load(pb + 6 * w)); c7 = fmadd(c7, x, load(pb + 7 * w))
+        pa += aCol
+        pb += ldb
+    }
+    storeRow(c0, c1, c, 2 * w, st, 0)
+    storeRow(c2, c3, c + 2 * w, 2 * w, st, 0)
+    storeRow(c4, c5, c + 4 * w, 2 * w, st, 0)
+    storeRow(c6, c7, c + 6 * w, 2 * w, st, 0)
 }
 
 /// The engine's matrix product for callers outside the module (benchmarks, tools):

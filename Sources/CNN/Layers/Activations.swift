@@ -15,6 +15,9 @@ public final class Activation: Layer {
     private var saved: FloatBuffer?        // kept for backward: x for ReLU/LeakyReLU, y otherwise
     private var output = Workspace()
     private var inputGrad = Workspace()
+    /// Set by the model for a ReLU whose convolution applies it already: forward passes x through
+    /// (and keeps it, since ReLU's output says where its input was positive).
+    var fusedIntoPrevious = false
 
     init(spec: LayerSpec, input: Shape, kind: ActivationKind) {
         self.spec = spec
@@ -29,8 +32,18 @@ public final class Activation: Layer {
         let y = output.reserve(count)
         let xp = x.pointer, yp = y.pointer
         switch kind {
+        case .relu where fusedIntoPrevious:
+            saved = x
+            return x
         case .relu:
-            parallelChunks(count, chunk: 1 << 15) { lo, hi in for i in lo..<hi { yp[i] = max(xp[i], 0) } }
+            parallelChunks(count, chunk: 1 << 15) { lo, hi in
+                var i = lo
+                while i + V.scalarCount <= hi {
+                    UnsafeMutableRawPointer(yp + i).storeBytes(of: relu(UnsafeRawPointer(xp + i).loadUnaligned(as: V.self)), as: V.self)
+                    i += V.scalarCount
+                }
+                while i < hi { yp[i] = reluIf(true, xp[i]); i += 1 }
+            }
             saved = x
         case .leakyRelu(let alpha):
             for i in 0..<count { yp[i] = xp[i] > 0 ? xp[i] : alpha * xp[i] }

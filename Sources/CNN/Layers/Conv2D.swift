@@ -9,6 +9,9 @@ public final class Conv2D: Layer {
     public let weight: Parameter   // (OC, C, KH, KW)
     public let bias: Parameter?    // (OC)
     let geometry: ConvGeometry
+    /// Set by the model when a ReLU follows: the product's output write adds the bias and applies
+    /// it (the ReLU layer then passes its input through).
+    var fusedReLU = false
 
     // Kept by forward for backward: the im2col matrix of every sample, (B, CKK, P).
     private var col = Workspace()
@@ -42,9 +45,8 @@ public final class Conv2D: Layer {
         ThreadPool.shared.parallelFor(batch) { n in
             let coln = col + n * ckk * p, yn = yp + n * outCount
             im2col(xp + n * inCount, g, coln)
-            for o in 0..<oc { (yn + o * p).update(repeating: b?[o] ?? 0, count: p) }
             gemm(m: oc, n: p, k: ckk, a: w, aRow: ckk, aCol: 1, b: coln, ldb: p, c: yn, ldc: p,
-                 accumulate: true)
+                 accumulate: false, rowBias: b, relu: fusedReLU)
         }
         return y
     }
