@@ -70,11 +70,16 @@ public final class Model {
         guard shape.flat else {
             throw CNNError(.invalidArgument, "architecture: the network must end with a vector of class scores (dense, or flatten), but its output is \(shape)")
         }
-        // A ReLU right after a convolution is applied in the convolution's output write.
+        // A ReLU right after a convolution is applied in the convolution's output write; one right
+        // before max pooling has its backward mask applied by the pooling's backward.
         for (layer, next) in zip(layers, layers.dropFirst()) {
             if let conv = layer as? Conv2D, let act = next as? Activation, act.kind == .relu {
                 conv.fusedReLU = true
                 act.fusedIntoPrevious = true
+            }
+            if let act = layer as? Activation, act.kind == .relu, let pool = next as? MaxPool2D {
+                act.maskedByNext = true
+                pool.masksNonPositive = true
             }
         }
         self.layers = layers

@@ -45,6 +45,48 @@ struct LayerTests {
         checkLayer(layer, batch: 7)
     }
 
+    /// conv → relu → maxpool runs fused (bias and ReLU in the product's output write, ReLU's mask
+    /// in the pooling's backward): the whole network's gradients against finite differences of
+    /// the unfused reference layers chained in Double.
+    @Test func fusedNetwork() throws {
+        let model = try Model(architecture: Architecture(parsing: "input(2,6,6) conv(3,3,pad=1) relu maxpool(2) conv(4,3,pad=1) relu maxpool(2) flatten dense(5)"), seed: 3)
+        let conv = try #require(model.layers[0] as? Conv2D), pool = try #require(model.layers[2] as? MaxPool2D)
+        #expect(conv.fusedReLU && pool.masksNonPositive)
+        let batch = 3
+        var r = TestRandom(11)
+        let x = r.values(batch * model.inputShape.count)
+        var rng = Random(seed: 1)
+        model.zeroGradients()
+        let y = model.forward(FloatBuffer(x), batch: batch, training: true, rng: &rng).array
+        let g = r.values(batch * 5)
+        model.backward(FloatBuffer(g), batch: batch)
+        var params = model.layers.map { $0.parameters.map { $0.value.array.map(Double.init) } }
+        func objective(_ p: [[[Double]]]) -> (Double, [Double]) {
+            var h = x.map(Double.init)
+            for (i, layer) in model.layers.enumerated() { h = Reference.forward(layer, h, batch: batch, p[i], training: true) }
+            return (zip(h, g).reduce(0) { $0 + $1.0 * Double($1.1) }, h)
+        }
+        let forwardError = maxRelativeError(Array(y.prefix(batch * 5)).map(Double.init), objective(params).1)
+        #expect(forwardError < 1e-4, "fused forward differs from the reference by \(forwardError)")
+        for (li, layer) in model.layers.enumerated() {
+            for (pi, p) in layer.parameters.enumerated() {
+                guard let grad = p.grad?.array else { continue }
+                var numeric: [Double] = []
+                for i in 0..<p.count {
+                    let v = params[li][pi][i]
+                    params[li][pi][i] = v + 1e-5
+                    let up = objective(params).0
+                    params[li][pi][i] = v - 1e-5
+                    let down = objective(params).0
+                    params[li][pi][i] = v
+                    numeric.append((up - down) / 2e-5)
+                }
+                let e = maxRelativeError(grad.map(Double.init), numeric)
+                #expect(e < 2e-3, "layer \(li) \(p.name): gradient differs from finite differences by \(e)")
+            }
+        }
+    }
+
     @Test(arguments: ["relu", "leakyrelu", "leakyrelu(alpha=0.2)", "sigmoid", "tanh"])
     func activations(_ name: String) throws {
         let (_, layer) = try makeLayer("input(2,3,4) \(name) flatten")

@@ -235,8 +235,8 @@ func relu(_ x: V) -> V { x.replacing(with: 0, where: x .< 0) }
 func reluIf(_ apply: Bool, _ x: Float) -> Float { apply && x < 0 ? 0 : x }
 
 /// Writes an accumulator pair into row `r` of the block, all NR columns or the first `width`.
-@inline(__always)
-private func storeRow(_ lo: V, _ hi: V, _ c: UnsafeMutablePointer<Float>, _ width: Int, _ st: Store, _ r: Int) {
+@_transparent   // @inline(__always) left some of the eight calls in kernel8 out of line
+func storeRow(_ lo: V, _ hi: V, _ c: UnsafeMutablePointer<Float>, _ width: Int, _ st: Store, _ r: Int) {
     let w = V.scalarCount
     var lo = lo, hi = hi
     if let b = st.bias {
@@ -253,6 +253,13 @@ private func storeRow(_ lo: V, _ hi: V, _ c: UnsafeMutablePointer<Float>, _ widt
         store(hi, c + w)
         return
     }
+    storePartialRow(lo, hi, c, width, st)
+}
+
+/// The first `width` < NR columns (the right edge of C), kept out of line.
+@inline(never)
+private func storePartialRow(_ lo: V, _ hi: V, _ c: UnsafeMutablePointer<Float>, _ width: Int, _ st: Store) {
+    let w = V.scalarCount
     for j in 0..<width {
         let v = j < w ? lo[j] : hi[j - w]
         c[j] = reluIf(st.relu, st.accumulate ? c[j] + v : v)

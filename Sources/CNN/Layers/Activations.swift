@@ -18,6 +18,9 @@ public final class Activation: Layer {
     /// Set by the model for a ReLU whose convolution applies it already: forward passes x through
     /// (and keeps it, since ReLU's output says where its input was positive).
     var fusedIntoPrevious = false
+    /// Set by the model for a ReLU followed by max pooling, which applies the ReLU's mask in its
+    /// own backward: backward then passes the gradient through.
+    var maskedByNext = false
 
     init(spec: LayerSpec, input: Shape, kind: ActivationKind) {
         self.spec = spec
@@ -60,6 +63,7 @@ public final class Activation: Layer {
 
     public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
         guard needInputGradient, let s = saved?.pointer else { return nil }
+        if maskedByNext && kind == .relu { return dy }
         let count = batch * inputShape.count
         let dx = inputGrad.reserve(count)
         let dxp = dx.pointer, dyp = dy.pointer
