@@ -56,7 +56,7 @@ public final class Model {
                 guard !o3, col <= Model.maxWorkspacePerSample else {
                     throw CNNError(.invalidArgument, "architecture: layer \(index) (\(spec.text)) needs an im2col matrix of more than \(Model.maxWorkspacePerSample) values per sample")
                 }
-                workspace += col
+                workspace += col + conv.geometry.paddedCount
             }
             guard workspace <= Model.maxWorkspacePerSample else {
                 throw CNNError(.invalidArgument, "architecture: the network needs more than \(Model.maxWorkspacePerSample) floats of working memory per sample at layer \(index) (\(spec.text))")

@@ -12,6 +12,7 @@ struct LayerTests {
         "input(1,4,4) conv(40,3,pad=1) flatten",     // 40 output channels: the 4×32 register block
         "input(1,9,9) conv(12,3,pad=1) flatten",     // weight gradient by dot products, K past a vector
         "input(2,8,8) conv(16,3,pad=1) flatten",     // weight gradient by the product, dy transposed in blocks
+        "input(2,4,21) conv(3,3x2,pad=1x0) flatten", // stride 1, rows of 20: a vector and a part
     ])
     func conv(_ text: String) throws {
         let (_, layer) = try makeLayer(text)

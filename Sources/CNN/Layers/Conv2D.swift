@@ -16,6 +16,7 @@ public final class Conv2D: Layer {
     // Kept by forward for backward: the im2col matrix of every sample, (B, CKK, P).
     private var col = Workspace()
     private var output = Workspace()     // (B, OC, OH, OW)
+    private var padded = Workspace()     // stride 1: each sample zero-bordered (paddedCount floats)
     private var inputGrad = Workspace()  // (B, C, H, W)
     private var dwT = Workspace()        // (CKK, OC): the weight gradient of one step, transposed
     private var dyT = Workspace()        // (B, P, OC): dy transposed, sample by sample
@@ -42,9 +43,16 @@ public final class Conv2D: Layer {
         let w = weight.value.pointer, b = bias?.value.pointer
         let xp = x.pointer, yp = y.pointer
         // One task per sample: each output element is written by one task.
+        let strideOne = g.sh == 1 && g.sw == 1
+        let padded = strideOne ? self.padded.reserve(batch * g.paddedCount).pointer : nil
         ThreadPool.shared.parallelFor(batch) { n in
             let coln = col + n * ckk * p, yn = yp + n * outCount
-            im2col(xp + n * inCount, g, coln)
+            if let padded {
+                padInput(xp + n * inCount, g, padded + n * g.paddedCount)
+                im2colPadded(padded + n * g.paddedCount, g, coln)
+            } else {
+                im2col(xp + n * inCount, g, coln)
+            }
             gemm(m: oc, n: p, k: ckk, a: w, aRow: ckk, aCol: 1, b: coln, ldb: p, c: yn, ldc: p,
                  accumulate: false, rowBias: b, relu: fusedReLU)
         }
@@ -87,13 +95,18 @@ public final class Conv2D: Layer {
         let inCount = inputShape.count
         let dx = inputGrad.reserve(batch * inCount)
         let w = weight.value.pointer, dxp = dx.pointer
+        let padded = g.sh == 1 && g.sw == 1 ? self.padded.reserve(batch * g.paddedCount).pointer : nil
         ThreadPool.shared.parallelFor(batch) { n in
             let dcol = col + n * ckk * p
             gemm(m: ckk, n: p, k: oc, a: w, aRow: 1, aCol: ckk, b: dyp + n * outCount, ldb: p,
                  c: dcol, ldc: p, accumulate: false)
             let dxn = dxp + n * inCount
             dxn.update(repeating: 0, count: inCount)
-            col2im(dcol, g, dxn)
+            if let padded {
+                col2imPadded(dcol, g, padded + n * g.paddedCount, dxn)
+            } else {
+                col2im(dcol, g, dxn)
+            }
         }
         return dx
     }
