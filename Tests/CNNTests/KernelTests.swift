@@ -78,4 +78,30 @@ struct KernelTests {
         for i in 0..<rows { for j in 0..<cols where out[j * rows + i] != x[i * cols + j] { wrong += 1 } }
         #expect(wrong == 0, "transpose \(rows)x\(cols): \(wrong) elements wrong")
     }
+
+    /// A sample's prediction is the same bits whatever batch it is in and however many threads
+    /// run it: batch 1 takes other paths (output positions split over two threads, the dense
+    /// layer's unpacked rows) that must do the same operations in the same order.
+    @Test func predictionsDoNotDependOnBatchOrThreads() throws {
+        try threadSettingLock.with {
+            let model = try Model(architecture: Architecture(parsing: referenceNetwork), seed: 5)
+            let n = 9
+            var r = TestRandom(8)
+            let x = r.values(n * model.inputShape.count, 0, 1)
+            var results: [[Float]] = []
+            for threads in [1, 2] {
+                ThreadPool.setThreads(threads)
+                defer { ThreadPool.setThreads(1) }
+                x.withUnsafeBufferPointer { xp in
+                    results.append(model.predict(xp.baseAddress!, batch: n, logits: true))
+                    var single: [Float] = []
+                    for i in 0..<n { single += model.predict(xp.baseAddress! + i * model.inputShape.count, batch: 1, logits: true) }
+                    results.append(single)
+                }
+            }
+            for (i, result) in results.enumerated() {
+                #expect(result == results[0], "run \(i) (batch \(i % 2 == 0 ? n : 1), \(i / 2 + 1) threads) differs")
+            }
+        }
+    }
 }

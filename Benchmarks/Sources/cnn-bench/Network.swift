@@ -87,6 +87,29 @@ func profileLoop(_ what: String) throws {
     let model = try Model(architecture: Architecture(parsing: spec), seed: 1)
     let start = now()
     var images = 0
+    if what == "pool" {
+        // The cost of one parallel region of 2 tasks: empty, and each task summing 1,000 floats.
+        let data = [Float](repeating: 1, count: 2000)
+        for work in [0, 1000] {
+            var times: [Double] = []
+            var sink: Float = 0
+            data.withUnsafeBufferPointer { d in
+                for _ in 0..<20000 {
+                    let t = now()
+                    ThreadPool.shared.parallelFor(2) { i in
+                        var s: Float = 0
+                        for j in 0..<work { s += d[i * 1000 + j] }
+                        if s < 0 { print(s) }
+                    }
+                    times.append(now() - t)
+                }
+            }
+            sink += 1
+            times.sort()
+            print(String(format: "region of 2 tasks, %d floats each: median %.2f us, p90 %.2f us", work, times[times.count / 2] * 1e6, times[times.count * 9 / 10] * 1e6))
+        }
+        return
+    }
     if what == "layers" {
         // Forward time of each layer at this batch size (median of 2000 calls).
         var rng = Random(seed: 1)

@@ -83,7 +83,7 @@ func gemm(m: Int, n: Int, k: Int,
     }
     // A few rows (a small batch through a dense layer) stream B unpacked; narrower column tiles
     // then split that stream over the threads, each keeping its part of B in its own cache.
-    let tileCols = m < gemmMR ? 4 * gemmNR : tileCols
+    let tileCols = m < gemmMR ? 2 * gemmNR : tileCols
     let rowTiles = (m + tileRows - 1) / tileRows
     let colTiles = (n + tileCols - 1) / tileCols
     let tiles = rowTiles * colTiles
@@ -137,7 +137,7 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
         while j < j1 {
             let panels = (j1 - j) / nr
             if panels > 0 {
-                let step = panels >= 4 ? 4 : 1
+                let step = panels >= 4 ? 4 : panels >= 2 ? 2 : 1
                 for i in i0..<i1 {
                     var k0 = 0
                     while k0 < k {
@@ -145,6 +145,8 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                         let ai = a + i * aRow + k0 * aCol, bj = b + k0 * ldb + j, ci = c + i * ldc + j
                         if step == 4 {
                             kernelRow4(kc, ai, aCol, bj, ldb, ci, store(k0, kc, i))
+                        } else if step == 2 {
+                            kernelRow2(kc, ai, aCol, bj, ldb, ci, store(k0, kc, i))
                         } else {
                             kernelRow(kc, ai, aCol, bj, ldb, ci, nr, store(k0, kc, i))
                         }
@@ -357,6 +359,25 @@ private func kernelRow(_ kc: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
         pb += ldb
     }
     storeRow(c0, c1, c, width, st, 0)
+}
+
+/// One row, two whole panels: C[1, 2·NR] (+)= A[1, kc] · B[kc, 2·NR].
+@inline(__always)
+private func kernelRow2(_ kc: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
+                        _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>,
+                        _ st: Store) {
+    let w = V.scalarCount
+    var c0 = V(), c1 = V(), c2 = V(), c3 = V()
+    var pa = a, pb = b
+    for _ in 0..<kc {
+        let x = V(repeating: pa[0])
+        c0 = fmadd(c0, x, load(pb)); c1 = fmadd(c1, x, load(pb + w))
+        c2 = fmadd(c2, x, load(pb + 2 * w)); c3 = fmadd(c3, x, load(pb + 3 * w))
+        pa += aCol
+        pb += ldb
+    }
+    storeRow(c0, c1, c, 2 * w, st, 0)
+    storeRow(c2, c3, c + 2 * w, 2 * w, st, 0)
 }
 
 /// One row, four whole panels: C[1, 4·NR] (+)= A[1, kc] · B[kc, 4·NR].

@@ -118,21 +118,30 @@ func padInput(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ padded: UnsafeMuta
     }
 }
 
-/// im2col for stride 1 from the zero-bordered copy.
-func im2colPadded(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ col: UnsafeMutablePointer<Float>) {
-    let oh = g.oh, ow = g.ow, hp = g.paddedH, wp = g.paddedW
-    var dst = col
-    let end = col + g.colRows * g.colCols, span = (ow + V.scalarCount - 1) / V.scalarCount * V.scalarCount
+/// im2col for stride 1 from the zero-bordered copy: columns `columns` of every row of col (whose
+/// rows are colCols apart). Writes stay inside those columns of each row, except that with all
+/// columns a row may spill into the next one (written after it), never past the matrix.
+func im2colPadded(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ col: UnsafeMutablePointer<Float>,
+                  columns: Range<Int>? = nil) {
+    let ow = g.ow, hp = g.paddedH, wp = g.paddedW, p = g.colCols, n = V.scalarCount
+    let range = columns ?? 0..<p
+    let whole = range == 0..<p
+    let end = col + g.colRows * p
+    var row = col
     for c in 0..<g.c {
         for ki in 0..<g.kh {
             for kj in 0..<g.kw {
-                var src = padded + (c * hp + ki) * wp + kj
-                for _ in 0..<oh {
-                    // The sample's last row must not spill into the next sample's matrix.
-                    copyRow(dst, src, ow, exact: dst + span > end)
-                    dst += ow
-                    src += wp
+                let src = padded + (c * hp + ki) * wp + kj
+                let limit = whole ? end : row + range.upperBound
+                var q = range.lowerBound
+                while q < range.upperBound {
+                    let oy = q / ow, ox = q % ow
+                    let count = min(ow - ox, range.upperBound - q)
+                    let dst = row + q
+                    copyRow(dst, src + oy * wp + ox, count, exact: dst + (count + n - 1) / n * n > limit)
+                    q += count
                 }
+                row += p
             }
         }
     }

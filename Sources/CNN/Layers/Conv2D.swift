@@ -44,17 +44,34 @@ public final class Conv2D: Layer {
         let xp = x.pointer, yp = y.pointer
         // One task per sample: each output element is written by one task.
         let strideOne = g.sh == 1 && g.sw == 1
-        let padded = strideOne ? self.padded.reserve(batch * g.paddedCount).pointer : nil
-        ThreadPool.shared.parallelFor(batch) { n in
-            let coln = col + n * ckk * p, yn = yp + n * outCount
+        let padded = strideOne ? self.padded.reserve(max(2, batch) * g.paddedCount).pointer : nil
+        func lower(_ n: Int) {
             if let padded {
                 padInput(xp + n * inCount, g, padded + n * g.paddedCount)
-                im2colPadded(padded + n * g.paddedCount, g, coln)
+                im2colPadded(padded + n * g.paddedCount, g, col + n * ckk * p)
             } else {
-                im2col(xp + n * inCount, g, coln)
+                im2col(xp + n * inCount, g, col + n * ckk * p)
             }
-            gemm(m: oc, n: p, k: ckk, a: w, aRow: ckk, aCol: 1, b: coln, ldb: p, c: yn, ldc: p,
-                 accumulate: false, rowBias: b, relu: fusedReLU)
+        }
+        if batch == 1 && strideOne && p >= 4 * gemmNR && ThreadPool.shared.threads > 1, let padded {
+            // One image (a latency-bound prediction): its output positions are split in two at a
+            // panel boundary, and each task lowers and multiplies its own columns, so the im2col
+            // matrix never moves between cores. Every element is computed as in a batch.
+            let split = (p / 2 + gemmNR - 1) / gemmNR * gemmNR
+            ThreadPool.shared.parallelFor(2) { t in
+                let own = padded + t * g.paddedCount, columns = t == 0 ? 0..<split : split..<p
+                padInput(xp, g, own)
+                im2colPadded(own, g, col, columns: columns)
+                gemmTile(i0: 0, i1: oc, j0: columns.lowerBound, j1: columns.upperBound, k: ckk, a: w, aRow: ckk, aCol: 1,
+                         b: col, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, relu: fusedReLU)
+            }
+            return y
+        }
+        // One task per sample: each output element is written by one task.
+        ThreadPool.shared.parallelFor(batch) { n in
+            lower(n)
+            gemm(m: oc, n: p, k: ckk, a: w, aRow: ckk, aCol: 1, b: col + n * ckk * p, ldb: p, c: yp + n * outCount,
+                 ldc: p, accumulate: false, rowBias: b, relu: fusedReLU)
         }
         return y
     }

@@ -35,7 +35,7 @@ public final class MaxPool2D: Layer {
         let xp = x.pointer, yp = y.pointer
         argmax.withUnsafeMutableBufferPointer { am in
             let amp = am.baseAddress!
-            parallelChunks(planes, chunk: 64) { p0, p1 in
+            parallelChunks(planes, chunk: min(64, max(1, planes / 4))) { p0, p1 in
                 for plane in p0..<p1 {
                     let src = xp + plane * h * w
                     if kh == 2 && kw == 2 && sh == 2 && sw == 2 {
