@@ -37,7 +37,7 @@ let gemmMR = 6
 #endif
 let gemmNR = 2 * V.scalarCount
 /// Rows of B packed at a time: KC × NR floats (32 KiB with AVX-512) stay in L1.
-let gemmKC = 256
+let gemmKC = 320
 
 @inline(__always)
 func fmadd(_ acc: V, _ a: V, _ b: V) -> V {
