@@ -127,19 +127,20 @@ func im2colPadded(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ col: Unsa
     let range = columns ?? 0..<p
     let whole = range == 0..<p
     let end = col + g.colRows * p
+    let firstY = range.lowerBound / ow, firstX = range.lowerBound % ow
     var row = col
     for c in 0..<g.c {
         for ki in 0..<g.kh {
             for kj in 0..<g.kw {
-                let src = padded + (c * hp + ki) * wp + kj
                 let limit = whole ? end : row + range.upperBound
-                var q = range.lowerBound
+                var src = padded + (c * hp + ki + firstY) * wp + kj + firstX
+                var q = range.lowerBound, count = min(ow - firstX, range.count)
                 while q < range.upperBound {
-                    let oy = q / ow, ox = q % ow
-                    let count = min(ow - ox, range.upperBound - q)
                     let dst = row + q
-                    copyRow(dst, src + oy * wp + ox, count, exact: dst + (count + n - 1) / n * n > limit)
+                    copyRow(dst, src, count, exact: dst + (count + n - 1) / n * n > limit)
+                    src += wp - (q == range.lowerBound ? firstX : 0)
                     q += count
+                    count = min(ow, range.upperBound - q)
                 }
                 row += p
             }

@@ -11,9 +11,9 @@ public final class MaxPool2D: Layer {
     // Kept for backward: the input index of every output's maximum, (B, C, OH, OW).
     private var argmax: [Int32] = []
     /// Set by the model when a ReLU comes before: backward also applies the ReLU's mask (a
-    /// maximum that is not positive passes no gradient), and the ReLU passes its gradient through.
+    /// maximum that is not positive passes no gradient: forward records its index as -1), and the
+    /// ReLU passes its gradient through.
     var masksNonPositive = false
-    private var input: FloatBuffer?
 
     init(spec: LayerSpec, input: Shape, kernel: (Int, Int), stride: (Int, Int)) {
         self.spec = spec
@@ -29,7 +29,7 @@ public final class MaxPool2D: Layer {
         let h = inputShape.h, w = inputShape.w, oh = outputShape.h, ow = outputShape.w
         let planes = batch * inputShape.c
         let y = output.reserve(planes * oh * ow)
-        input = x
+        let mask = masksNonPositive
         if argmax.count < planes * oh * ow { argmax = [Int32](repeating: 0, count: planes * oh * ow) }
         let (kh, kw, sh, sw) = (self.kh, self.kw, self.sh, self.sw)
         let xp = x.pointer, yp = y.pointer
@@ -52,8 +52,9 @@ public final class MaxPool2D: Layer {
                                 let topIndex = b > a ? r0 + 2 * ox + 1 : r0 + 2 * ox
                                 let bottomIndex = d > c ? r1 + 2 * ox + 1 : r1 + 2 * ox
                                 let o = (plane * oh + oy) * ow + ox
-                                yp[o] = bottom > top ? bottom : top
-                                amp[o] = Int32(truncatingIfNeeded: bottom > top ? bottomIndex : topIndex)
+                                let best = bottom > top ? bottom : top
+                                yp[o] = best
+                                amp[o] = mask && !(best > 0) ? -1 : Int32(truncatingIfNeeded: bottom > top ? bottomIndex : topIndex)
                             }
                         }
                         continue
@@ -71,7 +72,7 @@ public final class MaxPool2D: Layer {
                             }
                             let o = (plane * oh + oy) * ow + ox
                             yp[o] = best
-                            amp[o] = Int32(bestIndex)
+                            amp[o] = mask && !(best > 0) ? -1 : Int32(bestIndex)
                         }
                     }
                 }
@@ -86,26 +87,24 @@ public final class MaxPool2D: Layer {
         let planes = batch * inputShape.c
         let dx = inputGrad.reserve(planes * hw)
         let dxp = dx.pointer, dyp = dy.pointer
-        let mask = masksNonPositive, xp = input?.pointer ?? UnsafeMutablePointer(dxp)
         let w = inputShape.w, oh = outputShape.h, ow = outputShape.w
         let direct = kh == 2 && kw == 2 && sh == 2 && sw == 2 && inputShape.h == 2 * oh && w == 2 * ow
         argmax.withUnsafeBufferPointer { am in
             let amp = am.baseAddress!
             parallelChunks(planes, chunk: 64) { p0, p1 in
                 for plane in p0..<p1 {
-                    let d = dxp + plane * hw, x = xp + plane * hw
+                    let d = dxp + plane * hw
                     if direct {
                         // 2×2 windows tile the plane: each input is written once, no clearing.
                         for oy in 0..<oh {
                             for ox in 0..<ow {
                                 let o = plane * ohw + oy * ow + ox
                                 let i = Int(amp[o]), g = dyp[o]
-                                let pass = !mask || x[i] > 0
                                 let r0 = 2 * oy * w + 2 * ox, r1 = r0 + w
-                                d[r0] = pass && i == r0 ? g : 0
-                                d[r0 + 1] = pass && i == r0 + 1 ? g : 0
-                                d[r1] = pass && i == r1 ? g : 0
-                                d[r1 + 1] = pass && i == r1 + 1 ? g : 0
+                                d[r0] = i == r0 ? g : 0
+                                d[r0 + 1] = i == r0 + 1 ? g : 0
+                                d[r1] = i == r1 ? g : 0
+                                d[r1 + 1] = i == r1 + 1 ? g : 0
                             }
                         }
                         continue
@@ -113,7 +112,7 @@ public final class MaxPool2D: Layer {
                     d.update(repeating: 0, count: hw)
                     for o in 0..<ohw {
                         let i = Int(amp[plane * ohw + o])
-                        if !mask || x[i] > 0 { d[i] += dyp[plane * ohw + o] }
+                        if i >= 0 { d[i] += dyp[plane * ohw + o] }
                     }
                 }
             }
