@@ -21,6 +21,7 @@ struct LayerTests {
 
     @Test(arguments: [
         "input(2,6,6) maxpool(2) flatten",
+        "input(2,12,40) maxpool(2) flatten",         // rows long enough for the vector path
         "input(2,7,5) maxpool(3,stride=2) flatten",
         "input(1,6,8) maxpool(2x4) flatten",
         "input(2,6,6) avgpool(2) flatten",
@@ -49,8 +50,12 @@ struct LayerTests {
     /// conv → relu → maxpool runs fused (bias and ReLU in the product's output write, ReLU's mask
     /// in the pooling's backward): the whole network's gradients against finite differences of
     /// the unfused reference layers chained in Double.
-    @Test func fusedNetwork() throws {
-        let model = try Model(architecture: Architecture(parsing: "input(2,6,6) conv(3,3,pad=1) relu maxpool(2) conv(4,3,pad=1) relu maxpool(2) flatten dense(5)"), seed: 3)
+    @Test(arguments: [
+        "input(2,6,6) conv(3,3,pad=1) relu maxpool(2) conv(4,3,pad=1) relu maxpool(2) flatten dense(5)",
+        "input(1,12,34) conv(3,3,pad=1) relu maxpool(2) conv(4,3,pad=1) relu maxpool(2) flatten dense(5)",
+    ])
+    func fusedNetwork(_ text: String) throws {
+        let model = try Model(architecture: Architecture(parsing: text), seed: 3)
         let conv = try #require(model.layers[0] as? Conv2D), pool = try #require(model.layers[2] as? MaxPool2D)
         #expect(conv.fusedReLU && pool.masksNonPositive)
         let batch = 3

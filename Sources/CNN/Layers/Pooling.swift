@@ -44,8 +44,19 @@ public final class MaxPool2D: Layer {
                         for oy in 0..<oh {
                             let r0 = 2 * oy * w, r1 = r0 + w
                             // Branch-free: the larger of each row's pair, then of the two rows, each
-                            // keeping the earlier on a tie (what the sequential scan keeps).
-                            for ox in 0..<ow {
+                            // keeping the earlier on a tie (what the sequential scan keeps). A vector
+                            // of outputs at a time where its reads (two rows of 2·N inputs) stay in the
+                            // plane and its writes in the plane's outputs; lanes past the row's end
+                            // are rewritten by the next row.
+                            var ox = 0
+                            let out = (plane * oh + oy) * ow
+                            while ox < ow && r1 + 2 * ox + 2 * V.scalarCount <= h * w
+                                    && oy * ow + ox + V.scalarCount <= oh * ow {
+                                maxPool2x2Vector(src + r0 + 2 * ox, w, yp + out + ox, amp + out + ox,
+                                                 firstIndex: r0 + 2 * ox, mask: mask)
+                                ox += V.scalarCount
+                            }
+                            for ox in min(ox, ow)..<ow {
                                 let a = src[r0 + 2 * ox], b = src[r0 + 2 * ox + 1]
                                 let c = src[r1 + 2 * ox], d = src[r1 + 2 * ox + 1]
                                 let top = b > a ? b : a, bottom = d > c ? d : c
@@ -211,4 +222,35 @@ public final class Flatten: Layer {
     public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
         needInputGradient ? dy : nil
     }
+}
+
+/// N = V.scalarCount outputs of 2×2 max pooling from rows `x` and `x + w`: the same comparisons
+/// as the scalar loop, lane by lane; `firstIndex` is the index of x[0] in its plane.
+@inline(__always)
+private func maxPool2x2Vector(_ x: UnsafePointer<Float>, _ w: Int, _ y: UnsafeMutablePointer<Float>,
+                              _ argmax: UnsafeMutablePointer<Int32>, firstIndex: Int, mask: Bool) {
+    typealias I = V.MaskStorage
+    let n = V.scalarCount
+    func pairs(_ p: UnsafePointer<Float>) -> (V, V) {
+        let lo = UnsafeRawPointer(p).loadUnaligned(as: V.self), hi = UnsafeRawPointer(p + n).loadUnaligned(as: V.self)
+        #if CNN_AVX512
+        let both = SIMD32(lowHalf: lo, highHalf: hi)
+        #else
+        let both = SIMD16(lowHalf: lo, highHalf: hi)
+        #endif
+        return (both.evenHalf, both.oddHalf)
+    }
+    let (a, b) = pairs(x), (c, d) = pairs(x + w)
+    let topRight = b .> a, bottomRight = d .> c
+    let top = a.replacing(with: b, where: topRight), bottom = c.replacing(with: d, where: bottomRight)
+    let lower = bottom .> top
+    let best = top.replacing(with: bottom, where: lower)
+    var lanes = I()
+    for l in 0..<n { lanes[l] = I.Scalar(truncatingIfNeeded: firstIndex + 2 * l) }
+    let topIndex = lanes.replacing(with: lanes &+ 1, where: topRight)
+    let bottomIndex = (lanes &+ I.Scalar(truncatingIfNeeded: w)).replacing(with: lanes &+ I.Scalar(truncatingIfNeeded: w + 1), where: bottomRight)
+    var index = topIndex.replacing(with: bottomIndex, where: lower)
+    if mask { index.replace(with: -1, where: .!(best .> 0)) }
+    UnsafeMutableRawPointer(y).storeBytes(of: best, as: V.self)
+    UnsafeMutableRawPointer(argmax).storeBytes(of: index, as: I.self)
 }
