@@ -59,7 +59,7 @@ extension Model {
     public func predict(_ images: UnsafePointer<Float>, batch: Int, logits wantLogits: Bool = false) -> [Float] {
         let sample = inputShape.count, k = numClasses
         var out = [Float](repeating: 0, count: batch * k)
-        let chunk = min(256, maxBatch)
+        let chunk = min(32, maxBatch)   // 32 images' activations stay in the caches (256 ran 20 % slower)
         let x = FloatBuffer(count: min(batch, chunk) * sample)
         var rng = Random(seed: 0)
         var lo = 0

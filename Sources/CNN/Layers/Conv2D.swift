@@ -38,19 +38,22 @@ public final class Conv2D: Layer {
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         let g = geometry, oc = outputShape.c, ckk = g.colRows, p = g.colCols
         let inCount = inputShape.count, outCount = outputShape.count
-        let col = self.col.reserve(batch * ckk * p).pointer
         let y = output.reserve(batch * outCount)
         let w = weight.value.pointer, b = bias?.value.pointer
         let xp = x.pointer, yp = y.pointer
-        // One task per sample: each output element is written by one task.
         let strideOne = g.sh == 1 && g.sw == 1
-        let padded = strideOne ? self.padded.reserve(max(2, batch) * g.paddedCount).pointer : nil
-        func lower(_ n: Int) {
+        // Training keeps every sample's im2col matrix for backward. Inference needs one matrix at
+        // a time: each of `slots` tasks lowers its samples into its own slot, which stays in its
+        // core's cache instead of streaming the whole batch's matrices through memory.
+        let slots = training ? batch : min(batch, max(2, ThreadPool.shared.threads))
+        let col = self.col.reserve(slots * ckk * p).pointer
+        let padded = strideOne ? self.padded.reserve(max(2, slots) * g.paddedCount).pointer : nil
+        func lower(_ n: Int, into slot: Int) {
             if let padded {
-                padInput(xp + n * inCount, g, padded + n * g.paddedCount)
-                im2colPadded(padded + n * g.paddedCount, g, col + n * ckk * p)
+                padInput(xp + n * inCount, g, padded + slot * g.paddedCount)
+                im2colPadded(padded + slot * g.paddedCount, g, col + slot * ckk * p)
             } else {
-                im2col(xp + n * inCount, g, col + n * ckk * p)
+                im2col(xp + n * inCount, g, col + slot * ckk * p)
             }
         }
         if batch == 1 && strideOne && p >= 4 * gemmNR && ThreadPool.shared.threads > 1, let padded {
@@ -67,11 +70,14 @@ public final class Conv2D: Layer {
             }
             return y
         }
-        // One task per sample: each output element is written by one task.
-        ThreadPool.shared.parallelFor(batch) { n in
-            lower(n)
-            gemm(m: oc, n: p, k: ckk, a: w, aRow: ckk, aCol: 1, b: col + n * ckk * p, ldb: p, c: yp + n * outCount,
-                 ldc: p, accumulate: false, rowBias: b, relu: fusedReLU)
+        // Each sample is lowered and multiplied by one task, so each output element is written by
+        // one task, computed the same way whatever the batch or the slots.
+        ThreadPool.shared.parallelFor(slots) { slot in
+            for n in stride(from: slot, to: batch, by: slots) {
+                lower(n, into: slot)
+                gemm(m: oc, n: p, k: ckk, a: w, aRow: ckk, aCol: 1, b: col + slot * ckk * p, ldb: p, c: yp + n * outCount,
+                     ldc: p, accumulate: false, rowBias: b, relu: fusedReLU)
+            }
         }
         return y
     }
