@@ -19,6 +19,39 @@ struct LayerTests {
         checkLayer(layer, batch: 2)
     }
 
+    /// Inference runs 3×3 stride-1 convolutions by Winograd's F(2×2, 3×3): forward against the
+    /// reference, one image and several, with the fused ReLU, on one and two threads.
+    @Test(arguments: [
+        "input(8,6,6) conv(16,3,pad=1) flatten",
+        "input(9,10,12) conv(5,3,pad=1,bias=false) flatten",
+        "input(16,8,8) conv(24,3) flatten",
+        "input(8,4,36) conv(8,3,pad=1) relu flatten",     // 18 tiles in a row: more than a vector
+    ])
+    func convInference(_ text: String) throws {
+        let (_, layer) = try makeLayer(text)
+        let conv = try #require(layer as? Conv2D)
+        #expect(conv.geometry.winograd)
+        var r = TestRandom(4)
+        let params = layer.parameters
+        for p in params { p.value.copy(from: FloatBuffer(r.values(p.count))) }
+        let p64 = params.map { $0.value.array.map(Double.init) }
+        try threadSettingLock.with {
+            for threads in [1, 2] {
+                ThreadPool.setThreads(threads)
+                defer { ThreadPool.setThreads(1) }
+                for batch in [1, 3] {
+                    let x = r.values(batch * layer.inputShape.count)
+                    var rng = Random(seed: 1)
+                    let y = layer.forward(FloatBuffer(x), batch: batch, training: false, rng: &rng).array
+                    var expected = Reference.forward(layer, x.map(Double.init), batch: batch, p64, training: false)
+                    if conv.fusedReLU { expected = expected.map { max($0, 0) } }
+                    let e = maxRelativeError(Array(y.prefix(expected.count)).map(Double.init), expected)
+                    #expect(e < 1e-4, "\(text), batch \(batch), \(threads) threads: differs from the reference by \(e)")
+                }
+            }
+        }
+    }
+
     @Test(arguments: [
         "input(2,6,6) maxpool(2) flatten",
         "input(2,12,40) maxpool(2) flatten",         // rows long enough for the vector path

@@ -103,8 +103,9 @@ private func addRow(_ d: UnsafeMutablePointer<Float>, _ s: UnsafePointer<Float>,
 extension ConvGeometry {
     var paddedH: Int { h + 2 * ph }
     var paddedW: Int { w + 2 * pw }
-    /// Floats of one sample's zero-bordered copy, plus one vector of slack for whole-vector reads.
-    var paddedCount: Int { c * paddedH * paddedW + V.scalarCount }
+    /// Floats of one sample's zero-bordered copy, plus slack for whole-vector reads (three vectors:
+    /// Winograd's input transform reads two vectors from two columns past a tile row's start).
+    var paddedCount: Int { c * paddedH * paddedW + 3 * V.scalarCount }
 }
 
 /// padded = x with a zero border of PH rows and PW columns around each channel.

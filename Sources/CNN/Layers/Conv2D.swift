@@ -17,6 +17,9 @@ public final class Conv2D: Layer {
     private var col = Workspace()
     private var output = Workspace()     // (B, OC, OH, OW)
     private var padded = Workspace()     // stride 1: each sample zero-bordered (paddedCount floats)
+    private var winogradU = Workspace()  // inference, 3×3: the transformed weights, 16 × (OC, C)
+    private var winogradUVersion = -1
+    private var winogradSlots = Workspace()
     private var inputGrad = Workspace()  // (B, C, H, W)
     private var dwT = Workspace()        // (CKK, OC): the weight gradient of one step, transposed
     private var dyT = Workspace()        // (B, P, OC): dy transposed, sample by sample
@@ -42,6 +45,7 @@ public final class Conv2D: Layer {
         let w = weight.value.pointer, b = bias?.value.pointer
         let xp = x.pointer, yp = y.pointer
         let strideOne = g.sh == 1 && g.sw == 1
+        if !training && g.winograd { return forwardWinograd(xp, batch: batch, into: y) }
         // Training keeps every sample's im2col matrix for backward. Inference needs one matrix at
         // a time: each of `slots` tasks lowers its samples into its own slot, which stays in its
         // core's cache instead of streaming the whole batch's matrices through memory.
@@ -175,5 +179,43 @@ public final class Conv2D: Layer {
         for o in 0..<oc {
             for j in 0..<ckk { dw[o * ckk + j] += dwt[j * oc + o] }
         }
+    }
+
+    /// Inference for 3×3, stride 1 (see Winograd.swift). Each task takes its samples one by one
+    /// through its own slot (zero-bordered input, transformed input, products), which stays in its
+    /// core's cache. One image on several threads: the output channels are split in two (whole
+    /// register blocks), each task transforming the input itself.
+    private func forwardWinograd(_ xp: UnsafePointer<Float>, batch: Int, into y: FloatBuffer) -> FloatBuffer {
+        let g = geometry, oc = outputShape.c, c = g.c, t = g.tileColumns, n = V.scalarCount
+        if winogradUVersion != weight.version || winogradU.buffer.count < 16 * oc * c {
+            winogradWeights(weight.value.pointer, oc: oc, c: c, into: winogradU.reserve(16 * oc * c).pointer)
+            winogradUVersion = weight.version
+        }
+        let u = winogradU.buffer.pointer, b = bias?.value.pointer, relu = fusedReLU
+        let inCount = inputShape.count, outCount = outputShape.count, yp = y.pointer
+        let vCount = 16 * g.winogradVStride, mCount = 16 * oc * t + n
+        let slotSize = g.paddedCount + vCount + mCount
+        let split = batch == 1 && oc >= 2 * gemmMR && ThreadPool.shared.threads > 1
+        let slots = split ? 2 : min(batch, max(2, ThreadPool.shared.threads))
+        let base = winogradSlots.reserve(slots * slotSize).pointer
+        func run(_ sample: Int, slot: Int, rows: Range<Int>) {
+            let padded = base + slot * slotSize, v = padded + g.paddedCount, m = v + vCount
+            padInput(xp + sample * inCount, g, padded)
+            winogradInput(padded, g, v)
+            for xi in 0..<16 {
+                gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: t, k: c, a: u + xi * oc * c, aRow: c, aCol: 1,
+                         b: v + xi * g.winogradVStride, ldb: t, c: m + xi * oc * t, ldc: t, accumulate: false)
+            }
+            winogradOutput(m, g, oc: oc, channels: rows, bias: b, relu: relu, yp + sample * outCount)
+        }
+        if split {
+            let half = (oc / 2 + gemmMR - 1) / gemmMR * gemmMR
+            ThreadPool.shared.parallelFor(2) { slot in run(0, slot: slot, rows: slot == 0 ? 0..<half : half..<oc) }
+        } else {
+            ThreadPool.shared.parallelFor(slots) { slot in
+                for sample in stride(from: slot, to: batch, by: slots) { run(sample, slot: slot, rows: 0..<oc) }
+            }
+        }
+        return y
     }
 }
