@@ -53,16 +53,17 @@ func winogradWeights(_ w: UnsafePointer<Float>, oc: Int, c: Int, into u: UnsafeM
 /// past the row's end are rewritten by the next row (or fall in the slack).
 func winogradInput(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ v: UnsafeMutablePointer<Float>) {
     let n = V.scalarCount, hp = g.paddedH, wp = g.paddedW, tw = g.tilesW, t = g.tileColumns, stride = g.winogradVStride
-    @inline(__always) func columns(_ p: UnsafePointer<Float>) -> (V, V, V, V) {
+    // Columns 2·tx + j of a row for the lanes tx: the even elements of 2N values from p + j
+    // (evenHalf only: the optimizer left oddHalf as an out-of-line call).
+    @inline(__always) func even(_ p: UnsafePointer<Float>) -> V {
         let a = UnsafeRawPointer(p).loadUnaligned(as: V.self), b = UnsafeRawPointer(p + n).loadUnaligned(as: V.self)
-        let c = UnsafeRawPointer(p + 2).loadUnaligned(as: V.self), d = UnsafeRawPointer(p + 2 + n).loadUnaligned(as: V.self)
         #if CNN_AVX512
-        let ab = SIMD32(lowHalf: a, highHalf: b), cd = SIMD32(lowHalf: c, highHalf: d)
+        return SIMD32(lowHalf: a, highHalf: b).evenHalf
         #else
-        let ab = SIMD16(lowHalf: a, highHalf: b), cd = SIMD16(lowHalf: c, highHalf: d)
+        return SIMD16(lowHalf: a, highHalf: b).evenHalf
         #endif
-        return (ab.evenHalf, ab.oddHalf, cd.evenHalf, cd.oddHalf)
     }
+    @inline(__always) func columns(_ p: UnsafePointer<Float>) -> (V, V, V, V) { (even(p), even(p + 1), even(p + 2), even(p + 3)) }
     @inline(__always) func store(_ r: (V, V, V, V), _ dst: UnsafeMutablePointer<Float>, _ i: Int) {
         // (Bᵀ d) B along the columns of row i.
         UnsafeMutableRawPointer(dst + (4 * i) * stride).storeBytes(of: r.0 - r.2, as: V.self)

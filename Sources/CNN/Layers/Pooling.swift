@@ -52,7 +52,7 @@ public final class MaxPool2D: Layer {
                             let out = (plane * oh + oy) * ow
                             while ox < ow && r1 + 2 * ox + 2 * V.scalarCount <= h * w
                                     && oy * ow + ox + V.scalarCount <= oh * ow {
-                                maxPool2x2Vector(src + r0 + 2 * ox, w, yp + out + ox, amp + out + ox,
+                                maxPool2x2Vector(src + r0 + 2 * ox, w, yp + out + ox, training ? amp + out + ox : nil,
                                                  firstIndex: r0 + 2 * ox, mask: mask)
                                 ox += V.scalarCount
                             }
@@ -65,7 +65,7 @@ public final class MaxPool2D: Layer {
                                 let o = (plane * oh + oy) * ow + ox
                                 let best = bottom > top ? bottom : top
                                 yp[o] = best
-                                amp[o] = mask && !(best > 0) ? -1 : Int32(truncatingIfNeeded: bottom > top ? bottomIndex : topIndex)
+                                if training { amp[o] =  mask && !(best > 0) ? -1 : Int32(truncatingIfNeeded: bottom > top ? bottomIndex : topIndex) }
                             }
                         }
                         continue
@@ -228,7 +228,7 @@ public final class Flatten: Layer {
 /// as the scalar loop, lane by lane; `firstIndex` is the index of x[0] in its plane.
 @inline(__always)
 private func maxPool2x2Vector(_ x: UnsafePointer<Float>, _ w: Int, _ y: UnsafeMutablePointer<Float>,
-                              _ argmax: UnsafeMutablePointer<Int32>, firstIndex: Int, mask: Bool) {
+                              _ argmax: UnsafeMutablePointer<Int32>?, firstIndex: Int, mask: Bool) {
     typealias I = V.MaskStorage
     let n = V.scalarCount
     func pairs(_ p: UnsafePointer<Float>) -> (V, V) {
@@ -245,12 +245,13 @@ private func maxPool2x2Vector(_ x: UnsafePointer<Float>, _ w: Int, _ y: UnsafeMu
     let top = a.replacing(with: b, where: topRight), bottom = c.replacing(with: d, where: bottomRight)
     let lower = bottom .> top
     let best = top.replacing(with: bottom, where: lower)
+    UnsafeMutableRawPointer(y).storeBytes(of: best, as: V.self)
+    guard let argmax else { return }   // inference keeps no indices
     var lanes = I()
     for l in 0..<n { lanes[l] = I.Scalar(truncatingIfNeeded: firstIndex + 2 * l) }
     let topIndex = lanes.replacing(with: lanes &+ 1, where: topRight)
     let bottomIndex = (lanes &+ I.Scalar(truncatingIfNeeded: w)).replacing(with: lanes &+ I.Scalar(truncatingIfNeeded: w + 1), where: bottomRight)
     var index = topIndex.replacing(with: bottomIndex, where: lower)
     if mask { index.replace(with: -1, where: .!(best .> 0)) }
-    UnsafeMutableRawPointer(y).storeBytes(of: best, as: V.self)
     UnsafeMutableRawPointer(argmax).storeBytes(of: index, as: I.self)
 }
