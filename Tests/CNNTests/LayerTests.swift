@@ -13,6 +13,8 @@ struct LayerTests {
         "input(1,9,9) conv(12,3,pad=1) flatten",     // weight gradient by dot products, K past a vector
         "input(2,8,8) conv(16,3,pad=1) flatten",     // weight gradient by the product, dy transposed in blocks
         "input(2,4,21) conv(3,3x2,pad=1x0) flatten", // stride 1, rows of 20: a vector and a part
+        "input(8,6,6) conv(8,3,pad=1) flatten",      // Winograd forward and input gradient
+        "input(9,8,10) conv(10,3) flatten",          // the same without padding (dy padded by 2)
     ])
     func conv(_ text: String) throws {
         let (_, layer) = try makeLayer(text)
@@ -86,6 +88,7 @@ struct LayerTests {
     @Test(arguments: [
         "input(2,6,6) conv(3,3,pad=1) relu maxpool(2) conv(4,3,pad=1) relu maxpool(2) flatten dense(5)",
         "input(1,12,34) conv(3,3,pad=1) relu maxpool(2) conv(4,3,pad=1) relu maxpool(2) flatten dense(5)",
+        "input(1,12,12) conv(8,3,pad=1) relu maxpool(2) conv(8,3,pad=1) relu maxpool(2) flatten dense(5)",
     ])
     func fusedNetwork(_ text: String) throws {
         let model = try Model(architecture: Architecture(parsing: text), seed: 3)

@@ -5,9 +5,10 @@
 // positions ξ of the transformed tile replaces the 3×3 window, so per ξ the sum over channels is a
 // matrix product M_ξ (OC, T) = U_ξ (OC, C) · V_ξ (C, T) over the sample's T tiles. That is 16·C
 // multiply-adds per output channel and tile where im2col spends 36·C: 2.25× fewer. The weights'
-// transform U is computed once per weight version. Training keeps im2col, whose matrix backward
-// needs anyway; inference takes this path whatever the batch, so a sample's prediction does not
-// depend on its batch.
+// transform U is computed once per weight version. Forward takes this path in training and in
+// inference, whatever the batch (training also lowers each sample to im2col, which the weight
+// gradient needs); the input gradient, a 3×3 stride-1 convolution of dy with the flipped kernels,
+// takes it too, without col2im.
 //
 //   Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]   G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]
 //   Aᵀ = [1 1 1 0; 0 1 -1 -1]
@@ -27,21 +28,27 @@ extension ConvGeometry {
     var winogradVStride: Int { c * tileColumns + V.scalarCount }
 }
 
-/// U[ξ][o][c] = (G g_{o,c} Gᵀ)[ξ] for weights (OC, C, 3, 3).
-func winogradWeights(_ w: UnsafePointer<Float>, oc: Int, c: Int, into u: UnsafeMutablePointer<Float>) {
+/// U[ξ][o][c] = (G g_{o,c} Gᵀ)[ξ] for weights (OC, C, 3, 3). With `forInputGradient`, the weights
+/// of the convolution that computes the input gradient from dy instead: kernels flipped and the
+/// channel roles swapped, U[ξ][c][o] = (G flip(g_{o,c}) Gᵀ)[ξ].
+func winogradWeights(_ w: UnsafePointer<Float>, oc: Int, c: Int, forInputGradient: Bool = false,
+                     into u: UnsafeMutablePointer<Float>) {
     @inline(__always) func gRows(_ a: Float, _ b: Float, _ c: Float) -> (Float, Float, Float, Float) {
         (a, 0.5 * (a + b + c), 0.5 * (a - b + c), c)
     }
     for o in 0..<oc {
         for ch in 0..<c {
-            let g = w + (o * c + ch) * 9
+            let k = w + (o * c + ch) * 9
+            @inline(__always) func g(_ i: Int, _ j: Int) -> Float { forInputGradient ? k[(2 - i) * 3 + 2 - j] : k[i * 3 + j] }
             // t = G g: column j of g becomes column j of t (4 × 3).
-            let c0 = gRows(g[0], g[3], g[6]), c1 = gRows(g[1], g[4], g[7]), c2 = gRows(g[2], g[5], g[8])
+            let c0 = gRows(g(0, 0), g(1, 0), g(2, 0)), c1 = gRows(g(0, 1), g(1, 1), g(2, 1)), c2 = gRows(g(0, 2), g(1, 2), g(2, 2))
             // Row i of t, times Gᵀ.
             let rows = (gRows(c0.0, c1.0, c2.0), gRows(c0.1, c1.1, c2.1), gRows(c0.2, c1.2, c2.2), gRows(c0.3, c1.3, c2.3))
             withUnsafeBytes(of: rows) { raw in
                 let values = raw.bindMemory(to: Float.self)
-                for xi in 0..<16 { u[(xi * oc + o) * c + ch] = values[xi] }
+                for xi in 0..<16 {
+                    u[forInputGradient ? (xi * c + ch) * oc + o : (xi * oc + o) * c + ch] = values[xi]
+                }
             }
         }
     }

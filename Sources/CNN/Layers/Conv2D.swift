@@ -17,9 +17,10 @@ public final class Conv2D: Layer {
     private var col = Workspace()
     private var output = Workspace()     // (B, OC, OH, OW)
     private var padded = Workspace()     // stride 1: each sample zero-bordered (paddedCount floats)
-    private var winogradU = Workspace()  // inference, 3×3: the transformed weights, 16 × (OC, C)
+    private var winogradU = Workspace()  // 3×3, stride 1: the transformed weights, 16 × (OC, C)
     private var winogradUVersion = -1
     private var winogradSlots = Workspace()
+    private var winogradUBackward = Workspace()  // the input gradient's: 16 × (C, OC)
     private var inputGrad = Workspace()  // (B, C, H, W)
     private var dwT = Workspace()        // (CKK, OC): the weight gradient of one step, transposed
     private var dyT = Workspace()        // (B, P, OC): dy transposed, sample by sample
@@ -45,7 +46,15 @@ public final class Conv2D: Layer {
         let w = weight.value.pointer, b = bias?.value.pointer
         let xp = x.pointer, yp = y.pointer
         let strideOne = g.sh == 1 && g.sw == 1
-        if !training && g.winograd { return forwardWinograd(xp, batch: batch, into: y) }
+        if g.winograd {
+            if winogradUVersion != weight.version || winogradU.buffer.count < 16 * oc * g.c {
+                winogradWeights(weight.value.pointer, oc: oc, c: g.c, into: winogradU.reserve(16 * oc * g.c).pointer)
+                winogradUVersion = weight.version
+            }
+            winogradConvolution(xp, g, u: winogradU.buffer.pointer, outChannels: oc, bias: b, relu: fusedReLU,
+                                batch: batch, into: yp, lowering: training ? self.col.reserve(batch * ckk * p).pointer : nil)
+            return y
+        }
         // Training keeps every sample's im2col matrix for backward. Inference needs one matrix at
         // a time: each of `slots` tasks lowers its samples into its own slot, which stays in its
         // core's cache instead of streaming the whole batch's matrices through memory.
@@ -121,6 +130,16 @@ public final class Conv2D: Layer {
         // its memory holds dcol.
         let inCount = inputShape.count
         let dx = inputGrad.reserve(batch * inCount)
+        // dx is the 3×3 stride-1 convolution of dy (padded by 2 - PH, 2 - PW) with the flipped
+        // kernels, channels swapped: Winograd when it applies, with no col2im.
+        let back = ConvGeometry(c: oc, h: g.oh, w: g.ow, kh: g.kh, kw: g.kw, sh: 1, sw: 1, ph: g.kh - 1 - g.ph, pw: g.kw - 1 - g.pw)
+        if g.sh == 1 && g.sw == 1 && g.ph <= 2 && g.pw <= 2 && back.winograd {
+            let u = winogradUBackward.reserve(16 * oc * g.c).pointer
+            winogradWeights(weight.value.pointer, oc: oc, c: g.c, forInputGradient: true, into: u)
+            winogradConvolution(dyp, back, u: u, outChannels: g.c, bias: nil, relu: false, batch: batch,
+                                into: dx.pointer, lowering: nil)
+            return dx
+        }
         let w = weight.value.pointer, dxp = dx.pointer
         let padded = g.sh == 1 && g.sw == 1 ? self.padded.reserve(batch * g.paddedCount).pointer : nil
         ThreadPool.shared.parallelFor(batch) { n in
@@ -181,32 +200,32 @@ public final class Conv2D: Layer {
         }
     }
 
-    /// Inference for 3×3, stride 1 (see Winograd.swift). Each task takes its samples one by one
-    /// through its own slot (zero-bordered input, transformed input, products), which stays in its
-    /// core's cache. One image on several threads: the output channels are split in two (whole
+    /// The 3×3 stride-1 convolution of `input` (batch × g.c × g.h × g.w) with transformed weights u
+    /// into `output` (batch × outChannels × g.oh × g.ow), by Winograd (see Winograd.swift). Each
+    /// task takes its samples one by one through its own slot (zero-bordered input, transformed
+    /// input, products), which stays in its core's cache; `lowering` also receives each sample's
+    /// im2col matrix. One image on several threads: the output channels are split in two (whole
     /// register blocks), each task transforming the input itself.
-    private func forwardWinograd(_ xp: UnsafePointer<Float>, batch: Int, into y: FloatBuffer) -> FloatBuffer {
-        let g = geometry, oc = outputShape.c, c = g.c, t = g.tileColumns, n = V.scalarCount
-        if winogradUVersion != weight.version || winogradU.buffer.count < 16 * oc * c {
-            winogradWeights(weight.value.pointer, oc: oc, c: c, into: winogradU.reserve(16 * oc * c).pointer)
-            winogradUVersion = weight.version
-        }
-        let u = winogradU.buffer.pointer, b = bias?.value.pointer, relu = fusedReLU
-        let inCount = inputShape.count, outCount = outputShape.count, yp = y.pointer
+    private func winogradConvolution(_ input: UnsafePointer<Float>, _ g: ConvGeometry, u: UnsafePointer<Float>,
+                                     outChannels oc: Int, bias: UnsafePointer<Float>?, relu: Bool, batch: Int,
+                                     into output: UnsafeMutablePointer<Float>, lowering col: UnsafeMutablePointer<Float>?) {
+        let c = g.c, t = g.tileColumns, n = V.scalarCount
+        let inCount = g.c * g.h * g.w, outCount = oc * g.oh * g.ow, colCount = g.colRows * g.colCols
         let vCount = 16 * g.winogradVStride, mCount = 16 * oc * t + n
         let slotSize = g.paddedCount + vCount + mCount
-        let split = batch == 1 && oc >= 2 * gemmMR && ThreadPool.shared.threads > 1
+        let split = batch == 1 && col == nil && oc >= 2 * gemmMR && ThreadPool.shared.threads > 1
         let slots = split ? 2 : min(batch, max(2, ThreadPool.shared.threads))
         let base = winogradSlots.reserve(slots * slotSize).pointer
         func run(_ sample: Int, slot: Int, rows: Range<Int>) {
             let padded = base + slot * slotSize, v = padded + g.paddedCount, m = v + vCount
-            padInput(xp + sample * inCount, g, padded)
+            padInput(input + sample * inCount, g, padded)
+            if let col { im2colPadded(padded, g, col + sample * colCount) }
             winogradInput(padded, g, v)
             for xi in 0..<16 {
                 gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: t, k: c, a: u + xi * oc * c, aRow: c, aCol: 1,
                          b: v + xi * g.winogradVStride, ldb: t, c: m + xi * oc * t, ldc: t, accumulate: false)
             }
-            winogradOutput(m, g, oc: oc, channels: rows, bias: b, relu: relu, yp + sample * outCount)
+            winogradOutput(m, g, oc: oc, channels: rows, bias: bias, relu: relu, output + sample * outCount)
         }
         if split {
             let half = (oc / 2 + gemmMR - 1) / gemmMR * gemmMR
@@ -216,6 +235,5 @@ public final class Conv2D: Layer {
                 for sample in stride(from: slot, to: batch, by: slots) { run(sample, slot: slot, rows: 0..<oc) }
             }
         }
-        return y
     }
 }
