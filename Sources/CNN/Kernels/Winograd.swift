@@ -80,18 +80,21 @@ func winogradInput(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ v: Unsaf
     }
     for ch in 0..<g.c {
         let plane = padded + ch * hp * wp
-        for ty in 0..<g.tilesH {
-            var tx = 0
-            while tx < tw {
+        // Chunks of a tile row from the last to the first: a chunk's lanes past the row's end spill
+        // into the next tile row's first chunk, which is written after them.
+        for tx in Swift.stride(from: (tw - 1) / n * n, through: 0, by: -n) {
+            // Tile rows overlap by two input rows: the last two of one are the first two of the next.
+            var d0 = columns(plane + 2 * tx), d1 = columns(plane + wp + 2 * tx)
+            for ty in 0..<g.tilesH {
                 let top = plane + 2 * ty * wp + 2 * tx
-                let d0 = columns(top), d1 = columns(top + wp), d2 = columns(top + 2 * wp), d3 = columns(top + 3 * wp)
+                let d2 = columns(top + 2 * wp), d3 = columns(top + 3 * wp)
                 // Bᵀ d by rows: d0 - d2, d1 + d2, d2 - d1, d1 - d3.
                 let dst = v + ch * t + ty * tw + tx
                 store((d0.0 - d2.0, d0.1 - d2.1, d0.2 - d2.2, d0.3 - d2.3), dst, 0)
                 store((d1.0 + d2.0, d1.1 + d2.1, d1.2 + d2.2, d1.3 + d2.3), dst, 1)
                 store((d2.0 - d1.0, d2.1 - d1.1, d2.2 - d1.2, d2.3 - d1.3), dst, 2)
                 store((d1.0 - d3.0, d1.1 - d3.1, d1.2 - d3.2, d1.3 - d3.3), dst, 3)
-                tx += n
+                (d0, d1) = (d2, d3)
             }
         }
     }
