@@ -35,7 +35,13 @@ public final class ThreadPool {
         if current.threads != n { current = ThreadPool(threads: n) }
     }
 
-    public init(threads: Int) {
+    public convenience init(threads: Int) {
+        self.init(threads: threads, generation: 0)
+    }
+
+    /// `generation`: the last job number, for tests that cross its wrap-around.
+    init(threads: Int, generation: Int) {
+        core.generation = generation
         self.threads = max(1, threads)
         for _ in 1..<self.threads {
             if let handle = startThread({ [core] in core.workerLoop() }) { handles.append(handle) }
@@ -78,7 +84,9 @@ final class PoolCore {
     private var busy = false            // guarded by `mutex`
     private var stopping = false        // guarded by `mutex`
     private var callerSleeping = false  // guarded by `mutex`
-    private var generation = 0          // the caller's copy
+    /// The caller's copy; 1...maxGeneration, so that `generation << 40` stays a positive Int.
+    var generation = 0
+    static let maxGeneration = 1 << 23 - 1
     private let published = Atomic<Int>(0)
     private let claim = Atomic<Int>(0)
     private let remaining = Atomic<Int>(0)
@@ -128,7 +136,7 @@ final class PoolCore {
         pthread_mutex_unlock(mutex)
         withoutActuallyEscaping(body) { escaping in withUnsafePointer(to: escaping) { bodyPointer in
             self.body = bodyPointer
-            generation = generation % 0xff_ffff + 1
+            generation = generation % PoolCore.maxGeneration + 1
             remaining.store(count, ordering: .relaxed)
             claim.store(generation << 40 | count << 20, ordering: .releasing)
             published.store(generation, ordering: .releasing)

@@ -26,4 +26,18 @@ struct ThreadPoolTests {
         }
         #expect(hits == [Int](repeating: 1, count: 16))
     }
+
+    /// Job numbers wrap around; jobs keep running across the wrap. (Numbers past 2^23 once
+    /// overflowed the claim word, and the next job never finished.)
+    @Test func jobNumbersWrapAround() {
+        let pool = ThreadPool(threads: 2, generation: PoolCore.maxGeneration - 3)
+        var sums = [Int](repeating: 0, count: 4)
+        for _ in 0..<10 {
+            sums.withUnsafeMutableBufferPointer { s in
+                let base = s.baseAddress!
+                pool.parallelFor(4) { i in base[i] += i }
+            }
+        }
+        #expect(sums == [0, 10, 20, 30])
+    }
 }
