@@ -130,22 +130,20 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
     }
     if i1 - i0 < gemmMR && bCol == 1 {
         // A few rows (inference on a small batch): packing B would cost as much as the product,
-        // so the rows stream over B as it is, four panels at a time (eight independent chains of
-        // multiply-adds hide their latency, and B's rows are read whole). A panel narrower than NR
-        // is packed, zero-padded. Same operations in the same order as the packed path.
+        // so the rows stream over B as it is, two panels at a time (four independent chains of
+        // multiply-adds; `gemm` splits such products into tiles of two panels). A panel narrower
+        // than NR is packed, zero-padded. Same operations in the same order as the packed path.
         var j = j0
         while j < j1 {
             let panels = (j1 - j) / nr
             if panels > 0 {
-                let step = panels >= 4 ? 4 : panels >= 2 ? 2 : 1
+                let step = panels >= 2 ? 2 : 1
                 for i in i0..<i1 {
                     var k0 = 0
                     while k0 < k {
                         let kc = min(gemmKC, k - k0)
                         let ai = a + i * aRow + k0 * aCol, bj = b + k0 * ldb + j, ci = c + i * ldc + j
-                        if step == 4 {
-                            kernelRow4(kc, ai, aCol, bj, ldb, ci, store(k0, kc, i))
-                        } else if step == 2 {
+                        if step == 2 {
                             kernelRow2(kc, ai, aCol, bj, ldb, ci, store(k0, kc, i))
                         } else {
                             kernelRow(kc, ai, aCol, bj, ldb, ci, nr, store(k0, kc, i))
@@ -378,29 +376,6 @@ private func kernelRow2(_ kc: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
     }
     storeRow(c0, c1, c, 2 * w, st, 0)
     storeRow(c2, c3, c + 2 * w, 2 * w, st, 0)
-}
-
-/// One row, four whole panels: C[1, 4·NR] (+)= A[1, kc] · B[kc, 4·NR].
-@inline(__always)
-private func kernelRow4(_ kc: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
-                        _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>,
-                        _ st: Store) {
-    let w = V.scalarCount
-    var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V(), c6 = V(), c7 = V()
-    var pa = a, pb = b
-    for _ in 0..<kc {
-        let x = V(repeating: pa[0])
-        c0 = fmadd(c0, x, load(pb)); c1 = fmadd(c1, x, load(pb + w))
-        c2 = fmadd(c2, x, load(pb + 2 * w)); c3 = fmadd(c3, x, load(pb + 3 * w))
-        c4 = fmadd(c4, x, load(pb + 4 * w)); c5 = fmadd(c5, x, load(pb + 5 * w))
-        c6 = fmadd(c6, x, load(pb + 6 * w)); c7 = fmadd(c7, x, load(pb + 7 * w))
-        pa += aCol
-        pb += ldb
-    }
-    storeRow(c0, c1, c, 2 * w, st, 0)
-    storeRow(c2, c3, c + 2 * w, 2 * w, st, 0)
-    storeRow(c4, c5, c + 4 * w, 2 * w, st, 0)
-    storeRow(c6, c7, c + 6 * w, 2 * w, st, 0)
 }
 
 /// The engine's matrix product for callers outside the module (benchmarks, tools):
