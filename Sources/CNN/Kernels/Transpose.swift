@@ -29,8 +29,9 @@ func transpose(_ x: UnsafePointer<Float>, rows: Int, cols: Int, ldx: Int? = nil,
     }
 }
 
+/// The even and the odd elements of a and b laid end to end.
 @inline(__always)
-private func unzip(_ a: V, _ b: V) -> (V, V) {
+func unzip(_ a: V, _ b: V) -> (V, V) {
     #if CNN_AVX512
     let ab = SIMD32(lowHalf: a, highHalf: b)
     #else

@@ -232,13 +232,7 @@ private func maxPool2x2Vector(_ x: UnsafePointer<Float>, _ w: Int, _ y: UnsafeMu
     typealias I = V.MaskStorage
     let n = V.scalarCount
     func pairs(_ p: UnsafePointer<Float>) -> (V, V) {
-        let lo = UnsafeRawPointer(p).loadUnaligned(as: V.self), hi = UnsafeRawPointer(p + n).loadUnaligned(as: V.self)
-        #if CNN_AVX512
-        let both = SIMD32(lowHalf: lo, highHalf: hi)
-        #else
-        let both = SIMD16(lowHalf: lo, highHalf: hi)
-        #endif
-        return (both.evenHalf, both.oddHalf)
+        unzip(UnsafeRawPointer(p).loadUnaligned(as: V.self), UnsafeRawPointer(p + n).loadUnaligned(as: V.self))
     }
     let (a, b) = pairs(x), (c, d) = pairs(x + w)
     let topRight = b .> a, bottomRight = d .> c
