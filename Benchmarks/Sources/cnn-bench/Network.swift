@@ -77,7 +77,8 @@ func networkBenchmarks() throws {
 }
 
 /// CNN_BENCH_PROFILE=train|infer|latency (with CNN_BENCH_NETS, CNN_BENCH_THREADS, CNN_BENCH_BATCH):
-/// runs one case for about 10 seconds, for `perf record`.
+/// runs one case for about 10 seconds, for `perf record`; `layers` prints each layer's forward
+/// time, `pool` the cost of a parallel region.
 func profileLoop(_ what: String) throws {
     let env = ProcessInfo.processInfo.environment
     let spec = env["CNN_BENCH_NETS"] == "wide" ? wideSpec : referenceSpec
@@ -92,7 +93,6 @@ func profileLoop(_ what: String) throws {
         let data = [Float](repeating: 1, count: 2000)
         for work in [0, 1000] {
             var times: [Double] = []
-            var sink: Float = 0
             data.withUnsafeBufferPointer { d in
                 for _ in 0..<20000 {
                     let t = now()
@@ -104,7 +104,6 @@ func profileLoop(_ what: String) throws {
                     times.append(now() - t)
                 }
             }
-            sink += 1
             times.sort()
             print(String(format: "region of 2 tasks, %d floats each: median %.2f us, p90 %.2f us", work, times[times.count / 2] * 1e6, times[times.count * 9 / 10] * 1e6))
         }
