@@ -126,20 +126,22 @@ public final class Conv2D: Layer {
             }
         }
         guard needInputGradient else { return nil }
-        // dx_n = col2im(Wᵀ (CKK, OC) · dy_n (OC, P)); the im2col matrix is no longer needed, so
-        // its memory holds dcol.
         let inCount = inputShape.count
         let dx = inputGrad.reserve(batch * inCount)
-        // dx is the 3×3 stride-1 convolution of dy (padded by 2 - PH, 2 - PW) with the flipped
-        // kernels, channels swapped: Winograd when it applies, with no col2im.
-        let back = ConvGeometry(c: oc, h: g.oh, w: g.ow, kh: g.kh, kw: g.kw, sh: 1, sw: 1, ph: g.kh - 1 - g.ph, pw: g.kw - 1 - g.pw)
-        if g.sh == 1 && g.sw == 1 && g.ph <= 2 && g.pw <= 2 && back.winograd {
-            let u = winogradUBackward.reserve(16 * oc * g.c).pointer
-            winogradWeights(weight.value.pointer, oc: oc, c: g.c, forInputGradient: true, into: u)
-            winogradConvolution(dyp, back, u: u, outChannels: g.c, bias: nil, relu: false, batch: batch,
-                                into: dx.pointer, lowering: nil)
-            return dx
+        // For 3×3 at stride 1, dx is the convolution of dy (padded by 2 - PH, 2 - PW) with the
+        // flipped kernels, channels swapped: Winograd when it applies, with no col2im.
+        if g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.ph <= 2 && g.pw <= 2 {
+            let back = ConvGeometry(c: oc, h: g.oh, w: g.ow, kh: 3, kw: 3, sh: 1, sw: 1, ph: 2 - g.ph, pw: 2 - g.pw)
+            if back.winograd {
+                let u = winogradUBackward.reserve(16 * oc * g.c).pointer
+                winogradWeights(weight.value.pointer, oc: oc, c: g.c, forInputGradient: true, into: u)
+                winogradConvolution(dyp, back, u: u, outChannels: g.c, bias: nil, relu: false, batch: batch,
+                                    into: dx.pointer, lowering: nil)
+                return dx
+            }
         }
+        // dx_n = col2im(Wᵀ (CKK, OC) · dy_n (OC, P)); the im2col matrix is no longer needed, so
+        // its memory holds dcol.
         let w = weight.value.pointer, dxp = dx.pointer
         let padded = g.sh == 1 && g.sw == 1 ? self.padded.reserve(batch * g.paddedCount).pointer : nil
         ThreadPool.shared.parallelFor(batch) { n in
