@@ -1,4 +1,4 @@
-// Winograd's minimal filtering F(2×2, 3×3) for 3×3, stride-1 convolutions in inference.
+// Winograd's minimal filtering F(2×2, 3×3) for 3×3, stride-1 convolutions.
 //
 // Each 2×2 block of outputs ("tile") is computed from the 4×4 block of zero-bordered input
 // under it as Y = Aᵀ [Σ_c (G g_c Gᵀ) ⊙ (Bᵀ d_c B)] A: the element-wise product over the 16
@@ -14,7 +14,8 @@
 //   Aᵀ = [1 1 1 0; 0 1 -1 -1]
 
 extension ConvGeometry {
-    /// F(2×2, 3×3) applies: a 3×3 kernel at stride 1 with an even output size.
+    /// F(2×2, 3×3) applies: a 3×3 kernel at stride 1 with an even output size, and at least 8
+    /// input channels (with fewer, the products per position ξ are too short to pay).
     var winograd: Bool { kh == 3 && kw == 3 && sh == 1 && sw == 1 && oh % 2 == 0 && ow % 2 == 0 && c >= 8 }
     var tilesH: Int { oh / 2 }
     var tilesW: Int { ow / 2 }
