@@ -57,6 +57,13 @@ public final class Model {
                     throw CNNError(.invalidArgument, "architecture: layer \(index) (\(spec.text)) needs an im2col matrix of more than \(Model.maxWorkspacePerSample) values per sample")
                 }
                 workspace += col + conv.geometry.paddedCount
+                // Winograd's per-task memory (forward, or the input gradient's convolution of dy),
+                // counted per sample since there are at most max(batch, 2) tasks.
+                let g = conv.geometry
+                if g.winograd { workspace += g.winogradSlotCount(outChannels: conv.outputShape.c) }
+                if let back = g.inputGradientWinograd(outChannels: conv.outputShape.c) {
+                    workspace += back.winogradSlotCount(outChannels: g.c)
+                }
             }
             guard workspace <= Model.maxWorkspacePerSample else {
                 throw CNNError(.invalidArgument, "architecture: the network needs more than \(Model.maxWorkspacePerSample) floats of working memory per sample at layer \(index) (\(spec.text))")

@@ -27,6 +27,18 @@ extension ConvGeometry {
     /// Floats between two of the 16 transformed-input matrices (C, tileColumns), with a vector of
     /// slack, since a row of tiles is stored as whole vectors.
     var winogradVStride: Int { c * tileColumns + V.scalarCount }
+    /// The input gradient of a 3×3 stride-1 convolution is the convolution of dy (OC channels,
+    /// padded by 2 - PH, 2 - PW) with the flipped kernels: its geometry, when Winograd applies to it.
+    func inputGradientWinograd(outChannels oc: Int) -> ConvGeometry? {
+        guard kh == 3 && kw == 3 && sh == 1 && sw == 1 && ph <= 2 && pw <= 2 else { return nil }
+        let back = ConvGeometry(c: oc, h: oh, w: ow, kh: 3, kw: 3, sh: 1, sw: 1, ph: 2 - ph, pw: 2 - pw)
+        return back.winograd ? back : nil
+    }
+    /// Floats of one task's working memory: the zero-bordered input, the 16 transformed-input
+    /// matrices and the 16 products (OC × tileColumns, with a vector of slack).
+    func winogradSlotCount(outChannels oc: Int) -> Int {
+        paddedCount + 16 * winogradVStride + 16 * oc * tileColumns + V.scalarCount
+    }
 }
 
 /// U[ξ][o][c] = (G g_{o,c} Gᵀ)[ξ] for weights (OC, C, 3, 3). With `forInputGradient`, the weights

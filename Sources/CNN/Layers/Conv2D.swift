@@ -128,17 +128,13 @@ public final class Conv2D: Layer {
         guard needInputGradient else { return nil }
         let inCount = inputShape.count
         let dx = inputGrad.reserve(batch * inCount)
-        // For 3×3 at stride 1, dx is the convolution of dy (padded by 2 - PH, 2 - PW) with the
-        // flipped kernels, channels swapped: Winograd when it applies, with no col2im.
-        if g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.ph <= 2 && g.pw <= 2 {
-            let back = ConvGeometry(c: oc, h: g.oh, w: g.ow, kh: 3, kw: 3, sh: 1, sw: 1, ph: 2 - g.ph, pw: 2 - g.pw)
-            if back.winograd {
-                let u = winogradUBackward.reserve(16 * oc * g.c).pointer
-                winogradWeights(weight.value.pointer, oc: oc, c: g.c, forInputGradient: true, into: u)
-                winogradConvolution(dyp, back, u: u, outChannels: g.c, bias: nil, relu: false, batch: batch,
-                                    into: dx.pointer, lowering: nil)
-                return dx
-            }
+        // For 3×3 at stride 1, dx is a convolution of dy: by Winograd when it applies, no col2im.
+        if let back = g.inputGradientWinograd(outChannels: oc) {
+            let u = winogradUBackward.reserve(16 * oc * g.c).pointer
+            winogradWeights(weight.value.pointer, oc: oc, c: g.c, forInputGradient: true, into: u)
+            winogradConvolution(dyp, back, u: u, outChannels: g.c, bias: nil, relu: false, batch: batch,
+                                into: dx.pointer, lowering: nil)
+            return dx
         }
         // dx_n = col2im(Wᵀ (CKK, OC) · dy_n (OC, P)); the im2col matrix is no longer needed, so
         // its memory holds dcol.
@@ -211,10 +207,9 @@ public final class Conv2D: Layer {
     private func winogradConvolution(_ input: UnsafePointer<Float>, _ g: ConvGeometry, u: UnsafePointer<Float>,
                                      outChannels oc: Int, bias: UnsafePointer<Float>?, relu: Bool, batch: Int,
                                      into output: UnsafeMutablePointer<Float>, lowering col: UnsafeMutablePointer<Float>?) {
-        let c = g.c, t = g.tileColumns, n = V.scalarCount
+        let c = g.c, t = g.tileColumns
         let inCount = g.c * g.h * g.w, outCount = oc * g.oh * g.ow, colCount = g.colRows * g.colCols
-        let vCount = 16 * g.winogradVStride, mCount = 16 * oc * t + n
-        let slotSize = g.paddedCount + vCount + mCount
+        let vCount = 16 * g.winogradVStride, slotSize = g.winogradSlotCount(outChannels: oc)
         let split = batch == 1 && col == nil && oc >= 2 * gemmMR && ThreadPool.shared.threads > 1
         let slots = split ? 2 : min(batch, max(2, ThreadPool.shared.threads))
         let base = winogradSlots.reserve(slots * slotSize).pointer
