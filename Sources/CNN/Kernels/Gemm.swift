@@ -63,8 +63,9 @@ private func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnal
 @inline(__always)
 private func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
 
-private let tileRows = 48
-private let tileCols = 128
+/// The largest tile of C one task computes.
+private let maxTileRows = 48
+private let maxTileCols = 128
 
 /// C = (accumulate ? C : 0) + A·B. `parallel` spreads tiles of C over the shared pool.
 func gemm(m: Int, n: Int, k: Int,
@@ -83,8 +84,15 @@ func gemm(m: Int, n: Int, k: Int,
     }
     // A few rows (a small batch through a dense layer) stream B unpacked; narrower column tiles
     // then split that stream over the threads, each keeping its part of B in its own cache.
-    let tileCols = m < gemmMR ? 2 * gemmNR : tileCols
-    let rowTiles = (m + tileRows - 1) / tileRows
+    var tileCols = m < gemmMR ? 2 * gemmNR : maxTileCols
+    let rowTiles = (m + maxTileRows - 1) / maxTileRows
+    // The rows shared evenly between the row tiles (64 rows: 32 + 32, not 48 + 16).
+    let tileRows = ((m + rowTiles - 1) / rowTiles + gemmMR - 1) / gemmMR * gemmMR
+    // Fewer tiles than threads (a batch of 32 through a dense layer of 128): narrower column
+    // tiles, down to one panel. The tiling never changes a result, only who computes it.
+    while parallel && rowTiles * ((n + tileCols - 1) / tileCols) < ThreadPool.shared.threads && tileCols > gemmNR {
+        tileCols /= 2
+    }
     let colTiles = (n + tileCols - 1) / tileCols
     let tiles = rowTiles * colTiles
     if parallel && tiles > 1 && m * n * k >= 1 << 17 {
