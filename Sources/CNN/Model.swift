@@ -89,6 +89,16 @@ public final class Model {
                 pool.masksNonPositive = true
             }
         }
+        // 2×2 max pooling right after a convolution (and its fused ReLU) is done, in inference,
+        // by the convolution as it writes its output: the full-size output never goes to memory.
+        for (i, layer) in layers.enumerated() {
+            guard let conv = layer as? Conv2D else { continue }
+            let next = i + (conv.fusedReLU ? 2 : 1)
+            if next < layers.count, let pool = layers[next] as? MaxPool2D, pool.isTwoByTwo {
+                conv.poolsInInference = true
+                pool.fusedIntoConv = true
+            }
+        }
         self.layers = layers
         workspacePerSample = workspace
         classNames = (0..<shape.c).map { String($0) }

@@ -104,4 +104,35 @@ struct KernelTests {
             }
         }
     }
+
+    /// In inference a convolution followed by 2×2 max pooling pools its own output (Winograd: per
+    /// tile; im2col: from each task's slot, the output channels split at batch 1). The logits must
+    /// be the bits of the unfused layers, which training runs: ReLU or not, odd sizes (the last row
+    /// and column dropped), one image or three, one thread or two.
+    @Test(arguments: [
+        "input(1,12,34) conv(3,3,pad=1) relu maxpool(2) conv(4,3,pad=1) relu maxpool(2) flatten dense(5)",
+        "input(9,8,10) conv(16,3,pad=1) relu maxpool(2) conv(16,3) maxpool(2) flatten dense(5)",
+        "input(2,11,9) conv(16,2) relu maxpool(2) flatten dense(3)",
+        referenceNetwork,
+    ])
+    func pooledInferenceMatchesUnfusedLayers(_ text: String) throws {
+        try threadSettingLock.with {
+            let model = try Model(architecture: Architecture(parsing: text), seed: 6)
+            #expect(model.layers.contains { ($0 as? Conv2D)?.poolsInInference == true })
+            let count = model.inputShape.count
+            var r = TestRandom(4)
+            let x = r.values(3 * count)
+            for threads in [1, 2] {
+                ThreadPool.setThreads(threads)
+                defer { ThreadPool.setThreads(1) }
+                for batch in [1, 3] {
+                    var rng = Random(seed: 1)
+                    let input = FloatBuffer(Array(x.prefix(batch * count)))
+                    let fused = model.forward(input, batch: batch, training: false, rng: &rng).array
+                    let unfused = model.forward(input, batch: batch, training: true, rng: &rng).array
+                    #expect(fused == unfused, "\(threads) threads, batch \(batch)")
+                }
+            }
+        }
+    }
 }

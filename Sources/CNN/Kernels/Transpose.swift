@@ -31,7 +31,7 @@ func transpose(_ x: UnsafePointer<Float>, rows: Int, cols: Int, ldx: Int? = nil,
 
 /// The even and the odd elements of a and b laid end to end.
 @inline(__always)
-func unzip(_ a: V, _ b: V) -> (V, V) {
+private func unzip(_ a: V, _ b: V) -> (V, V) {
     #if CNN_AVX512
     let ab = SIMD32(lowHalf: a, highHalf: b)
     #else
@@ -64,4 +64,17 @@ private func transposeBlock(_ x: UnsafePointer<Float>, _ ldx: Int, _ out: Unsafe
         }
         for i in 0..<w { UnsafeMutableRawPointer(out + i * ldo).storeBytes(of: rows[i], as: V.self) }
     }
+}
+
+/// p[0], p[2], ..., p[2N - 2]: the even elements of the 2N floats from p. Where the odd ones are
+/// needed too, they are evenElements(p + 1): SIMD32's oddHalf was left as an out-of-line call in
+/// the pooling and Winograd loops, evenHalf compiles to one permute.
+@inline(__always)
+func evenElements(_ p: UnsafePointer<Float>) -> V {
+    let a = UnsafeRawPointer(p).loadUnaligned(as: V.self), b = UnsafeRawPointer(p + V.scalarCount).loadUnaligned(as: V.self)
+    #if CNN_AVX512
+    return SIMD32(lowHalf: a, highHalf: b).evenHalf
+    #else
+    return SIMD16(lowHalf: a, highHalf: b).evenHalf
+    #endif
 }

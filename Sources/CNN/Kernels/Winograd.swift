@@ -73,17 +73,10 @@ func winogradWeights(_ w: UnsafePointer<Float>, oc: Int, c: Int, forInputGradien
 /// past the row's end are rewritten by the next row (or fall in the slack).
 func winogradInput(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ v: UnsafeMutablePointer<Float>) {
     let n = V.scalarCount, hp = g.paddedH, wp = g.paddedW, tw = g.tilesW, t = g.tileColumns, stride = g.winogradVStride
-    // Columns 2·tx + j of a row for the lanes tx: the even elements of 2N values from p + j
-    // (evenHalf only: the optimizer left oddHalf as an out-of-line call).
-    @inline(__always) func even(_ p: UnsafePointer<Float>) -> V {
-        let a = UnsafeRawPointer(p).loadUnaligned(as: V.self), b = UnsafeRawPointer(p + n).loadUnaligned(as: V.self)
-        #if CNN_AVX512
-        return SIMD32(lowHalf: a, highHalf: b).evenHalf
-        #else
-        return SIMD16(lowHalf: a, highHalf: b).evenHalf
-        #endif
+    // Columns 2·tx + j of a row for the lanes tx.
+    @inline(__always) func columns(_ p: UnsafePointer<Float>) -> (V, V, V, V) {
+        (evenElements(p), evenElements(p + 1), evenElements(p + 2), evenElements(p + 3))
     }
-    @inline(__always) func columns(_ p: UnsafePointer<Float>) -> (V, V, V, V) { (even(p), even(p + 1), even(p + 2), even(p + 3)) }
     @inline(__always) func store(_ r: (V, V, V, V), _ dst: UnsafeMutablePointer<Float>, _ i: Int) {
         // (Bᵀ d) B along the columns of row i.
         UnsafeMutableRawPointer(dst + (4 * i) * stride).storeBytes(of: r.0 - r.2, as: V.self)
@@ -145,6 +138,35 @@ func winogradOutput(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, chann
                 }
                 tx += n
             }
+        }
+    }
+}
+
+/// The same outputs, max-pooled over each tile (2×2, stride 2: the tiles are the windows), into
+/// y[o] (OH / 2, OW / 2), whose row-major order is the tiles': a vector of tiles at a time, all
+/// lanes used, no interleaving. ReLU, then the window's maximum, as the layers compute them.
+func winogradOutputPooled(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, channels: Range<Int>,
+                          bias: UnsafePointer<Float>?, relu: Bool, _ y: UnsafeMutablePointer<Float>) {
+    let n = V.scalarCount, t = g.tileColumns, tiles = g.tiles, stride = oc * t
+    for o in channels {
+        let bv = V(repeating: bias?[o] ?? 0)
+        let plane = y + o * tiles
+        var t0 = 0
+        while t0 < tiles {
+            // Whole vectors: the columns are rounded up to whole GEMM panels.
+            let src = m + o * t + t0
+            @inline(__always) func at(_ xi: Int) -> V { UnsafeRawPointer(src + xi * stride).loadUnaligned(as: V.self) }
+            let a0 = at(0) + at(4) + at(8), a1 = at(1) + at(5) + at(9), a2 = at(2) + at(6) + at(10), a3 = at(3) + at(7) + at(11)
+            let b0 = at(4) - at(8) - at(12), b1 = at(5) - at(9) - at(13), b2 = at(6) - at(10) - at(14), b3 = at(7) - at(11) - at(15)
+            var ys = (a0 + a1 + a2 + bv, a1 - a2 - a3 + bv, b0 + b1 + b2 + bv, b1 - b2 - b3 + bv)
+            if relu { ys = (CNN.relu(ys.0), CNN.relu(ys.1), CNN.relu(ys.2), CNN.relu(ys.3)) }
+            let (best, _) = windowMax(ys.0, ys.1, ys.2, ys.3, first: V.MaskStorage(), w: 0, indices: false, mask: false)
+            if t0 + n <= tiles {
+                UnsafeMutableRawPointer(plane + t0).storeBytes(of: best, as: V.self)
+            } else {
+                for l in 0..<(tiles - t0) { plane[t0 + l] = best[l] }
+            }
+            t0 += n
         }
     }
 }

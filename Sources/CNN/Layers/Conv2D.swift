@@ -12,6 +12,10 @@ public final class Conv2D: Layer {
     /// Set by the model when a ReLU follows: the product's output write adds the bias and applies
     /// it (the ReLU layer then passes its input through).
     var fusedReLU = false
+    /// Set by the model when 2×2 max pooling (stride 2) follows, after the ReLU if any: in
+    /// inference the convolution returns the pooled output (C, OH / 2, OW / 2), each image's
+    /// full-size output staying in its task's cache, and the pooling passes it through.
+    var poolsInInference = false
 
     // Kept by forward for backward: the im2col matrix of every sample, (B, CKK, P).
     private var col = Workspace()
@@ -20,6 +24,7 @@ public final class Conv2D: Layer {
     private var winogradU = Workspace()  // 3×3, stride 1: the transformed weights, 16 × (OC, C)
     private var winogradUVersion = -1
     private var winogradSlots = Workspace()
+    private var unpooled = Workspace()   // inference with pooling: each task's full-size output
     private var winogradUBackward = Workspace()  // the input gradient's: 16 × (C, OC)
     private var inputGrad = Workspace()  // (B, C, H, W)
     private var dwT = Workspace()        // (CKK, OC): the weight gradient of one step, transposed
@@ -41,7 +46,9 @@ public final class Conv2D: Layer {
 
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         let g = geometry, oc = outputShape.c, ckk = g.colRows, p = g.colCols
-        let inCount = inputShape.count, outCount = outputShape.count
+        let inCount = inputShape.count
+        let pool = poolsInInference && !training
+        let outCount = pool ? oc * (g.oh / 2) * (g.ow / 2) : outputShape.count
         let y = output.reserve(batch * outCount)
         let w = weight.value.pointer, b = bias?.value.pointer
         let xp = x.pointer, yp = y.pointer
@@ -51,14 +58,17 @@ public final class Conv2D: Layer {
                 winogradWeights(weight.value.pointer, oc: oc, c: g.c, into: winogradU.reserve(16 * oc * g.c).pointer)
                 winogradUVersion = weight.version
             }
-            winogradConvolution(xp, g, u: winogradU.buffer.pointer, outChannels: oc, bias: b, relu: fusedReLU,
+            winogradConvolution(xp, g, u: winogradU.buffer.pointer, outChannels: oc, bias: b, relu: fusedReLU, pool: pool,
                                 batch: batch, into: yp, lowering: training ? self.col.reserve(batch * ckk * p).pointer : nil)
             return y
         }
         // Training keeps every sample's im2col matrix for backward. Inference needs one matrix at
         // a time: each of `slots` tasks lowers its samples into its own slot, which stays in its
         // core's cache instead of streaming the whole batch's matrices through memory.
-        let slots = training ? batch : min(batch, max(2, ThreadPool.shared.threads))
+        // Pooled, one image on several threads: the output channels are split in two (whole
+        // register blocks), each task lowering the image into its own slot.
+        let poolSplit = pool && batch == 1 && oc >= 2 * gemmMR && ThreadPool.shared.threads > 1
+        let slots = training ? batch : poolSplit ? 2 : min(batch, max(2, ThreadPool.shared.threads))
         let col = self.col.reserve(slots * ckk * p).pointer
         let padded = strideOne ? self.padded.reserve(max(2, slots) * g.paddedCount).pointer : nil
         func lower(_ n: Int, into slot: Int) {
@@ -68,6 +78,26 @@ public final class Conv2D: Layer {
             } else {
                 im2col(xp + n * inCount, g, col + slot * ckk * p)
             }
+        }
+        if pool {
+            // Each task writes its images' full-size outputs into its own slot and pools them from
+            // there, while they are in its core's cache.
+            let half = (oc / 2 + gemmMR - 1) / gemmMR * gemmMR, pooled = (g.oh / 2) * (g.ow / 2)
+            let full = unpooled.reserve(slots * oc * p).pointer
+            ThreadPool.shared.parallelFor(slots) { slot in
+                let rows = poolSplit ? (slot == 0 ? 0..<half : half..<oc) : 0..<oc
+                let own = full + slot * oc * p
+                for n in stride(from: poolSplit ? 0 : slot, to: batch, by: slots) {
+                    lower(n, into: slot)
+                    gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: p, k: ckk, a: w, aRow: ckk, aCol: 1,
+                             b: col + slot * ckk * p, ldb: p, c: own, ldc: p, accumulate: false, rowBias: b, relu: fusedReLU)
+                    for o in rows {
+                        maxPool2x2Plane(own + o * p, h: g.oh, w: g.ow, yp + n * outCount + o * pooled,
+                                        oh: g.oh / 2, ow: g.ow / 2, argmax: nil, mask: false)
+                    }
+                }
+            }
+            return y
         }
         if batch == 1 && strideOne && p >= 4 * gemmNR && ThreadPool.shared.threads > 1, let padded {
             // One image (a latency-bound prediction): its output positions are split in two at a
@@ -203,12 +233,13 @@ public final class Conv2D: Layer {
     /// task takes its samples one by one through its own slot (zero-bordered input, transformed
     /// input, products), which stays in its core's cache; `lowering` also receives each sample's
     /// im2col matrix. One image on several threads: the output channels are split in two (whole
-    /// register blocks), each task transforming the input itself.
+    /// register blocks), each task transforming the input itself. With `pool`, the output is 2×2
+    /// max-pooled as it is written (OH / 2 × OW / 2: one value per tile).
     private func winogradConvolution(_ input: UnsafePointer<Float>, _ g: ConvGeometry, u: UnsafePointer<Float>,
-                                     outChannels oc: Int, bias: UnsafePointer<Float>?, relu: Bool, batch: Int,
+                                     outChannels oc: Int, bias: UnsafePointer<Float>?, relu: Bool, pool: Bool = false, batch: Int,
                                      into output: UnsafeMutablePointer<Float>, lowering col: UnsafeMutablePointer<Float>?) {
         let c = g.c, t = g.tileColumns
-        let inCount = g.c * g.h * g.w, outCount = oc * g.oh * g.ow, colCount = g.colRows * g.colCols
+        let inCount = g.c * g.h * g.w, outCount = oc * (pool ? g.tiles : g.oh * g.ow), colCount = g.colRows * g.colCols
         let vCount = 16 * g.winogradVStride, slotSize = g.winogradSlotCount(outChannels: oc)
         let split = batch == 1 && col == nil && oc >= 2 * gemmMR && ThreadPool.shared.threads > 1
         let slots = split ? 2 : min(batch, max(2, ThreadPool.shared.threads))
@@ -222,7 +253,11 @@ public final class Conv2D: Layer {
                 gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: t, k: c, a: u + xi * oc * c, aRow: c, aCol: 1,
                          b: v + xi * g.winogradVStride, ldb: t, c: m + xi * oc * t, ldc: t, accumulate: false)
             }
-            winogradOutput(m, g, oc: oc, channels: rows, bias: bias, relu: relu, output + sample * outCount)
+            if pool {
+                winogradOutputPooled(m, g, oc: oc, channels: rows, bias: bias, relu: relu, output + sample * outCount)
+            } else {
+                winogradOutput(m, g, oc: oc, channels: rows, bias: bias, relu: relu, output + sample * outCount)
+            }
         }
         if split {
             let half = (oc / 2 + gemmMR - 1) / gemmMR * gemmMR

@@ -14,6 +14,9 @@ public final class MaxPool2D: Layer {
     /// maximum that is not positive passes no gradient: forward records its index as -1), and the
     /// ReLU passes its gradient through.
     var masksNonPositive = false
+    /// Set by the model when the convolution before (through its fused ReLU) pools its own output
+    /// in inference: forward then passes that pooled output through, except in training.
+    var fusedIntoConv = false
 
     init(spec: LayerSpec, input: Shape, kernel: (Int, Int), stride: (Int, Int)) {
         self.spec = spec
@@ -25,7 +28,11 @@ public final class MaxPool2D: Layer {
 
     public var flops: Int { outputShape.count * kh * kw }
 
+    /// The 2×2 window at stride 2, the one a convolution can pool as it writes its output.
+    var isTwoByTwo: Bool { kh == 2 && kw == 2 && sh == 2 && sw == 2 }
+
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
+        if fusedIntoConv && !training { return x }
         let h = inputShape.h, w = inputShape.w, oh = outputShape.h, ow = outputShape.w
         let planes = batch * inputShape.c
         let y = output.reserve(planes * oh * ow)
@@ -38,36 +45,9 @@ public final class MaxPool2D: Layer {
             parallelChunks(planes, chunk: min(64, max(1, planes / 4))) { p0, p1 in
                 for plane in p0..<p1 {
                     let src = xp + plane * h * w
-                    if kh == 2 && kw == 2 && sh == 2 && sw == 2 {
-                        // The common 2×2, stride 2 window, without the general loops; the same
-                        // comparisons in the same order as below.
-                        for oy in 0..<oh {
-                            let r0 = 2 * oy * w, r1 = r0 + w
-                            // Branch-free: the larger of each row's pair, then of the two rows, each
-                            // keeping the earlier on a tie (what the sequential scan keeps). A vector
-                            // of outputs at a time where its reads (two rows of 2·N inputs) stay in the
-                            // plane and its writes in the plane's outputs; lanes past the row's end
-                            // are rewritten by the next row.
-                            var ox = 0
-                            let out = (plane * oh + oy) * ow
-                            while ox < ow && r1 + 2 * ox + 2 * V.scalarCount <= h * w
-                                    && oy * ow + ox + V.scalarCount <= oh * ow {
-                                maxPool2x2Vector(src + r0 + 2 * ox, w, yp + out + ox, training ? amp + out + ox : nil,
-                                                 firstIndex: r0 + 2 * ox, mask: mask)
-                                ox += V.scalarCount
-                            }
-                            for ox in min(ox, ow)..<ow {
-                                let a = src[r0 + 2 * ox], b = src[r0 + 2 * ox + 1]
-                                let c = src[r1 + 2 * ox], d = src[r1 + 2 * ox + 1]
-                                let top = b > a ? b : a, bottom = d > c ? d : c
-                                let topIndex = b > a ? r0 + 2 * ox + 1 : r0 + 2 * ox
-                                let bottomIndex = d > c ? r1 + 2 * ox + 1 : r1 + 2 * ox
-                                let o = (plane * oh + oy) * ow + ox
-                                let best = bottom > top ? bottom : top
-                                yp[o] = best
-                                if training { amp[o] =  mask && !(best > 0) ? -1 : Int32(truncatingIfNeeded: bottom > top ? bottomIndex : topIndex) }
-                            }
-                        }
+                    if isTwoByTwo {
+                        maxPool2x2Plane(src, h: h, w: w, yp + plane * oh * ow, oh: oh, ow: ow,
+                                        argmax: training ? amp + plane * oh * ow : nil, mask: mask)
                         continue
                     }
                     for oy in 0..<oh {
@@ -99,7 +79,7 @@ public final class MaxPool2D: Layer {
         let dx = inputGrad.reserve(planes * hw)
         let dxp = dx.pointer, dyp = dy.pointer
         let w = inputShape.w, oh = outputShape.h, ow = outputShape.w
-        let direct = kh == 2 && kw == 2 && sh == 2 && sw == 2 && inputShape.h == 2 * oh && w == 2 * ow
+        let direct = isTwoByTwo && inputShape.h == 2 * oh && w == 2 * ow
         argmax.withUnsafeBufferPointer { am in
             let amp = am.baseAddress!
             parallelChunks(planes, chunk: 64) { p0, p1 in
@@ -224,28 +204,57 @@ public final class Flatten: Layer {
     }
 }
 
-/// N = V.scalarCount outputs of 2×2 max pooling from rows `x` and `x + w`: the same comparisons
-/// as the scalar loop, lane by lane; `firstIndex` is the index of x[0] in its plane.
-@inline(__always)
-private func maxPool2x2Vector(_ x: UnsafePointer<Float>, _ w: Int, _ y: UnsafeMutablePointer<Float>,
-                              _ argmax: UnsafeMutablePointer<Int32>?, firstIndex: Int, mask: Bool) {
+/// 2×2, stride-2 max pooling of one plane (H × W) into OH × OW, with each maximum's index in the
+/// plane (-1 for a maximum that is not positive when `mask`) unless `argmax` is nil. Branch-free:
+/// the larger of each row's pair, then of the two rows, each keeping the earlier on a tie, the
+/// result of the sequential scan of the general loop. A vector of outputs at a time where its
+/// reads (two rows of 2·N + 1 inputs) stay in the plane and its writes in the plane's outputs; lanes
+/// past a row's end are rewritten by the next row.
+func maxPool2x2Plane(_ src: UnsafePointer<Float>, h: Int, w: Int, _ y: UnsafeMutablePointer<Float>, oh: Int, ow: Int,
+                     argmax: UnsafeMutablePointer<Int32>?, mask: Bool) {
     typealias I = V.MaskStorage
     let n = V.scalarCount
-    func pairs(_ p: UnsafePointer<Float>) -> (V, V) {
-        unzip(UnsafeRawPointer(p).loadUnaligned(as: V.self), UnsafeRawPointer(p + n).loadUnaligned(as: V.self))
+    @inline(__always) func pairs(_ p: UnsafePointer<Float>) -> (V, V) { (evenElements(p), evenElements(p + 1)) }
+    var steps = I()
+    for l in 0..<n { steps[l] = I.Scalar(truncatingIfNeeded: 2 * l) }
+    for oy in 0..<oh {
+        let r0 = 2 * oy * w, r1 = r0 + w
+        var ox = 0
+        while ox < ow && r1 + 2 * ox + 2 * n + 1 <= h * w && oy * ow + ox + n <= oh * ow {
+            let (a, b) = pairs(src + r0 + 2 * ox), (c, d) = pairs(src + r1 + 2 * ox)
+            let first = argmax == nil ? I() : steps &+ I.Scalar(truncatingIfNeeded: r0 + 2 * ox)
+            let (best, index) = windowMax(a, b, c, d, first: first, w: w, indices: argmax != nil, mask: mask)
+            UnsafeMutableRawPointer(y + oy * ow + ox).storeBytes(of: best, as: V.self)
+            if let argmax { UnsafeMutableRawPointer(argmax + oy * ow + ox).storeBytes(of: index, as: I.self) }
+            ox += n
+        }
+        for ox in min(ox, ow)..<ow {
+            let a = src[r0 + 2 * ox], b = src[r0 + 2 * ox + 1]
+            let c = src[r1 + 2 * ox], d = src[r1 + 2 * ox + 1]
+            let top = b > a ? b : a, bottom = d > c ? d : c
+            let topIndex = b > a ? r0 + 2 * ox + 1 : r0 + 2 * ox
+            let bottomIndex = d > c ? r1 + 2 * ox + 1 : r1 + 2 * ox
+            let best = bottom > top ? bottom : top
+            y[oy * ow + ox] = best
+            argmax?[oy * ow + ox] = mask && !(best > 0) ? -1 : Int32(truncatingIfNeeded: bottom > top ? bottomIndex : topIndex)
+        }
     }
-    let (a, b) = pairs(x), (c, d) = pairs(x + w)
+}
+
+/// The maxima of N 2×2 windows, lane by lane: a, b the top row's pair, c, d the bottom row's; the
+/// same comparisons as the scalar loop. With `indices`, also where each maximum is, from `first`
+/// (the lanes' indices of a: b is at +1, c at +w, d at +w+1), -1 where `mask` and it is not positive.
+@inline(__always)
+func windowMax(_ a: V, _ b: V, _ c: V, _ d: V, first: V.MaskStorage, w: Int, indices: Bool, mask: Bool) -> (V, V.MaskStorage) {
+    typealias I = V.MaskStorage
     let topRight = b .> a, bottomRight = d .> c
     let top = a.replacing(with: b, where: topRight), bottom = c.replacing(with: d, where: bottomRight)
     let lower = bottom .> top
     let best = top.replacing(with: bottom, where: lower)
-    UnsafeMutableRawPointer(y).storeBytes(of: best, as: V.self)
-    guard let argmax else { return }   // inference keeps no indices
-    var lanes = I()
-    for l in 0..<n { lanes[l] = I.Scalar(truncatingIfNeeded: firstIndex + 2 * l) }
-    let topIndex = lanes.replacing(with: lanes &+ 1, where: topRight)
-    let bottomIndex = (lanes &+ I.Scalar(truncatingIfNeeded: w)).replacing(with: lanes &+ I.Scalar(truncatingIfNeeded: w + 1), where: bottomRight)
+    guard indices else { return (best, I()) }
+    let topIndex = first.replacing(with: first &+ 1, where: topRight)
+    let bottomIndex = (first &+ I.Scalar(truncatingIfNeeded: w)).replacing(with: first &+ I.Scalar(truncatingIfNeeded: w + 1), where: bottomRight)
     var index = topIndex.replacing(with: bottomIndex, where: lower)
     if mask { index.replace(with: -1, where: .!(best .> 0)) }
-    UnsafeMutableRawPointer(argmax).storeBytes(of: index, as: I.self)
+    return (best, index)
 }
