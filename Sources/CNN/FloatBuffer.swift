@@ -49,3 +49,21 @@ struct Workspace {
         return buffer
     }
 }
+
+/// Int32 indices (max pooling's argmax) planned like a Workspace: grown to the largest size asked
+/// of it, then reused. The contents are whatever was last written.
+final class IndexWorkspace {
+    private(set) var pointer = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+    private var capacity = 1
+
+    func reserve(_ count: Int) -> UnsafeMutablePointer<Int32> {
+        if capacity < count {
+            pointer.deallocate()
+            pointer = .allocate(capacity: count)
+            capacity = count
+        }
+        return pointer
+    }
+
+    deinit { pointer.deallocate() }
+}

@@ -31,7 +31,13 @@ public final class Model {
     }
 
     /// Builds the network with zero weights (for loading).
-    public init(architecture: Architecture) throws {
+    public convenience init(architecture: Architecture) throws {
+        try self.init(architecture: architecture, fusing: true)
+    }
+
+    /// `fusing: false` keeps every layer's own forward and backward (the tests' reference for the
+    /// fused ones).
+    init(architecture: Architecture, fusing: Bool) throws {
         self.architecture = architecture
         var layers: [Layer] = []
         var shape = architecture.input
@@ -79,7 +85,7 @@ public final class Model {
         }
         // A ReLU right after a convolution is applied in the convolution's output write; one right
         // before max pooling has its backward mask applied by the pooling's backward.
-        for (layer, next) in zip(layers, layers.dropFirst()) {
+        for (layer, next) in zip(layers, layers.dropFirst()) where fusing {
             if let conv = layer as? Conv2D, let act = next as? Activation, act.kind == .relu {
                 conv.fusedReLU = true
                 act.fusedIntoPrevious = true
@@ -89,13 +95,13 @@ public final class Model {
                 pool.masksNonPositive = true
             }
         }
-        // 2×2 max pooling right after a convolution (and its fused ReLU) is done, in inference,
-        // by the convolution as it writes its output: the full-size output never goes to memory.
-        for (i, layer) in layers.enumerated() {
+        // 2×2 max pooling right after a convolution (and its fused ReLU) is done by the
+        // convolution as it writes its output: the full-size output never goes to memory.
+        for (i, layer) in layers.enumerated() where fusing {
             guard let conv = layer as? Conv2D else { continue }
             let next = i + (conv.fusedReLU ? 2 : 1)
             if next < layers.count, let pool = layers[next] as? MaxPool2D, pool.isTwoByTwo {
-                conv.poolsInInference = true
+                conv.pooling = pool
                 pool.fusedIntoConv = true
             }
         }

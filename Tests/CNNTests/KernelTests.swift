@@ -105,32 +105,48 @@ struct KernelTests {
         }
     }
 
-    /// In inference a convolution followed by 2×2 max pooling pools its own output (Winograd: per
-    /// tile; im2col: from each task's slot, the output channels split at batch 1). The logits must
-    /// be the bits of the unfused layers, which training runs: ReLU or not, odd sizes (the last row
-    /// and column dropped), one image or three, one thread or two.
+    /// A convolution followed by 2×2 max pooling pools its own output (Winograd: per tile; im2col:
+    /// from each task's scratch, the output channels split at batch 1) and keeps the pooling's
+    /// indices in training; a ReLU between is fused too. Logits and gradients must be the bits of
+    /// the separate layers: ReLU or not, odd sizes (the last row and column dropped), one image or
+    /// three, one thread or two, inference and training.
     @Test(arguments: [
         "input(1,12,34) conv(3,3,pad=1) relu maxpool(2) conv(4,3,pad=1) relu maxpool(2) flatten dense(5)",
         "input(9,8,10) conv(16,3,pad=1) relu maxpool(2) conv(16,3) maxpool(2) flatten dense(5)",
         "input(2,11,9) conv(16,2) relu maxpool(2) flatten dense(3)",
         referenceNetwork,
     ])
-    func pooledInferenceMatchesUnfusedLayers(_ text: String) throws {
+    func fusedPoolingMatchesSeparateLayers(_ text: String) throws {
         try threadSettingLock.with {
-            let model = try Model(architecture: Architecture(parsing: text), seed: 6)
-            #expect(model.layers.contains { ($0 as? Conv2D)?.poolsInInference == true })
-            let count = model.inputShape.count
+            let architecture = try Architecture(parsing: text)
+            let fused = try Model(architecture: architecture, seed: 6)
+            let separate = try Model(architecture: architecture, fusing: false)
+            for (a, b) in zip(fused.namedParameters, separate.namedParameters) { b.parameter.value.copy(from: a.parameter.value) }
+            #expect(fused.layers.contains { ($0 as? Conv2D)?.pooling != nil })
+            #expect(!separate.layers.contains { ($0 as? Conv2D)?.pooling != nil })
+            let count = fused.inputShape.count, classes = fused.numClasses
             var r = TestRandom(4)
-            let x = r.values(3 * count)
+            let x = r.values(3 * count), g = r.values(3 * classes)
             for threads in [1, 2] {
                 ThreadPool.setThreads(threads)
                 defer { ThreadPool.setThreads(1) }
                 for batch in [1, 3] {
-                    var rng = Random(seed: 1)
                     let input = FloatBuffer(Array(x.prefix(batch * count)))
-                    let fused = model.forward(input, batch: batch, training: false, rng: &rng).array
-                    let unfused = model.forward(input, batch: batch, training: true, rng: &rng).array
-                    #expect(fused == unfused, "\(threads) threads, batch \(batch)")
+                    for training in [false, true] {
+                        var outputs: [[Float]] = [], gradients: [[[Float]]] = []
+                        for model in [fused, separate] {
+                            var rng = Random(seed: 1)
+                            outputs.append(model.forward(input, batch: batch, training: training, rng: &rng).array)
+                            if training {
+                                model.zeroGradients()
+                                model.backward(FloatBuffer(Array(g.prefix(batch * classes))), batch: batch)
+                                gradients.append(model.gradients.map { $0.array })
+                            }
+                        }
+                        let run = "\(threads) threads, batch \(batch), training \(training)"
+                        #expect(outputs[0] == outputs[1], "logits: \(run)")
+                        if training { #expect(gradients[0] == gradients[1], "gradients: \(run)") }
+                    }
                 }
             }
         }

@@ -142,15 +142,26 @@ func winogradOutput(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, chann
     }
 }
 
+/// Where the pooled outputs' maxima are recorded (training): indices[(sample, o, tile)], from each
+/// tile's top-left index in the plane (`corners`, tileColumns entries); -1 for a non-positive
+/// maximum when `mask` (a ReLU came before the pooling).
+struct WinogradPooling {
+    var indices: UnsafeMutablePointer<Int32>?
+    var corners: UnsafePointer<Int32>?
+    var mask: Bool
+}
+
 /// The same outputs, max-pooled over each tile (2×2, stride 2: the tiles are the windows), into
-/// y[o] (OH / 2, OW / 2), whose row-major order is the tiles': a vector of tiles at a time, all
+/// y[offset + o · tiles + t], whose row-major order is the tiles': a vector of tiles at a time, all
 /// lanes used, no interleaving. ReLU, then the window's maximum, as the layers compute them.
 func winogradOutputPooled(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, channels: Range<Int>,
-                          bias: UnsafePointer<Float>?, relu: Bool, _ y: UnsafeMutablePointer<Float>) {
+                          bias: UnsafePointer<Float>?, relu: Bool, _ pooling: WinogradPooling, _ offset: Int,
+                          _ y: UnsafeMutablePointer<Float>) {
+    typealias I = V.MaskStorage
     let n = V.scalarCount, t = g.tileColumns, tiles = g.tiles, stride = oc * t
     for o in channels {
         let bv = V(repeating: bias?[o] ?? 0)
-        let plane = y + o * tiles
+        let out = offset + o * tiles
         var t0 = 0
         while t0 < tiles {
             // Whole vectors: the columns are rounded up to whole GEMM panels.
@@ -160,11 +171,17 @@ func winogradOutputPooled(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int,
             let b0 = at(4) - at(8) - at(12), b1 = at(5) - at(9) - at(13), b2 = at(6) - at(10) - at(14), b3 = at(7) - at(11) - at(15)
             var ys = (a0 + a1 + a2 + bv, a1 - a2 - a3 + bv, b0 + b1 + b2 + bv, b1 - b2 - b3 + bv)
             if relu { ys = (CNN.relu(ys.0), CNN.relu(ys.1), CNN.relu(ys.2), CNN.relu(ys.3)) }
-            let (best, _) = windowMax(ys.0, ys.1, ys.2, ys.3, first: V.MaskStorage(), w: 0, indices: false, mask: false)
+            let first = pooling.corners.map { UnsafeRawPointer($0 + t0).loadUnaligned(as: I.self) } ?? I()
+            let (best, index) = windowMax(ys.0, ys.1, ys.2, ys.3, first: first, w: g.ow, indices: pooling.indices != nil,
+                                          mask: pooling.mask)
             if t0 + n <= tiles {
-                UnsafeMutableRawPointer(plane + t0).storeBytes(of: best, as: V.self)
+                UnsafeMutableRawPointer(y + out + t0).storeBytes(of: best, as: V.self)
+                if let ix = pooling.indices { UnsafeMutableRawPointer(ix + out + t0).storeBytes(of: index, as: I.self) }
             } else {
-                for l in 0..<(tiles - t0) { plane[t0 + l] = best[l] }
+                for l in 0..<(tiles - t0) {
+                    y[out + t0 + l] = best[l]
+                    pooling.indices?[out + t0 + l] = index[l]
+                }
             }
             t0 += n
         }

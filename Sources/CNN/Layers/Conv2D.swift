@@ -12,10 +12,14 @@ public final class Conv2D: Layer {
     /// Set by the model when a ReLU follows: the product's output write adds the bias and applies
     /// it (the ReLU layer then passes its input through).
     var fusedReLU = false
-    /// Set by the model when 2×2 max pooling (stride 2) follows, after the ReLU if any: in
-    /// inference the convolution returns the pooled output (C, OH / 2, OW / 2), each image's
-    /// full-size output staying in its task's cache, and the pooling passes it through.
-    var poolsInInference = false
+    /// Set by the model when 2×2 max pooling (stride 2) follows, after the ReLU if any: the
+    /// convolution returns the pooled output (OC, OH / 2, OW / 2) and, in training, writes the
+    /// pooling's indices of the maxima; the full-size output never leaves its task's cache. The
+    /// pooling passes the output through and runs backward as usual.
+    var pooling: MaxPool2D?
+    /// Winograd with pooling: each tile's top-left output index in the plane, OH·OW, the
+    /// pooling's index of a maximum there (tileColumns entries).
+    private let tileCorners = IndexWorkspace()
 
     // Kept by forward for backward: the im2col matrix of every sample, (B, CKK, P).
     private var col = Workspace()
@@ -47,8 +51,11 @@ public final class Conv2D: Layer {
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         let g = geometry, oc = outputShape.c, ckk = g.colRows, p = g.colCols
         let inCount = inputShape.count
-        let pool = poolsInInference && !training
+        let pool = pooling != nil
         let outCount = pool ? oc * (g.oh / 2) * (g.ow / 2) : outputShape.count
+        // Training keeps the pooling's indices; a ReLU before it masks non-positive maxima.
+        let indices = training ? pooling.map { $0.indices(count: batch * outCount) } : nil
+        let mask = pooling?.masksNonPositive ?? false
         let y = output.reserve(batch * outCount)
         let w = weight.value.pointer, b = bias?.value.pointer
         let xp = x.pointer, yp = y.pointer
@@ -58,7 +65,14 @@ public final class Conv2D: Layer {
                 winogradWeights(weight.value.pointer, oc: oc, c: g.c, into: winogradU.reserve(16 * oc * g.c).pointer)
                 winogradUVersion = weight.version
             }
-            winogradConvolution(xp, g, u: winogradU.buffer.pointer, outChannels: oc, bias: b, relu: fusedReLU, pool: pool,
+            var corners: UnsafePointer<Int32>? = nil
+            if indices != nil {
+                let table = tileCorners.reserve(g.tileColumns)
+                for t in 0..<g.tileColumns { table[t] = Int32(truncatingIfNeeded: 2 * (t / g.tilesW) * g.ow + 2 * (t % g.tilesW)) }
+                corners = UnsafePointer(table)
+            }
+            let pooled = pool ? WinogradPooling(indices: indices, corners: corners, mask: mask) : nil
+            winogradConvolution(xp, g, u: winogradU.buffer.pointer, outChannels: oc, bias: b, relu: fusedReLU, pooling: pooled,
                                 batch: batch, into: yp, lowering: training ? self.col.reserve(batch * ckk * p).pointer : nil)
             return y
         }
@@ -68,7 +82,8 @@ public final class Conv2D: Layer {
         // Pooled, one image on several threads: the output channels are split in two (whole
         // register blocks), each task lowering the image into its own slot.
         let poolSplit = pool && batch == 1 && oc >= 2 * gemmMR && ThreadPool.shared.threads > 1
-        let slots = training ? batch : poolSplit ? 2 : min(batch, max(2, ThreadPool.shared.threads))
+        let tasks = poolSplit ? 2 : min(batch, max(2, ThreadPool.shared.threads))
+        let slots = training ? batch : tasks
         let col = self.col.reserve(slots * ckk * p).pointer
         let padded = strideOne ? self.padded.reserve(max(2, slots) * g.paddedCount).pointer : nil
         func lower(_ n: Int, into slot: Int) {
@@ -80,20 +95,22 @@ public final class Conv2D: Layer {
             }
         }
         if pool {
-            // Each task writes its images' full-size outputs into its own slot and pools them from
-            // there, while they are in its core's cache.
+            // Each task writes its images' full-size outputs into its own scratch and pools them
+            // from there, while they are in its core's cache.
             let half = (oc / 2 + gemmMR - 1) / gemmMR * gemmMR, pooled = (g.oh / 2) * (g.ow / 2)
-            let full = unpooled.reserve(slots * oc * p).pointer
-            ThreadPool.shared.parallelFor(slots) { slot in
-                let rows = poolSplit ? (slot == 0 ? 0..<half : half..<oc) : 0..<oc
-                let own = full + slot * oc * p
-                for n in stride(from: poolSplit ? 0 : slot, to: batch, by: slots) {
+            let full = unpooled.reserve(tasks * oc * p).pointer
+            ThreadPool.shared.parallelFor(tasks) { task in
+                let rows = poolSplit ? (task == 0 ? 0..<half : half..<oc) : 0..<oc
+                let own = full + task * oc * p
+                for n in stride(from: poolSplit ? 0 : task, to: batch, by: tasks) {
+                    let slot = training ? n : task
                     lower(n, into: slot)
                     gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: p, k: ckk, a: w, aRow: ckk, aCol: 1,
                              b: col + slot * ckk * p, ldb: p, c: own, ldc: p, accumulate: false, rowBias: b, relu: fusedReLU)
                     for o in rows {
-                        maxPool2x2Plane(own + o * p, h: g.oh, w: g.ow, yp + n * outCount + o * pooled,
-                                        oh: g.oh / 2, ow: g.ow / 2, argmax: nil, mask: false)
+                        let out = n * outCount + o * pooled
+                        maxPool2x2Plane(own + o * p, h: g.oh, w: g.ow, yp + out, oh: g.oh / 2, ow: g.ow / 2,
+                                        argmax: indices.map { $0 + out }, mask: mask)
                     }
                 }
             }
@@ -233,13 +250,13 @@ public final class Conv2D: Layer {
     /// task takes its samples one by one through its own slot (zero-bordered input, transformed
     /// input, products), which stays in its core's cache; `lowering` also receives each sample's
     /// im2col matrix. One image on several threads: the output channels are split in two (whole
-    /// register blocks), each task transforming the input itself. With `pool`, the output is 2×2
+    /// register blocks), each task transforming the input itself. With `pooling`, the output is 2×2
     /// max-pooled as it is written (OH / 2 × OW / 2: one value per tile).
     private func winogradConvolution(_ input: UnsafePointer<Float>, _ g: ConvGeometry, u: UnsafePointer<Float>,
-                                     outChannels oc: Int, bias: UnsafePointer<Float>?, relu: Bool, pool: Bool = false, batch: Int,
-                                     into output: UnsafeMutablePointer<Float>, lowering col: UnsafeMutablePointer<Float>?) {
+                                     outChannels oc: Int, bias: UnsafePointer<Float>?, relu: Bool, pooling: WinogradPooling? = nil,
+                                     batch: Int, into output: UnsafeMutablePointer<Float>, lowering col: UnsafeMutablePointer<Float>?) {
         let c = g.c, t = g.tileColumns
-        let inCount = g.c * g.h * g.w, outCount = oc * (pool ? g.tiles : g.oh * g.ow), colCount = g.colRows * g.colCols
+        let inCount = g.c * g.h * g.w, outCount = oc * (pooling != nil ? g.tiles : g.oh * g.ow), colCount = g.colRows * g.colCols
         let vCount = 16 * g.winogradVStride, slotSize = g.winogradSlotCount(outChannels: oc)
         let split = batch == 1 && col == nil && oc >= 2 * gemmMR && ThreadPool.shared.threads > 1
         let slots = split ? 2 : min(batch, max(2, ThreadPool.shared.threads))
@@ -253,8 +270,8 @@ public final class Conv2D: Layer {
                 gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: t, k: c, a: u + xi * oc * c, aRow: c, aCol: 1,
                          b: v + xi * g.winogradVStride, ldb: t, c: m + xi * oc * t, ldc: t, accumulate: false)
             }
-            if pool {
-                winogradOutputPooled(m, g, oc: oc, channels: rows, bias: bias, relu: relu, output + sample * outCount)
+            if let pooling {
+                winogradOutputPooled(m, g, oc: oc, channels: rows, bias: bias, relu: relu, pooling, sample * outCount, output)
             } else {
                 winogradOutput(m, g, oc: oc, channels: rows, bias: bias, relu: relu, output + sample * outCount)
             }

@@ -9,14 +9,17 @@ public final class MaxPool2D: Layer {
     private var output = Workspace()
     private var inputGrad = Workspace()
     // Kept for backward: the input index of every output's maximum, (B, C, OH, OW).
-    private var argmax: [Int32] = []
+    private let argmax = IndexWorkspace()
     /// Set by the model when a ReLU comes before: backward also applies the ReLU's mask (a
     /// maximum that is not positive passes no gradient: forward records its index as -1), and the
     /// ReLU passes its gradient through.
     var masksNonPositive = false
-    /// Set by the model when the convolution before (through its fused ReLU) pools its own output
-    /// in inference: forward then passes that pooled output through, except in training.
+    /// Set by the model when the convolution before (through its fused ReLU) pools its own output,
+    /// with the indices of the maxima in training (`indices`): forward passes it through.
     var fusedIntoConv = false
+
+    /// Where forward keeps the index of each of `count` outputs' maximum, for backward.
+    func indices(count: Int) -> UnsafeMutablePointer<Int32> { argmax.reserve(count) }
 
     init(spec: LayerSpec, input: Shape, kernel: (Int, Int), stride: (Int, Int)) {
         self.spec = spec
@@ -32,16 +35,15 @@ public final class MaxPool2D: Layer {
     var isTwoByTwo: Bool { kh == 2 && kw == 2 && sh == 2 && sw == 2 }
 
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
-        if fusedIntoConv && !training { return x }
+        if fusedIntoConv { return x }
         let h = inputShape.h, w = inputShape.w, oh = outputShape.h, ow = outputShape.w
         let planes = batch * inputShape.c
         let y = output.reserve(planes * oh * ow)
         let mask = masksNonPositive
-        if argmax.count < planes * oh * ow { argmax = [Int32](repeating: 0, count: planes * oh * ow) }
+        let amp = argmax.reserve(planes * oh * ow)
         let (kh, kw, sh, sw) = (self.kh, self.kw, self.sh, self.sw)
         let xp = x.pointer, yp = y.pointer
-        argmax.withUnsafeMutableBufferPointer { am in
-            let amp = am.baseAddress!
+        do {
             parallelChunks(planes, chunk: min(64, max(1, planes / 4))) { p0, p1 in
                 for plane in p0..<p1 {
                     let src = xp + plane * h * w
@@ -80,8 +82,8 @@ public final class MaxPool2D: Layer {
         let dxp = dx.pointer, dyp = dy.pointer
         let w = inputShape.w, oh = outputShape.h, ow = outputShape.w
         let direct = isTwoByTwo && inputShape.h == 2 * oh && w == 2 * ow
-        argmax.withUnsafeBufferPointer { am in
-            let amp = am.baseAddress!
+        let amp = argmax.pointer
+        do {
             parallelChunks(planes, chunk: 64) { p0, p1 in
                 for plane in p0..<p1 {
                     let d = dxp + plane * hw
