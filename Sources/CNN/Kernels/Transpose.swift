@@ -78,3 +78,18 @@ func evenElements(_ p: UnsafePointer<Float>) -> V {
     return SIMD16(lowHalf: a, highHalf: b).evenHalf
     #endif
 }
+
+/// (a[0], b[0], a[1], b[1], ...): the lanes of a and b interleaved, the first half's and the
+/// second half's. LLVM folds the lane moves into permutes (vpermt2ps with AVX-512).
+@inline(__always)
+func zipLanes<T: SIMD>(_ a: T, _ b: T) -> (T, T) {
+    var lo = T(), hi = T()
+    let half = T.scalarCount / 2
+    for i in 0..<half {
+        lo[2 * i] = a[i]
+        lo[2 * i + 1] = b[i]
+        hi[2 * i] = a[half + i]
+        hi[2 * i + 1] = b[half + i]
+    }
+    return (lo, hi)
+}

@@ -88,18 +88,7 @@ public final class MaxPool2D: Layer {
                 for plane in p0..<p1 {
                     let d = dxp + plane * hw
                     if direct {
-                        // 2×2 windows tile the plane: each input is written once, no clearing.
-                        for oy in 0..<oh {
-                            for ox in 0..<ow {
-                                let o = plane * ohw + oy * ow + ox
-                                let i = Int(amp[o]), g = dyp[o]
-                                let r0 = 2 * oy * w + 2 * ox, r1 = r0 + w
-                                d[r0] = i == r0 ? g : 0
-                                d[r0 + 1] = i == r0 + 1 ? g : 0
-                                d[r1] = i == r1 ? g : 0
-                                d[r1 + 1] = i == r1 + 1 ? g : 0
-                            }
-                        }
+                        maxUnpool2x2Plane(dyp, amp, plane * ohw, outputs: planes * ohw, h: inputShape.h, w: w, ow: ow, d)
                         continue
                     }
                     d.update(repeating: 0, count: hw)
@@ -259,4 +248,33 @@ func windowMax(_ a: V, _ b: V, _ c: V, _ d: V, first: V.MaskStorage, w: Int, ind
     var index = topIndex.replacing(with: bottomIndex, where: lower)
     if mask { index.replace(with: -1, where: .!(best .> 0)) }
     return (best, index)
+}
+
+/// The backward of 2×2, stride-2 max pooling when the windows tile the plane (H = 2·OH, W = 2·OW):
+/// each input (y, x) gets its window's gradient dy[first + (y/2)·OW + x/2] where the window's
+/// maximum is (its index in the plane), 0 elsewhere, so every input is written once. Row by row, 2N
+/// inputs at a time from N outputs whose lanes are doubled; a last vector may spill into the next
+/// rows, written after it, as long as its reads stay among the `outputs` and its writes in the plane.
+func maxUnpool2x2Plane(_ dy: UnsafePointer<Float>, _ argmax: UnsafePointer<Int32>, _ first: Int, outputs: Int,
+                       h: Int, w: Int, ow: Int, _ dx: UnsafeMutablePointer<Float>) {
+    typealias I = V.MaskStorage
+    let n = V.scalarCount
+    var steps = I()
+    for l in 0..<n { steps[l] = I.Scalar(truncatingIfNeeded: l) }
+    for y in 0..<h {
+        let out = first + (y / 2) * ow, row = y * w
+        var x = 0
+        while x < w && out + x / 2 + n <= outputs && row + x + 2 * n <= h * w {
+            let g = UnsafeRawPointer(dy + out + x / 2).loadUnaligned(as: V.self)
+            let index = UnsafeRawPointer(argmax + out + x / 2).loadUnaligned(as: I.self)
+            let (g0, g1) = zipLanes(g, g), (i0, i1) = zipLanes(index, index)
+            let here = steps &+ I.Scalar(truncatingIfNeeded: row + x)
+            UnsafeMutableRawPointer(dx + row + x).storeBytes(of: V().replacing(with: g0, where: i0 .== here), as: V.self)
+            UnsafeMutableRawPointer(dx + row + x + n).storeBytes(of: V().replacing(with: g1, where: i1 .== here &+ I.Scalar(n)), as: V.self)
+            x += 2 * n
+        }
+        for x in min(x, w)..<w {
+            dx[row + x] = Int(argmax[out + x / 2]) == row + x ? dy[out + x / 2] : 0
+        }
+    }
 }
