@@ -73,7 +73,7 @@ public final class Conv2D: Layer {
             }
             let pooled = pool ? WinogradPooling(indices: indices, corners: corners, mask: mask) : nil
             winogradConvolution(xp, g, u: winogradU.buffer.pointer, outChannels: oc, bias: b, relu: fusedReLU, pooling: pooled,
-                                batch: batch, into: yp, lowering: training ? self.col.reserve(batch * ckk * p).pointer : nil)
+                                batch: batch, into: yp, keeping: training ? self.padded.reserve(batch * g.paddedCount).pointer : nil)
             return y
         }
         // Training keeps every sample's im2col matrix for backward. Inference needs one matrix at
@@ -166,7 +166,9 @@ public final class Conv2D: Layer {
             }
         }
         if let dw = weight.grad?.pointer {
-            if ckk < oc {
+            if g.winograd {
+                weightGradientFromPadded(dy, batch: batch, into: dw)
+            } else if ckk < oc {
                 weightGradientByDots(dy, batch: batch, into: dw)
             } else {
                 weightGradientByProduct(dy, batch: batch, into: dw)
@@ -180,7 +182,7 @@ public final class Conv2D: Layer {
             let u = winogradUBackward.reserve(16 * oc * g.c).pointer
             winogradWeights(weight.value.pointer, oc: oc, c: g.c, forInputGradient: true, into: u)
             winogradConvolution(dyp, back, u: u, outChannels: g.c, bias: nil, relu: false, batch: batch,
-                                into: dx.pointer, lowering: nil)
+                                into: dx.pointer, keeping: nil)
             return dx
         }
         // dx_n = col2im(Wᵀ (CKK, OC) · dy_n (OC, P)); the im2col matrix is no longer needed, so
@@ -245,26 +247,71 @@ public final class Conv2D: Layer {
         }
     }
 
+    /// Winograd layers (3×3, stride 1), which keep each sample's zero-bordered input x' instead of
+    /// an im2col matrix. Output positions are counted over the bordered width W' (P' = OH·W', the
+    /// last W' - OW of each row are not outputs): tap (ki, kj) of channel c then reads x' at
+    /// c·H'·W' + ki·W' + kj + p', so for each tap the C channels are the rows of a strided A, and
+    /// dWᵀ (tap, C, OC) = Σ_n x'_tap (C, P') · dyᵀ_n (P', OC) runs on the packed GEMM with dy
+    /// transposed and zero rows at the non-outputs. The channels are cut in two fixed halves.
+    private func weightGradientFromPadded(_ dy: FloatBuffer, batch: Int, into dw: UnsafeMutablePointer<Float>) {
+        let g = geometry, oc = outputShape.c, c = g.c, p = g.colCols, ckk = g.colRows, outCount = outputShape.count
+        let wp = g.paddedW, plane = g.paddedH * wp, pp = g.oh * wp, taps = g.kh * g.kw
+        let padded = self.padded.buffer.pointer, dyp = dy.pointer
+        let dyT = self.dyT.reserve(batch * pp * oc).pointer
+        ThreadPool.shared.parallelFor(batch) { n in
+            let t = dyT + n * pp * oc
+            transpose(dyp + n * outCount, rows: oc, cols: p, into: t)
+            // Rows p = (y, x) move to y·W' + x, from the last (the first row stays), and the rows
+            // past each output row are cleared.
+            for y in stride(from: g.oh - 1, through: 0, by: -1) {
+                if y > 0 {
+                    for x in stride(from: g.ow - 1, through: 0, by: -1) {
+                        (t + (y * wp + x) * oc).update(from: t + (y * g.ow + x) * oc, count: oc)
+                    }
+                }
+                (t + (y * wp + g.ow) * oc).update(repeating: 0, count: (wp - g.ow) * oc)
+            }
+        }
+        let dwt = dwT.reserve(ckk * oc).pointer
+        dwt.update(repeating: 0, count: ckk * oc)
+        let half = (c / 2 + gemmMR - 1) / gemmMR * gemmMR
+        ThreadPool.shared.parallelFor(c > half ? 2 : 1) { task in
+            let r0 = task * half, r1 = min(c, r0 + half)
+            for n in 0..<batch {
+                let x = padded + n * g.paddedCount
+                for tap in 0..<taps {
+                    gemmTile(i0: r0, i1: r1, j0: 0, j1: oc, k: pp, a: x + (tap / g.kw) * wp + tap % g.kw, aRow: plane, aCol: 1,
+                             b: dyT + n * pp * oc, ldb: oc, c: dwt + tap * c * oc, ldc: oc, accumulate: true)
+                }
+            }
+        }
+        for o in 0..<oc {
+            for ch in 0..<c {
+                for tap in 0..<taps { dw[(o * c + ch) * taps + tap] += dwt[(tap * c + ch) * oc + o] }
+            }
+        }
+    }
+
     /// The 3×3 stride-1 convolution of `input` (batch × g.c × g.h × g.w) with transformed weights u
     /// into `output` (batch × outChannels × g.oh × g.ow), by Winograd (see Winograd.swift). Each
     /// task takes its samples one by one through its own slot (zero-bordered input, transformed
-    /// input, products), which stays in its core's cache; `lowering` also receives each sample's
-    /// im2col matrix. One image on several threads: the output channels are split in two (whole
+    /// input, products), which stays in its core's cache; in training, each sample's zero-bordered
+    /// input is written to `keeping` instead, kept for the weight gradient. One image on several threads: the output channels are split in two (whole
     /// register blocks), each task transforming the input itself. With `pooling`, the output is 2×2
     /// max-pooled as it is written (OH / 2 × OW / 2: one value per tile).
     private func winogradConvolution(_ input: UnsafePointer<Float>, _ g: ConvGeometry, u: UnsafePointer<Float>,
                                      outChannels oc: Int, bias: UnsafePointer<Float>?, relu: Bool, pooling: WinogradPooling? = nil,
-                                     batch: Int, into output: UnsafeMutablePointer<Float>, lowering col: UnsafeMutablePointer<Float>?) {
+                                     batch: Int, into output: UnsafeMutablePointer<Float>, keeping kept: UnsafeMutablePointer<Float>?) {
         let c = g.c, t = g.tileColumns
-        let inCount = g.c * g.h * g.w, outCount = oc * (pooling != nil ? g.tiles : g.oh * g.ow), colCount = g.colRows * g.colCols
+        let inCount = g.c * g.h * g.w, outCount = oc * (pooling != nil ? g.tiles : g.oh * g.ow)
         let vCount = 16 * g.winogradVStride, slotSize = g.winogradSlotCount(outChannels: oc)
-        let split = batch == 1 && col == nil && oc >= 2 * gemmMR && ThreadPool.shared.threads > 1
+        let split = batch == 1 && kept == nil && oc >= 2 * gemmMR && ThreadPool.shared.threads > 1
         let slots = split ? 2 : min(batch, max(2, ThreadPool.shared.threads))
         let base = winogradSlots.reserve(slots * slotSize).pointer
         func run(_ sample: Int, slot: Int, rows: Range<Int>) {
-            let padded = base + slot * slotSize, v = padded + g.paddedCount, m = v + vCount
+            let own = base + slot * slotSize, v = own + g.paddedCount, m = v + vCount
+            let padded = kept.map { $0 + sample * g.paddedCount } ?? own
             padInput(input + sample * inCount, g, padded)
-            if let col { im2colPadded(padded, g, col + sample * colCount) }
             winogradInput(padded, g, v)
             for xi in 0..<16 {
                 gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: t, k: c, a: u + xi * oc * c, aRow: c, aCol: 1,
