@@ -66,7 +66,11 @@ public final class Model {
                 // Winograd's per-task memory (forward, or the input gradient's convolution of dy),
                 // counted per sample since there are at most max(batch, 2) tasks.
                 let g = conv.geometry
-                if g.winograd { workspace += g.winogradSlotCount(outChannels: conv.outputShape.c) }
+                if g.winograd {
+                    // And the weight gradient's transposed dy, over the bordered width in whole panels.
+                    let oc = conv.outputShape.c
+                    workspace += g.winogradSlotCount(outChannels: oc) + (oc + gemmNR - 1) / gemmNR * gemmNR * g.oh * g.paddedW
+                }
                 if let back = g.inputGradientWinograd(outChannels: conv.outputShape.c) {
                     workspace += back.winogradSlotCount(outChannels: g.c)
                 }

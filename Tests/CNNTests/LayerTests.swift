@@ -15,6 +15,7 @@ struct LayerTests {
         "input(2,4,21) conv(3,3x2,pad=1x0) flatten", // stride 1, rows of 20: a vector and a part
         "input(8,6,6) conv(8,3,pad=1) flatten",      // Winograd forward and input gradient
         "input(9,8,10) conv(10,3) flatten",          // the same without padding (dy padded by 2)
+        "input(8,4,6) conv(40,3,pad=1) flatten",     // Winograd, dW with a whole and a partial panel of dyᵀ
     ])
     func conv(_ text: String) throws {
         let (_, layer) = try makeLayer(text)

@@ -177,14 +177,17 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
         return
     }
     do {
-        let packed = packBuffer()
+        let buffer = packBuffer()
+        // B made of whole panels' rows (one panel, rows NR apart) is already packed.
+        let prepacked = bCol == 1 && ldb == nr && j1 - j0 == nr
         var j = j0
         while j < j1 {
             let width = min(nr, j1 - j)
             var k0 = 0
             while k0 < k {
                 let kc = min(gemmKC, k - k0)
-                packB(b + k0 * ldb + j * bCol, ldb: ldb, bCol: bCol, rows: kc, width: width, into: packed)
+                let packed = prepacked ? b + k0 * nr + j : UnsafePointer(buffer)
+                if !prepacked { packB(b + k0 * ldb + j * bCol, ldb: ldb, bCol: bCol, rows: kc, width: width, into: buffer) }
                 let ak = a + k0 * aCol
                 var i = i0
                 while i + gemmMR <= i1 {
@@ -393,4 +396,14 @@ public func sgemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, transposeA: B
                   parallel: Bool = true) {
     gemm(m: m, n: n, k: k, a: a, aRow: transposeA ? 1 : k, aCol: transposeA ? m : 1, b: b, ldb: n,
          c: c, ldc: n, accumulate: accumulate, parallel: parallel)
+}
+
+/// dst[0..<count] = src[0..<count], count a multiple of the vector width.
+@inline(__always)
+func copyVectors(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ count: Int) {
+    var i = 0
+    while i < count {
+        UnsafeMutableRawPointer(dst + i).storeBytes(of: UnsafeRawPointer(src + i).loadUnaligned(as: V.self), as: V.self)
+        i += V.scalarCount
+    }
 }

@@ -251,25 +251,36 @@ public final class Conv2D: Layer {
     /// an im2col matrix. Output positions are counted over the bordered width W' (P' = OH·W', the
     /// last W' - OW of each row are not outputs): tap (ki, kj) of channel c then reads x' at
     /// c·H'·W' + ki·W' + kj + p', so for each tap the C channels are the rows of a strided A, and
-    /// dWᵀ (tap, C, OC) = Σ_n x'_tap (C, P') · dyᵀ_n (P', OC) runs on the packed GEMM with dy
-    /// transposed and zero rows at the non-outputs. The channels are cut in two fixed halves.
+    /// dWᵀ (tap, C, OC) = Σ_n x'_tap (C, P') · dyᵀ_n (P', OC) runs on the packed GEMM. dyᵀ is laid
+    /// out as the GEMM's packed panels (NR columns of OC each, P' rows, zero rows at the
+    /// non-outputs), which it then reads in place. The channels are cut in two fixed halves.
     private func weightGradientFromPadded(_ dy: FloatBuffer, batch: Int, into dw: UnsafeMutablePointer<Float>) {
         let g = geometry, oc = outputShape.c, c = g.c, p = g.colCols, ckk = g.colRows, outCount = outputShape.count
         let wp = g.paddedW, plane = g.paddedH * wp, pp = g.oh * wp, taps = g.kh * g.kw
+        let nr = gemmNR, panels = (oc + nr - 1) / nr, perSample = panels * pp * nr
         let padded = self.padded.buffer.pointer, dyp = dy.pointer
-        let dyT = self.dyT.reserve(batch * pp * oc).pointer
-        ThreadPool.shared.parallelFor(batch) { n in
-            let t = dyT + n * pp * oc
-            transpose(dyp + n * outCount, rows: oc, cols: p, into: t)
-            // Rows p = (y, x) move to y·W' + x, from the last (the first row stays), and the rows
-            // past each output row are cleared.
-            for y in stride(from: g.oh - 1, through: 0, by: -1) {
-                if y > 0 {
-                    for x in stride(from: g.ow - 1, through: 0, by: -1) {
-                        (t + (y * wp + x) * oc).update(from: t + (y * g.ow + x) * oc, count: oc)
+        let slots = min(batch, max(2, ThreadPool.shared.threads))
+        let dyT = self.dyT.reserve(batch * perSample + slots * p * oc).pointer
+        let scratch = dyT + batch * perSample
+        ThreadPool.shared.parallelFor(slots) { slot in
+            let t = scratch + slot * p * oc
+            for n in stride(from: slot, to: batch, by: slots) {
+                transpose(dyp + n * outCount, rows: oc, cols: p, into: t)
+                let panel0 = dyT + n * perSample
+                panel0.update(repeating: 0, count: perSample)
+                for y in 0..<g.oh {
+                    for x in 0..<g.ow {
+                        let src = t + (y * g.ow + x) * oc, row = y * wp + x
+                        for q in 0..<panels {
+                            let dst = panel0 + (q * pp + row) * nr, width = min(nr, oc - q * nr)
+                            if width == nr {
+                                copyVectors(dst, src + q * nr, nr)
+                            } else {
+                                dst.update(from: src + q * nr, count: width)
+                            }
+                        }
                     }
                 }
-                (t + (y * wp + g.ow) * oc).update(repeating: 0, count: (wp - g.ow) * oc)
             }
         }
         let dwt = dwT.reserve(ckk * oc).pointer
@@ -280,8 +291,11 @@ public final class Conv2D: Layer {
             for n in 0..<batch {
                 let x = padded + n * g.paddedCount
                 for tap in 0..<taps {
-                    gemmTile(i0: r0, i1: r1, j0: 0, j1: oc, k: pp, a: x + (tap / g.kw) * wp + tap % g.kw, aRow: plane, aCol: 1,
-                             b: dyT + n * pp * oc, ldb: oc, c: dwt + tap * c * oc, ldc: oc, accumulate: true)
+                    for q in 0..<panels {
+                        gemmTile(i0: r0, i1: r1, j0: 0, j1: min(nr, oc - q * nr), k: pp, a: x + (tap / g.kw) * wp + tap % g.kw,
+                                 aRow: plane, aCol: 1, b: dyT + n * perSample + q * pp * nr, ldb: nr,
+                                 c: dwt + tap * c * oc + q * nr, ldc: oc, accumulate: true)
+                    }
                 }
             }
         }
