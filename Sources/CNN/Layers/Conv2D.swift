@@ -79,9 +79,10 @@ public final class Conv2D: Layer {
         // Training keeps every sample's im2col matrix for backward. Inference needs one matrix at
         // a time: each of `slots` tasks lowers its samples into its own slot, which stays in its
         // core's cache instead of streaming the whole batch's matrices through memory.
-        // Pooled, one image on several threads: the output channels are split in two (whole
-        // register blocks), each task lowering the image into its own slot.
-        let poolSplit = pool && batch == 1 && oc >= 2 * gemmMR && ThreadPool.shared.threads > 1
+        // Pooled inference, one image on several threads: the output channels are split in two
+        // (whole register blocks), each task lowering the image into its own slot. (Not in
+        // training, where a sample's slot is its own: two tasks would lower into the same one.)
+        let poolSplit = pool && !training && batch == 1 && oc >= 2 * gemmMR && ThreadPool.shared.threads > 1
         let tasks = poolSplit ? 2 : min(batch, max(2, ThreadPool.shared.threads))
         let slots = training ? batch : tasks
         let col = self.col.reserve(slots * ckk * p).pointer
