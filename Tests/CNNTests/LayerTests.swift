@@ -29,6 +29,8 @@ struct LayerTests {
         "input(9,10,12) conv(5,3,pad=1,bias=false) flatten",
         "input(16,8,8) conv(24,3) flatten",
         "input(8,4,36) conv(8,3,pad=1) relu flatten",     // 18 tiles in a row: more than a vector
+        "input(8,6,20) conv(8,3,pad=1) flatten",          // 10 tiles in a row: one vector (AVX-512), two
+        "input(8,10,12) conv(16,3,pad=1) relu flatten",   // 6 tiles in a row: two rows in a vector
     ])
     func convInference(_ text: String) throws {
         let (_, layer) = try makeLayer(text)

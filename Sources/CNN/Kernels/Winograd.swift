@@ -27,6 +27,10 @@ extension ConvGeometry {
     /// Floats between two of the 16 transformed-input matrices (C, tileColumns), with a vector of
     /// slack, since a row of tiles is stored as whole vectors.
     var winogradVStride: Int { c * tileColumns + V.scalarCount }
+    /// Floats between two of the 16 products (OC × tileColumns), a vector more than their size:
+    /// the output transform reads the 16 at once, and at a power-of-two distance they would fall
+    /// on the same L1 cache sets.
+    func winogradMStride(outChannels oc: Int) -> Int { oc * tileColumns + V.scalarCount }
     /// The input gradient of a 3×3 stride-1 convolution is the convolution of dy (OC channels,
     /// padded by 2 - PH, 2 - PW) with the flipped kernels: its geometry, when Winograd applies to it.
     func inputGradientWinograd(outChannels oc: Int) -> ConvGeometry? {
@@ -37,7 +41,7 @@ extension ConvGeometry {
     /// Floats of one task's working memory: the zero-bordered input, the 16 transformed-input
     /// matrices and the 16 products (OC × tileColumns, with a vector of slack).
     func winogradSlotCount(outChannels oc: Int) -> Int {
-        paddedCount + 16 * winogradVStride + 16 * oc * tileColumns + V.scalarCount
+        paddedCount + 16 * winogradVStride + 16 * winogradMStride(outChannels: oc)
     }
 }
 
@@ -84,6 +88,32 @@ func winogradInput(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ v: Unsaf
         UnsafeMutableRawPointer(dst + (4 * i + 2) * stride).storeBytes(of: r.2 - r.1, as: V.self)
         UnsafeMutableRawPointer(dst + (4 * i + 3) * stride).storeBytes(of: r.1 - r.3, as: V.self)
     }
+    if 2 * tw <= n {
+        // Two rows of tiles per vector: lanes below TW are row ty's tiles, the next TW row ty + 1's,
+        // read as the even elements from TW columns before their start (a blend, no permute); the
+        // lanes past them spill into the next pair, written after it. (7 tiles a row: 14 of 16
+        // lanes used instead of 7.)
+        var lanes = V.MaskStorage()
+        for l in 0..<n { lanes[l] = V.MaskStorage.Scalar(l) }
+        let upper = lanes .>= V.MaskStorage(repeating: V.MaskStorage.Scalar(tw))
+        for ch in 0..<g.c {
+            let plane = padded + ch * hp * wp
+            var ty = 0
+            while ty < g.tilesH {
+                // The second row's lanes from TW columns before its start (zero past the last row).
+                let a = plane + 2 * ty * wp, b = a + 2 * wp - 2 * tw, second = ty + 1 < g.tilesH
+                let d0 = tileRowPair(a, b, upper, second), d1 = tileRowPair(a + wp, b + wp, upper, second)
+                let d2 = tileRowPair(a + 2 * wp, b + 2 * wp, upper, second), d3 = tileRowPair(a + 3 * wp, b + 3 * wp, upper, second)
+                let dst = v + ch * t + ty * tw
+                ty += 2
+                store((d0.0 - d2.0, d0.1 - d2.1, d0.2 - d2.2, d0.3 - d2.3), dst, 0)
+                store((d1.0 + d2.0, d1.1 + d2.1, d1.2 + d2.2, d1.3 + d2.3), dst, 1)
+                store((d2.0 - d1.0, d2.1 - d1.1, d2.2 - d1.2, d2.3 - d1.3), dst, 2)
+                store((d1.0 - d3.0, d1.1 - d3.1, d1.2 - d3.2, d1.3 - d3.3), dst, 3)
+            }
+        }
+        return
+    }
     for ch in 0..<g.c {
         let plane = padded + ch * hp * wp
         // Chunks of a tile row from the last to the first: a chunk's lanes past the row's end spill
@@ -106,17 +136,43 @@ func winogradInput(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ v: Unsaf
     }
 }
 
+/// Columns j = 0 ..< 4 of an input row pair for two rows of tiles: lanes from a + 2·l + j below
+/// the blend, from b + 2·l + j above it (when `second`, else zero).
+@_transparent   // @inline(__always) left it a call, returning its vectors through memory
+func tileRowPair(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ upper: SIMDMask<V.MaskStorage>, _ second: Bool) -> (V, V, V, V) {
+    if second {
+        return (evenElements(a).replacing(with: evenElements(b), where: upper),
+                evenElements(a + 1).replacing(with: evenElements(b + 1), where: upper),
+                evenElements(a + 2).replacing(with: evenElements(b + 2), where: upper),
+                evenElements(a + 3).replacing(with: evenElements(b + 3), where: upper))
+    }
+    let zero = V()
+    return (evenElements(a).replacing(with: zero, where: upper), evenElements(a + 1).replacing(with: zero, where: upper),
+            evenElements(a + 2).replacing(with: zero, where: upper), evenElements(a + 3).replacing(with: zero, where: upper))
+}
+
 /// y[o] (OH, OW) = Aᵀ m A + bias (then ReLU when asked) per tile, for output channels `channels`,
-/// from M[ξ][o][t] (16 matrices of OC × tileColumns, with a vector of slack after the last).
+/// from M[ξ][o][t] (16 matrices of OC × tileColumns, winogradMStride apart). A lane's tile gives
+/// two outputs in each of two rows: the lanes' first and second outputs are interleaved
+/// (zipLanes) into whole vectors of an output row. A vector may run past its row into the next
+/// ones, written after it, but not past the plane: there, element by element.
 func winogradOutput(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, channels: Range<Int>,
                     bias: UnsafePointer<Float>?, relu: Bool, _ y: UnsafeMutablePointer<Float>) {
-    let n = V.scalarCount, t = g.tileColumns, tw = g.tilesW, ow = g.ow, stride = oc * t
+    let n = V.scalarCount, t = g.tileColumns, tw = g.tilesW, ow = g.ow, oh = g.oh, stride = g.winogradMStride(outChannels: oc)
     for o in channels {
         let b = bias?[o] ?? 0
-        let plane = y + o * g.oh * ow
+        let plane = y + o * oh * ow
+        @inline(__always) func put(_ v: V, _ row: Int, _ column: Int) {
+            if row * ow + column + n <= oh * ow {
+                UnsafeMutableRawPointer(plane + row * ow + column).storeBytes(of: v, as: V.self)
+            } else {
+                for l in 0..<min(n, ow - column) { plane[row * ow + column + l] = v[l] }
+            }
+        }
         for ty in 0..<g.tilesH {
-            var tx = 0
-            while tx < tw {
+            // From the last vector of tiles to the first, the top row before the bottom one: a
+            // vector past its row's end spills into the next rows, written after it.
+            for tx in Swift.stride(from: (tw - 1) / n * n, through: 0, by: -n) {
                 let src = m + o * t + ty * tw + tx
                 @inline(__always) func at(_ xi: Int) -> V { UnsafeRawPointer(src + xi * stride).loadUnaligned(as: V.self) }
                 // Aᵀ m: rows 0 + 1 + 2 and 1 - 2 - 3 (of four each), then the same on columns.
@@ -125,18 +181,11 @@ func winogradOutput(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, chann
                 let bv = V(repeating: b)
                 var ys = (a0 + a1 + a2 + bv, a1 - a2 - a3 + bv, b0 + b1 + b2 + bv, b1 - b2 - b3 + bv)
                 if relu { ys = (CNN.relu(ys.0), CNN.relu(ys.1), CNN.relu(ys.2), CNN.relu(ys.3)) }
-                // Each lane is a tile's 2 × 2 outputs: interleaved into two rows.
-                let row = plane + 2 * ty * ow + 2 * tx, lanes = min(n, tw - tx)
-                withUnsafeBytes(of: &ys) { raw in
-                    let f = raw.bindMemory(to: Float.self).baseAddress!
-                    for l in 0..<lanes {
-                        row[2 * l] = f[l]
-                        row[2 * l + 1] = f[n + l]
-                        row[ow + 2 * l] = f[2 * n + l]
-                        row[ow + 2 * l + 1] = f[3 * n + l]
-                    }
-                }
-                tx += n
+                let (top0, top1) = zipLanes(ys.0, ys.1), (bottom0, bottom1) = zipLanes(ys.2, ys.3)
+                if 2 * tx + n < ow { put(top1, 2 * ty, 2 * tx + n) }
+                put(top0, 2 * ty, 2 * tx)
+                if 2 * tx + n < ow { put(bottom1, 2 * ty + 1, 2 * tx + n) }
+                put(bottom0, 2 * ty + 1, 2 * tx)
             }
         }
     }
@@ -158,7 +207,7 @@ func winogradOutputPooled(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int,
                           bias: UnsafePointer<Float>?, relu: Bool, _ pooling: WinogradPooling, _ offset: Int,
                           _ y: UnsafeMutablePointer<Float>) {
     typealias I = V.MaskStorage
-    let n = V.scalarCount, t = g.tileColumns, tiles = g.tiles, stride = oc * t
+    let n = V.scalarCount, t = g.tileColumns, tiles = g.tiles, stride = g.winogradMStride(outChannels: oc)
     for o in channels {
         let bv = V(repeating: bias?[o] ?? 0)
         let out = offset + o * tiles

@@ -320,6 +320,7 @@ public final class Conv2D: Layer {
         let c = g.c, t = g.tileColumns
         let inCount = g.c * g.h * g.w, outCount = oc * (pooling != nil ? g.tiles : g.oh * g.ow)
         let vCount = 16 * g.winogradVStride, slotSize = g.winogradSlotCount(outChannels: oc)
+        let mStride = g.winogradMStride(outChannels: oc)
         let split = batch == 1 && kept == nil && oc >= 2 * gemmMR && ThreadPool.shared.threads > 1
         let slots = split ? 2 : min(batch, max(2, ThreadPool.shared.threads))
         let base = winogradSlots.reserve(slots * slotSize).pointer
@@ -330,7 +331,7 @@ public final class Conv2D: Layer {
             winogradInput(padded, g, v)
             for xi in 0..<16 {
                 gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: t, k: c, a: u + xi * oc * c, aRow: c, aCol: 1,
-                         b: v + xi * g.winogradVStride, ldb: t, c: m + xi * oc * t, ldc: t, accumulate: false)
+                         b: v + xi * g.winogradVStride, ldb: t, c: m + xi * mStride, ldc: t, accumulate: false)
             }
             if let pooling {
                 winogradOutputPooled(m, g, oc: oc, channels: rows, bias: bias, relu: relu, pooling, sample * outCount, output)
