@@ -11,8 +11,13 @@ public final class Dense: Layer {
     private var input: FloatBuffer?       // kept for backward: x (B, I)
     private var output = Workspace()      // (B, O)
     private var inputGrad = Workspace()   // (B, I)
-    private var weightT = Workspace()     // Wᵀ (I, O), rebuilt when the weights change
-    private var weightTVersion = -1
+    // Wᵀ (I, O) as the GEMM's packed panels, rebuilt when the weights change: NR columns of O
+    // each (the last zero-padded), I rows of NR. The product reads them in place (no packing),
+    // and each panel is one contiguous stream: at batch 1 a core's share of the weights (two
+    // panels of 128) then stays in its L2, where rows of Wᵀ split in halves filled only half of
+    // the cache's sets.
+    private var weightPanels = Workspace()
+    private var weightPanelsVersion = -1
 
     init(spec: LayerSpec, input: Shape, outputs: Int, bias hasBias: Bool) {
         self.spec = spec
@@ -26,18 +31,32 @@ public final class Dense: Layer {
     public var flops: Int { 2 * inputShape.count * outputShape.count }
 
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
-        let i = inputShape.count, o = outputShape.count
-        if weightTVersion != weight.version || weightT.buffer.count < i * o {
-            transpose(weight.value.pointer, rows: o, cols: i, into: weightT.reserve(i * o).pointer)
-            weightTVersion = weight.version
+        let i = inputShape.count, o = outputShape.count, nr = gemmNR, panels = (o + nr - 1) / nr
+        if weightPanelsVersion != weight.version || weightPanels.buffer.count < panels * i * nr {
+            let wp = weightPanels.reserve(panels * i * nr).pointer
+            for q in 0..<panels {
+                let width = min(nr, o - q * nr)
+                if width < nr { (wp + q * i * nr).update(repeating: 0, count: i * nr) }
+                transpose(weight.value.pointer + q * nr * i, rows: width, cols: i, into: wp + q * i * nr, ldo: nr)
+            }
+            weightPanelsVersion = weight.version
         }
         let y = output.reserve(batch * o)
         for n in 0..<batch {
             if let b = bias { (y.pointer + n * o).update(from: b.value.pointer, count: o) }
             else { (y.pointer + n * o).update(repeating: 0, count: o) }
         }
-        gemm(m: batch, n: o, k: i, a: x.pointer, aRow: i, aCol: 1, b: weightT.buffer.pointer, ldb: o,
-             c: y.pointer, ldc: o, accumulate: true, parallel: true)
+        // Tasks: blocks of up to 64 rows (samples) × one panel, when the product is worth it.
+        let rowBlocks = (batch + 63) / 64, rows = (batch + rowBlocks - 1) / rowBlocks
+        let tasks = batch * o * i >= 1 << 17 ? rowBlocks * panels : 1
+        let xp = x.pointer, yp = y.pointer, wp = weightPanels.buffer.pointer
+        ThreadPool.shared.parallelFor(tasks) { t in
+            let (r0, r1) = tasks == 1 ? (0, batch) : ((t / panels) * rows, min(batch, (t / panels + 1) * rows))
+            for q in (tasks == 1 ? 0..<panels : t % panels..<t % panels + 1) {
+                gemmTile(i0: r0, i1: r1, j0: 0, j1: min(nr, o - q * nr), k: i, a: xp, aRow: i, aCol: 1,
+                         b: wp + q * i * nr, ldb: nr, c: yp + q * nr, ldc: o, accumulate: true)
+            }
+        }
         input = x
         return y
     }
