@@ -62,7 +62,20 @@ public final class Optimizer {
             let m = first[i].pointer, v = second[i].pointer
             switch s.kind {
             case .sgd:
-                for j in 0..<count {
+                var j = 0
+                if s.momentum != 0 && !s.nesterov && step > 1 {
+                    // The common case a vector at a time: the same operations on each value.
+                    let decay = V(repeating: s.weightDecay), momentum = V(repeating: s.momentum), rate = V(repeating: lr)
+                    while j + V.scalarCount <= count {
+                        let wj = UnsafeRawPointer(w + j).loadUnaligned(as: V.self)
+                        let d = UnsafeRawPointer(g + j).loadUnaligned(as: V.self) + decay * wj
+                        let mj = momentum * UnsafeRawPointer(m + j).loadUnaligned(as: V.self) + d
+                        UnsafeMutableRawPointer(m + j).storeBytes(of: mj, as: V.self)
+                        UnsafeMutableRawPointer(w + j).storeBytes(of: wj - rate * mj, as: V.self)
+                        j += V.scalarCount
+                    }
+                }
+                for j in j..<count {
                     var d = g[j] + s.weightDecay * w[j]
                     if s.momentum != 0 {
                         m[j] = step == 1 ? d : s.momentum * m[j] + d
