@@ -6,9 +6,9 @@
 // matrix product M_ξ (OC, T) = U_ξ (OC, C) · V_ξ (C, T) over the sample's T tiles. That is 16·C
 // multiply-adds per output channel and tile where im2col spends 36·C: 2.25× fewer. The weights'
 // transform U is computed once per weight version. Forward takes this path in training and in
-// inference, whatever the batch (training also lowers each sample to im2col, which the weight
-// gradient needs); the input gradient, a 3×3 stride-1 convolution of dy with the flipped kernels,
-// takes it too, without col2im.
+// inference, whatever the batch (training keeps each sample's zero-bordered input, from which the
+// weight gradient is computed without im2col); the input gradient, a 3×3 stride-1 convolution of
+// dy with the flipped kernels, takes it too, without col2im.
 //
 //   Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]   G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]
 //   Aᵀ = [1 1 1 0; 0 1 -1 -1]

@@ -21,14 +21,15 @@ public final class Conv2D: Layer {
     /// pooling's index of a maximum there (tileColumns entries).
     private let tileCorners = IndexWorkspace()
 
-    // Kept by forward for backward: the im2col matrix of every sample, (B, CKK, P).
+    // Kept by forward for backward: the im2col matrix of every sample, (B, CKK, P) (Winograd
+    // layers keep each sample's zero-bordered input in `padded` instead).
     private var col = Workspace()
-    private var output = Workspace()     // (B, OC, OH, OW)
+    private var output = Workspace()     // (B, OC, OH, OW), or (B, OC, OH / 2, OW / 2) when pooling
     private var padded = Workspace()     // stride 1: each sample zero-bordered (paddedCount floats)
     private var winogradU = Workspace()  // 3×3, stride 1: the transformed weights, 16 × (OC, C)
     private var winogradUVersion = -1
     private var winogradSlots = Workspace()
-    private var unpooled = Workspace()   // inference with pooling: each task's full-size output
+    private var unpooled = Workspace()   // im2col with pooling: each task's full-size output
     private var winogradUBackward = Workspace()  // the input gradient's: 16 × (C, OC)
     private var inputGrad = Workspace()  // (B, C, H, W)
     private var dwT = Workspace()        // (CKK, OC): the weight gradient of one step, transposed
