@@ -60,7 +60,7 @@ extension Model {
         let sample = inputShape.count, k = numClasses
         var out = [Float](repeating: 0, count: batch * k)
         let chunk = min(32, maxBatch)   // 32 images' activations stay in the caches (256 ran 20 % slower)
-        let x = FloatBuffer(count: min(batch, chunk) * sample)
+        let x = predictionInput.reserve(min(batch, chunk) * sample)
         var rng = Random(seed: 0)
         var lo = 0
         let s = inputShape.h * inputShape.w

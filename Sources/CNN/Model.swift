@@ -21,6 +21,8 @@ public final class Model {
 
     /// Floats of working memory per sample, for training (an upper bound).
     public let workspacePerSample: Int
+    /// `predict`'s normalized input, kept between calls like the layers' buffers.
+    var predictionInput = Workspace()
 
     /// Builds the network and initializes it from `seed` (He for layers followed by ReLU, Glorot
     /// otherwise; biases zero).
