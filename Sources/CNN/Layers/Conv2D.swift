@@ -17,9 +17,14 @@ public final class Conv2D: Layer {
     /// pooling's indices of the maxima; the full-size output never leaves its task's cache. The
     /// pooling passes the output through and runs backward as usual.
     var pooling: MaxPool2D?
-    /// Winograd with pooling: each tile's top-left output index in the plane, OH·OW, the
-    /// pooling's index of a maximum there (tileColumns entries).
-    private let tileCorners = IndexWorkspace()
+    /// Winograd with pooling, in training: each tile's top-left output index in the plane, OH·OW,
+    /// the pooling's index of a maximum there (tileColumns entries). Fixed by the geometry, so
+    /// built on first use.
+    private lazy var tileCorners: IndexWorkspace = {
+        let g = geometry, corners = IndexWorkspace(), table = corners.reserve(g.tileColumns)
+        for t in 0..<g.tileColumns { table[t] = Int32(truncatingIfNeeded: 2 * (t / g.tilesW) * g.ow + 2 * (t % g.tilesW)) }
+        return corners
+    }()
 
     // Kept by forward for backward: the im2col matrix of every sample, (B, CKK, P) (Winograd
     // layers keep each sample's zero-bordered input in `padded` instead).
@@ -66,12 +71,7 @@ public final class Conv2D: Layer {
                 winogradWeights(weight.value.pointer, oc: oc, c: g.c, into: winogradU.reserve(16 * oc * g.c).pointer)
                 winogradUVersion = weight.version
             }
-            var corners: UnsafePointer<Int32>? = nil
-            if indices != nil {
-                let table = tileCorners.reserve(g.tileColumns)
-                for t in 0..<g.tileColumns { table[t] = Int32(truncatingIfNeeded: 2 * (t / g.tilesW) * g.ow + 2 * (t % g.tilesW)) }
-                corners = UnsafePointer(table)
-            }
+            let corners = indices == nil ? nil : UnsafePointer(tileCorners.pointer)
             let pooled = pool ? WinogradPooling(indices: indices, corners: corners, mask: mask) : nil
             winogradConvolution(xp, g, u: winogradU.buffer.pointer, outChannels: oc, bias: b, relu: fusedReLU, pooling: pooled,
                                 batch: batch, into: yp, keeping: training ? self.padded.reserve(batch * g.paddedCount).pointer : nil)
