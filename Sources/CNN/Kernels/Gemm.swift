@@ -397,13 +397,3 @@ public func sgemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, transposeA: B
     gemm(m: m, n: n, k: k, a: a, aRow: transposeA ? 1 : k, aCol: transposeA ? m : 1, b: b, ldb: n,
          c: c, ldc: n, accumulate: accumulate, parallel: parallel)
 }
-
-/// dst[0..<count] = src[0..<count], count a multiple of the vector width.
-@inline(__always)
-func copyVectors(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ count: Int) {
-    var i = 0
-    while i < count {
-        UnsafeMutableRawPointer(dst + i).storeBytes(of: UnsafeRawPointer(src + i).loadUnaligned(as: V.self), as: V.self)
-        i += V.scalarCount
-    }
-}

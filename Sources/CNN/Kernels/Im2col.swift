@@ -200,7 +200,7 @@ private let laneIndices: V.MaskStorage = {
 /// dst[0..<count] = src[0..<count] in whole vectors. Reads may run up to a vector past the row
 /// (the caller's buffers have that slack); writes may too, unless `exact`.
 @inline(__always)
-private func copyRow(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ count: Int, exact: Bool) {
+func copyRow(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ count: Int, exact: Bool) {
     let n = V.scalarCount
     var t = 0
     while t + n <= count || (!exact && t < count) {

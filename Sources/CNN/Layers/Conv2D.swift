@@ -99,7 +99,7 @@ public final class Conv2D: Layer {
         if pool {
             // Each task writes its images' full-size outputs into its own scratch and pools them
             // from there, while they are in its core's cache.
-            let half = (oc / 2 + gemmMR - 1) / gemmMR * gemmMR, pooled = (g.oh / 2) * (g.ow / 2)
+            let half = halfInRegisterBlocks(oc), pooled = (g.oh / 2) * (g.ow / 2)
             let full = unpooled.reserve(tasks * oc * p).pointer
             ThreadPool.shared.parallelFor(tasks) { task in
                 let rows = poolSplit ? (task == 0 ? 0..<half : half..<oc) : 0..<oc
@@ -274,12 +274,7 @@ public final class Conv2D: Layer {
                     for x in 0..<g.ow {
                         let src = t + (y * g.ow + x) * oc, row = y * wp + x
                         for q in 0..<panels {
-                            let dst = panel0 + (q * pp + row) * nr, width = min(nr, oc - q * nr)
-                            if width == nr {
-                                copyVectors(dst, src + q * nr, nr)
-                            } else {
-                                dst.update(from: src + q * nr, count: width)
-                            }
+                            copyRow(panel0 + (q * pp + row) * nr, src + q * nr, min(nr, oc - q * nr), exact: true)
                         }
                     }
                 }
@@ -287,7 +282,7 @@ public final class Conv2D: Layer {
         }
         let dwt = dwT.reserve(ckk * oc).pointer
         dwt.update(repeating: 0, count: ckk * oc)
-        let half = (c / 2 + gemmMR - 1) / gemmMR * gemmMR
+        let half = halfInRegisterBlocks(c)
         ThreadPool.shared.parallelFor(c > half ? 2 : 1) { task in
             let r0 = task * half, r1 = min(c, r0 + half)
             for n in 0..<batch {
@@ -312,9 +307,10 @@ public final class Conv2D: Layer {
     /// into `output` (batch × outChannels × g.oh × g.ow), by Winograd (see Winograd.swift). Each
     /// task takes its samples one by one through its own slot (zero-bordered input, transformed
     /// input, products), which stays in its core's cache; in training, each sample's zero-bordered
-    /// input is written to `keeping` instead, kept for the weight gradient. One image on several threads: the output channels are split in two (whole
-    /// register blocks), each task transforming the input itself. With `pooling`, the output is 2×2
-    /// max-pooled as it is written (OH / 2 × OW / 2: one value per tile).
+    /// input is written to `keeping` instead, kept for the weight gradient. One image on several
+    /// threads: the output channels are split in two (whole register blocks), each task
+    /// transforming the input itself. With `pooling`, the output is 2×2 max-pooled as it is
+    /// written (OH / 2 × OW / 2: one value per tile).
     private func winogradConvolution(_ input: UnsafePointer<Float>, _ g: ConvGeometry, u: UnsafePointer<Float>,
                                      outChannels oc: Int, bias: UnsafePointer<Float>?, relu: Bool, pooling: WinogradPooling? = nil,
                                      batch: Int, into output: UnsafeMutablePointer<Float>, keeping kept: UnsafeMutablePointer<Float>?) {
@@ -341,7 +337,7 @@ public final class Conv2D: Layer {
             }
         }
         if split {
-            let half = (oc / 2 + gemmMR - 1) / gemmMR * gemmMR
+            let half = halfInRegisterBlocks(oc)
             ThreadPool.shared.parallelFor(2) { slot in run(0, slot: slot, rows: slot == 0 ? 0..<half : half..<oc) }
         } else {
             ThreadPool.shared.parallelFor(slots) { slot in
@@ -350,3 +346,6 @@ public final class Conv2D: Layer {
         }
     }
 }
+
+/// Where `rows` are cut for two tasks: half of them, rounded up to whole register blocks.
+private func halfInRegisterBlocks(_ rows: Int) -> Int { (rows / 2 + gemmMR - 1) / gemmMR * gemmMR }
