@@ -43,30 +43,28 @@ public final class MaxPool2D: Layer {
         let amp = argmax.reserve(planes * oh * ow)
         let (kh, kw, sh, sw) = (self.kh, self.kw, self.sh, self.sw)
         let xp = x.pointer, yp = y.pointer
-        do {
-            parallelChunks(planes, chunk: min(64, max(1, planes / 4))) { p0, p1 in
-                for plane in p0..<p1 {
-                    let src = xp + plane * h * w
-                    if isTwoByTwo {
-                        maxPool2x2Plane(src, h: h, w: w, yp + plane * oh * ow, oh: oh, ow: ow,
-                                        argmax: training ? amp + plane * oh * ow : nil, mask: mask)
-                        continue
-                    }
-                    for oy in 0..<oh {
-                        for ox in 0..<ow {
-                            var bestIndex = (oy * sh) * w + ox * sw
-                            var best = src[bestIndex]
-                            for ki in 0..<kh {
-                                let row = (oy * sh + ki) * w + ox * sw
-                                for kj in 0..<kw where src[row + kj] > best {
-                                    best = src[row + kj]
-                                    bestIndex = row + kj
-                                }
+        parallelChunks(planes, chunk: min(64, max(1, planes / 4))) { p0, p1 in
+            for plane in p0..<p1 {
+                let src = xp + plane * h * w
+                if isTwoByTwo {
+                    maxPool2x2Plane(src, h: h, w: w, yp + plane * oh * ow, oh: oh, ow: ow,
+                                    argmax: training ? amp + plane * oh * ow : nil, mask: mask)
+                    continue
+                }
+                for oy in 0..<oh {
+                    for ox in 0..<ow {
+                        var bestIndex = (oy * sh) * w + ox * sw
+                        var best = src[bestIndex]
+                        for ki in 0..<kh {
+                            let row = (oy * sh + ki) * w + ox * sw
+                            for kj in 0..<kw where src[row + kj] > best {
+                                best = src[row + kj]
+                                bestIndex = row + kj
                             }
-                            let o = (plane * oh + oy) * ow + ox
-                            yp[o] = best
-                            amp[o] = mask && !(best > 0) ? -1 : Int32(bestIndex)
                         }
+                        let o = (plane * oh + oy) * ow + ox
+                        yp[o] = best
+                        amp[o] = mask && !(best > 0) ? -1 : Int32(bestIndex)
                     }
                 }
             }
@@ -83,19 +81,17 @@ public final class MaxPool2D: Layer {
         let w = inputShape.w, oh = outputShape.h, ow = outputShape.w
         let direct = isTwoByTwo && inputShape.h == 2 * oh && w == 2 * ow
         let amp = argmax.pointer
-        do {
-            parallelChunks(planes, chunk: 64) { p0, p1 in
-                for plane in p0..<p1 {
-                    let d = dxp + plane * hw
-                    if direct {
-                        maxUnpool2x2Plane(dyp, amp, plane * ohw, outputs: planes * ohw, h: inputShape.h, w: w, ow: ow, d)
-                        continue
-                    }
-                    d.update(repeating: 0, count: hw)
-                    for o in 0..<ohw {
-                        let i = Int(amp[plane * ohw + o])
-                        if i >= 0 { d[i] += dyp[plane * ohw + o] }
-                    }
+        parallelChunks(planes, chunk: 64) { p0, p1 in
+            for plane in p0..<p1 {
+                let d = dxp + plane * hw
+                if direct {
+                    maxUnpool2x2Plane(dyp, amp, plane * ohw, outputs: planes * ohw, h: inputShape.h, w: w, ow: ow, d)
+                    continue
+                }
+                d.update(repeating: 0, count: hw)
+                for o in 0..<ohw {
+                    let i = Int(amp[plane * ohw + o])
+                    if i >= 0 { d[i] += dyp[plane * ohw + o] }
                 }
             }
         }
