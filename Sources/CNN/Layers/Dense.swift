@@ -46,16 +46,19 @@ public final class Dense: Layer {
             if let b = bias { (y.pointer + n * o).update(from: b.value.pointer, count: o) }
             else { (y.pointer + n * o).update(repeating: 0, count: o) }
         }
-        // Tasks: blocks of up to 64 rows (samples) × one panel, when the product is worth it.
+        // Tasks: blocks of up to 64 rows (samples) × one panel, on the pool when the product is
+        // worth it.
         let rowBlocks = (batch + 63) / 64, rows = (batch + rowBlocks - 1) / rowBlocks
-        let tasks = batch * o * i >= 1 << 17 ? rowBlocks * panels : 1
         let xp = x.pointer, yp = y.pointer, wp = weightPanels.buffer.pointer
-        ThreadPool.shared.parallelFor(tasks) { t in
-            let (r0, r1) = tasks == 1 ? (0, batch) : ((t / panels) * rows, min(batch, (t / panels + 1) * rows))
-            for q in (tasks == 1 ? 0..<panels : t % panels..<t % panels + 1) {
-                gemmTile(i0: r0, i1: r1, j0: 0, j1: min(nr, o - q * nr), k: i, a: xp, aRow: i, aCol: 1,
-                         b: wp + q * i * nr, ldb: nr, c: yp + q * nr, ldc: o, accumulate: true)
-            }
+        func task(_ t: Int) {
+            let r0 = (t / panels) * rows, q = t % panels
+            gemmTile(i0: r0, i1: min(batch, r0 + rows), j0: 0, j1: min(nr, o - q * nr), k: i, a: xp, aRow: i, aCol: 1,
+                     b: wp + q * i * nr, ldb: nr, c: yp + q * nr, ldc: o, accumulate: true)
+        }
+        if batch * o * i >= 1 << 17 {
+            ThreadPool.shared.parallelFor(rowBlocks * panels, task)
+        } else {
+            for t in 0..<rowBlocks * panels { task(t) }
         }
         input = x
         return y
