@@ -78,6 +78,7 @@ struct LayerTests {
     @Test(arguments: [
         "input(1,1,7) flatten dense(5)",
         "input(1,1,37) flatten dense(45)",          // edges of the 32-wide kernel
+        "input(1,1,29) flatten dense(70)",          // two whole panels at once, then a partial one
         "input(1,1,12) flatten dense(3,bias=false)",
     ])
     func dense(_ text: String) throws {

@@ -127,39 +127,48 @@ private func packBuffer() -> UnsafeMutablePointer<Float> {
 
 func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
               a: UnsafePointer<Float>, aRow: Int, aCol: Int,
-              b: UnsafePointer<Float>, ldb: Int, bCol: Int = 1,
+              b: UnsafePointer<Float>, ldb: Int, bCol: Int = 1, panelStride: Int = 0,
               c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
               rowBias: UnsafePointer<Float>? = nil, relu: Bool = false) {
     let nr = gemmNR
+    // Row k0 of the panel that starts at column j (with `panelStride`, B is stored as the GEMM's
+    // own zero-padded panels, panelStride floats apart, rows NR apart: read in place, and j0 is a
+    // panel's first column).
+    @inline(__always) func panel(_ j: Int, _ k0: Int) -> UnsafePointer<Float> {
+        panelStride > 0 ? b + j / nr * panelStride + k0 * nr : b + k0 * ldb + j * bCol
+    }
     // How block k0 of K is written: the first adds to C or stores (plus the row's bias), the
     // last applies ReLU.
     @inline(__always) func store(_ k0: Int, _ kc: Int, _ i: Int) -> Store {
         Store(accumulate: accumulate || k0 > 0, bias: k0 == 0 ? rowBias.map { $0 + i } : nil, relu: relu && k0 + kc >= k)
     }
-    if i1 - i0 < gemmMR && bCol == 1 {
+    if i1 - i0 < gemmMR && (bCol == 1 || panelStride > 0) {
         // A few rows (inference on a small batch): packing B would cost as much as the product,
         // so the rows stream over B as it is, two panels at a time (four independent chains of
-        // multiply-adds; `gemm` splits such products into tiles of two panels). A panel narrower
-        // than NR is packed, zero-padded. Same operations in the same order as the packed path.
+        // multiply-adds: one panel's two chains wait on the multiply-add's latency, half the
+        // speed; `gemm` splits such products into tiles of two panels). A panel narrower than NR
+        // is packed, zero-padded, unless B is stored as panels. Same operations in the same
+        // order as the packed path.
+        let ldp = panelStride > 0 ? nr : ldb
         var j = j0
         while j < j1 {
             let panels = (j1 - j) / nr
-            if panels > 0 {
-                let step = panels >= 2 ? 2 : 1
+            if panels > 0 || panelStride > 0 {
+                let step = panels >= 2 ? 2 : 1, width = min(nr, j1 - j)
                 for i in i0..<i1 {
                     var k0 = 0
                     while k0 < k {
                         let kc = min(gemmKC, k - k0)
-                        let ai = a + i * aRow + k0 * aCol, bj = b + k0 * ldb + j, ci = c + i * ldc + j
+                        let ai = a + i * aRow + k0 * aCol, ci = c + i * ldc + j
                         if step == 2 {
-                            kernelRow2(kc, ai, aCol, bj, ldb, ci, store(k0, kc, i))
+                            kernelRow2(kc, ai, aCol, panel(j, k0), panel(j + nr, k0), ldp, ci, store(k0, kc, i))
                         } else {
-                            kernelRow(kc, ai, aCol, bj, ldb, ci, nr, store(k0, kc, i))
+                            kernelRow(kc, ai, aCol, panel(j, k0), ldp, ci, width, store(k0, kc, i))
                         }
                         k0 += kc
                     }
                 }
-                j += step * nr
+                j += step == 2 ? 2 * nr : width
             } else {
                 let width = j1 - j, packed = packBuffer()
                 var k0 = 0
@@ -178,15 +187,15 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
     }
     do {
         let buffer = packBuffer()
-        // B made of whole panels' rows (one panel, rows NR apart) is already packed.
-        let prepacked = bCol == 1 && ldb == nr && j1 - j0 == nr
+        // B stored as panels, or made of one whole panel's rows (NR apart), is already packed.
+        let prepacked = panelStride > 0 || bCol == 1 && ldb == nr && j1 - j0 == nr
         var j = j0
         while j < j1 {
             let width = min(nr, j1 - j)
             var k0 = 0
             while k0 < k {
                 let kc = min(gemmKC, k - k0)
-                let packed = prepacked ? b + k0 * nr + j : UnsafePointer(buffer)
+                let packed = prepacked ? panel(j, k0) : UnsafePointer(buffer)
                 if !prepacked { packB(b + k0 * ldb + j * bCol, ldb: ldb, bCol: bCol, rows: kc, width: width, into: buffer) }
                 let ak = a + k0 * aCol
                 var i = i0
@@ -370,20 +379,21 @@ private func kernelRow(_ kc: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
     storeRow(c0, c1, c, width, st, 0)
 }
 
-/// One row, two whole panels: C[1, 2·NR] (+)= A[1, kc] · B[kc, 2·NR].
+/// One row, two whole panels (the second's rows at `b1`): C[1, 2·NR] (+)= A[1, kc] · B[kc, 2·NR].
 @inline(__always)
 private func kernelRow2(_ kc: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
-                        _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>,
-                        _ st: Store) {
+                        _ b0: UnsafePointer<Float>, _ b1: UnsafePointer<Float>, _ ldb: Int,
+                        _ c: UnsafeMutablePointer<Float>, _ st: Store) {
     let w = V.scalarCount
     var c0 = V(), c1 = V(), c2 = V(), c3 = V()
-    var pa = a, pb = b
+    var pa = a, p0 = b0, p1 = b1
     for _ in 0..<kc {
         let x = V(repeating: pa[0])
-        c0 = fmadd(c0, x, load(pb)); c1 = fmadd(c1, x, load(pb + w))
-        c2 = fmadd(c2, x, load(pb + 2 * w)); c3 = fmadd(c3, x, load(pb + 3 * w))
+        c0 = fmadd(c0, x, load(p0)); c1 = fmadd(c1, x, load(p0 + w))
+        c2 = fmadd(c2, x, load(p1)); c3 = fmadd(c3, x, load(p1 + w))
         pa += aCol
-        pb += ldb
+        p0 += ldb
+        p1 += ldb
     }
     storeRow(c0, c1, c, 2 * w, st, 0)
     storeRow(c2, c3, c + 2 * w, 2 * w, st, 0)

@@ -46,19 +46,20 @@ public final class Dense: Layer {
             if let b = bias { (y.pointer + n * o).update(from: b.value.pointer, count: o) }
             else { (y.pointer + n * o).update(repeating: 0, count: o) }
         }
-        // Tasks: blocks of up to 64 rows (samples) × one panel, on the pool when the product is
-        // worth it.
+        // Tasks: blocks of up to 64 rows (samples) × one panel, or × two panels for a few rows,
+        // which stream both at once (see gemmTile); on the pool when the product is worth it.
         let rowBlocks = (batch + 63) / 64, rows = (batch + rowBlocks - 1) / rowBlocks
+        let perTask = batch < gemmMR ? 2 : 1, groups = (panels + perTask - 1) / perTask
         let xp = x.pointer, yp = y.pointer, wp = weightPanels.buffer.pointer
         func task(_ t: Int) {
-            let r0 = (t / panels) * rows, q = t % panels
-            gemmTile(i0: r0, i1: min(batch, r0 + rows), j0: 0, j1: min(nr, o - q * nr), k: i, a: xp, aRow: i, aCol: 1,
-                     b: wp + q * i * nr, ldb: nr, c: yp + q * nr, ldc: o, accumulate: true)
+            let r0 = (t / groups) * rows, j0 = (t % groups) * perTask * nr
+            gemmTile(i0: r0, i1: min(batch, r0 + rows), j0: j0, j1: min(o, j0 + perTask * nr), k: i, a: xp, aRow: i, aCol: 1,
+                     b: wp, ldb: nr, panelStride: i * nr, c: yp, ldc: o, accumulate: true)
         }
         if batch * o * i >= 1 << 17 {
-            ThreadPool.shared.parallelFor(rowBlocks * panels, task)
+            ThreadPool.shared.parallelFor(rowBlocks * groups, task)
         } else {
-            for t in 0..<rowBlocks * panels { task(t) }
+            for t in 0..<rowBlocks * groups { task(t) }
         }
         input = x
         return y
