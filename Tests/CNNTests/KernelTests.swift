@@ -106,14 +106,17 @@ struct KernelTests {
     }
 
     /// A convolution followed by 2×2 max pooling pools its own output (Winograd: per tile; im2col:
-    /// from each task's scratch, the output channels split at batch 1) and keeps the pooling's
+    /// from each task's scratch, the output channels split at batch 1; few input channels in
+    /// inference: directly, blocks of channels with a partial last one) and keeps the pooling's
     /// indices in training; a ReLU between is fused too. Logits and gradients must be the bits of
-    /// the separate layers: ReLU or not, odd sizes (the last row and column dropped), one image or
-    /// three, one thread or two, inference and training.
+    /// the separate layers: ReLU or not, bias or not, odd sizes (the last row and column dropped),
+    /// one image or three, one thread or two, inference and training.
     @Test(arguments: [
         "input(1,12,34) conv(3,3,pad=1) relu maxpool(2) conv(4,3,pad=1) relu maxpool(2) flatten dense(5)",
         "input(9,8,10) conv(16,3,pad=1) relu maxpool(2) conv(16,3) maxpool(2) flatten dense(5)",
         "input(2,11,9) conv(16,2) relu maxpool(2) flatten dense(3)",
+        "input(3,13,37) conv(5,3,bias=false) relu maxpool(2) flatten dense(4)",
+        "input(1,9,6) conv(6,3,pad=1) maxpool(2) flatten dense(2)",
         referenceNetwork,
     ])
     func fusedPoolingMatchesSeparateLayers(_ text: String) throws {

@@ -77,6 +77,24 @@ public final class Conv2D: Layer {
                                 batch: batch, into: yp, keeping: training ? self.padded.reserve(batch * g.paddedCount).pointer : nil)
             return y
         }
+        if pool && !training && g.directPooling {
+            // Inference through a first layer (few channels): direct, with the pooling fused (see
+            // DirectConvolution.swift). One image on several threads: the output channels are
+            // split in two, each task bordering the image into its own slot.
+            let split = batch == 1 && oc >= 2 && ThreadPool.shared.threads > 1
+            let tasks = split ? 2 : min(batch, max(2, ThreadPool.shared.threads)), half = min(oc, halfInDirectBlocks(oc))
+            let stage = self.col.reserve(tasks * directStageCount).pointer
+            let padded = self.padded.reserve(tasks * g.paddedCount).pointer
+            ThreadPool.shared.parallelFor(tasks) { task in
+                let own = padded + task * g.paddedCount
+                for n in stride(from: split ? 0 : task, to: batch, by: tasks) {
+                    padInput(xp + n * inCount, g, own)
+                    directConvPooled(own, g, weights: w, bias: b, relu: fusedReLU, channels: split ? (task == 0 ? 0..<half : half..<oc) : 0..<oc,
+                                     stage: stage + task * directStageCount, yp + n * outCount)
+                }
+            }
+            return y
+        }
         // Training keeps every sample's im2col matrix for backward. Inference needs one matrix at
         // a time: each of `slots` tasks lowers its samples into its own slot, which stays in its
         // core's cache instead of streaming the whole batch's matrices through memory.
