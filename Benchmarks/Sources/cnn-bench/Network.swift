@@ -78,7 +78,7 @@ func networkBenchmarks() throws {
 
 /// CNN_BENCH_PROFILE=train|infer|latency (with CNN_BENCH_NETS, CNN_BENCH_THREADS, CNN_BENCH_BATCH):
 /// runs one case for about 10 seconds, for `perf record`; `layers` prints each layer's forward
-/// time, `pool` the cost of a parallel region.
+/// time (CNN_BENCH_LAYER=i: layer i alone), `pool` the cost of a parallel region.
 func profileLoop(_ what: String) throws {
     let env = ProcessInfo.processInfo.environment
     let spec = env["CNN_BENCH_NETS"] == "wide" ? wideSpec : referenceSpec
@@ -110,9 +110,17 @@ func profileLoop(_ what: String) throws {
         return
     }
     if what == "layers" {
-        // Forward time of each layer at this batch size (median of 2000 calls).
+        // Forward time of each layer at this batch size (median of 2000 calls); with
+        // CNN_BENCH_LAYER=i, layer i's forward alone for about 10 seconds (for perf).
         var rng = Random(seed: 1)
         var h = FloatBuffer(count: batch * model.inputShape.count)
+        if let only = env["CNN_BENCH_LAYER"].flatMap({ Int($0) }), model.layers.indices.contains(only) {
+            for layer in model.layers[..<only] { h = layer.forward(h, batch: batch, training: false, rng: &rng) }
+            var calls = 0
+            while now() - start < 10 { _ = model.layers[only].forward(h, batch: batch, training: false, rng: &rng); calls += 1 }
+            print(String(format: "%@: %.2f us per call", model.layers[only].spec.text, (now() - start) / Double(calls) * 1e6))
+            return
+        }
         for layer in model.layers {
             var times: [Double] = []
             var out = h

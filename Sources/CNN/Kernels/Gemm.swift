@@ -127,7 +127,7 @@ private func packBuffer() -> UnsafeMutablePointer<Float> {
 
 func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
               a: UnsafePointer<Float>, aRow: Int, aCol: Int,
-              b: UnsafePointer<Float>, ldb: Int, bCol: Int = 1, panelStride: Int = 0,
+              b: UnsafePointer<Float>, ldb: Int, bCol: Int = 1, panelStride: Int = 0, bInPlace: Bool = false,
               c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
               rowBias: UnsafePointer<Float>? = nil, relu: Bool = false) {
     let nr = gemmNR
@@ -188,7 +188,12 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
     do {
         let buffer = packBuffer()
         // B stored as panels, or made of one whole panel's rows (NR apart), is already packed.
-        let prepacked = panelStride > 0 || bCol == 1 && ldb == nr && j1 - j0 == nr
+        // With `bInPlace` (the caller's B has NR readable columns in every panel: Winograd's
+        // transformed input) the kernel reads B's rows, ldb apart, where they are, as long as
+        // they span at most 16 KiB: in L1, without the set conflicts of rows a large power of two
+        // apart. Packing such a B cost a copy of it per product (7 % of a batch-1 convolution).
+        let prepacked = panelStride > 0 || bCol == 1 && (ldb == nr && j1 - j0 == nr || bInPlace && min(k, gemmKC) * ldb <= 4096)
+        let bStep = prepacked && panelStride == 0 ? ldb : nr
         var j = j0
         while j < j1 {
             let width = min(nr, j1 - j)
@@ -201,14 +206,14 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                 var i = i0
                 while i + gemmMR <= i1 {
                     #if CNN_AVX512
-                    kernel8(kc, ak + i * aRow, aRow, aCol, packed, c + i * ldc + j, ldc, width, store(k0, kc, i))
+                    kernel8(kc, ak + i * aRow, aRow, aCol, packed, bStep, c + i * ldc + j, ldc, width, store(k0, kc, i))
                     #else
-                    kernel6(kc, ak + i * aRow, aRow, aCol, packed, c + i * ldc + j, ldc, width, store(k0, kc, i))
+                    kernel6(kc, ak + i * aRow, aRow, aCol, packed, bStep, c + i * ldc + j, ldc, width, store(k0, kc, i))
                     #endif
                     i += gemmMR
                 }
                 while i < i1 {
-                    kernelRow(kc, ak + i * aRow, aCol, packed, nr, c + i * ldc + j, width, store(k0, kc, i))
+                    kernelRow(kc, ak + i * aRow, aCol, packed, bStep, c + i * ldc + j, width, store(k0, kc, i))
                     i += 1
                 }
                 k0 += kc
@@ -286,10 +291,10 @@ private func storePartialRow(_ lo: V, _ hi: V, _ c: UnsafeMutablePointer<Float>,
     }
 }
 
-/// The register block: C[6, NR] (+)= A[6, kc] · packed B[kc, NR].
+/// The register block: C[6, NR] (+)= A[6, kc] · B[kc, NR] (packed, or rows ldb apart).
 @inline(__always)
 private func kernel6(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: Int,
-                     _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                     _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
                      _ width: Int, _ st: Store) {
     var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
     var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
@@ -310,7 +315,7 @@ private func kernel6(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: 
         x = V(repeating: pa[5 * aRow])
         c50 = fmadd(c50, x, b0); c51 = fmadd(c51, x, b1)
         pa += aCol
-        pb += 2 * w
+        pb += ldb
     }
     storeRow(c00, c01, c, width, st, 0)
     storeRow(c10, c11, c + ldc, width, st, 1)
@@ -320,10 +325,10 @@ private func kernel6(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: 
     storeRow(c50, c51, c + 5 * ldc, width, st, 5)
 }
 
-/// The AVX-512 register block: C[8, NR] (+)= A[8, kc] · packed B[kc, NR].
+/// The AVX-512 register block: C[8, NR] (+)= A[8, kc] · B[kc, NR] (packed, or rows ldb apart).
 @inline(__always)
 private func kernel8(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: Int,
-                     _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                     _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
                      _ width: Int, _ st: Store) {
     var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V(), c30 = V(), c31 = V()
     var c40 = V(), c41 = V(), c50 = V(), c51 = V(), c60 = V(), c61 = V(), c70 = V(), c71 = V()
@@ -348,7 +353,7 @@ private func kernel8(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: 
         x = V(repeating: pa[7 * aRow])
         c70 = fmadd(c70, x, b0); c71 = fmadd(c71, x, b1)
         pa += aCol
-        pb += 2 * w
+        pb += ldb
     }
     storeRow(c00, c01, c, width, st, 0)
     storeRow(c10, c11, c + ldc, width, st, 1)

@@ -108,13 +108,29 @@ extension ConvGeometry {
     var paddedCount: Int { c * paddedH * paddedW + 3 * V.scalarCount }
 }
 
-/// padded = x with a zero border of PH rows and PW columns around each channel.
-func padInput(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ padded: UnsafeMutablePointer<Float>) {
-    let hp = g.paddedH, wp = g.paddedW
+/// padded = x with a zero border of PH rows and PW columns around each channel. `readable`: the
+/// floats that may be read from x (the rest of its batch). Each row is copied in whole vectors,
+/// the last spilling past the row, and a vector of zeros is stored right after the row: it clears
+/// the spill (the right border and the next row's left one; the next row is written after it),
+/// and stays within the bottom border and the slack. Rows short of a vector (conv2's 14 floats)
+/// would otherwise be copied one float at a time.
+func padInput(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ padded: UnsafeMutablePointer<Float>, readable: Int) {
+    let hp = g.paddedH, wp = g.paddedW, n = V.scalarCount, w = g.w
+    let whole = (w + n - 1) / n * n
     padded.update(repeating: 0, count: g.paddedCount)
     for c in 0..<g.c {
         for y in 0..<g.h {
-            copyRow(padded + (c * hp + y + g.ph) * wp + g.pw, x + (c * g.h + y) * g.w, g.w, exact: true)
+            let src = (c * g.h + y) * w, dst = padded + (c * hp + y + g.ph) * wp + g.pw
+            if src + whole <= readable {
+                var t = 0
+                while t < w {
+                    UnsafeMutableRawPointer(dst + t).storeBytes(of: UnsafeRawPointer(x + src + t).loadUnaligned(as: V.self), as: V.self)
+                    t += n
+                }
+                UnsafeMutableRawPointer(dst + w).storeBytes(of: V(), as: V.self)
+            } else {
+                copyRow(dst, x + src, w, exact: true)
+            }
         }
     }
 }

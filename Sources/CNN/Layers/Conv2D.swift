@@ -88,7 +88,7 @@ public final class Conv2D: Layer {
             ThreadPool.shared.parallelFor(tasks) { task in
                 let own = padded + task * g.paddedCount
                 for n in stride(from: split ? 0 : task, to: batch, by: tasks) {
-                    padInput(xp + n * inCount, g, own)
+                    padInput(xp + n * inCount, g, own, readable: (batch - n) * inCount)
                     directConvPooled(own, g, weights: w, bias: b, relu: fusedReLU, channels: split ? (task == 0 ? 0..<half : half..<oc) : 0..<oc,
                                      stage: stage + task * directStageCount, yp + n * outCount)
                 }
@@ -108,7 +108,7 @@ public final class Conv2D: Layer {
         let padded = strideOne ? self.padded.reserve(max(2, slots) * g.paddedCount).pointer : nil
         func lower(_ n: Int, into slot: Int) {
             if let padded {
-                padInput(xp + n * inCount, g, padded + slot * g.paddedCount)
+                padInput(xp + n * inCount, g, padded + slot * g.paddedCount, readable: (batch - n) * inCount)
                 im2colPadded(padded + slot * g.paddedCount, g, col + slot * ckk * p)
             } else {
                 im2col(xp + n * inCount, g, col + slot * ckk * p)
@@ -143,7 +143,7 @@ public final class Conv2D: Layer {
             let split = (p / 2 + gemmNR - 1) / gemmNR * gemmNR
             ThreadPool.shared.parallelFor(2) { t in
                 let own = padded + t * g.paddedCount, columns = t == 0 ? 0..<split : split..<p
-                padInput(xp, g, own)
+                padInput(xp, g, own, readable: inCount)
                 im2colPadded(own, g, col, columns: columns)
                 gemmTile(i0: 0, i1: oc, j0: columns.lowerBound, j1: columns.upperBound, k: ckk, a: w, aRow: ckk, aCol: 1,
                          b: col, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, relu: fusedReLU)
@@ -342,11 +342,11 @@ public final class Conv2D: Layer {
         func run(_ sample: Int, slot: Int, rows: Range<Int>) {
             let own = base + slot * slotSize, v = own + g.paddedCount, m = v + vCount
             let padded = kept.map { $0 + sample * g.paddedCount } ?? own
-            padInput(input + sample * inCount, g, padded)
+            padInput(input + sample * inCount, g, padded, readable: (batch - sample) * inCount)
             winogradInput(padded, g, v)
             for xi in 0..<16 {
                 gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: t, k: c, a: u + xi * oc * c, aRow: c, aCol: 1,
-                         b: v + xi * g.winogradVStride, ldb: t, c: m + xi * mStride, ldc: t, accumulate: false)
+                         b: v + xi * g.winogradVStride, ldb: t, bInPlace: true, c: m + xi * mStride, ldc: t, accumulate: false)
             }
             if let pooling {
                 winogradOutputPooled(m, g, oc: oc, channels: rows, bias: bias, relu: relu, pooling, sample * outCount, output)
