@@ -105,8 +105,9 @@ struct KernelTests {
         }
     }
 
-    /// A convolution followed by 2×2 max pooling pools its own output (Winograd: per tile; im2col:
-    /// from each task's scratch, the output channels split at batch 1; few input channels in
+    /// A convolution followed by 2×2 max pooling pools its own output (Winograd: per tile, and in
+    /// inference multiplied by tiles, with partial vectors and panels of channels; im2col: from
+    /// each task's scratch, the output channels split at batch 1; few input channels in
     /// inference: directly, blocks of channels with a partial last one) and keeps the pooling's
     /// indices in training; a ReLU between is fused too. Logits and gradients must be the bits of
     /// the separate layers: ReLU or not, bias or not, odd sizes (the last row and column dropped),
@@ -117,6 +118,8 @@ struct KernelTests {
         "input(2,11,9) conv(16,2) relu maxpool(2) flatten dense(3)",
         "input(3,13,37) conv(5,3,bias=false) relu maxpool(2) flatten dense(4)",
         "input(1,9,6) conv(6,3,pad=1) maxpool(2) flatten dense(2)",
+        "input(8,6,10) conv(20,3,pad=1) relu maxpool(2) flatten dense(3)",
+        "input(8,4,6) conv(40,3,pad=1) maxpool(2) flatten dense(3)",
         referenceNetwork,
     ])
     func fusedPoolingMatchesSeparateLayers(_ text: String) throws {
@@ -124,6 +127,9 @@ struct KernelTests {
             let architecture = try Architecture(parsing: text)
             let fused = try Model(architecture: architecture, seed: 6)
             let separate = try Model(architecture: architecture, fusing: false)
+            // Biases start at zero: give them values, so that their part in every path is checked.
+            var biases = TestRandom(5)
+            for (name, p) in fused.namedParameters where name.hasSuffix("bias") { p.value.copy(from: FloatBuffer(biases.values(p.count))) }
             for (a, b) in zip(fused.namedParameters, separate.namedParameters) { b.parameter.value.copy(from: a.parameter.value) }
             #expect(fused.layers.contains { ($0 as? Conv2D)?.pooling != nil })
             #expect(!separate.layers.contains { ($0 as? Conv2D)?.pooling != nil })

@@ -39,24 +39,38 @@ extension ConvGeometry {
         return back.winograd ? back : nil
     }
     /// Floats of one task's working memory: the zero-bordered input, the 16 transformed-input
-    /// matrices and the 16 products (OC × tileColumns, with a vector of slack).
+    /// matrices, the 16 products (OC × tileColumns, with a vector of slack), and the pooled
+    /// outputs of the products by tiles (tiles × OC, with a vector of slack).
     func winogradSlotCount(outChannels oc: Int) -> Int {
-        paddedCount + 16 * winogradVStride + 16 * winogradMStride(outChannels: oc)
+        paddedCount + 16 * winogradVStride + 16 * winogradMStride(outChannels: oc) + tiles * oc + V.scalarCount
     }
 }
 
-/// U[ξ][o][c] = (G g_{o,c} Gᵀ)[ξ] for weights (OC, C, 3, 3). With `forInputGradient`, the weights
-/// of the convolution that computes the input gradient from dy instead: kernels flipped and the
-/// channel roles swapped, U[ξ][c][o] = (G flip(g_{o,c}) Gᵀ)[ξ].
-func winogradWeights(_ w: UnsafePointer<Float>, oc: Int, c: Int, forInputGradient: Bool = false,
+/// How the transformed weights are laid out.
+enum WinogradWeightLayout {
+    /// U[ξ][o][c] = (G g_{o,c} Gᵀ)[ξ]: the left operand of the products M_ξ = U_ξ V_ξ.
+    case forward
+    /// The weights of the convolution that computes the input gradient from dy: kernels flipped
+    /// and the channel roles swapped, U[ξ][c][o] = (G flip(g_{o,c}) Gᵀ)[ξ].
+    case inputGradient
+    /// U_ξᵀ (C, OC) as the GEMM's packed panels, the right operand of the products by tiles
+    /// M_ξᵀ = V_ξᵀ U_ξᵀ: [ξ][o / NR][c][o % NR], the last panel zero-padded.
+    case panels
+}
+
+/// The transformed weights for weights (OC, C, 3, 3), in `layout` (see there; `panels` needs
+/// 16 · ⌈OC / NR⌉ · NR · C floats).
+func winogradWeights(_ w: UnsafePointer<Float>, oc: Int, c: Int, layout: WinogradWeightLayout = .forward,
                      into u: UnsafeMutablePointer<Float>) {
     @inline(__always) func gRows(_ a: Float, _ b: Float, _ c: Float) -> (Float, Float, Float, Float) {
         (a, 0.5 * (a + b + c), 0.5 * (a - b + c), c)
     }
+    let nr = gemmNR, panels = (oc + nr - 1) / nr
+    if layout == .panels { u.update(repeating: 0, count: 16 * panels * nr * c) }
     for o in 0..<oc {
         for ch in 0..<c {
             let k = w + (o * c + ch) * 9
-            @inline(__always) func g(_ i: Int, _ j: Int) -> Float { forInputGradient ? k[(2 - i) * 3 + 2 - j] : k[i * 3 + j] }
+            @inline(__always) func g(_ i: Int, _ j: Int) -> Float { layout == .inputGradient ? k[(2 - i) * 3 + 2 - j] : k[i * 3 + j] }
             // t = G g: column j of g becomes column j of t (4 × 3).
             let c0 = gRows(g(0, 0), g(1, 0), g(2, 0)), c1 = gRows(g(0, 1), g(1, 1), g(2, 1)), c2 = gRows(g(0, 2), g(1, 2), g(2, 2))
             // Row i of t, times Gᵀ.
@@ -64,7 +78,11 @@ func winogradWeights(_ w: UnsafePointer<Float>, oc: Int, c: Int, forInputGradien
             withUnsafeBytes(of: rows) { raw in
                 let values = raw.bindMemory(to: Float.self)
                 for xi in 0..<16 {
-                    u[forInputGradient ? (xi * c + ch) * oc + o : (xi * oc + o) * c + ch] = values[xi]
+                    switch layout {
+                    case .forward: u[(xi * oc + o) * c + ch] = values[xi]
+                    case .inputGradient: u[(xi * c + ch) * oc + o] = values[xi]
+                    case .panels: u[((xi * panels + o / nr) * c + ch) * nr + o % nr] = values[xi]
+                    }
                 }
             }
         }
@@ -238,4 +256,36 @@ func winogradOutputPooled(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int,
             t0 += n
         }
     }
+}
+
+/// Pooled inference, from the products by tiles M_ξᵀ (tiles × OC, rows `ldm` apart, the 16
+/// matrices `stride` apart): lanes are output channels, so a tile's values per ξ are whole
+/// vectors; each tile's Aᵀ m A + bias, ReLU and window maximum are computed as by
+/// `winogradOutputPooled` (the same operations per value), collected as (tiles × channels) in
+/// `scratch` (tiles · channels.count floats and a vector of slack), then transposed into
+/// y[o · tiles + t] for the output channels `channels`.
+func winogradOutputPooledByTiles(_ m: UnsafePointer<Float>, _ g: ConvGeometry, ldm: Int, stride: Int, channels: Range<Int>,
+                                 bias: UnsafePointer<Float>?, relu: Bool, scratch: UnsafeMutablePointer<Float>,
+                                 _ y: UnsafeMutablePointer<Float>) {
+    let n = V.scalarCount, tiles = g.tiles, width = channels.count
+    for t in 0..<tiles {
+        var o = channels.lowerBound
+        while o < channels.upperBound {
+            // A partial vector's lanes past the channels are computed from whatever follows and
+            // spill into the next tile's row, written after it (or the slack).
+            var bv = V()
+            if let bias {
+                if o + n <= channels.upperBound {
+                    bv = UnsafeRawPointer(bias + o).loadUnaligned(as: V.self)
+                } else {
+                    for l in 0..<(channels.upperBound - o) { bv[l] = bias[o + l] }
+                }
+            }
+            let ys = inverseTransform(m + t * ldm + o, stride, bias: bv, relu: relu)
+            let best = windowMax(ys.0, ys.1, ys.2, ys.3, first: V.MaskStorage(), w: 0, indices: false, mask: false).0
+            UnsafeMutableRawPointer(scratch + t * width + o - channels.lowerBound).storeBytes(of: best, as: V.self)
+            o += n
+        }
+    }
+    transpose(scratch, rows: tiles, cols: width, into: y + channels.lowerBound * tiles, ldo: tiles)
 }

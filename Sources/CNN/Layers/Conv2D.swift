@@ -33,6 +33,8 @@ public final class Conv2D: Layer {
     private var padded = Workspace()     // stride 1: each sample zero-bordered (paddedCount floats)
     private var winogradU = Workspace()  // 3×3, stride 1: the transformed weights, 16 × (OC, C)
     private var winogradUVersion = -1
+    private var winogradUPanels = Workspace()  // pooled inference: Uᵀ as the GEMM's panels (see Winograd.swift)
+    private var winogradUPanelsVersion = -1
     private var winogradSlots = Workspace()
     private var unpooled = Workspace()   // im2col with pooling: each task's full-size output
     private var winogradUBackward = Workspace()  // the input gradient's: 16 × (C, OC)
@@ -73,8 +75,19 @@ public final class Conv2D: Layer {
             }
             let corners = indices == nil ? nil : UnsafePointer(tileCorners.pointer)
             let pooled = pool ? WinogradPooling(indices: indices, corners: corners, mask: mask) : nil
-            winogradConvolution(xp, g, u: winogradU.buffer.pointer, outChannels: oc, bias: b, relu: fusedReLU, pooling: pooled,
-                                batch: batch, into: yp, keeping: training ? self.padded.reserve(batch * g.paddedCount).pointer : nil)
+            // Pooled inference multiplies by tiles (M_ξᵀ = V_ξᵀ U_ξᵀ), with Uᵀ kept as panels.
+            var panels: UnsafePointer<Float>? = nil
+            if pool && !training {
+                let count = 16 * (oc + gemmNR - 1) / gemmNR * gemmNR * g.c
+                if winogradUPanelsVersion != weight.version || winogradUPanels.buffer.count < count {
+                    winogradWeights(weight.value.pointer, oc: oc, c: g.c, layout: .panels, into: winogradUPanels.reserve(count).pointer)
+                    winogradUPanelsVersion = weight.version
+                }
+                panels = UnsafePointer(winogradUPanels.buffer.pointer)
+            }
+            winogradConvolution(xp, g, u: winogradU.buffer.pointer, uPanels: panels, outChannels: oc, bias: b, relu: fusedReLU,
+                                pooling: pooled, batch: batch, into: yp,
+                                keeping: training ? self.padded.reserve(batch * g.paddedCount).pointer : nil)
             return y
         }
         if pool && !training && g.directPooling {
@@ -200,7 +213,7 @@ public final class Conv2D: Layer {
         // For 3×3 at stride 1, dx is a convolution of dy: by Winograd when it applies, no col2im.
         if let back = g.inputGradientWinograd(outChannels: oc) {
             let u = winogradUBackward.reserve(16 * oc * g.c).pointer
-            winogradWeights(weight.value.pointer, oc: oc, c: g.c, forInputGradient: true, into: u)
+            winogradWeights(weight.value.pointer, oc: oc, c: g.c, layout: .inputGradient, into: u)
             winogradConvolution(dyp, back, u: u, outChannels: g.c, bias: nil, relu: false, batch: batch,
                                 into: dx.pointer, keeping: nil)
             return dx
@@ -330,13 +343,22 @@ public final class Conv2D: Layer {
     /// transforming the input itself. With `pooling`, the output is 2×2 max-pooled as it is
     /// written (OH / 2 × OW / 2: one value per tile).
     private func winogradConvolution(_ input: UnsafePointer<Float>, _ g: ConvGeometry, u: UnsafePointer<Float>,
-                                     outChannels oc: Int, bias: UnsafePointer<Float>?, relu: Bool, pooling: WinogradPooling? = nil,
-                                     batch: Int, into output: UnsafeMutablePointer<Float>, keeping kept: UnsafeMutablePointer<Float>?) {
-        let c = g.c, t = g.tileColumns
+                                     uPanels: UnsafePointer<Float>? = nil, outChannels oc: Int, bias: UnsafePointer<Float>?,
+                                     relu: Bool, pooling: WinogradPooling? = nil, batch: Int,
+                                     into output: UnsafeMutablePointer<Float>, keeping kept: UnsafeMutablePointer<Float>?) {
+        let c = g.c, t = g.tileColumns, nr = gemmNR
         let inCount = g.c * g.h * g.w, outCount = oc * (pooling != nil ? g.tiles : g.oh * g.ow)
         let vCount = 16 * g.winogradVStride, slotSize = g.winogradSlotCount(outChannels: oc)
         let mStride = g.winogradMStride(outChannels: oc)
-        let split = batch == 1 && kept == nil && oc >= 2 * gemmMR && ThreadPool.shared.threads > 1
+        // Pooled inference multiplies by tiles: M_ξᵀ (tiles, OC) = V_ξᵀ · U_ξᵀ, the tiles as the
+        // rows (V_ξ read transposed, no packing) and Uᵀ as panels. The columns of V_ξ past the
+        // tiles (up to a quarter of them: 49 tiles in 64) are then not multiplied, and each
+        // product is summed over the channels in the same order: the same bits.
+        let byTiles = uPanels != nil && pooling != nil && pooling?.indices == nil
+        // One image on two threads: the output channels split in two, at a register block (a
+        // panel when by tiles), each task transforming the input itself.
+        let half = byTiles ? (oc / 2 + nr - 1) / nr * nr : halfInRegisterBlocks(oc)
+        let split = batch == 1 && kept == nil && half < oc && ThreadPool.shared.threads > 1
         let slots = split ? 2 : min(batch, max(2, ThreadPool.shared.threads))
         let base = winogradSlots.reserve(slots * slotSize).pointer
         func run(_ sample: Int, slot: Int, rows: Range<Int>) {
@@ -344,6 +366,17 @@ public final class Conv2D: Layer {
             let padded = kept.map { $0 + sample * g.paddedCount } ?? own
             padInput(input + sample * inCount, g, padded, readable: (batch - sample) * inCount)
             winogradInput(padded, g, v)
+            if byTiles, let uPanels {
+                let tStride = g.tiles * oc + V.scalarCount, panelCount = (oc + nr - 1) / nr
+                for xi in 0..<16 {
+                    gemmTile(i0: 0, i1: g.tiles, j0: rows.lowerBound, j1: rows.upperBound, k: c, a: v + xi * g.winogradVStride,
+                             aRow: 1, aCol: t, b: uPanels + xi * panelCount * c * nr, ldb: nr, panelStride: c * nr,
+                             c: m + xi * tStride, ldc: oc, accumulate: false)
+                }
+                winogradOutputPooledByTiles(m, g, ldm: oc, stride: tStride, channels: rows, bias: bias, relu: relu,
+                                            scratch: m + 16 * mStride, output + sample * outCount)
+                return
+            }
             for xi in 0..<16 {
                 gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: t, k: c, a: u + xi * oc * c, aRow: c, aCol: 1,
                          b: v + xi * g.winogradVStride, ldb: t, bInPlace: true, c: m + xi * mStride, ldc: t, accumulate: false)
@@ -355,7 +388,6 @@ public final class Conv2D: Layer {
             }
         }
         if split {
-            let half = halfInRegisterBlocks(oc)
             ThreadPool.shared.parallelFor(2) { slot in run(0, slot: slot, rows: slot == 0 ? 0..<half : half..<oc) }
         } else {
             ThreadPool.shared.parallelFor(slots) { slot in
