@@ -106,7 +106,8 @@ struct KernelTests {
     }
 
     /// A convolution followed by 2×2 max pooling pools its own output (Winograd: per tile, and in
-    /// inference multiplied by tiles, with partial vectors and panels of channels; im2col: from
+    /// inference multiplied by tiles, with partial vectors and panels of channels, small planes
+    /// bordered in registers with padding 0, 1 or 2; im2col: from
     /// each task's scratch, the output channels split at batch 1; few input channels in
     /// inference: directly, blocks of channels with a partial last one) and keeps the pooling's
     /// indices in training; a ReLU between is fused too. Logits and gradients must be the bits of
@@ -120,6 +121,8 @@ struct KernelTests {
         "input(1,9,6) conv(6,3,pad=1) maxpool(2) flatten dense(2)",
         "input(8,6,10) conv(20,3,pad=1) relu maxpool(2) flatten dense(3)",
         "input(8,4,6) conv(40,3,pad=1) maxpool(2) flatten dense(3)",
+        "input(8,8,12) conv(16,3) relu maxpool(2) flatten dense(3)",
+        "input(8,4,6) conv(12,3,pad=2) maxpool(2) flatten dense(3)",
         referenceNetwork,
     ])
     func fusedPoolingMatchesSeparateLayers(_ text: String) throws {

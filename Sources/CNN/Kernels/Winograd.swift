@@ -24,6 +24,10 @@ extension ConvGeometry {
     /// panels of the GEMM, so that every panel is full (a partial one is stored element by
     /// element); the extra columns are never read back.
     var tileColumns: Int { (tiles + gemmNR - 1) / gemmNR * gemmNR }
+    /// Inference on small planes transforms the input as it is, without a zero-bordered copy
+    /// (`winogradInputSmall`): a bordered row fits in a vector and a row of tiles in less than half
+    /// of one, and the rows of tiles, half a vector each, fit in the columns.
+    var winogradSmallInput: Bool { 2 * (tilesW + 1) <= V.scalarCount && tilesH * V.scalarCount / 2 <= tileColumns }
     /// Floats between two of the 16 transformed-input matrices (C, tileColumns), with a vector of
     /// slack, since a row of tiles is stored as whole vectors.
     var winogradVStride: Int { c * tileColumns + V.scalarCount }
@@ -154,6 +158,79 @@ func winogradInput(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ v: Unsaf
     }
 }
 
+/// V[ξ][c][ty · N/2 + tx] = (Bᵀ d_{c,t} B)[ξ] for one sample's input x (C, H, W) as it is, when
+/// `winogradSmallInput`: the zero border is made in registers. Rows of tiles go in pairs, one per
+/// half vector (lanes past TW are not tiles, and are not read back); the six bordered rows under
+/// a pair are each one vector, loaded from PW floats before the row with the border lanes zeroed
+/// (an absent row is zero), and the four columns of a tile row are lane shuffles of them. (The
+/// copy with a border and the even-element loads of `winogradInput` cost more than the products'
+/// transform itself on a 14 × 14 plane.) `readable`: floats readable from x on (the rest of its
+/// batch); `first`: x is the batch's first float.
+func winogradInputSmall(_ x: UnsafePointer<Float>, _ g: ConvGeometry, readable: Int, first: Bool,
+                        _ v: UnsafeMutablePointer<Float>) {
+    typealias I = V.MaskStorage
+    let n = V.scalarCount, t = g.tileColumns, stride = g.winogradVStride, h = g.h, w = g.w
+    var lanes = I()
+    for l in 0..<n { lanes[l] = I.Scalar(l) }
+    // Bordered column c holds x[c - PW] for PW ≤ c < PW + W.
+    let border = (lanes .< I(repeating: I.Scalar(g.pw))) .| (lanes .>= I(repeating: I.Scalar(g.pw + w)))
+    @inline(__always) func row(_ ch: Int, _ r: Int) -> V {
+        let y = r - g.ph
+        guard y >= 0 && y < h else { return V() }
+        let start = (ch * h + y) * w - g.pw
+        if (start >= 0 || !first) && start + n <= readable {
+            return UnsafeRawPointer(x + start).loadUnaligned(as: V.self).replacing(with: 0, where: border)
+        }
+        var p = V()
+        for l in g.pw..<(g.pw + w) { p[l] = x[start + l] }
+        return p
+    }
+    @inline(__always) func store(_ r: (V, V, V, V), _ dst: UnsafeMutablePointer<Float>, _ i: Int) {
+        UnsafeMutableRawPointer(dst + (4 * i) * stride).storeBytes(of: r.0 - r.2, as: V.self)
+        UnsafeMutableRawPointer(dst + (4 * i + 1) * stride).storeBytes(of: r.1 + r.2, as: V.self)
+        UnsafeMutableRawPointer(dst + (4 * i + 2) * stride).storeBytes(of: r.2 - r.1, as: V.self)
+        UnsafeMutableRawPointer(dst + (4 * i + 3) * stride).storeBytes(of: r.1 - r.3, as: V.self)
+    }
+    for ch in 0..<g.c {
+        var ty = 0
+        while ty < g.tilesH {
+            let p0 = row(ch, 2 * ty), p1 = row(ch, 2 * ty + 1), p2 = row(ch, 2 * ty + 2)
+            let p3 = row(ch, 2 * ty + 3), p4 = row(ch, 2 * ty + 4), p5 = row(ch, 2 * ty + 5)
+            let d0 = halfRowColumns(p0, p2), d1 = halfRowColumns(p1, p3), d2 = halfRowColumns(p2, p4), d3 = halfRowColumns(p3, p5)
+            let dst = v + ch * t + ty * (n / 2)
+            ty += 2
+            store((d0.0 - d2.0, d0.1 - d2.1, d0.2 - d2.2, d0.3 - d2.3), dst, 0)
+            store((d1.0 + d2.0, d1.1 + d2.1, d1.2 + d2.2, d1.3 + d2.3), dst, 1)
+            store((d2.0 - d1.0, d2.1 - d1.1, d2.2 - d1.2, d2.3 - d1.3), dst, 2)
+            store((d1.0 - d3.0, d1.1 - d3.1, d1.2 - d3.2, d1.3 - d3.3), dst, 3)
+        }
+    }
+}
+
+/// Columns j = 0 ..< 4 of a pair of tile rows from two bordered rows: lane l < N/2 is column
+/// 2l + j of a, lane N/2 + l the same of b: the even and odd elements of a and b laid end to end
+/// (j = 0, 1), and the same one lane down (j = 2, 3; the last lane of each half is not a tile).
+/// Built lane by lane, which LLVM folds into permutes (SIMD32's oddHalf was an out-of-line call,
+/// and its halves split the vectors in two).
+@_transparent
+func halfRowColumns(_ a: V, _ b: V) -> (V, V, V, V) {
+    let half = V.scalarCount / 2
+    var even = V(), odd = V()
+    for l in 0..<half {
+        even[l] = a[2 * l]; even[half + l] = b[2 * l]
+        odd[l] = a[2 * l + 1]; odd[half + l] = b[2 * l + 1]
+    }
+    return (even, odd, lanesDown(even), lanesDown(odd))
+}
+
+/// Lane l + 1 in lane l (the last lane repeats itself); LLVM folds it into one permute.
+@inline(__always)
+func lanesDown(_ x: V) -> V {
+    var d = x
+    for i in 0..<(V.scalarCount - 1) { d[i] = x[i + 1] }
+    return d
+}
+
 /// Columns j = 0 ..< 4 of an input row pair for two rows of tiles: lanes from a + 2·l + j below
 /// the blend, from b + 2·l + j above it (when `second`, else zero).
 @_transparent   // @inline(__always) left it a call, returning its vectors through memory
@@ -258,17 +335,19 @@ func winogradOutputPooled(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int,
     }
 }
 
-/// Pooled inference, from the products by tiles M_ξᵀ (tiles × OC, rows `ldm` apart, the 16
-/// matrices `stride` apart): lanes are output channels, so a tile's values per ξ are whole
+/// Pooled inference, from the products by tiles M_ξᵀ (rows of tiles `tileRow` rows apart, rows
+/// `ldm` apart, the 16 matrices `stride` apart): lanes are output channels, so a tile's values per ξ are whole
 /// vectors; each tile's Aᵀ m A + bias, ReLU and window maximum are computed as by
 /// `winogradOutputPooled` (the same operations per value), collected as (tiles × channels) in
 /// `scratch` (tiles · channels.count floats and a vector of slack), then transposed into
 /// y[o · tiles + t] for the output channels `channels`.
-func winogradOutputPooledByTiles(_ m: UnsafePointer<Float>, _ g: ConvGeometry, ldm: Int, stride: Int, channels: Range<Int>,
-                                 bias: UnsafePointer<Float>?, relu: Bool, scratch: UnsafeMutablePointer<Float>,
-                                 _ y: UnsafeMutablePointer<Float>) {
+func winogradOutputPooledByTiles(_ m: UnsafePointer<Float>, _ g: ConvGeometry, tileRow: Int, ldm: Int, stride: Int,
+                                 channels: Range<Int>, bias: UnsafePointer<Float>?, relu: Bool,
+                                 scratch: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
     let n = V.scalarCount, tiles = g.tiles, width = channels.count
     for t in 0..<tiles {
+        // Tile t's row of M: rows of tiles `tileRow` rows apart.
+        let mt = m + (t / g.tilesW * tileRow + t % g.tilesW) * ldm
         var o = channels.lowerBound
         while o < channels.upperBound {
             // A partial vector's lanes past the channels are computed from whatever follows and
@@ -281,7 +360,7 @@ func winogradOutputPooledByTiles(_ m: UnsafePointer<Float>, _ g: ConvGeometry, l
                     for l in 0..<(channels.upperBound - o) { bv[l] = bias[o + l] }
                 }
             }
-            let ys = inverseTransform(m + t * ldm + o, stride, bias: bv, relu: relu)
+            let ys = inverseTransform(mt + o, stride, bias: bv, relu: relu)
             let best = windowMax(ys.0, ys.1, ys.2, ys.3, first: V.MaskStorage(), w: 0, indices: false, mask: false).0
             UnsafeMutableRawPointer(scratch + t * width + o - channels.lowerBound).storeBytes(of: best, as: V.self)
             o += n

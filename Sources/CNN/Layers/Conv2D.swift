@@ -364,16 +364,24 @@ public final class Conv2D: Layer {
         func run(_ sample: Int, slot: Int, rows: Range<Int>) {
             let own = base + slot * slotSize, v = own + g.paddedCount, m = v + vCount
             let padded = kept.map { $0 + sample * g.paddedCount } ?? own
-            padInput(input + sample * inCount, g, padded, readable: (batch - sample) * inCount)
-            winogradInput(padded, g, v)
+            // Rows of V (and of the products by tiles) per row of tiles.
+            var tileRow = g.tilesW
+            if byTiles && g.winogradSmallInput {
+                winogradInputSmall(input + sample * inCount, g, readable: (batch - sample) * inCount, first: sample == 0, v)
+                tileRow = V.scalarCount / 2
+            } else {
+                padInput(input + sample * inCount, g, padded, readable: (batch - sample) * inCount)
+                winogradInput(padded, g, v)
+            }
             if byTiles, let uPanels {
-                let tStride = g.tiles * oc + V.scalarCount, panelCount = (oc + nr - 1) / nr
+                let rowCount = tileRow == g.tilesW ? g.tiles : g.tilesH * tileRow, tStride = rowCount * oc + V.scalarCount
+                let panelCount = (oc + nr - 1) / nr
                 for xi in 0..<16 {
-                    gemmTile(i0: 0, i1: g.tiles, j0: rows.lowerBound, j1: rows.upperBound, k: c, a: v + xi * g.winogradVStride,
+                    gemmTile(i0: 0, i1: rowCount, j0: rows.lowerBound, j1: rows.upperBound, k: c, a: v + xi * g.winogradVStride,
                              aRow: 1, aCol: t, b: uPanels + xi * panelCount * c * nr, ldb: nr, panelStride: c * nr,
                              c: m + xi * tStride, ldc: oc, accumulate: false)
                 }
-                winogradOutputPooledByTiles(m, g, ldm: oc, stride: tStride, channels: rows, bias: bias, relu: relu,
+                winogradOutputPooledByTiles(m, g, tileRow: tileRow, ldm: oc, stride: tStride, channels: rows, bias: bias, relu: relu,
                                             scratch: m + 16 * mStride, output + sample * outCount)
                 return
             }
