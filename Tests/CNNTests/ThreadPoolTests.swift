@@ -1,4 +1,7 @@
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 @testable import CNN
 
 @Suite("Thread pool")
@@ -15,6 +18,25 @@ struct ThreadPoolTests {
             }
         }
         #expect(sums == (0..<8).map { 20_000 * $0 + (0..<20_000).reduce(0) { $0 + $1 % 3 } })
+    }
+
+    /// Jobs after a pause (the workers have gone to sleep and must be woken) and jobs whose last
+    /// task runs long (the caller goes to sleep and must be woken): each wake-up is decided
+    /// without the mutex, so a lost one would hang here.
+    @Test(.timeLimit(.minutes(1))) func sleepersAreWoken() {
+        let pool = ThreadPool(threads: 3)
+        var sums = [Int](repeating: 0, count: 4)
+        for round in 0..<60 {
+            if round % 2 == 0 { usleep(2_000) }
+            sums.withUnsafeMutableBufferPointer { s in
+                let base = s.baseAddress!
+                pool.parallelFor(4) { i in
+                    if round % 3 == 0 && i == 3 { usleep(4_000) }
+                    base[i] += i
+                }
+            }
+        }
+        #expect(sums == [0, 60, 120, 180])
     }
 
     @Test func nestedCallsRunSerially() {
