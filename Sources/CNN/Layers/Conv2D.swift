@@ -69,13 +69,10 @@ public final class Conv2D: Layer {
         let xp = x.pointer, yp = y.pointer
         let strideOne = g.sh == 1 && g.sw == 1
         if g.winograd {
-            if winogradUVersion != weight.version || winogradU.buffer.count < 16 * oc * g.c {
-                winogradWeights(weight.value.pointer, oc: oc, c: g.c, into: winogradU.reserve(16 * oc * g.c).pointer)
-                winogradUVersion = weight.version
-            }
             let corners = indices == nil ? nil : UnsafePointer(tileCorners.pointer)
             let pooled = pool ? WinogradPooling(indices: indices, corners: corners, mask: mask) : nil
-            // Pooled inference multiplies by tiles (M_ξᵀ = V_ξᵀ U_ξᵀ), with Uᵀ kept as panels.
+            // Pooled inference multiplies by tiles (M_ξᵀ = V_ξᵀ U_ξᵀ), with Uᵀ kept as panels; the
+            // rest by output channels, with U.
             var panels: UnsafePointer<Float>? = nil
             if pool && !training {
                 let count = 16 * (oc + gemmNR - 1) / gemmNR * gemmNR * g.c
@@ -84,6 +81,9 @@ public final class Conv2D: Layer {
                     winogradUPanelsVersion = weight.version
                 }
                 panels = UnsafePointer(winogradUPanels.buffer.pointer)
+            } else if winogradUVersion != weight.version || winogradU.buffer.count < 16 * oc * g.c {
+                winogradWeights(weight.value.pointer, oc: oc, c: g.c, into: winogradU.reserve(16 * oc * g.c).pointer)
+                winogradUVersion = weight.version
             }
             winogradConvolution(xp, g, u: winogradU.buffer.pointer, uPanels: panels, outChannels: oc, bias: b, relu: fusedReLU,
                                 pooling: pooled, batch: batch, into: yp,
