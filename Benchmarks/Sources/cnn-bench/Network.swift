@@ -146,8 +146,20 @@ func profileLoop(_ what: String) throws {
         _ = try? Trainer(model: model, settings: s).fit(data, onBatch: { _ in images += batch; return now() - start < 10 })
     } else {
         let x = [Float](repeating: 0.5, count: batch * model.inputShape.count)
+        var times: [Double] = []
+        times.reserveCapacity(1 << 20)
         x.withUnsafeBufferPointer { xp in
-            while now() - start < 10 { _ = model.predict(xp.baseAddress!, batch: batch); images += batch }
+            while now() - start < 10 {
+                let t = now()
+                _ = model.predict(xp.baseAddress!, batch: batch)
+                if times.count < 1 << 20 { times.append(now() - t) }
+                images += batch
+            }
+        }
+        if what == "latency" {
+            // The median and p99 of the calls, as `net` reports them (over a longer run).
+            times.sort()
+            print(String(format: "latency median %.1f us, p99 %.1f us", times[times.count / 2] * 1e6, times[times.count * 99 / 100] * 1e6))
         }
     }
     print(String(format: "%@ batch %d, %d threads: %.0f images/s", what, batch, threads, Double(images) / (now() - start)))
