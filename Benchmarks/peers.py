@@ -3,6 +3,11 @@ from `cnn-bench net --out FILE.json`; prints each peer's numbers and our ratio t
 
     pip install torch onnxruntime onnx
     python3 Benchmarks/peers.py build/bench/net.json [--out build/bench/peers.json]
+    python3 Benchmarks/peers.py --alternate-latency Benchmarks/.build/release/cnn-bench [ROUNDS]
+
+The second form compares the reference network's batch-1 latency on 2 threads with ONNX
+Runtime's, in alternating 10-second runs of each (`CNN_BENCH_PROFILE=latency`): on a machine
+whose speed drifts for minutes at a time, a single pair of runs minutes apart can differ by 30 %.
 
 Methods follow REFERENCE.md: data in memory; after warm-up, the median of timed segments; PyTorch
 with torch.set_num_threads(T), both NCHW and channels-last (its fastest, the one compared);
@@ -115,7 +120,59 @@ def onnx_numbers(make, shape, threads):
             "infer_b256": 256 / median_time(lambda: session.run(None, {"x": x256}))}
 
 
+def onnx_latency_session(make, shape, threads):
+    """A session of the ONNX export of `make()`, and a function timing one batch-1 call."""
+    import onnxruntime as ort
+    import torch
+    import warnings
+    path = tempfile.mktemp(suffix=".onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(make().eval(), torch.rand(1, *shape), path, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
+        except TypeError:
+            torch.onnx.export(make().eval(), torch.rand(1, *shape), path, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    x1 = np.random.rand(1, *shape).astype(np.float32)
+
+    def call():
+        t = time.perf_counter()
+        session.run(None, {"x": x1})
+        return time.perf_counter() - t
+    return call
+
+
+def alternate_latency(bench, rounds):
+    import os
+    import re
+    import subprocess
+    call = onnx_latency_session(reference, (1, 28, 28), 2)
+    env = dict(os.environ, CNN_BENCH_PROFILE="latency", CNN_BENCH_NETS="ref", CNN_BENCH_THREADS="2")
+    ratios = []
+    for r in range(rounds):
+        out = subprocess.run([bench, "net"], env=env, capture_output=True, text=True, check=True).stdout
+        ours = float(re.search(r"latency median ([0-9.]+) us", out).group(1))
+        for _ in range(200):
+            call()
+        times = []
+        start = time.perf_counter()
+        while time.perf_counter() - start < 10:
+            times.append(call())
+        times.sort()
+        theirs = times[len(times) // 2] * 1e6
+        ratios.append(ours / theirs)
+        print("round %d: SwiftCNN %.1f us, ONNX Runtime %.1f us: %.2fx of its latency" % (r + 1, ours, theirs, ours / theirs))
+    print("median ratio %.2fx (below 1: SwiftCNN is faster)" % statistics.median(ratios))
+
+
 def main():
+    if sys.argv[1] == "--alternate-latency":
+        return alternate_latency(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 4)
     ours = json.load(open(sys.argv[1]))
     results = {"swiftcnn": ours}
     higher_is_better = ("train_b16", "train_b64", "train_b256", "infer_b256")
