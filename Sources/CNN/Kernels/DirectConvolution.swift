@@ -45,7 +45,7 @@ func directConvPooled(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, weights
         var px0 = 0
         while px0 < pw {
             // stage[(c·(KH+1) + r)·(KW+1) + s], lane l: x'[c][2·py + r][2·(px0 + l) + s]. The reads run
-            // at most 2N - 2 floats past a row's end: into the next row, or the slack.
+            // at most 2N - 1 floats past a row's end: into the next row, or the slack (3N).
             for c in 0..<g.c {
                 for r in 0..<sr {
                     let row = padded + c * plane + (2 * py + r) * wp + 2 * px0
