@@ -87,12 +87,13 @@ def torch_numbers(make, shape, threads, channels_last):
     return out
 
 
-def onnx_numbers(make, shape, threads):
+def onnx_session(make, shape, threads):
+    """An ONNX Runtime session of the ONNX export of `make()`, on `threads` threads."""
     import onnxruntime as ort
     import torch
+    import warnings
     model = make().eval()
     path = tempfile.mktemp(suffix=".onnx")
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:   # the TorchScript exporter needs no onnxscript
@@ -104,40 +105,11 @@ def onnx_numbers(make, shape, threads):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    x1 = np.random.rand(1, *shape).astype(np.float32)
-    calls = 200 if shape[0] == 3 else 2000
-    for _ in range(calls // 10):
-        session.run(None, {"x": x1})
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        session.run(None, {"x": x1})
-        times.append(time.perf_counter() - t)
-    times.sort()
-    x256 = np.random.rand(256, *shape).astype(np.float32)
-    return {"latency_b1_median_us": times[len(times) // 2] * 1e6, "latency_b1_p99_us": times[len(times) * 99 // 100] * 1e6,
-            "infer_b256": 256 / median_time(lambda: session.run(None, {"x": x256}))}
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-def onnx_latency_session(make, shape, threads):
-    """A session of the ONNX export of `make()`, and a function timing one batch-1 call."""
-    import onnxruntime as ort
-    import torch
-    import warnings
-    path = tempfile.mktemp(suffix=".onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(make().eval(), torch.rand(1, *shape), path, input_names=["x"], output_names=["y"],
-                              dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
-        except TypeError:
-            torch.onnx.export(make().eval(), torch.rand(1, *shape), path, input_names=["x"], output_names=["y"],
-                              dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+def onnx_call_timer(session, shape):
+    """A function timing one batch-1 call of `session`."""
     x1 = np.random.rand(1, *shape).astype(np.float32)
 
     def call():
@@ -147,11 +119,23 @@ def onnx_latency_session(make, shape, threads):
     return call
 
 
+def onnx_numbers(make, shape, threads):
+    session = onnx_session(make, shape, threads)
+    call = onnx_call_timer(session, shape)
+    calls = 200 if shape[0] == 3 else 2000
+    for _ in range(calls // 10):
+        call()
+    times = sorted(call() for _ in range(calls))
+    x256 = np.random.rand(256, *shape).astype(np.float32)
+    return {"latency_b1_median_us": times[len(times) // 2] * 1e6, "latency_b1_p99_us": times[len(times) * 99 // 100] * 1e6,
+            "infer_b256": 256 / median_time(lambda: session.run(None, {"x": x256}))}
+
+
 def alternate_latency(bench, rounds):
     import os
     import re
     import subprocess
-    call = onnx_latency_session(reference, (1, 28, 28), 2)
+    call = onnx_call_timer(onnx_session(reference, (1, 28, 28), 2), (1, 28, 28))
     env = dict(os.environ, CNN_BENCH_PROFILE="latency", CNN_BENCH_NETS="ref", CNN_BENCH_THREADS="2")
     ratios = []
     for r in range(rounds):
