@@ -103,13 +103,6 @@ func winogradInput(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ v: Unsaf
     @inline(__always) func columns(_ p: UnsafePointer<Float>) -> (V, V, V, V) {
         (evenElements(p), evenElements(p + 1), evenElements(p + 2), evenElements(p + 3))
     }
-    @inline(__always) func store(_ r: (V, V, V, V), _ dst: UnsafeMutablePointer<Float>, _ i: Int) {
-        // (Bᵀ d) B along the columns of row i.
-        UnsafeMutableRawPointer(dst + (4 * i) * stride).storeBytes(of: r.0 - r.2, as: V.self)
-        UnsafeMutableRawPointer(dst + (4 * i + 1) * stride).storeBytes(of: r.1 + r.2, as: V.self)
-        UnsafeMutableRawPointer(dst + (4 * i + 2) * stride).storeBytes(of: r.2 - r.1, as: V.self)
-        UnsafeMutableRawPointer(dst + (4 * i + 3) * stride).storeBytes(of: r.1 - r.3, as: V.self)
-    }
     if 2 * tw <= n {
         // Two rows of tiles per vector: lanes below TW are row ty's tiles, the next TW row ty + 1's,
         // read as the even elements from TW columns before their start (a blend, no permute); the
@@ -128,10 +121,7 @@ func winogradInput(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ v: Unsaf
                 let d2 = tileRowPair(a + 2 * wp, b + 2 * wp, upper, second), d3 = tileRowPair(a + 3 * wp, b + 3 * wp, upper, second)
                 let dst = v + ch * t + ty * tw
                 ty += 2
-                store((d0.0 - d2.0, d0.1 - d2.1, d0.2 - d2.2, d0.3 - d2.3), dst, 0)
-                store((d1.0 + d2.0, d1.1 + d2.1, d1.2 + d2.2, d1.3 + d2.3), dst, 1)
-                store((d2.0 - d1.0, d2.1 - d1.1, d2.2 - d1.2, d2.3 - d1.3), dst, 2)
-                store((d1.0 - d3.0, d1.1 - d3.1, d1.2 - d3.2, d1.3 - d3.3), dst, 3)
+                storeTransformedTiles(d0, d1, d2, d3, dst, stride)
             }
         }
         return
@@ -146,12 +136,8 @@ func winogradInput(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ v: Unsaf
             for ty in 0..<g.tilesH {
                 let top = plane + 2 * ty * wp + 2 * tx
                 let d2 = columns(top + 2 * wp), d3 = columns(top + 3 * wp)
-                // Bᵀ d by rows: d0 - d2, d1 + d2, d2 - d1, d1 - d3.
                 let dst = v + ch * t + ty * tw + tx
-                store((d0.0 - d2.0, d0.1 - d2.1, d0.2 - d2.2, d0.3 - d2.3), dst, 0)
-                store((d1.0 + d2.0, d1.1 + d2.1, d1.2 + d2.2, d1.3 + d2.3), dst, 1)
-                store((d2.0 - d1.0, d2.1 - d1.1, d2.2 - d1.2, d2.3 - d1.3), dst, 2)
-                store((d1.0 - d3.0, d1.1 - d3.1, d1.2 - d3.2, d1.3 - d3.3), dst, 3)
+                storeTransformedTiles(d0, d1, d2, d3, dst, stride)
                 (d0, d1) = (d2, d3)
             }
         }
@@ -185,12 +171,6 @@ func winogradInputSmall(_ x: UnsafePointer<Float>, _ g: ConvGeometry, readable: 
         for l in g.pw..<(g.pw + w) { p[l] = x[start + l] }
         return p
     }
-    @inline(__always) func store(_ r: (V, V, V, V), _ dst: UnsafeMutablePointer<Float>, _ i: Int) {
-        UnsafeMutableRawPointer(dst + (4 * i) * stride).storeBytes(of: r.0 - r.2, as: V.self)
-        UnsafeMutableRawPointer(dst + (4 * i + 1) * stride).storeBytes(of: r.1 + r.2, as: V.self)
-        UnsafeMutableRawPointer(dst + (4 * i + 2) * stride).storeBytes(of: r.2 - r.1, as: V.self)
-        UnsafeMutableRawPointer(dst + (4 * i + 3) * stride).storeBytes(of: r.1 - r.3, as: V.self)
-    }
     for ch in 0..<g.c {
         var ty = 0
         while ty < g.tilesH {
@@ -199,10 +179,7 @@ func winogradInputSmall(_ x: UnsafePointer<Float>, _ g: ConvGeometry, readable: 
             let d0 = halfRowColumns(p0, p2), d1 = halfRowColumns(p1, p3), d2 = halfRowColumns(p2, p4), d3 = halfRowColumns(p3, p5)
             let dst = v + ch * t + ty * (n / 2)
             ty += 2
-            store((d0.0 - d2.0, d0.1 - d2.1, d0.2 - d2.2, d0.3 - d2.3), dst, 0)
-            store((d1.0 + d2.0, d1.1 + d2.1, d1.2 + d2.2, d1.3 + d2.3), dst, 1)
-            store((d2.0 - d1.0, d2.1 - d1.1, d2.2 - d1.2, d2.3 - d1.3), dst, 2)
-            store((d1.0 - d3.0, d1.1 - d3.1, d1.2 - d3.2, d1.3 - d3.3), dst, 3)
+            storeTransformedTiles(d0, d1, d2, d3, dst, stride)
         }
     }
 }
@@ -229,6 +206,24 @@ func lanesDown(_ x: V) -> V {
     var d = x
     for i in 0..<(V.scalarCount - 1) { d[i] = x[i + 1] }
     return d
+}
+
+/// Bᵀ d B for a vector of tiles from the four columns (j = 0 ..< 4) of their four input rows d0 ...
+/// d3: Bᵀ d by rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3), then the same along the columns of each,
+/// stored at `dst` in the 16 matrices `stride` apart (ξ = 4 · row + column).
+@_transparent   // nested @inline(__always) helpers were seen to stay calls returning through memory
+func storeTransformedTiles(_ d0: (V, V, V, V), _ d1: (V, V, V, V), _ d2: (V, V, V, V), _ d3: (V, V, V, V),
+                           _ dst: UnsafeMutablePointer<Float>, _ stride: Int) {
+    @_transparent func put(_ r: (V, V, V, V), _ i: Int) {
+        UnsafeMutableRawPointer(dst + (4 * i) * stride).storeBytes(of: r.0 - r.2, as: V.self)
+        UnsafeMutableRawPointer(dst + (4 * i + 1) * stride).storeBytes(of: r.1 + r.2, as: V.self)
+        UnsafeMutableRawPointer(dst + (4 * i + 2) * stride).storeBytes(of: r.2 - r.1, as: V.self)
+        UnsafeMutableRawPointer(dst + (4 * i + 3) * stride).storeBytes(of: r.1 - r.3, as: V.self)
+    }
+    put((d0.0 - d2.0, d0.1 - d2.1, d0.2 - d2.2, d0.3 - d2.3), 0)
+    put((d1.0 + d2.0, d1.1 + d2.1, d1.2 + d2.2, d1.3 + d2.3), 1)
+    put((d2.0 - d1.0, d2.1 - d1.1, d2.2 - d1.2, d2.3 - d1.3), 2)
+    put((d1.0 - d3.0, d1.1 - d3.1, d1.2 - d3.2, d1.3 - d3.3), 3)
 }
 
 /// Columns j = 0 ..< 4 of an input row pair for two rows of tiles: lanes from a + 2·l + j below
