@@ -137,6 +137,8 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
     @inline(__always) func panel(_ j: Int, _ k0: Int) -> UnsafePointer<Float> {
         panelStride > 0 ? b + j / nr * panelStride + k0 * nr : b + k0 * ldb + j * bCol
     }
+    // How far apart the rows are where `panel` points.
+    let panelRows = panelStride > 0 ? nr : ldb
     // How block k0 of K is written: the first adds to C or stores (plus the row's bias), the
     // last applies ReLU.
     @inline(__always) func store(_ k0: Int, _ kc: Int, _ i: Int) -> Store {
@@ -149,7 +151,6 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
         // speed; `gemm` splits such products into tiles of two panels). A panel narrower than NR
         // is packed, zero-padded, unless B is stored as panels. Same operations in the same
         // order as the packed path.
-        let ldp = panelStride > 0 ? nr : ldb
         var j = j0
         while j < j1 {
             let panels = (j1 - j) / nr
@@ -161,9 +162,9 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                         let kc = min(gemmKC, k - k0)
                         let ai = a + i * aRow + k0 * aCol, ci = c + i * ldc + j
                         if step == 2 {
-                            kernelRow2(kc, ai, aCol, panel(j, k0), panel(j + nr, k0), ldp, ci, store(k0, kc, i))
+                            kernelRow2(kc, ai, aCol, panel(j, k0), panel(j + nr, k0), panelRows, ci, store(k0, kc, i))
                         } else {
-                            kernelRow(kc, ai, aCol, panel(j, k0), ldp, ci, width, store(k0, kc, i))
+                            kernelRow(kc, ai, aCol, panel(j, k0), panelRows, ci, width, store(k0, kc, i))
                         }
                         k0 += kc
                     }
@@ -193,7 +194,7 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
         // they span at most 16 KiB: in L1, without the set conflicts of rows a large power of two
         // apart. Packing such a B cost a copy of it per product (7 % of a batch-1 convolution).
         let prepacked = panelStride > 0 || bCol == 1 && (ldb == nr && j1 - j0 == nr || bInPlace && min(k, gemmKC) * ldb <= 4096)
-        let bStep = prepacked && panelStride == 0 ? ldb : nr
+        let bStep = prepacked ? panelRows : nr
         var j = j0
         while j < j1 {
             let width = min(nr, j1 - j)
