@@ -15,9 +15,9 @@
 /// Output channels per block: their accumulators (4 each) and the four staged vectors they share
 /// stay in registers (AVX-512: 16 + 4 of 32 registers; AVX2: 8 + 4 of 16).
 #if CNN_AVX512
-private let directBlock = 4
+let directBlock = 4
 #else
-private let directBlock = 2
+let directBlock = 2
 #endif
 /// Floats of one task's staging memory: at most 64 vectors, C·(KH+1)·(KW+1) of them used.
 let directStageCount = 64 * V.scalarCount
@@ -27,9 +27,6 @@ extension ConvGeometry {
     /// windows' inputs stay in L1 (which also keeps C·KH·KW within one K block of the GEMM).
     var directPooling: Bool { sh == 1 && sw == 1 && c * (kh + 1) * (kw + 1) * V.scalarCount <= directStageCount }
 }
-
-/// Where a channel split of `channels` falls: half of them, rounded up to whole blocks.
-func halfInDirectBlocks(_ channels: Int) -> Int { (channels / 2 + directBlock - 1) / directBlock * directBlock }
 
 /// One sample: the pooled output planes (OH/2 × OW/2) of output channels `channels` into y, from the
 /// sample's zero-bordered input x' (C × H' × W', with paddedCount's slack after it) and weights

@@ -95,7 +95,7 @@ public final class Conv2D: Layer {
             // DirectConvolution.swift). One image on several threads: the output channels are
             // split in two, each task bordering the image into its own slot.
             let split = batch == 1 && oc >= 2 && ThreadPool.shared.threads > 1
-            let tasks = split ? 2 : min(batch, max(2, ThreadPool.shared.threads)), half = min(oc, halfInDirectBlocks(oc))
+            let tasks = split ? 2 : min(batch, max(2, ThreadPool.shared.threads)), half = min(oc, halfInBlocks(oc, of: directBlock))
             let stage = self.col.reserve(tasks * directStageCount).pointer
             let padded = self.padded.reserve(tasks * g.paddedCount).pointer
             ThreadPool.shared.parallelFor(tasks) { task in
@@ -130,7 +130,7 @@ public final class Conv2D: Layer {
         if pool {
             // Each task writes its images' full-size outputs into its own scratch and pools them
             // from there, while they are in its core's cache.
-            let half = halfInRegisterBlocks(oc), pooled = (g.oh / 2) * (g.ow / 2)
+            let half = halfInBlocks(oc, of: gemmMR), pooled = (g.oh / 2) * (g.ow / 2)
             let full = unpooled.reserve(tasks * oc * p).pointer
             ThreadPool.shared.parallelFor(tasks) { task in
                 let rows = poolSplit ? (task == 0 ? 0..<half : half..<oc) : 0..<oc
@@ -313,7 +313,7 @@ public final class Conv2D: Layer {
         }
         let dwt = dwT.reserve(ckk * oc).pointer
         dwt.update(repeating: 0, count: ckk * oc)
-        let half = halfInRegisterBlocks(c)
+        let half = halfInBlocks(c, of: gemmMR)
         ThreadPool.shared.parallelFor(c > half ? 2 : 1) { task in
             let r0 = task * half, r1 = min(c, r0 + half)
             for n in 0..<batch {
@@ -357,7 +357,7 @@ public final class Conv2D: Layer {
         let byTiles = uPanels != nil && pooling != nil && pooling?.indices == nil
         // One image on two threads: the output channels split in two, at a register block (a
         // panel when by tiles), each task transforming the input itself.
-        let half = byTiles ? (oc / 2 + nr - 1) / nr * nr : halfInRegisterBlocks(oc)
+        let half = halfInBlocks(oc, of: byTiles ? nr : gemmMR)
         let split = batch == 1 && kept == nil && half < oc && ThreadPool.shared.threads > 1
         let slots = split ? 2 : min(batch, max(2, ThreadPool.shared.threads))
         let base = winogradSlots.reserve(slots * slotSize).pointer
@@ -405,5 +405,6 @@ public final class Conv2D: Layer {
     }
 }
 
-/// Where `rows` are cut for two tasks: half of them, rounded up to whole register blocks.
-private func halfInRegisterBlocks(_ rows: Int) -> Int { (rows / 2 + gemmMR - 1) / gemmMR * gemmMR }
+/// Where `rows` are cut for two tasks: half of them, rounded up to whole blocks (register blocks,
+/// panels, blocks of the direct kernel).
+private func halfInBlocks(_ rows: Int, of block: Int) -> Int { (rows / 2 + block - 1) / block * block }
