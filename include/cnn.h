@@ -70,7 +70,7 @@ extern "C" {
 /* ---- Versions ------------------------------------------------------------------------------ */
 
 #define CNN_VERSION_MAJOR 0
-#define CNN_VERSION_MINOR 1
+#define CNN_VERSION_MINOR 2
 #define CNN_VERSION_PATCH 0
 /* MAJOR * 10000 + MINOR * 100 + PATCH. */
 #define CNN_VERSION_NUMBER (CNN_VERSION_MAJOR * 10000 + CNN_VERSION_MINOR * 100 + CNN_VERSION_PATCH)
@@ -115,6 +115,21 @@ cnn_status cnn_set_num_threads(int32_t threads);
 
 /* The number of threads the library uses. */
 int32_t cnn_get_num_threads(void);
+
+/* ---- Memory -------------------------------------------------------------------------------- */
+
+/* The most memory one call may allocate, in bytes: loading a dataset or a model, building a model,
+ * a training run, a prediction. Sizes are computed from shapes and headers and checked against it
+ * before anything is allocated, and memory for file contents grows with the bytes actually read
+ * (a header's claim is never allocated up front). A request over the limit, or one the system
+ * refuses (ulimit -v, a cgroup's limit), gets CNN_OUT_OF_MEMORY with what needed how much.
+ * Default: CNN_MEMORY_LIMIT from the environment (bytes, or with a K, M, G or T suffix), else half
+ * the machine's physical memory, at least 1 GiB. bytes must be at least 1 MiB
+ * (CNN_INVALID_ARGUMENT otherwise). The setting is global to the process. */
+cnn_status cnn_set_memory_limit(int64_t bytes);
+
+/* The limit in force, in bytes. */
+int64_t cnn_get_memory_limit(void);
 
 /* ---- Datasets ------------------------------------------------------------------------------ */
 
@@ -165,6 +180,11 @@ typedef struct cnn_folder_options {
     int64_t max_pixels;        /* width * height accepted, checked before decoding; default 64,000,000 */
     int64_t cache_bytes;       /* decoded images are kept in memory up to this size (default 2 GiB);
                                   beyond, they are decoded again for each batch, ahead of training */
+    /* Since 0.2: */
+    int64_t max_bytes;         /* memory one image's decoding may take: libjpeg's working memory
+                                  (a progressive file holds 2 bytes per pixel and component) and
+                                  the decoded pixels; default 256 MiB, at least 65536; also capped
+                                  by cnn_set_memory_limit */
 } cnn_folder_options;
 
 /* Fills options with the defaults above. */
@@ -228,6 +248,14 @@ cnn_status cnn_model_create(const char *architecture, uint64_t seed, cnn_model *
 /* Loads a model file (safetensors). The file is untrusted: every offset, size and shape is
  * checked against its architecture before use. Returns CNN_IO_ERROR or CNN_BAD_FORMAT. */
 cnn_status cnn_model_load(const char *path, cnn_model **model);
+
+/* Flags of cnn_model_load_flags. */
+enum { CNN_LOAD_ALLOW_NON_FINITE = 1 }; /* accept tensors holding NaN or infinity (to inspect a broken file) */
+
+/* As cnn_model_load, with flags: 0 or CNN_LOAD_ALLOW_NON_FINITE. cnn_model_load refuses a file
+ * whose tensors hold NaN or infinity (CNN_BAD_FORMAT, naming the tensor). Other bits:
+ * CNN_INVALID_ARGUMENT. */
+cnn_status cnn_model_load_flags(const char *path, uint32_t flags, cnn_model **model);
 
 /* Saves the model as safetensors, atomically: a temporary file beside path is written, flushed
  * and renamed, so an existing file at path is either replaced whole or left as it was. */
@@ -314,6 +342,11 @@ typedef struct cnn_train_params {
     float augment_brightness;  /* random brightness change up to this much (pixels in [0, 1]) */
     float augment_contrast;    /* random contrast change up to this factor */
     int32_t loader_threads;    /* threads preparing batches ahead (decoding, augmentation), default 1 */
+    /* Since 0.2: */
+    float divergence_factor;   /* the divergence guard stops training (CNN_DIVERGED) when a batch's
+                                  mean loss exceeds this multiple of the run's first batch loss (at
+                                  least 1); default 1000, 0 turns this check off. A NaN or infinite
+                                  loss, gradient or weight always stops training. */
 } cnn_train_params;
 
 /* Fills params with the defaults above. */
@@ -323,8 +356,12 @@ void cnn_train_params_default(cnn_train_params *params);
  * The first training measures the input normalization (per-channel mean and std) on data and
  * stores it in the model, and takes the dataset's class names when their count matches.
  * Returns CNN_INVALID_ARGUMENT for bad settings (struct_size too small, values out of range),
- * CNN_SHAPE_MISMATCH when the images or classes do not fit the model, CNN_DIVERGED (the model
- * keeps its last good weights), CNN_CANCELLED, CNN_BUSY. */
+ * CNN_SHAPE_MISMATCH when the images or classes do not fit the model, CNN_OUT_OF_MEMORY when the
+ * run (parameters, optimizer state, a batch's working memory) needs more than the memory limit,
+ * CNN_CANCELLED, CNN_BUSY, and CNN_DIVERGED when the loss, a gradient or an updated weight became
+ * NaN or infinite or the loss exploded (divergence_factor): the model is then left with weights
+ * whose loss was finite and within bounds (the update that broke them is undone, with its
+ * optimizer state and batch-norm statistics), never with non-finite weights. */
 cnn_status cnn_model_train(cnn_model *model, const cnn_dataset *data,
                            const cnn_train_params *params);
 

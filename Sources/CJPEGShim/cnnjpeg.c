@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <jpeglib.h>
+#include <jerror.h>
 
 typedef struct {
     struct jpeg_error_mgr base;
@@ -13,12 +14,21 @@ typedef struct {
     int strict;
     int warnings;
     int32_t max_scans;
+    int64_t max_bytes;
+    int over_limit;
     char message[JMSG_LENGTH_MAX + 64];
 } error_manager;
 
 static void on_error(j_common_ptr cinfo) {
     error_manager *err = (error_manager *)cinfo->err;
-    (*cinfo->err->format_message)(cinfo, err->message);
+    if (err->base.msg_code == JERR_NO_BACKING_STORE || err->base.msg_code == JERR_OUT_OF_MEMORY) {
+        /* Without a backing store, libjpeg says this when max_memory_to_use is reached. */
+        snprintf(err->message, sizeof err->message, "decoding needs more than the memory limit of %lld bytes",
+                 (long long)err->max_bytes);
+        err->over_limit = 1;
+    } else {
+        (*cinfo->err->format_message)(cinfo, err->message);
+    }
     longjmp(err->escape, 1);
 }
 
@@ -110,11 +120,14 @@ cnnjpeg_decoder *cnnjpeg_open(const uint8_t *data, size_t size, const cnnjpeg_li
     init_errors(&d->err, (j_common_ptr)cinfo, limits->strict, limits->max_scans);
     if (setjmp(d->err.escape)) {
         copy_message(error, error_size, "", d->err.message);
+        info->over_limit = d->err.over_limit;
         jpeg_destroy_decompress(cinfo);
         free(d);
         return NULL;
     }
     jpeg_create_decompress(cinfo);
+    d->err.max_bytes = limits->max_bytes;
+    if (limits->max_bytes > 0) cinfo->mem->max_memory_to_use = (long)limits->max_bytes;
     d->progress.progress_monitor = on_progress;
     cinfo->progress = &d->progress;
     jpeg_mem_src(cinfo, data, (unsigned long)size);
@@ -144,6 +157,16 @@ cnnjpeg_decoder *cnnjpeg_open(const uint8_t *data, size_t size, const cnnjpeg_li
         }
     }
     cinfo->dct_method = JDCT_ISLOW;
+    jpeg_calc_output_dimensions(cinfo);
+    size_t out_bytes = (size_t)cinfo->output_width * cinfo->output_height * (size_t)cinfo->output_components;
+    if (limits->max_bytes > 0 && (int64_t)out_bytes > limits->max_bytes) {
+        snprintf(d->err.message, sizeof d->err.message, "the decoded image of %ux%u needs %zu bytes, more than the memory limit of %lld bytes",
+                 (unsigned)cinfo->output_width, (unsigned)cinfo->output_height, out_bytes, (long long)limits->max_bytes);
+        d->err.over_limit = 1;
+        longjmp(d->err.escape, 2);
+    }
+    /* libjpeg's own buffers share the limit with the output the caller will allocate. */
+    if (limits->max_bytes > 0) cinfo->mem->max_memory_to_use = (long)(limits->max_bytes - (int64_t)out_bytes);
     jpeg_start_decompress(cinfo);
     info->width = (int32_t)cinfo->output_width;
     info->height = (int32_t)cinfo->output_height;
@@ -157,6 +180,7 @@ int cnnjpeg_read(cnnjpeg_decoder *d, uint8_t *out, cnnjpeg_image *info, char *er
     j_decompress_ptr cinfo = &d->cinfo;
     if (setjmp(d->err.escape)) {
         copy_message(error, error_size, "", d->err.message);
+        info->over_limit = d->err.over_limit;
         jpeg_destroy_decompress(cinfo);
         free(d);
         return 1;

@@ -8,6 +8,8 @@ public final class Dataset {
         case floats([Float])
         /// Image files decoded when a batch needs them (a folder too large for the memory budget).
         case files(ImageFiles)
+
+        var isFloats: Bool { if case .floats = self { true } else { false } }
     }
 
     public let shape: Shape
@@ -167,6 +169,9 @@ public final class Dataset {
             throw CNNError(.invalidArgument, "dataset subset: indices must be inside 0..<\(count) and not empty")
         }
         let sample = shape.count
+        if case .files = pixels {} else {
+            try Memory.ensureAvailable(indices.count * sample * (pixels.isFloats ? 4 : 1), for: "a subset of \(indices.count) images")
+        }
         let newLabels = indices.map { labels[$0] }
         let d: Dataset
         switch pixels {

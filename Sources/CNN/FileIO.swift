@@ -30,7 +30,7 @@ enum FileIO {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw CNNError(.io, "\(path): \(errnoText())") }
         defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: size)
+        var bytes = try Memory.byteArray(size, for: path)
         var done = 0
         try bytes.withUnsafeMutableBytes { raw in
             while done < size {
@@ -53,29 +53,34 @@ enum FileIO {
         }
         var template = Array((path + ".tmp-XXXXXX").utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else { throw CNNError(.io, "\(path): cannot create a temporary file beside it: \(errnoText())") }
+        guard fd >= 0 else { throw CNNError(.io, "\(path): cannot create a temporary file beside it: \(errnoText()) (the destination is unchanged)") }
         let temp = String(cString: template)
         var ok = false
         defer {
             if !ok { unlink(temp) }
         }
         do {
-            defer { close(fd) }
+            var open = true
+            defer { if open { close(fd) } }
             for chunk in chunks where chunk.count > 0 {
                 var done = 0
                 while done < chunk.count {
                     let n = write(fd, chunk.baseAddress! + done, chunk.count - done)
                     if n < 0 && errno == EINTR { continue }
-                    guard n > 0 else { throw CNNError(.io, "\(path): write failed: \(errnoText())") }
+                    guard n > 0 else { throw CNNError(.io, "\(path): write failed: \(errnoText()) (the destination is unchanged)") }
                     done += n
                 }
             }
             fchmod(fd, 0o644)
-            guard fsync(fd) == 0 else { throw CNNError(.io, "\(path): fsync failed: \(errnoText())") }
+            guard fsync(fd) == 0 else { throw CNNError(.io, "\(path): fsync failed: \(errnoText()) (the destination is unchanged)") }
+            open = false
+            // Some file systems (NFS) report a failed write only here.
+            guard close(fd) == 0 else { throw CNNError(.io, "\(path): close failed: \(errnoText()) (the destination is unchanged)") }
         }
-        guard rename(temp, path) == 0 else { throw CNNError(.io, "\(path): rename failed: \(errnoText())") }
+        guard rename(temp, path) == 0 else { throw CNNError(.io, "\(path): rename failed: \(errnoText()) (the destination is unchanged)") }
         ok = true
-        // Make the rename itself durable.
+        // Make the rename itself durable. The new file is complete and in place whatever this says,
+        // so a failure here is not reported (it would claim that nothing was saved).
         let dir = directory(of: path)
         let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dfd >= 0 { fsync(dfd); close(dfd) }
@@ -124,11 +129,37 @@ enum FileIO {
             return done
         }
 
+        /// True when the file is gzip-compressed (its first two bytes are gzip's magic number).
+        var compressed: Bool {
+            get throws {
+                let fd = open(path, O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else { throw CNNError(.io, "\(path): \(FileIO.errnoText())") }
+                defer { close(fd) }
+                var magic: (UInt8, UInt8) = (0, 0)
+                return Glibc.read(fd, &magic, 2) == 2 && magic == (0x1f, 0x8b)
+            }
+        }
+
+        /// Reads `count` bytes, which a header declared. Memory grows with the data that arrives
+        /// (in chunks, doubling up to `count`), never to the declared size before the bytes exist:
+        /// a short file is an error after reading what it has.
         func readExactly(_ count: Int, what: String) throws -> [UInt8] {
-            var bytes = [UInt8](repeating: 0, count: count)
-            let n = try bytes.withUnsafeMutableBytes { try read(into: $0.baseAddress!, count: count) }
-            guard n == count else {
-                throw CNNError(.badFormat, "\(path): file ends after \(n) of the \(count) bytes of \(what)")
+            try Memory.check(count, for: "\(path): \(what)")
+            var bytes: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: min(count, 1 << 16))
+            while bytes.count < count {
+                if bytes.count == bytes.capacity {
+                    let grown = min(count, max(1 << 20, 2 * bytes.capacity))
+                    try Memory.ensureAvailable(grown, for: "\(path): \(what)")
+                    bytes.reserveCapacity(grown)
+                }
+                let want = min(chunk.count, count - bytes.count)
+                let n = try chunk.withUnsafeMutableBytes { try read(into: $0.baseAddress!, count: want) }
+                if n == 0 { break }
+                bytes.append(contentsOf: chunk[0..<n])
+            }
+            guard bytes.count == count else {
+                throw CNNError(.badFormat, "\(path): file ends after \(bytes.count) of the \(count) bytes of \(what)")
             }
             return bytes
         }

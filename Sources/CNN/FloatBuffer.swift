@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A fixed-size block of Float32 owned by one object, handed between layers by reference.
 ///
 /// Layers exchange activations and gradients through these instead of `[Float]`: a Swift array
@@ -7,10 +11,21 @@ public final class FloatBuffer {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
 
+    /// A buffer whose size was planned and checked against the limits (workspaces): a refusal by
+    /// the system here is fatal, as for any Swift allocation.
     public init(count: Int) {
         self.count = max(count, 0)
-        pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
-        pointer.initialize(repeating: 0, count: max(count, 1))
+        guard let raw = calloc(max(count, 1), MemoryLayout<Float>.stride) else {
+            fatalError("SwiftCNN: the system refused \(count) floats of planned working memory")
+        }
+        pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+    }
+
+    /// A large buffer (parameters, optimizer state, batches): over the memory limit or refused by
+    /// the system, an `outOfMemory` error that names `what`.
+    public init(count: Int, for what: String) throws {
+        self.count = max(count, 0)
+        pointer = try Memory.allocate(count, of: Float.self, for: what)
     }
 
     public convenience init(_ values: [Float]) {
@@ -18,7 +33,7 @@ public final class FloatBuffer {
         for i in 0..<values.count { pointer[i] = values[i] }
     }
 
-    deinit { pointer.deallocate() }
+    deinit { free(pointer) }
 
     public subscript(i: Int) -> Float {
         get { pointer[i] }

@@ -57,6 +57,7 @@ public enum IDX {
         guard n > 0, n <= maxImages, rows > 0, rows <= maxSide, cols > 0, cols <= maxSide, n * rows * cols <= maxBytes else {
             throw CNNError(.badFormat, "\(path): implausible IDX dimensions \(n)×\(rows)×\(cols)")
         }
+        try checkPlainSize(reader, header: 16, data: n * rows * cols, what: "\(n) images of \(rows)×\(cols)")
         let pixels = try reader.readExactly(n * rows * cols, what: "\(n) images of \(rows)×\(cols)")
         guard try reader.atEnd() else {
             throw CNNError(.badFormat, "\(path): unexpected bytes after the \(n) images the header declares")
@@ -72,11 +73,21 @@ public enum IDX {
         }
         let n = bigEndian(header, 4)
         guard n > 0, n <= maxImages else { throw CNNError(.badFormat, "\(path): implausible label count \(n)") }
+        try checkPlainSize(reader, header: 8, data: n, what: "\(n) labels")
         let labels = try reader.readExactly(n, what: "\(n) labels")
         guard try reader.atEnd() else {
             throw CNNError(.badFormat, "\(path): unexpected bytes after the \(n) labels the header declares")
         }
         return labels
+    }
+
+    /// An uncompressed file must be exactly as long as its header says, checked before reading.
+    static func checkPlainSize(_ reader: FileIO.GzipReader, header: Int, data: Int, what: String) throws {
+        guard try !reader.compressed else { return }
+        let size = try FileIO.regularFileSize(reader.path)
+        guard size == header + data else {
+            throw CNNError(.badFormat, "\(reader.path): the header declares \(what) (\(data) bytes), but the file holds \(size - header) bytes after its \(header)-byte header")
+        }
     }
 
     /// One class name per line; blank lines are ignored.

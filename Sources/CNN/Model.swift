@@ -38,8 +38,10 @@ public final class Model {
     }
 
     /// `fusing: false` keeps every layer's own forward and backward (the tests' reference for the
-    /// fused ones).
-    init(architecture: Architecture, fusing: Bool) throws {
+    /// fused ones). The layers are built from shapes alone; their parameters are allocated only
+    /// after the whole network's sizes have been checked against the limits (`allocate: false`
+    /// leaves that to `allocateParameters()`, for a loader that first checks its file).
+    init(architecture: Architecture, fusing: Bool, allocate: Bool = true) throws {
         self.architecture = architecture
         var layers: [Layer] = []
         var shape = architecture.input
@@ -113,9 +115,21 @@ public final class Model {
         }
         self.layers = layers
         workspacePerSample = workspace
+        parameterFloats = layers.reduce(0) { $0 + $1.parameters.reduce(0) { $0 + $1.allocationCount } }
         classNames = (0..<shape.c).map { String($0) }
         mean = [Float](repeating: 0, count: architecture.input.c)
         std = [Float](repeating: 1, count: architecture.input.c)
+        if allocate { try allocateParameters() }
+    }
+
+    /// Floats the parameters take (values, and gradients of the trained ones).
+    public let parameterFloats: Int
+
+    /// Allocates every parameter, after checking their total against the memory limit.
+    func allocateParameters() throws {
+        try Memory.check(parameterFloats * 4, for: "the model's parameters and their gradients (\(parameterCount) trainable values)")
+        try Memory.check((parameterFloats + workspacePerSample) * 4, for: "the model with the working memory of one sample")
+        for (name, p) in namedParameters { try p.allocate(fullName: name) }
     }
 
     /// An independent copy: same architecture, weights, statistics, names and normalization.
@@ -141,8 +155,12 @@ public final class Model {
 
     public var inputShape: Shape { architecture.input }
 
-    /// The largest batch whose working memory stays within `maxWorkspacePerBatch`.
-    public var maxBatch: Int { max(1, Model.maxWorkspacePerBatch / max(workspacePerSample, 1)) }
+    /// The largest batch whose working memory stays within `maxWorkspacePerBatch` and, with the
+    /// parameters, within the memory limit.
+    public var maxBatch: Int {
+        let floats = min(Model.maxWorkspacePerBatch, Memory.limit / 4 - parameterFloats)
+        return max(1, floats / max(workspacePerSample, 1))
+    }
     public var numClasses: Int { layers.last?.outputShape.c ?? 0 }
 
     /// The tensors of the model file, named as in PyTorch's `nn.Sequential` state dict.
@@ -152,7 +170,7 @@ public final class Model {
 
     /// The number of trainable values (PyTorch's `sum(p.numel() for p in model.parameters())`).
     public var parameterCount: Int {
-        namedParameters.reduce(0) { $0 + ($1.parameter.grad == nil ? 0 : $1.parameter.count) }
+        namedParameters.reduce(0) { $0 + ($1.parameter.trainable ? $1.parameter.count : 0) }
     }
 
     /// Forward FLOPs per sample.

@@ -43,12 +43,13 @@ extension Model {
     }
 
     /// Loads a model file, treating it as untrusted: the architecture is parsed and every tensor
-    /// checked against it (name, dtype, shape, byte range) before anything is copied.
-    public static func load(from path: String) throws -> Model {
-        try load(file: Safetensors.read(path), path: path)
+    /// checked against it (name, dtype, shape, byte range) before anything is copied. A tensor
+    /// holding NaN or infinity is refused by name unless `allowNonFinite` (to inspect a broken file).
+    public static func load(from path: String, allowNonFinite: Bool = false) throws -> Model {
+        try load(file: Safetensors.read(path), path: path, allowNonFinite: allowNonFinite)
     }
 
-    static func load(file: Safetensors.File, path: String) throws -> Model {
+    static func load(file: Safetensors.File, path: String, allowNonFinite: Bool = false) throws -> Model {
         func bad(_ what: String) -> CNNError { CNNError(.badFormat, "\(path): \(what)") }
         let meta = file.metadata
         guard meta["format"] == fileFormat else {
@@ -59,9 +60,27 @@ extension Model {
         }
         guard let text = meta["architecture"] else { throw bad("no architecture in the metadata") }
         let model: Model
-        do { model = try Model(architecture: Architecture(parsing: text)) } catch let e as CNNError {
+        do { model = try Model(architecture: Architecture(parsing: text), fusing: true, allocate: false) } catch let e as CNNError {
             throw bad("invalid architecture in the metadata: \(e.message)")
         }
+        // Every tensor the architecture has must be in the file, with its shape, before any of
+        // them is allocated (the file's byte ranges were checked when it was read).
+        var expected = Set<String>()
+        for (i, layer) in model.layers.enumerated() {
+            for p in layer.parameters {
+                let name = "\(i).\(p.name)"
+                expected.insert(name)
+                guard let t = file.tensors[name] else { throw bad("tensor '\(name)' is missing") }
+                guard t.dtype == .f32, t.shape == p.shape else {
+                    throw bad("tensor '\(name)' is \(t.dtype.rawValue) \(t.shape), the architecture needs F32 \(p.shape)")
+                }
+            }
+            if layer is BatchNorm { expected.insert("\(i).num_batches_tracked") }
+        }
+        for name in file.tensors.keys where !expected.contains(name) && !name.hasPrefix("optimizer.") {
+            throw bad("unexpected tensor '\(name)' for architecture \(model.architecture.text)")
+        }
+        try model.allocateParameters()
         guard let classesText = meta["classes"], case .array(let names)? = try? JSON.parse(ArraySlice(classesText.utf8)),
               names.count == model.numClasses, names.allSatisfy({ $0.stringValue != nil }) else {
             throw bad("the metadata 'classes' must be a JSON list of \(model.numClasses) names")
@@ -79,31 +98,23 @@ extension Model {
             guard let f = ImageFit(rawValue: fit) else { throw bad("the metadata 'image_fit' is '\(fit)'; expected crop, stretch or pad") }
             model.imageFit = f
         }
-        var expected = Set<String>()
         for (i, layer) in model.layers.enumerated() {
             for p in layer.parameters {
                 let name = "\(i).\(p.name)"
-                expected.insert(name)
-                guard let t = file.tensors[name] else { throw bad("tensor '\(name)' is missing") }
-                guard t.dtype == .f32, t.shape == p.shape else {
-                    throw bad("tensor '\(name)' is \(t.dtype.rawValue) \(t.shape), the architecture needs F32 \(p.shape)")
-                }
                 file.copyFloats(name, into: p.value)
-                guard p.value.allFinite else { throw bad("tensor '\(name)' holds NaN or infinite values") }
+                guard allowNonFinite || p.value.allFinite else {
+                    throw bad("tensor '\(name)' holds NaN or infinite values (a diverged model? loading it anyway needs CNN_LOAD_ALLOW_NON_FINITE)")
+                }
                 p.version += 1
             }
             if let bn = layer as? BatchNorm {
                 let name = "\(i).num_batches_tracked"
-                expected.insert(name)
                 if file.tensors[name] != nil {
                     guard let v = file.int64(name), v >= 0 else { throw bad("tensor '\(name)' must be an I64 scalar >= 0") }
                     bn.batchesTracked = v
                 }
                 if bn.runningVar.value.array.contains(where: { $0 < 0 }) { throw bad("tensor '\(i).running_var' has negative values") }
             }
-        }
-        for name in file.tensors.keys where !expected.contains(name) && !name.hasPrefix("optimizer.") {
-            throw bad("unexpected tensor '\(name)' for architecture \(model.architecture.text)")
         }
         return model
     }

@@ -31,15 +31,56 @@ public final class Optimizer {
     var second: [FloatBuffer]
     /// Updates done so far (Adam's bias correction).
     public var step = 0
+    /// The divergence guard's copy of everything an update changes, taken before it: values,
+    /// first and second state, per trainable parameter (see `update` and `restorePrevious`).
+    private var previous: [(value: FloatBuffer, first: FloatBuffer, second: FloatBuffer)] = []
+    private var previousValid = false
 
-    public init(_ settings: OptimizerSettings, model: Model) {
-        self.settings = settings
-        parameters = model.namedParameters.filter { $0.parameter.grad != nil }
+    /// Floats of state `settings` keeps for `model` (what `init` allocates, without the guard's copy).
+    static func stateFloats(_ settings: OptimizerSettings, model: Model) -> Int {
+        let trainable = model.parameterCount
         let needsFirst = settings.kind != .sgd || settings.momentum != 0
         let needsSecond = settings.kind == .adam || settings.kind == .adamw
-        first = parameters.map { FloatBuffer(count: needsFirst ? $0.parameter.count : 0) }
-        second = parameters.map { FloatBuffer(count: needsSecond ? $0.parameter.count : 0) }
+        return trainable * ((needsFirst ? 1 : 0) + (needsSecond ? 1 : 0))
     }
+
+    public init(_ settings: OptimizerSettings, model: Model) throws {
+        self.settings = settings
+        parameters = model.namedParameters.filter { $0.parameter.trainable }
+        let needsFirst = settings.kind != .sgd || settings.momentum != 0
+        let needsSecond = settings.kind == .adam || settings.kind == .adamw
+        first = try parameters.map { try FloatBuffer(count: needsFirst ? $0.parameter.count : 0, for: "optimizer state of \($0.name)") }
+        second = try parameters.map { try FloatBuffer(count: needsSecond ? $0.parameter.count : 0, for: "optimizer state of \($0.name)") }
+    }
+
+    /// Makes `update` keep a copy of what it changes, so that `restorePrevious` can undo it.
+    func enableGuard() throws {
+        guard previous.isEmpty else { return }
+        previous = try parameters.indices.map { i in
+            (try FloatBuffer(count: parameters[i].parameter.count, for: "the divergence guard's copy of \(parameters[i].name)"),
+             try FloatBuffer(count: first[i].count, for: "the divergence guard's copy of the optimizer state"),
+             try FloatBuffer(count: second[i].count, for: "the divergence guard's copy of the optimizer state"))
+        }
+    }
+
+    /// Undoes the last `update` (values, state and step), when the guard is on and it kept a copy.
+    /// Returns false when there is nothing to undo.
+    @discardableResult
+    func restorePrevious() -> Bool {
+        guard previousValid else { return false }
+        for (i, entry) in parameters.enumerated() {
+            entry.parameter.value.copy(from: previous[i].value)
+            first[i].copy(from: previous[i].first)
+            second[i].copy(from: previous[i].second)
+            entry.parameter.version += 1
+        }
+        step -= 1
+        previousValid = false
+        return true
+    }
+
+    /// True when every trained value is finite.
+    var parametersFinite: Bool { parameters.allSatisfy { $0.parameter.value.allFinite } }
 
     /// The optimizer's state tensors, for checkpoints: name suffix, parameter name, buffer.
     var stateTensors: [(name: String, buffer: FloatBuffer)] {
@@ -51,13 +92,21 @@ public final class Optimizer {
         return out
     }
 
+    /// One update of every trained parameter from its gradient. With the guard on, what it changes
+    /// is copied first (parameter by parameter, while it is in the cache).
     public func update(learningRate lr: Float) {
         step += 1
         let s = settings
         let bc1 = 1 - _powf(s.beta1, Float(step)), bc2 = 1 - _powf(s.beta2, Float(step))
+        previousValid = !previous.isEmpty
         for (i, entry) in parameters.enumerated() {
             let p = entry.parameter
             guard let gradBuffer = p.grad else { continue }
+            if previousValid {
+                previous[i].value.copy(from: p.value)
+                previous[i].first.copy(from: first[i])
+                previous[i].second.copy(from: second[i])
+            }
             let w = p.value.pointer, g = gradBuffer.pointer, count = p.count
             let m = first[i].pointer, v = second[i].pointer
             switch s.kind {

@@ -58,7 +58,11 @@ enum Safetensors {
 
     /// Reads and validates a whole file: every offset, size and shape is checked before use.
     static func read(_ path: String) throws -> File {
-        let bytes = try FileIO.read(path, maxBytes: maxFileBytes)
+        try parse(FileIO.read(path, maxBytes: maxFileBytes), path: path)
+    }
+
+    /// Validates the bytes of a whole file (`path` names it in errors).
+    static func parse(_ bytes: [UInt8], path: String) throws -> File {
         func bad(_ what: String) -> CNNError { CNNError(.badFormat, "\(path): not a valid safetensors file: \(what)") }
         guard bytes.count >= 8 else { throw bad("\(bytes.count) bytes, shorter than the 8-byte header length") }
         var n: UInt64 = 0

@@ -1,10 +1,16 @@
 extension Model {
+    /// The summary of an architecture, from its shapes alone: no parameter is allocated (a text
+    /// naming billions of weights is described, or refused by the limits, without taking memory).
+    public static func summary(of architecture: Architecture) throws -> String {
+        try Model(architecture: architecture, fusing: true, allocate: false).summary
+    }
+
     /// A table of the layers with their output shapes, parameter counts and FLOPs, and the totals.
     public var summary: String {
         var rows: [[String]] = [["#", "layer", "output", "params", "FLOPs"]]
         rows.append(["", "input", inputShape.description, "0", "0"])
         for (i, layer) in layers.enumerated() {
-            let params = layer.parameters.filter { $0.grad != nil }.reduce(0) { $0 + $1.count }
+            let params = layer.parameters.filter(\.trainable).reduce(0) { $0 + $1.count }
             rows.append([String(i), layer.spec.text, layer.outputShape.description, grouped(params), grouped(layer.flops)])
         }
         var widths = [Int](repeating: 0, count: 5)

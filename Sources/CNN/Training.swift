@@ -20,6 +20,10 @@ public struct TrainingSettings: Equatable, Sendable {
     public var augmentation = Augmentation()
     /// Threads that prepare batches ahead (decoding, augmentation) while the current one trains.
     public var loaderThreads = 1
+    /// The divergence guard's bound on an exploding loss: training stops (`diverged`) when a
+    /// batch's mean loss exceeds this multiple of the run's first batch loss (at least 1); 0 turns
+    /// that check off. A NaN or infinite loss, gradient or weight always stops it.
+    public var divergenceFactor: Float = 1000
     public init() {}
 
     public static func == (a: TrainingSettings, b: TrainingSettings) -> Bool {
@@ -27,6 +31,7 @@ public struct TrainingSettings: Equatable, Sendable {
             && a.optimizer == b.optimizer && a.schedule == b.schedule && a.loss == b.loss
             && a.labelSmoothing == b.labelSmoothing && a.seed == b.seed
             && a.augmentation == b.augmentation && a.loaderThreads == b.loaderThreads
+            && a.divergenceFactor == b.divergenceFactor
             && a.normalization?.mean == b.normalization?.mean && a.normalization?.std == b.normalization?.std
     }
 
@@ -48,6 +53,9 @@ public struct TrainingSettings: Equatable, Sendable {
         guard labelSmoothing.isFinite, labelSmoothing >= 0, labelSmoothing < 1 else { throw bad("label smoothing must be in [0, 1)") }
         try augmentation.validate()
         guard loaderThreads >= 1, loaderThreads <= 64 else { throw bad("loader threads must be from 1 to 64, not \(loaderThreads)") }
+        guard divergenceFactor.isFinite, divergenceFactor == 0 || divergenceFactor >= 1 else {
+            throw bad("divergence factor must be 0 (off) or at least 1, not \(divergenceFactor)")
+        }
         if let n = normalization {
             guard n.mean.allSatisfy(\.isFinite), n.std.allSatisfy({ $0.isFinite && $0 > 0 }) else {
                 throw bad("normalization needs finite means and positive standard deviations")
@@ -86,6 +94,8 @@ public final class TrainingState {
     public internal(set) var epoch: Int
     public internal(set) var rng: Random
     let settings: TrainingSettings
+    /// The run's first batch loss: the divergence guard's yardstick.
+    var lossReference: Double?
 
     init(optimizer: Optimizer, epoch: Int, rng: Random, settings: TrainingSettings) {
         self.optimizer = optimizer
@@ -100,6 +110,7 @@ public final class TrainingState {
          ("checkpoint_rng", rng.stateWords.map { String($0, radix: 16) }.joined(separator: ",")),
          ("checkpoint_optimizer", optimizer.settings.kind.rawValue),
          ("checkpoint_batch_size", String(settings.batchSize))]
+            + (lossReference.map { [("checkpoint_loss_reference", "\($0)")] } ?? [])
     }
 }
 
@@ -120,7 +131,7 @@ public final class Trainer {
         try settings.validate()
         self.model = model
         self.settings = settings
-        state = TrainingState(optimizer: Optimizer(settings.optimizer, model: model), epoch: 0,
+        state = TrainingState(optimizer: try Optimizer(settings.optimizer, model: model), epoch: 0,
                               rng: Random(seed: settings.seed ^ 0x5EED_0F_5A_F7C0), settings: settings)
     }
 
@@ -139,7 +150,7 @@ public final class Trainer {
         guard meta["checkpoint_optimizer"] == settings.optimizer.kind.rawValue else {
             throw CNNError(.invalidArgument, "\(path): the checkpoint was trained with \(meta["checkpoint_optimizer"] ?? "?"), not \(settings.optimizer.kind.rawValue)")
         }
-        let optimizer = Optimizer(settings.optimizer, model: model)
+        let optimizer = try Optimizer(settings.optimizer, model: model)
         for (name, buffer) in optimizer.stateTensors {
             guard let t = file.tensors[name], t.dtype == .f32, t.shape == [buffer.count] else {
                 throw bad("optimizer state '\(name)' is missing or has the wrong shape")
@@ -148,20 +159,37 @@ public final class Trainer {
         }
         optimizer.step = step
         state = TrainingState(optimizer: optimizer, epoch: epoch, rng: rng, settings: settings)
+        if let text = meta["checkpoint_loss_reference"] {
+            guard let reference = Double(text), reference.isFinite, reference >= 0 else { throw bad("checkpoint_loss_reference is '\(text)'") }
+            state.lossReference = reference
+        }
     }
 
     /// Trains until `settings.epochs` epochs are complete. `onBatch` returning false cancels
     /// (`CNNError.cancelled`, the model keeps its last completed update); `onEpoch` sees each
-    /// epoch's result and the state to checkpoint. A loss or gradient that is NaN or infinite stops
-    /// training with `CNNError.diverged`, before the update, so the model keeps its last good weights.
+    /// epoch's result and the state to checkpoint.
+    ///
+    /// The divergence guard: a loss, gradient or updated weight that is NaN or infinite, or a loss
+    /// past `divergenceFactor` times the first, stops training with `CNNError.diverged`, and the
+    /// model is left with weights whose loss was finite and within bounds, with their optimizer
+    /// state and batch-norm statistics: an update that made bad weights, or weights whose next
+    /// loss is bad, is undone (each update keeps a copy of what it changes).
     @discardableResult
     public func fit(_ train: Dataset, validation: Dataset? = nil,
                     onBatch: (TrainingProgress) -> Bool = { _ in true },
                     onEpoch: (EpochResult, TrainingState) throws -> Void = { _, _ in }) throws -> [EpochResult] {
         let batchSize = min(settings.batchSize, train.count)
         guard batchSize <= model.maxBatch else {
-            throw CNNError(.outOfMemory, "a batch of \(batchSize) needs more than \(Model.maxWorkspacePerBatch / (1 << 28)) GiB of working memory for this network; use a batch size of at most \(model.maxBatch)")
+            throw CNNError(.outOfMemory, "a batch of \(batchSize) needs more working memory than the limit of \(Memory.describe(Memory.limit)) for this network; use a batch size of at most \(model.maxBatch) (or raise the limit with cnn_set_memory_limit or CNN_MEMORY_LIMIT)")
         }
+        // Everything a run takes, from the shapes, before any of it is allocated: parameters and
+        // gradients, optimizer state and the guard's copy of it and of the weights, the batch's
+        // working memory, its input and the loss gradient.
+        let stateFloats = Optimizer.stateFloats(settings.optimizer, model: model)
+        let (batchFloats, o1) = batchSize.multipliedReportingOverflow(by: model.workspacePerSample + model.inputShape.count + model.numClasses)
+        let runFloats = o1 ? Int.max / 4 : model.parameterFloats + 2 * stateFloats + model.parameterCount + batchFloats
+        try Memory.check(runFloats &* 4, for: "training at a batch of \(batchSize)")
+        try state.optimizer.enableGuard()
         guard train.shape.c == model.inputShape.c, train.shape.h == model.inputShape.h, train.shape.w == model.inputShape.w else {
             throw CNNError(.shapeMismatch, "training data has images of \(train.shape), the model takes \(model.inputShape)")
         }
@@ -192,7 +220,8 @@ public final class Trainer {
         var order: [Int32] = []
         var scratch = SampleScratch(shape: train.shape)
         let batchNorms = model.layers.compactMap { $0 as? BatchNorm }
-        var savedStats = batchNorms.map { _ in (FloatBuffer(count: 0), FloatBuffer(count: 0), Int64(0)) }
+        // Batch norm's running statistics before this batch's forward and before the last one's.
+        var statistics = BatchNormStatistics(batchNorms), previousStatistics = BatchNormStatistics(batchNorms)
         var results: [EpochResult] = []
         var rng = state.rng
         // In-memory data without augmentation is cheap to assemble here; anything else (decoding,
@@ -227,35 +256,41 @@ public final class Trainer {
                     }
                     labelPointer = labels.withUnsafeBufferPointer { $0.baseAddress! }
                 }
-                for (i, bn) in batchNorms.enumerated() {
-                    if savedStats[i].0.count != bn.runningMean.count {
-                        savedStats[i] = (FloatBuffer(count: bn.runningMean.count), FloatBuffer(count: bn.runningVar.count), 0)
-                    }
-                    savedStats[i].0.copy(from: bn.runningMean.value)
-                    savedStats[i].1.copy(from: bn.runningVar.value)
-                    savedStats[i].2 = bn.batchesTracked
-                }
+                swap(&statistics, &previousStatistics)
+                statistics.save(batchNorms)
                 let logits = model.forward(input, batch: n, training: true, rng: &rng)
                 let result = computeLoss(settings.loss, logits: logits.pointer, labels: labelPointer, batch: n, classes: k,
                                          labelSmoothing: settings.labelSmoothing, gradient: dLogits.pointer)
-                model.zeroGradients()
-                var finite = result.sum.isFinite
-                if finite {
-                    model.backward(dLogits, batch: n)
-                    finite = model.gradients.allSatisfy { $0.allFinite }
+                func place() -> String { "at epoch \(epoch + 1), batch \(b + 1)" }  // built only for an error
+                let meanLoss = result.sum / Double(n)
+                if state.lossReference == nil, meanLoss.isFinite { state.lossReference = meanLoss }
+                let bound = Double(settings.divergenceFactor) * max(state.lossReference ?? 1, 1)
+                if !meanLoss.isFinite || (settings.divergenceFactor > 0 && meanLoss > bound) {
+                    // These weights' loss is bad: undo the update that made them (the loss before it
+                    // was good), with the statistics from before that update's batch.
+                    prefetcher?.release()
+                    let undone = state.optimizer.restorePrevious()
+                    (undone ? previousStatistics : statistics).restore(batchNorms)
+                    let what = meanLoss.isFinite
+                        ? "the loss reached \(meanLoss), more than \(settings.divergenceFactor) times the first batch's \(state.lossReference ?? 0) (divergence factor; 0 turns this check off)"
+                        : "the loss became NaN or infinite"
+                    throw CNNError(.diverged, "training diverged \(place()): \(what); the model keeps \(undone ? "the weights from before the last update" : "its weights"), whose loss was finite (try a lower learning rate)")
                 }
+                model.zeroGradients()
+                model.backward(dLogits, batch: n)
                 prefetcher?.release()
-                guard finite else {
-                    for (i, bn) in batchNorms.enumerated() {
-                        bn.runningMean.value.copy(from: savedStats[i].0)
-                        bn.runningVar.value.copy(from: savedStats[i].1)
-                        bn.batchesTracked = savedStats[i].2
-                    }
-                    throw CNNError(.diverged, "training diverged: the \(result.sum.isFinite ? "gradient" : "loss") became NaN or infinite at epoch \(epoch + 1), batch \(b + 1); the model keeps the weights of the last good update (try a lower learning rate)")
+                guard model.gradients.allSatisfy({ $0.allFinite }) else {
+                    statistics.restore(batchNorms)
+                    throw CNNError(.diverged, "training diverged \(place()): the gradient became NaN or infinite; the model keeps its weights, whose loss was finite (try a lower learning rate)")
                 }
                 let lr = settings.schedule.learningRate(base: settings.learningRate, step: state.optimizer.step,
                                                         stepsPerEpoch: batches, totalSteps: totalSteps)
                 state.optimizer.update(learningRate: lr)
+                guard state.optimizer.parametersFinite else {
+                    state.optimizer.restorePrevious()
+                    statistics.restore(batchNorms)
+                    throw CNNError(.diverged, "training diverged \(place()): the update made weights NaN or infinite; it was undone, and the model keeps the weights from before it, whose loss was finite (try a lower learning rate)")
+                }
                 lossSum += result.sum
                 correct += result.correct
                 seen += n
@@ -279,5 +314,30 @@ public final class Trainer {
             try onEpoch(result, state)
         }
         return results
+    }
+}
+
+/// Batch norm's running statistics of every layer, saved and restored by the divergence guard.
+struct BatchNormStatistics {
+    private var saved: [(mean: FloatBuffer, variance: FloatBuffer, tracked: Int64)]
+
+    init(_ layers: [BatchNorm]) {
+        saved = layers.map { (FloatBuffer(count: $0.runningMean.count), FloatBuffer(count: $0.runningVar.count), 0) }
+    }
+
+    mutating func save(_ layers: [BatchNorm]) {
+        for (i, bn) in layers.enumerated() {
+            saved[i].mean.copy(from: bn.runningMean.value)
+            saved[i].variance.copy(from: bn.runningVar.value)
+            saved[i].tracked = bn.batchesTracked
+        }
+    }
+
+    func restore(_ layers: [BatchNorm]) {
+        for (i, bn) in layers.enumerated() {
+            bn.runningMean.value.copy(from: saved[i].mean)
+            bn.runningVar.value.copy(from: saved[i].variance)
+            bn.batchesTracked = saved[i].tracked
+        }
     }
 }

@@ -36,6 +36,7 @@ private func datasetFromMemory<T>(_ function: String, _ images: UnsafePointer<T>
         let images = try required(images, "images"), labels = try required(labels, "labels")
         let out = try required(out, "dataset")
         let total = try checkedSize(n, c, h, w, classes)
+        try Memory.ensureAvailable(total * MemoryLayout<T>.stride + Int(n) * 4, for: "a copy of \(n) images of \(c)x\(h)x\(w)")
         store(try make(images, total, labelArray(labels, n, classes), Shape(c: Int(c), h: Int(h), w: Int(w)),
                        (0..<Int(classes)).map { String($0) }), out)
     }

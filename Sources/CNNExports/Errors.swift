@@ -54,6 +54,22 @@ func required<T>(_ p: T?, _ name: String) throws -> T {
     return p
 }
 
+/// A caller's options struct that starts with `uint32_t struct_size` and grows at the end: a
+/// program built against an older header passes a smaller struct, whose fields are read over the
+/// defaults (later fields keep their defaults); `oldestSize` is the size of the first version.
+func versionedStruct<T>(_ p: UnsafePointer<T>, defaults: T, oldestSize: Int, name: String, initializer: String) throws -> T {
+    // Read struct_size alone first: an older, smaller struct must not be read whole.
+    let size = Int(UnsafeRawPointer(p).load(as: UInt32.self))
+    guard size >= oldestSize, size <= 1 << 16 else {
+        throw invalid("\(name).struct_size is \(size), expected \(MemoryLayout<T>.size); initialize it with \(initializer)")
+    }
+    var value = defaults
+    withUnsafeMutableBytes(of: &value) { dst in
+        dst.copyMemory(from: UnsafeRawBufferPointer(start: UnsafeRawPointer(p), count: min(size, MemoryLayout<T>.size)))
+    }
+    return value
+}
+
 private let statusTexts: [UnsafePointer<CChar>] = [
     "ok", "invalid argument", "parse error", "I/O error", "bad file format", "shape mismatch",
     "out of memory", "training diverged", "cancelled", "busy", "internal error",

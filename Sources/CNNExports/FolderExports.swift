@@ -8,7 +8,8 @@ public func exportFolderOptionsDefault(_ options: UnsafeMutablePointer<cnn_folde
     options.pointee = cnn_folder_options(
         struct_size: UInt32(MemoryLayout<cnn_folder_options>.size), fit: Int32(CNN_FIT_CROP), strict: 0,
         apply_exif_orientation: 1, max_scans: Int32(jpeg.maxScans), max_pixels: Int64(jpeg.maxPixels),
-        cache_bytes: Int64(FolderOptions(channels: 1, height: 1, width: 1).cacheBytes))
+        cache_bytes: Int64(FolderOptions(channels: 1, height: 1, width: 1).cacheBytes),
+        max_bytes: Int64(jpeg.maxBytes))
 }
 
 /// The folder options of a C struct (NULL: the defaults), every field checked.
@@ -16,11 +17,9 @@ func folderOptions(_ p: UnsafePointer<cnn_folder_options>?, _ name: String = "op
     var o = cnn_folder_options()
     exportFolderOptionsDefault(&o)
     if let p {
-        let size = UnsafeRawPointer(p).load(as: UInt32.self)
-        guard size >= UInt32(MemoryLayout<cnn_folder_options>.size), size <= 1 << 16 else {
-            throw invalid("\(name).struct_size is \(size), expected \(MemoryLayout<cnn_folder_options>.size); initialize it with cnn_folder_options_default")
-        }
-        o = p.pointee
+        // Version 0.1 ended with cache_bytes.
+        o = try versionedStruct(p, defaults: o, oldestSize: MemoryLayout<cnn_folder_options>.offset(of: \.max_bytes)!,
+                                name: name, initializer: "cnn_folder_options_default")
     }
     let fits: [ImageFit] = [.crop, .stretch, .pad]
     guard o.fit >= 0, Int(o.fit) < fits.count else { throw invalid("\(name).fit is \(o.fit); expected CNN_FIT_CROP, _STRETCH or _PAD") }
@@ -29,9 +28,11 @@ func folderOptions(_ p: UnsafePointer<cnn_folder_options>?, _ name: String = "op
     guard o.max_scans >= 1 else { throw invalid("\(name).max_scans must be at least 1") }
     guard o.max_pixels >= 1, o.max_pixels <= 1 << 40 else { throw invalid("\(name).max_pixels must be from 1 to 2^40") }
     guard o.cache_bytes >= 0 else { throw invalid("\(name).cache_bytes must be >= 0") }
+    guard o.max_bytes >= 1 << 16 else { throw invalid("\(name).max_bytes must be at least 65536, not \(o.max_bytes)") }
     var jpeg = JPEGOptions()
     jpeg.maxPixels = Int(o.max_pixels)
     jpeg.maxScans = Int(o.max_scans)
+    jpeg.maxBytes = Int(o.max_bytes)
     jpeg.strict = o.strict == 1
     jpeg.applyOrientation = o.apply_exif_orientation == 1
     return (fits[Int(o.fit)], o.strict == 1, jpeg, Int(o.cache_bytes))

@@ -20,6 +20,17 @@ public func exportModelLoad(_ path: UnsafePointer<CChar>?, _ out: UnsafeMutableP
     }
 }
 
+@_cdecl("cnn_model_load_flags")
+public func exportModelLoadFlags(_ path: UnsafePointer<CChar>?, _ flags: UInt32, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
+    guarded("cnn_model_load_flags") {
+        let path = try string(path, "path")
+        let out = try required(out, "model")
+        guard flags & ~UInt32(CNN_LOAD_ALLOW_NON_FINITE) == 0 else { throw invalid("flags has unknown bits: \(flags)") }
+        let allow = flags & UInt32(CNN_LOAD_ALLOW_NON_FINITE) != 0
+        out.pointee = Registry.add(ModelHandle(try Model.load(from: path, allowNonFinite: allow)))
+    }
+}
+
 @_cdecl("cnn_model_save")
 public func exportModelSave(_ model: OpaquePointer?, _ path: UnsafePointer<CChar>?) -> cnn_status {
     guarded("cnn_model_save") {

@@ -11,3 +11,14 @@ public func exportSetNumThreads(_ threads: Int32) -> cnn_status {
 
 @_cdecl("cnn_get_num_threads")
 public func exportGetNumThreads() -> Int32 { Int32(ThreadPool.shared.threads) }
+
+@_cdecl("cnn_set_memory_limit")
+public func exportSetMemoryLimit(_ bytes: Int64) -> cnn_status {
+    guarded("cnn_set_memory_limit") {
+        guard bytes >= 1 << 20 else { throw invalid("the memory limit must be at least 1 MiB (1048576 bytes), not \(bytes)") }
+        Memory.limit = Int(bytes)
+    }
+}
+
+@_cdecl("cnn_get_memory_limit")
+public func exportGetMemoryLimit() -> Int64 { Int64(Memory.limit) }

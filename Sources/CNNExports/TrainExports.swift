@@ -33,6 +33,7 @@ public func exportTrainParamsDefault(_ params: UnsafeMutablePointer<cnn_train_pa
     p.augment_brightness = 0
     p.augment_contrast = 0
     p.loader_threads = 1
+    p.divergence_factor = TrainingSettings().divergenceFactor
     params.pointee = p
 }
 
@@ -75,6 +76,7 @@ func trainingSettings(_ p: cnn_train_params) throws -> TrainingSettings {
     s.augmentation.brightness = p.augment_brightness
     s.augmentation.contrast = p.augment_contrast
     s.loaderThreads = Int(p.loader_threads)
+    s.divergenceFactor = p.divergence_factor
     guard p.threads >= 0, p.threads <= 256 else { throw invalid("params.threads must be from 0 to 256, not \(p.threads)") }
     do { try s.validate() } catch let e as CNNError { throw invalid("params: \(e.message)") }
     return s
@@ -87,12 +89,11 @@ public func exportModelTrain(_ model: OpaquePointer?, _ data: OpaquePointer?,
         let handle = try Registry.model(model)
         let train = try Registry.dataset(data, "data")
         let params = try required(params, "params")
-        // Read struct_size alone first: an older, smaller struct must not be read whole.
-        let size = UnsafeRawPointer(params).load(as: UInt32.self)
-        guard size >= UInt32(MemoryLayout<cnn_train_params>.size), size <= 1 << 16 else {
-            throw invalid("params.struct_size is \(size), expected \(MemoryLayout<cnn_train_params>.size); initialize params with cnn_train_params_default")
-        }
-        let p = params.pointee
+        var defaults = cnn_train_params()
+        exportTrainParamsDefault(&defaults)
+        // Version 0.1 ended with loader_threads.
+        let p = try versionedStruct(params, defaults: defaults, oldestSize: MemoryLayout<cnn_train_params>.offset(of: \.divergence_factor)!,
+                                    name: "params", initializer: "cnn_train_params_default")
         let settings = try trainingSettings(p)
         let validation = try p.validation.map { try Registry.dataset($0, "params.validation") }
         if p.threads > 0 { ThreadPool.setThreads(Int(p.threads)) }

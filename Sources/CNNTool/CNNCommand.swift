@@ -85,9 +85,18 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "Worker threads (results are identical for any number).")
     var threads: Int = 1
 
+    @Option(name: .customLong("memory-limit"), help: "The most memory one step (loading, training, predicting) may take: bytes, or with K, M, G (default: CNN_MEMORY_LIMIT, else half the physical memory).")
+    var memoryLimit: String?
+
     func apply() throws {
         guard threads >= 1, threads <= 256 else { throw CNNError(.invalidArgument, "--threads must be from 1 to 256, not \(threads)") }
         ThreadPool.setThreads(threads)
+        if let memoryLimit {
+            guard let bytes = Memory.parseSize(memoryLimit), bytes >= 1 << 20 else {
+                throw CNNError(.invalidArgument, "--memory-limit takes a size of at least 1M (e.g. 512M, 4G), not '\(memoryLimit)'")
+            }
+            Memory.limit = bytes
+        }
     }
 }
 

@@ -8,16 +8,20 @@ struct Summary: ParsableCommand {
     @Argument(help: "An architecture text, a file holding one, or a model file (.safetensors).")
     var specOrModel: String
 
+    @OptionGroup var common: CommonOptions
+
     func run() throws {
         try CNNCommandRun {
-            let model: Model
+            try common.apply()
             if specOrModel.hasSuffix(".safetensors") || isSafetensors(specOrModel) {
-                model = try Model.load(from: specOrModel)
+                let model = try Model.load(from: specOrModel)
+                print(model.architecture.text)
+                print(model.summary)
             } else {
-                model = try Model(architecture: Architecture(parsing: architectureText(specOrModel)))
+                let architecture = try Architecture(parsing: architectureText(specOrModel))
+                print(architecture.text)
+                print(try Model.summary(of: architecture))
             }
-            print(model.architecture.text)
-            print(model.summary)
         }
     }
 

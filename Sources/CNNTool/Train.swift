@@ -39,6 +39,8 @@ struct Train: ParsableCommand {
     @Option(help: "Augment: random brightness change up to this much (pixels in [0, 1]).") var brightness: Float = 0
     @Option(help: "Augment: random contrast change up to this factor.") var contrast: Float = 0
     @Option(name: .customLong("loader-threads"), help: "Threads preparing batches ahead (decoding, augmentation).") var loaderThreads: Int = 1
+    @Option(name: .customLong("divergence-factor"), help: "Stop (diverged) when a batch's loss exceeds this multiple of the first batch's; 0: no such bound (NaN or infinity always stops).")
+    var divergenceFactor: Float = TrainingSettings().divergenceFactor
     @OptionGroup var images: ImageOptions
     @Flag(help: "No progress output.") var quiet = false
     @OptionGroup var common: CommonOptions
@@ -84,6 +86,7 @@ struct Train: ParsableCommand {
             settings.augmentation.brightness = brightness
             settings.augmentation.contrast = contrast
             settings.loaderThreads = loaderThreads
+            settings.divergenceFactor = divergenceFactor
             try settings.validate()
             let dataOptions = try images.options()
 

@@ -42,9 +42,11 @@ struct DataTests {
         }
         let good = header(3, [3, 2, 2]) + (0..<12).map(UInt8.init), goodLabels = header(1, [3]) + [0, 2, 1]
         rejects(header(1, [3, 2, 2]) + (0..<12).map(UInt8.init), goodLabels, "not an IDX images file")
-        rejects(Array(good.prefix(20)), goodLabels, "file ends after")
+        rejects(Array(good.prefix(20)), goodLabels, "declares 3 images of 2×2 (12 bytes), but the file holds 4 bytes")
         rejects(Array(good.prefix(10)), goodLabels, "IDX images header")
-        rejects(good + [7], goodLabels, "unexpected bytes after")
+        rejects(good + [7], goodLabels, "but the file holds 13 bytes")
+        // 16 bytes declaring 16 GiB: refused from the file's size, before anything is read.
+        rejects(header(3, [65536, 512, 512]), goodLabels, "(17179869184 bytes), but the file holds 0 bytes")
         rejects(header(3, [0x7FFF_FFFF, 65535, 65535]), goodLabels, "implausible")
         rejects(good, header(1, [2]) + [0, 1], "2 labels for the 3 images")
         rejects(good, header(3, [3]) + [0, 1, 2], "not an IDX labels file")
@@ -59,6 +61,23 @@ struct DataTests {
             defer { unlink(i); unlink(l) }
             #expect(throws: CNNError.self) { try IDX.load(images: i) }
         }
+    }
+
+    /// A gzip stream is read as it decompresses: a header's claim is never allocated up front.
+    @Test func gzipDeclaringMoreThanItHolds() throws {
+        let dir = repositoryRoot + "/Tests/data/hostile/"
+        do {
+            _ = try IDX.load(images: dir + "declares-4gib-images-idx3-ubyte.gz", labels: dir + "declares-4gib-labels-idx1-ubyte.gz")
+            Issue.record("accepted a gzip IDX file that declares 4 GiB")
+        } catch let e as CNNError {
+            #expect(e.kind == .badFormat)
+            #expect(e.message.contains("file ends after 0 of the 4294967296 bytes"), "\(e.message)")
+        }
+        // Trailing bytes after a gzip stream's declared data are still an error.
+        let labels = try FileIO.GzipReader(sampleDir + "/t10k-labels-idx1-ubyte.gz")
+        #expect(try labels.readExactly(8, what: "header").count == 8)
+        #expect(try labels.readExactly(100, what: "labels").count == 100)
+        #expect(try !labels.atEnd())
     }
 
     @Test func missingLabels() {

@@ -68,11 +68,12 @@ func checkLayer(_ layer: Layer, batch: Int, training: Bool = true, seed: UInt64 
     }
 }
 
-let sampleDir: String = {
+let repositoryRoot: String = {
     let file = #filePath
-    let root = file.split(separator: "/").dropLast(3).joined(separator: "/")
-    return "/" + root + "/data/fashion-mnist-sample"
+    return "/" + file.split(separator: "/").dropLast(3).joined(separator: "/")
 }()
+
+let sampleDir = repositoryRoot + "/data/fashion-mnist-sample"
 
 let referenceNetwork = "input(1,28,28) conv(32,3,pad=1) relu maxpool(2) conv(64,3,pad=1) relu maxpool(2) flatten dense(128) relu dense(10)"
 

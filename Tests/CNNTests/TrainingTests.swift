@@ -104,20 +104,70 @@ struct TrainingTests {
         #expect((m2.layers[1] as? BatchNorm)?.runningMean.value.array == (straight.layers[1] as? BatchNorm)?.runningMean.value.array)
     }
 
-    @Test func divergenceStopsWithLastGoodWeights() throws {
-        let (train, _) = try sample(200)
-        var s = settings(epochs: 3)
-        s.learningRate = 1e38
-        s.optimizer.momentum = 0
-        let m = try Model(architecture: Architecture(parsing: "input(1,28,28) flatten dense(10)"), seed: 1)
-        do {
-            try Trainer(model: m, settings: s).fit(train)
-            Issue.record("did not diverge")
-        } catch let e as CNNError {
-            #expect(e.kind == .diverged)
-            #expect(e.message.contains("NaN or infinite"))
+    /// The divergence guard: whatever the learning rate, training either ends with finite weights
+    /// or throws `diverged` and leaves weights that a completed update produced (or the initial
+    /// ones) and whose loss on the data is finite: the update that broke them was undone.
+    @Test(arguments: [(Float(1e38), Float(0)), (1e30, 0), (1e6, 0), (100, 0.9), (5, 0.9)])
+    func divergenceGuardKeepsWeightsWithAFiniteLoss(_ lr: Float, _ momentum: Float) throws {
+        let (train, _) = try sample(256)
+        for text in ["input(1,28,28) flatten dense(10)", "input(1,28,28) conv(4,3) batchnorm relu maxpool(2) flatten dense(10)"] {
+            var s = settings(epochs: 3)
+            s.batchSize = 64
+            s.learningRate = lr
+            s.optimizer.momentum = momentum
+            let m = try Model(architecture: Architecture(parsing: text), seed: 1)
+            func weights() -> [Float] { m.namedParameters.flatMap { $0.parameter.value.array } }
+            var states = [weights()]
+            do {
+                try Trainer(model: m, settings: s).fit(train, onBatch: { _ in states.append(weights()); return true })
+            } catch let e as CNNError {
+                #expect(e.kind == .diverged, "\(e.message)")
+                #expect(states.contains(weights()), "lr \(lr): the weights left are not those of a completed update")
+            }
+            #expect(m.namedParameters.allSatisfy { $0.parameter.value.allFinite }, "lr \(lr) \(text)")
+            let loss = try evaluate(model: m, on: train).loss
+            #expect(loss.isFinite && loss < 1000 * 2.31, "lr \(lr) \(text): loss \(loss) after training")
         }
-        #expect(m.namedParameters.allSatisfy { $0.parameter.value.allFinite })
+    }
+
+    @Test func explodingLossStopsUnlessTheFactorIsOff() throws {
+        let (train, _) = try sample(256)
+        var s = settings(epochs: 2)
+        s.learningRate = 100
+        s.optimizer.momentum = 0.9
+        let m = try Model(architecture: Architecture(parsing: "input(1,28,28) flatten dense(10)"), seed: 1)
+        #expect(throws: CNNError.self) { try Trainer(model: m, settings: s).fit(train) }
+        // With a gentle rate the bound never triggers, and turning it off changes nothing.
+        s.learningRate = 0.01
+        var off = s
+        off.divergenceFactor = 0
+        let a = try Model(architecture: Architecture(parsing: "input(1,28,28) flatten dense(10)"), seed: 1)
+        let b = try Model(architecture: Architecture(parsing: "input(1,28,28) flatten dense(10)"), seed: 1)
+        try Trainer(model: a, settings: s).fit(train)
+        try Trainer(model: b, settings: off).fit(train)
+        #expect(a.namedParameters.flatMap { $0.parameter.value.array } == b.namedParameters.flatMap { $0.parameter.value.array })
+    }
+
+    @Test func guardUndoesOneUpdateExactly() throws {
+        for kind in [OptimizerKind.sgd, .rmsprop, .adam, .adamw] {
+            let m = try Model(architecture: Architecture(parsing: "input(1,1,40) flatten dense(3)"), seed: 1)
+            var o = OptimizerSettings()
+            o.kind = kind
+            o.momentum = 0.9
+            let opt = try Optimizer(o, model: m)
+            try opt.enableGuard()
+            for g in m.gradients { for j in 0..<g.count { g[j] = Float(j % 7) - 3 } }
+            opt.update(learningRate: 0.1)
+            let before = m.namedParameters.flatMap { $0.parameter.value.array }
+            let state = opt.stateTensors.flatMap { $0.buffer.array }
+            opt.update(learningRate: 0.1)
+            #expect(m.namedParameters.flatMap { $0.parameter.value.array } != before)
+            #expect(opt.restorePrevious())
+            #expect(m.namedParameters.flatMap { $0.parameter.value.array } == before, "\(kind)")
+            #expect(opt.stateTensors.flatMap { $0.buffer.array } == state, "\(kind)")
+            #expect(opt.step == 1)
+            #expect(!opt.restorePrevious())
+        }
     }
 
     @Test func cancelFromTheCallback() throws {
@@ -179,7 +229,7 @@ struct OptimizerTests {
         s.momentum = 0.9
         s.nesterov = kind == .sgd
         s.weightDecay = 0.01
-        let opt = Optimizer(s, model: m)
+        let opt = try Optimizer(s, model: m)
         let w = m.namedParameters[0].parameter
         var p = w.value.array.map(Double.init)
         var first = [Double](repeating: 0, count: p.count), second = first

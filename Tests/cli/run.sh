@@ -124,6 +124,23 @@ expect_error "missing --out" "$CNN" train --spec "$REF" --data "$TRAIN"
 expect_error "missing data" "$CNN" train --spec "$REF" --data "$T/nothing-images-idx3-ubyte.gz" --out "$T/x.safetensors"
 expect_error "data that is not IDX" "$CNN" eval --model "$T/a.safetensors" --data "$SAMPLE/LICENSE"
 expect_error "diverging training" train --spec "input(1,28,28) flatten dense(10)" --lr 1e38 --momentum 0 --epochs 3 --out "$T/x.safetensors"
+expect_error "an exploding loss (lr 100, momentum 0.9)" train --spec "input(1,28,28) flatten dense(10)" --lr 100 --epochs 3 --out "$T/x.safetensors"
+"$CNN" train --spec "input(1,28,28) flatten dense(10)" --data "$TRAIN" --limit 600 --lr 100 --momentum 0.9 --epochs 3 --quiet \
+    --out "$T/x.safetensors" 2>"$T/err"
+if grep -q "diverged.*more than 1000.0 times the first batch" "$T/err"; then
+    ok "the divergence guard names the bound"
+else
+    fail "the divergence guard names the bound"
+fi
+expect_error "a memory limit below 1 MiB" "$CNN" summary "$REF" --memory-limit 100K
+expect_error "a model over the memory limit" "$CNN" train --spec "input(1,28,28) flatten dense(16000)" --data "$TRAIN" --memory-limit 64M --out "$T/x.safetensors"
+expect_error "a model over CNN_MEMORY_LIMIT" env CNN_MEMORY_LIMIT=64M "$CNN" train --spec "input(1,28,28) flatten dense(16000)" --data "$TRAIN" --out "$T/x.safetensors"
+expect_error "an IDX header that lies" "$CNN" eval --model "$T/a.safetensors" --data "$ROOT/Tests/data/hostile/declares-4gib-images-idx3-ubyte.gz"
+if (ulimit -v 2000000; "$CNN" summary "input(1,128,128) flatten dense(16383) dense(16384)" 2>"$T/err"); [[ $? -eq 1 ]] && grep -q "parameters" "$T/err"; then
+    ok "an absurd architecture is refused before it allocates (ulimit -v 2 GB)"
+else
+    fail "an absurd architecture under ulimit -v" "$(cat "$T/err")"
+fi
 expect_error "output into a missing folder" train --spec "$REF" --out "$T/no/such/dir/x.safetensors"
 [[ ! -e $T/x.safetensors ]] && ok "failed runs leave no model file" || fail "failed runs leave no model file"
 

@@ -4,7 +4,7 @@
  *
  * Ends with "N passed, N failed" and exits non-zero on any failure. Runs under valgrind in CI.
  */
-#include <cnn.h>
+#include "testing.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -13,60 +13,11 @@
 #include <string.h>
 #include <unistd.h>
 
-static int passed, failed;
 static char tmpdir[256];
 static const char *datadir;
 
-#define CHECK(cond, ...)                                                    \
-    do {                                                                    \
-        if (cond) {                                                         \
-            passed++;                                                       \
-        } else {                                                            \
-            failed++;                                                       \
-            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);          \
-            printf(__VA_ARGS__);                                            \
-            printf("\n");                                                   \
-        }                                                                   \
-    } while (0)
-
-/* A call that must fail with `code` and leave a non-empty message. */
-#define EXPECT_STATUS(code, call)                                                               \
-    do {                                                                                        \
-        cnn_status s_ = (call);                                                                 \
-        CHECK(s_ == (code), "%s returned %d (%s), expected %d; last error: %s", #call, (int)s_, \
-              cnn_status_string(s_), (int)(code), cnn_last_error());                            \
-        if ((code) != CNN_OK) CHECK(strlen(cnn_last_error()) > 0, "%s left no message", #call); \
-    } while (0)
-
 static const char *REF = "input(1,28,28) conv(32,3,pad=1) relu maxpool(2) conv(64,3,pad=1) relu maxpool(2) flatten dense(128) relu dense(10)";
 static const char *SMALL = "input(1,28,28) conv(4,3) relu maxpool(2) flatten dense(10)";
-
-static char *path(const char *dir, const char *name) {
-    static char buffers[8][512];
-    static int next;
-    char *b = buffers[next++ % 8];
-    snprintf(b, 512, "%s/%s", dir, name);
-    return b;
-}
-
-static void write_file(const char *p, const void *bytes, size_t n) {
-    FILE *f = fopen(p, "wb");
-    if (!f) return;
-    if (n) fwrite(bytes, 1, n, f);
-    fclose(f);
-}
-
-static unsigned char *read_file(const char *p, size_t *n) {
-    FILE *f = fopen(p, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc(size > 0 ? (size_t)size : 1);
-    *n = fread(b, 1, (size_t)size, f);
-    fclose(f);
-    return b;
-}
 
 static void test_version_and_status(void) {
     CHECK(cnn_version_number() == CNN_VERSION_NUMBER, "library %d, header %d", (int)cnn_version_number(), CNN_VERSION_NUMBER);

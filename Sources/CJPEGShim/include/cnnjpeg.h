@@ -16,6 +16,8 @@ typedef struct cnnjpeg_limits {
     int32_t strict;          /* 1: a libjpeg warning is an error */
     int32_t min_width;       /* > 0: decode with DCT scaling at the smallest 1/2, 1/4 or 1/8 that */
     int32_t min_height;      /*      still gives at least min_width x min_height; 0: full size */
+    int64_t max_bytes;       /* > 0: libjpeg's working memory (max_memory_to_use) plus the output
+                                buffer may not exceed it; checked before they are allocated */
 } cnnjpeg_limits;
 
 typedef struct cnnjpeg_image {
@@ -25,6 +27,7 @@ typedef struct cnnjpeg_image {
     int32_t channels;        /* 1 (grayscale) or 3 (RGB; CMYK and YCCK are converted) */
     int32_t warnings;        /* libjpeg warnings in lenient mode (e.g. corrupt or truncated data) */
     int32_t scans;
+    int32_t over_limit;      /* set on an error: decoding needed more than limits->max_bytes */
 } cnnjpeg_image;
 
 typedef struct cnnjpeg_decoder cnnjpeg_decoder;

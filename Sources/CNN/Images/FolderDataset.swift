@@ -85,7 +85,9 @@ extension Dataset {
         }
         let shape = Shape(c: options.channels, h: options.height, w: options.width)
         let sample = shape.count
-        let keep = paths.count * sample <= options.cacheBytes
+        // Kept in memory when the cache may hold it (the per-file images and the whole set, twice
+        // the set's size at the peak) and the memory limit allows; else decoded per batch.
+        let keep = paths.count * sample <= options.cacheBytes && 2 * paths.count * sample <= Memory.limit
         // Decode everything once, in parallel, into per-file slots (chunks fixed by count only).
         var results = [Result<(planes: [UInt8], warning: String?), CNNError>](repeating: .failure(CNNError(.internal, "")), count: paths.count)
         var sums = [[Double]](repeating: [Double](repeating: 0, count: 2 * shape.c), count: paths.count)
@@ -117,7 +119,10 @@ extension Dataset {
         var goodPaths: [String] = [], goodLabels: [Int32] = [], bytes: [UInt8] = []
         var skipped: [(String, String)] = [], warnings: [(String, String)] = []
         var total = [Double](repeating: 0, count: 2 * shape.c)
-        if keep { bytes.reserveCapacity(paths.count * sample) }
+        if keep {
+            try Memory.ensureAvailable(paths.count * sample, for: "\(root): \(paths.count) decoded images")
+            bytes.reserveCapacity(paths.count * sample)
+        }
         for (i, r) in results.enumerated() {
             switch r {
             case .success(let ok):

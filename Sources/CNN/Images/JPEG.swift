@@ -13,6 +13,10 @@ public struct JPEGOptions: Equatable, Sendable {
     public var strict = false
     /// Apply the EXIF orientation (APP1) so that phone photos come out upright.
     public var applyOrientation = true
+    /// Memory one image's decoding may take: libjpeg's working memory (its `max_memory_to_use`;
+    /// a progressive file's coefficients, 2 bytes per pixel and component) and the decoded pixels.
+    /// Default 256 MiB: a progressive 40-megapixel photo, or the 64-megapixel limit in baseline.
+    public var maxBytes = 256 << 20
     public init() {}
 }
 
@@ -55,7 +59,8 @@ public enum JPEG {
         var limits = cnnjpeg_limits(max_pixels: Int64(options.maxPixels), max_scans: Int32(clamping: options.maxScans),
                                      strict: options.strict ? 1 : 0,
                                      min_width: Int32(clamping: swap ? minHeight : minWidth),
-                                     min_height: Int32(clamping: swap ? minWidth : minHeight))
+                                     min_height: Int32(clamping: swap ? minWidth : minHeight),
+                                     max_bytes: Int64(min(options.maxBytes, Memory.limit)))
         var info = cnnjpeg_image()
         var message = [CChar](repeating: 0, count: 256)
         func text() -> String { message.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } }
@@ -63,6 +68,7 @@ public enum JPEG {
         let ok: Bool = bytes.withUnsafeBufferPointer { b in
             guard let decoder = cnnjpeg_open(b.baseAddress, b.count, &limits, &info, &message, message.count) else { return false }
             if image.pixels.count != info.buffer_bytes {
+                // Within max_bytes (checked by the shim), so an allocation the system allows.
                 image.pixels = [UInt8](repeating: 0, count: info.buffer_bytes)
             }
             // libjpeg writes straight into the image's own storage: no copy.
@@ -70,7 +76,7 @@ public enum JPEG {
                 cnnjpeg_read(decoder, p.baseAddress, &info, &message, message.count) == 0
             }
         }
-        guard ok else { throw CNNError(.badFormat, "cannot decode JPEG: \(text())") }
+        guard ok else { throw CNNError(info.over_limit != 0 ? .outOfMemory : .badFormat, "cannot decode JPEG: \(text())") }
         image.width = Int(info.width)
         image.height = Int(info.height)
         image.channels = Int(info.channels)

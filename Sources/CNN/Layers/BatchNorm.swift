@@ -31,12 +31,10 @@ public final class BatchNorm: Layer {
         inputShape = input
         self.eps = eps
         self.momentum = momentum
-        weight = Parameter(name: "weight", shape: [input.c], trainable: true)
+        weight = Parameter(name: "weight", shape: [input.c], trainable: true, initialValue: 1)
         bias = Parameter(name: "bias", shape: [input.c], trainable: true)
         runningMean = Parameter(name: "running_mean", shape: [input.c], trainable: false)
-        runningVar = Parameter(name: "running_var", shape: [input.c], trainable: false)
-        weight.value.fill(1)
-        runningVar.value.fill(1)
+        runningVar = Parameter(name: "running_var", shape: [input.c], trainable: false, initialValue: 1)
     }
 
     public var parameters: [Parameter] { [weight, bias, runningMean, runningVar] }

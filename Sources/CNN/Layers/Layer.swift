@@ -4,21 +4,36 @@ public final class Parameter {
     /// The name within its layer, as in PyTorch: "weight", "bias", "running_mean", "running_var".
     public let name: String
     public let shape: [Int]
-    public let value: FloatBuffer
+    public let count: Int
+    public let trainable: Bool
+    /// What the values start as (batch norm's scale and running variance start at 1).
+    let initialValue: Float
+    /// The values; empty until `allocate()`, which the model calls once it has checked the sizes
+    /// of all its layers (a layer is built from shapes alone and takes no memory).
+    public private(set) var value = FloatBuffer(count: 0)
     /// Gradient of the loss, summed by `backward`; nil for buffers that are not trained.
-    public let grad: FloatBuffer?
+    public private(set) var grad: FloatBuffer?
     /// Bumped whenever `value` changes (optimizer step, load), so layers can cache derived data.
     public var version = 0
 
-    init(name: String, shape: [Int], trainable: Bool) {
+    init(name: String, shape: [Int], trainable: Bool, initialValue: Float = 0) {
         self.name = name
         self.shape = shape
-        let count = shape.reduce(1, *)
-        value = FloatBuffer(count: count)
-        grad = trainable ? FloatBuffer(count: count) : nil
+        self.trainable = trainable
+        self.initialValue = initialValue
+        count = shape.reduce(1, *)
     }
 
-    public var count: Int { value.count }
+    /// Floats this parameter takes once allocated (values, and the gradient when trained).
+    var allocationCount: Int { trainable ? 2 * count : count }
+
+    /// Takes the memory; `fullName` (the state-dict name) is for the error message.
+    func allocate(fullName: String) throws {
+        guard value.count != count else { return }
+        value = try FloatBuffer(count: count, for: "tensor \(fullName) of \(count) values")
+        if initialValue != 0 { value.fill(initialValue) }
+        if trainable { grad = try FloatBuffer(count: count, for: "the gradient of \(fullName)") }
+    }
 }
 
 /// One layer of a sequential network, forward and backward side by side.

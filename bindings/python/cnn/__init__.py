@@ -31,6 +31,19 @@ def get_num_threads():
     return lib.cnn_get_num_threads()
 
 
-__all__ = ["Model", "Dataset", "History", "top_k", "set_num_threads", "get_num_threads", "library_version",
+def set_memory_limit(nbytes):
+    """The most memory (bytes, at least 1 MiB) one call of the library may allocate; a larger
+    request raises CNNMemoryError, checked before anything is allocated."""
+    from ._lib import check
+    check(lib.cnn_set_memory_limit(int(nbytes)))
+
+
+def get_memory_limit():
+    """The memory limit in force, in bytes (default: CNN_MEMORY_LIMIT, else half the physical memory)."""
+    return lib.cnn_get_memory_limit()
+
+
+__all__ = ["Model", "Dataset", "History", "top_k", "set_num_threads", "get_num_threads", "set_memory_limit",
+           "get_memory_limit", "library_version",
            "library_path", "CNNError", "InvalidArgumentError", "ParseError", "CNNIOError", "BadFormatError",
            "ShapeMismatchError", "CNNMemoryError", "DivergedError", "CancelledError", "BusyError", "InternalError"]

@@ -10,7 +10,7 @@ import os
 from . import errors
 
 # The version of cnn.h this binding was written for.
-VERSION = (0, 1, 0)
+VERSION = (0, 2, 0)
 VERSION_NUMBER = VERSION[0] * 10000 + VERSION[1] * 100 + VERSION[2]
 
 c_float_p = ctypes.POINTER(ctypes.c_float)
@@ -49,7 +49,7 @@ class TrainParams(ctypes.Structure):
         ("progress", PROGRESS_FN), ("user_data", ctypes.c_void_p),
         ("augment_flip", ctypes.c_int32), ("augment_translate", ctypes.c_int32),
         ("augment_brightness", ctypes.c_float), ("augment_contrast", ctypes.c_float),
-        ("loader_threads", ctypes.c_int32),
+        ("loader_threads", ctypes.c_int32), ("divergence_factor", ctypes.c_float),
     ]
 
 
@@ -61,7 +61,7 @@ class FolderOptions(ctypes.Structure):
     _fields_ = [
         ("struct_size", ctypes.c_uint32), ("fit", ctypes.c_int32), ("strict", ctypes.c_int32),
         ("apply_exif_orientation", ctypes.c_int32), ("max_scans", ctypes.c_int32),
-        ("max_pixels", ctypes.c_int64), ("cache_bytes", ctypes.c_int64),
+        ("max_pixels", ctypes.c_int64), ("cache_bytes", ctypes.c_int64), ("max_bytes", ctypes.c_int64),
     ]
 
 
@@ -72,6 +72,8 @@ _FUNCTIONS = {
     "cnn_last_error": (ctypes.c_char_p, []),
     "cnn_set_num_threads": (status, [ctypes.c_int32]),
     "cnn_get_num_threads": (ctypes.c_int32, []),
+    "cnn_set_memory_limit": (status, [ctypes.c_int64]),
+    "cnn_get_memory_limit": (ctypes.c_int64, []),
     "cnn_dataset_from_float": (status, [c_float_p, c_int32_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
                                         ctypes.c_int32, ctypes.c_int32, handle_p]),
     "cnn_dataset_from_uint8": (status, [c_uint8_p, c_int32_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
@@ -89,6 +91,7 @@ _FUNCTIONS = {
     "cnn_dataset_set_class_names": (status, [handle, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int32]),
     "cnn_model_create": (status, [ctypes.c_char_p, ctypes.c_uint64, handle_p]),
     "cnn_model_load": (status, [ctypes.c_char_p, handle_p]),
+    "cnn_model_load_flags": (status, [ctypes.c_char_p, ctypes.c_uint32, handle_p]),
     "cnn_model_save": (status, [handle, ctypes.c_char_p]),
     "cnn_model_free": (None, [handle]),
     "cnn_model_input_shape": (status, [handle, c_int32_p, c_int32_p, c_int32_p]),

@@ -77,10 +77,11 @@ class Model:
         self._native = _Native(out.value)
 
     @classmethod
-    def load(cls, path):
-        """Loads a model file (safetensors)."""
+    def load(cls, path, allow_non_finite=False):
+        """Loads a model file (safetensors). A tensor holding NaN or infinity raises BadFormatError
+        naming it, unless ``allow_non_finite``."""
         out = ctypes.c_void_p()
-        check(lib.cnn_model_load(os.fsencode(path), ctypes.byref(out)))
+        check(lib.cnn_model_load_flags(os.fsencode(path), 1 if allow_non_finite else 0, ctypes.byref(out)))
         model = cls.__new__(cls)
         model._native = _Native(out.value)
         return model
@@ -153,10 +154,12 @@ class Model:
             weight_decay=0.0, schedule="constant", step_epochs=10, gamma=0.1, warmup_epochs=0.0,
             loss="cross-entropy", label_smoothing=0.0, seed=1, threads=0, validation=None,
             flip=False, translate=0, brightness=0.0, contrast=0.0, loader_threads=1,
-            beta1=0.9, beta2=0.999, eps=1e-8, alpha=0.99, verbose=1, callback=None):
+            beta1=0.9, beta2=0.999, eps=1e-8, alpha=0.99, verbose=1, callback=None, divergence_factor=1000.0):
         """Trains on ``data`` (a Dataset). Returns a History. ``callback(progress)`` sees every batch
         (a dict) and may return True to stop. Ctrl-C cancels cleanly: the model keeps its last
-        completed update and KeyboardInterrupt is raised."""
+        completed update and KeyboardInterrupt is raised. A NaN or infinite loss, gradient or
+        weight, or a batch loss over ``divergence_factor`` times the first (0: no such bound),
+        raises DivergedError and leaves the model with weights whose loss was finite."""
         if optimizer not in _OPTIMIZERS:
             raise ValueError("optimizer must be one of %s, not %r" % (sorted(_OPTIMIZERS), optimizer))
         if schedule not in _SCHEDULES:
@@ -177,6 +180,7 @@ class Model:
         p.augment_flip, p.augment_translate = int(bool(flip)), int(translate)
         p.augment_brightness, p.augment_contrast = float(brightness), float(contrast)
         p.loader_threads = int(loader_threads)
+        p.divergence_factor = float(divergence_factor)
         native_data = data._for(self)
         if validation is not None:
             if not isinstance(validation, Dataset):

@@ -121,6 +121,45 @@ def test_fit_errors(sample):
         model.fit(np.zeros((3, 1, 28, 28)))
 
 
+def test_divergence_guard_leaves_finite_weights(sample):
+    x, _ = sample[1].images(0, 32)
+    for lr, momentum in [(1e6, 0.0), (100.0, 0.9), (1e30, 0.0)]:
+        model = cnn.Model("input(1,28,28) flatten dense(10)", seed=1)
+        with pytest.raises(cnn.DivergedError, match="the model keeps"):
+            model.fit(sample[0], lr=lr, momentum=momentum, epochs=3, verbose=0)
+        assert np.isfinite(model.predict(x)).all()
+        assert np.isfinite(model.evaluate(sample[1])["loss"])
+    # The bound on an exploding loss can be turned off; NaN still stops training.
+    model = cnn.Model("input(1,28,28) flatten dense(10)", seed=1)
+    with pytest.raises(cnn.DivergedError, match="NaN or infinite"):
+        model.fit(sample[0], lr=1e38, epochs=3, verbose=0, divergence_factor=0)
+    with pytest.raises(cnn.InvalidArgumentError, match="divergence factor"):
+        model.fit(sample[0], verbose=0, divergence_factor=0.5)
+
+
+def test_memory_limit_and_non_finite_files(tmp_path):
+    default = cnn.get_memory_limit()
+    assert default >= 1 << 30
+    try:
+        cnn.set_memory_limit(64 << 20)
+        assert cnn.get_memory_limit() == 64 << 20
+        with pytest.raises(cnn.CNNMemoryError, match="memory limit"):
+            cnn.Model("input(1,28,28) flatten dense(16000)")
+        with pytest.raises(cnn.InvalidArgumentError):
+            cnn.set_memory_limit(1000)
+    finally:
+        cnn.set_memory_limit(default)
+    path = str(tmp_path / "m.safetensors")
+    cnn.Model("input(1,2,2) flatten dense(2)", seed=1).save(path)
+    data = bytearray(open(path, "rb").read())
+    header = int.from_bytes(data[:8], "little")
+    data[8 + header:12 + header] = np.array([np.nan], dtype=np.float32).tobytes()
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(cnn.BadFormatError, match="'1.weight' holds NaN"):
+        cnn.Model.load(path)
+    assert np.isnan(cnn.Model.load(path, allow_non_finite=True).predict(np.zeros((1, 1, 2, 2), np.float32))).any()
+
+
 def test_datasets_from_numpy():
     rng = np.random.default_rng(0)
     x = rng.random((20, 3, 8, 8), dtype=np.float32)
