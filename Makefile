@@ -37,7 +37,8 @@ LIB_FLAGS = $(RELEASE_FLAGS) --scratch-path $(LIB_BUILD) --product CNNC -Xswiftc
 CFLAGS_C = -std=c99 -O2 -Wall -Wextra -Werror -Iinclude
 LINK_C = -Lbuild/lib -lcnn -Wl,-rpath,$(CURDIR)/build/lib -lpthread -lm
 
-.PHONY: all build lib example demo test test-swift test-kernels test-cli test-c test-python install bench clean
+.PHONY: all build lib example demo test test-swift test-kernels test-cli test-c test-faults test-soak test-python \
+	fuzz sanitize install bench clean
 
 all: build lib
 
@@ -64,7 +65,7 @@ build:
 demo: build
 	scripts/demo.sh $(BIN)/cnn
 
-test: test-swift test-kernels test-cli test-c test-python
+test: test-swift test-kernels test-cli test-c test-faults test-soak test-python
 
 test-swift:
 	$(SWIFT) test
@@ -86,6 +87,8 @@ test-c: lib example
 	build/bin/c-tests data/fashion-mnist-sample
 	cc $(CFLAGS_C) bindings/c/allocs.c $(LINK_C) -o build/bin/allocs
 	build/bin/allocs data/fashion-mnist-sample
+	cc $(CFLAGS_C) bindings/c/hostile.c $(LINK_C) -o build/bin/hostile
+	build/bin/hostile data/fashion-mnist-sample Tests/data/hostile
 	# valgrind 3.19 does not decode AVX-512: it checks a build of the same code for AVX2 (haswell).
 	$(MAKE) --no-print-directory lib TARGET_CPU=haswell LIB_BUILD=.build-lib-avx2 LIB_OUT=build/lib-avx2
 	LD_LIBRARY_PATH=build/lib-avx2 valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
@@ -96,6 +99,29 @@ test-c: lib example
 	cd build && pkgtest/example ../data/fashion-mnist-sample/train-images-idx3-ubyte.gz ../data/fashion-mnist-sample/t10k-images-idx3-ubyte.gz 1 | tail -7
 	cd build && pkgtest/example ../data/fashion-mnist-jpeg/train ../data/fashion-mnist-jpeg/test 1 \
 		../data/fashion-mnist-jpeg/test/Bag/018.jpg ../data/fashion-mnist-jpeg/test/Sneaker/009.jpg | tail -3
+
+# Writes that fail (one write, fsync, close, rename or temporary file, a full tmpfs) keep the file
+# already saved; SIGKILL during 100 saves never leaves a torn file (Tests/faults/run.sh).
+test-faults: lib
+	Tests/faults/run.sh build/lib
+
+# Threads predicting while others train, load, save and free models: same results as alone, no
+# growth of the resident size. SOAK_SECONDS=300 for a long run.
+SOAK_SECONDS ?= 20
+test-soak: lib
+	mkdir -p build/bin
+	cc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude bindings/c/soak.c $(LINK_C) -o build/bin/soak
+	build/bin/soak data/fashion-mnist-sample $(SOAK_SECONDS)
+
+# libFuzzer + AddressSanitizer harnesses of every parser, FUZZ_SECONDS each (scripts/fuzz.sh).
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+# The Swift suites under AddressSanitizer, the threaded ones under ThreadSanitizer, and the C
+# tests against libcnn.so built with each (scripts/sanitize.sh).
+sanitize:
+	SWIFT=$(SWIFT) scripts/sanitize.sh
 
 # The Python binding's tests, against build/lib/libcnn.so and the cnn tool just built.
 test-python: build lib
@@ -111,4 +137,4 @@ bench:
 	@echo "peers: python3 Benchmarks/peers.py build/bench/net.json (pip install torch onnxruntime onnx)"
 
 clean:
-	rm -rf .build .build-lib .build-lib-avx2 build demo-out Benchmarks/.build
+	rm -rf .build .build-lib .build-lib-avx2 .build-lib-address .build-lib-thread .build-asan .build-tsan build demo-out Benchmarks/.build

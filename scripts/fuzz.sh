@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer + AddressSanitizer harnesses of the library's parsers (Tests/fuzz) and runs
+# each for FUZZ_SECONDS (default 60) on its corpus, seeded from Tests/fuzz/seeds/<harness>.
+#
+#   scripts/fuzz.sh [HARNESS...]        architecture, model, idx, jpeg (default: all)
+#   FUZZ_SECONDS=600 FUZZ_JOBS=2 scripts/fuzz.sh jpeg
+#
+# The engine's sources are compiled as one module with the harnesses (swiftc -sanitize=fuzzer,address)
+# and the C shim with clang -fsanitize=fuzzer-no-link,address. An input that traps, leaks, reads or
+# writes out of bounds, allocates more than -malloc_limit_mb in one call or grows the process past
+# -rss_limit_mb is a finding: libFuzzer stops and writes it to build/fuzz/crash-<harness>-*; replay
+# it with build/fuzz/fuzz-<harness> FILE, then add it to Tests/fuzz/regressions/<harness>/ (every
+# file there is replayed at each run, before fuzzing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=build/fuzz
+SECONDS_EACH=${FUZZ_SECONDS:-60}
+ALL=(architecture model idx jpeg)
+HARNESSES=("$@")
+[[ ${#HARNESSES[@]} -eq 0 ]] && HARNESSES=("${ALL[@]}")
+mkdir -p "$OUT"
+
+# FUZZ_DEPS=1: libjpeg-turbo and zlib are built from Debian's source packages with the same
+# instrumentation, so that coverage guides the fuzzer through their code too (needs deb-src
+# entries, cmake; a few minutes once). Otherwise the system's libraries are linked uninstrumented.
+libs=(-ljpeg -lz)
+if [[ ${FUZZ_DEPS:-0} == 1 ]]; then
+    deps=$PWD/$OUT/deps
+    if [[ ! -f $deps/lib/libjpeg.a || ! -f $deps/lib/libz.a ]]; then
+        echo "building instrumented libjpeg-turbo and zlib in $deps"
+        rm -rf "$deps" && mkdir -p "$deps/src"
+        (cd "$deps/src" && apt-get source -qq libjpeg-turbo zlib >/dev/null 2>&1) || {
+            echo "apt-get source failed: add deb-src entries (Types: deb-src) to /etc/apt/sources.list.d"; exit 1; }
+        flags="-O1 -g -fsanitize=fuzzer-no-link,address"
+        (cd "$deps/src"/zlib-*/ && CC=clang CFLAGS="$flags" ./configure --static --prefix="$deps" >/dev/null && make -s -j2 install >/dev/null)
+        cmake -S "$deps/src"/libjpeg-turbo-*/ -B "$deps/build-jpeg" -DCMAKE_C_COMPILER=clang -DCMAKE_C_FLAGS="$flags" \
+            -DENABLE_SHARED=0 -DWITH_SIMD=0 -DWITH_TURBOJPEG=0 -DCMAKE_INSTALL_PREFIX="$deps" -DCMAKE_INSTALL_DEFAULT_LIBDIR=lib >/dev/null
+        cmake --build "$deps/build-jpeg" -j2 --target install >/dev/null
+    fi
+    libs=("$deps/lib/libjpeg.a" "$deps/lib/libz.a")
+fi
+stamp=$OUT/cnn-fuzz.libs
+sources=$(find Sources/CNN -name '*.swift' | sort)
+if [[ ! -x $OUT/cnn-fuzz || "$(cat $stamp 2>/dev/null)" != "${libs[*]}" ||
+      -n $(find Sources/CNN Sources/CJPEGShim Tests/fuzz -newer $OUT/cnn-fuzz -type f | head -1) ]]; then
+    echo "building $OUT/cnn-fuzz (${libs[*]})"
+    clang -O1 -g -fsanitize=fuzzer-no-link,address -I Sources/CJPEGShim/include \
+        -c Sources/CJPEGShim/cnnjpeg.c -o $OUT/cnnjpeg.o
+    # shellcheck disable=SC2086
+    swiftc -O -g -sanitize=fuzzer,address -parse-as-library -module-name CNN -use-ld=lld \
+        -I Tests/fuzz -I Sources/CZlib -I Sources/CLibJPEG $sources Tests/fuzz/Harnesses.swift \
+        $OUT/cnnjpeg.o "${libs[@]}" -o $OUT/cnn-fuzz
+    echo "${libs[*]}" > $stamp
+fi
+for h in "${ALL[@]}"; do ln -sf cnn-fuzz "$OUT/fuzz-$h"; done
+
+for h in "${HARNESSES[@]}"; do
+    [[ " ${ALL[*]} " == *" $h "* ]] || { echo "unknown harness '$h' (${ALL[*]})"; exit 2; }
+    options=(-rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 -print_final_stats=1
+             -artifact_prefix="$OUT/crash-$h-")
+    [[ -f Tests/fuzz/$h.dict ]] && options+=(-dict="Tests/fuzz/$h.dict")
+    if [[ -d Tests/fuzz/regressions/$h ]]; then
+        echo "== fuzz-$h: regressions"
+        "$OUT/fuzz-$h" "${options[@]}" Tests/fuzz/regressions/$h/* 2>&1 | tail -2
+    fi
+    mkdir -p "$OUT/corpus-$h"
+    echo "== fuzz-$h: ${SECONDS_EACH} s"
+    log=$OUT/fuzz-$h.log
+    if ! "$OUT/fuzz-$h" "${options[@]}" -max_total_time="$SECONDS_EACH" ${FUZZ_JOBS:+-jobs=$FUZZ_JOBS -workers=$FUZZ_JOBS} \
+            "$OUT/corpus-$h" "Tests/fuzz/seeds/$h" > "$log" 2>&1; then
+        grep -E -A30 "ERROR|==[0-9]+==" "$log" | head -60
+        echo "fuzz-$h: FINDING (log: $log)"
+        exit 1
+    fi
+    grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$log" | tr '\n' ' '
+    grep -E "DONE|INITED" "$log" | tail -1 | grep -oE "cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9a-zA-Z]+" || true
+done

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The test suites under the sanitizers (`make sanitize`); any report fails the run.
+#   - every Swift suite under AddressSanitizer (and LeakSanitizer);
+#   - the threaded Swift tests (thread pool, loader threads, results with 1 and 2 threads) under
+#     ThreadSanitizer;
+#   - the C tests (bindings/c/tests.c: every function, 8 threads predicting at once, training while
+#     other threads call, freed handles) against libcnn.so built with each sanitizer, the C side
+#     compiled with the same one.
+# hostile.c is left out: it caps its children's address space (RLIMIT_AS), which the sanitizers'
+# shadow memory does not survive.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SWIFT=${SWIFT:-swift}
+DATA=data/fashion-mnist-sample
+RUNTIME=$(dirname "$(dirname "$(command -v swiftc)")")/lib/swift/linux
+export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:detect_leaks=1}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:exitcode=66}
+THREADED='ThreadPoolTests|sameSeedSameWeightsWhateverTheThreads|denseProductIsIdenticalWithOneOrTwoThreads|predictionsDoNotDependOnBatchOrThreads|cachedStreamedAugmentedAndThreadedRunsAgree'
+
+echo "== Swift suites, AddressSanitizer"
+$SWIFT test --sanitize=address --scratch-path .build-asan 2>&1 | tail -3
+echo "== threaded Swift tests, ThreadSanitizer"
+$SWIFT test --sanitize=thread --scratch-path .build-tsan --filter "$THREADED" 2>&1 | tail -3
+
+for sanitizer in address thread; do
+    echo "== C tests, libcnn.so with sanitizer=$sanitizer"
+    $SWIFT build -c release --sanitize=$sanitizer --scratch-path .build-lib-$sanitizer --product CNNC -Xswiftc -g 2>&1 | tail -1
+    out=build/$sanitizer
+    mkdir -p $out
+    ln -sf "$PWD/.build-lib-$sanitizer/release/libCNNC.so" $out/libcnn.so.0
+    extra=()
+    # The ThreadSanitizer runtime intercepts libdispatch, which the Swift runtime brings.
+    [[ $sanitizer == thread ]] && extra=(-L"$RUNTIME" -ldispatch -lBlocksRuntime)
+    clang -std=c99 -O1 -g -fsanitize=$sanitizer -fuse-ld=lld -Iinclude bindings/c/tests.c \
+        -L$out -l:libcnn.so.0 "${extra[@]}" -Wl,-rpath,"$PWD/$out" -Wl,-rpath,"$RUNTIME" -lpthread -lm -o $out/c-tests
+    $out/c-tests $DATA | tail -1
+done
+echo "sanitize: no reports"
