@@ -256,18 +256,26 @@ int main(int argc, char **argv) {
     if (!mkdtemp(tmpdir)) return 2;
 
     printf("hostile files and architectures, each in a child whose address space may grow by 1 GiB:\n");
-    in_child("IDX of 16 bytes declaring 16 GiB", CNN_BAD_FORMAT, 1024, 16, idx_plain_16gib);
-    in_child("gzip IDX of 32 bytes declaring 4 GiB", CNN_BAD_FORMAT, 1024, 16, idx_gzip_4gib);
-    in_child("IDX labels declaring 67 million", CNN_BAD_FORMAT, 1024, 16, idx_labels_lie);
-    in_child("architecture of 537 million parameters", CNN_INVALID_ARGUMENT, 1024, 16, architecture_too_large);
-    in_child("144-byte model file of that architecture", CNN_BAD_FORMAT, 1024, 16, model_file_with_huge_architecture);
-    in_child("200-byte model file of 268 million parameters", CNN_BAD_FORMAT, 1024, 16, model_file_without_its_weights);
-    in_child("172-byte progressive CMYK JPEG of 8000x8000", CNN_OUT_OF_MEMORY, 1024, 16, jpeg_needs_half_a_gigabyte);
-    in_child("the same under a 64 KiB decoding budget", CNN_OUT_OF_MEMORY, 1024, 16, jpeg_decoder_limit_from_options);
-    in_child("a 100 MB model under a 64 MiB memory limit", CNN_OUT_OF_MEMORY, 1024, 16, memory_limit_refuses_a_model);
-    in_child("a batch of 256 under a 48 MiB memory limit", CNN_OUT_OF_MEMORY, 1024, 32, memory_limit_refuses_a_batch);
-    in_child("2 GiB of parameters the system refuses", CNN_OUT_OF_MEMORY, 1024, 16, system_refuses_parameters);
-    in_child("a float dataset the system refuses", CNN_OUT_OF_MEMORY, 450, 320, system_refuses_a_dataset);
+    static const struct {
+        const char *name;
+        int expected, limit_mb, max_rss_mb;
+        int (*body)(void);
+    } cases[] = {
+        {"IDX of 16 bytes declaring 16 GiB", CNN_BAD_FORMAT, 1024, 16, idx_plain_16gib},
+        {"gzip IDX of 32 bytes declaring 4 GiB", CNN_BAD_FORMAT, 1024, 16, idx_gzip_4gib},
+        {"IDX labels declaring 67 million", CNN_BAD_FORMAT, 1024, 16, idx_labels_lie},
+        {"architecture of 537 million parameters", CNN_INVALID_ARGUMENT, 1024, 16, architecture_too_large},
+        {"144-byte model file of that architecture", CNN_BAD_FORMAT, 1024, 16, model_file_with_huge_architecture},
+        {"200-byte model file of 268 million parameters", CNN_BAD_FORMAT, 1024, 16, model_file_without_its_weights},
+        {"172-byte progressive CMYK JPEG of 8000x8000", CNN_OUT_OF_MEMORY, 1024, 16, jpeg_needs_half_a_gigabyte},
+        {"the same under a 64 KiB decoding budget", CNN_OUT_OF_MEMORY, 1024, 16, jpeg_decoder_limit_from_options},
+        {"a 100 MB model under a 64 MiB memory limit", CNN_OUT_OF_MEMORY, 1024, 16, memory_limit_refuses_a_model},
+        {"a batch of 256 under a 48 MiB memory limit", CNN_OUT_OF_MEMORY, 1024, 32, memory_limit_refuses_a_batch},
+        {"2 GiB of parameters the system refuses", CNN_OUT_OF_MEMORY, 1024, 16, system_refuses_parameters},
+        {"a float dataset the system refuses", CNN_OUT_OF_MEMORY, 450, 320, system_refuses_a_dataset},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        in_child(cases[i].name, cases[i].expected, cases[i].limit_mb, cases[i].max_rss_mb, cases[i].body);
 
     printf("divergence (64 images, batch 64, 3 epochs):\n");
     const char *dense = "input(1,28,28) flatten dense(10)";
