@@ -35,28 +35,36 @@ extension Image {
     /// bilinear interpolation (half-pixel centers, edges clamped) where it grows.
     public func resized(width newWidth: Int, height newHeight: Int) -> Image {
         if newWidth == width && newHeight == height { return self }
-        let cx = ResampleAxis(source: width, target: newWidth), cy = ResampleAxis(source: height, target: newHeight)
+        return resizedWindow(width: newWidth, height: newHeight, x0: 0, y0: 0, w: newWidth, h: newHeight)
+    }
+
+    /// The `w` × `h` window at (`x0`, `y0`) of the image resized to `newWidth` × `newHeight`, without
+    /// computing the rest: the same values as cropping the whole resize, at the cost of the window
+    /// (a 1×60000 image covering a 38×10 input was resized to 38×2,275,250 pixels, 260 MB, first).
+    func resizedWindow(width newWidth: Int, height newHeight: Int, x0: Int, y0: Int, w: Int, h: Int) -> Image {
+        let cx = ResampleAxis(source: width, target: newWidth, outputs: x0..<(x0 + w))
+        let cy = ResampleAxis(source: height, target: newHeight, outputs: y0..<(y0 + h))
         let c = channels
-        // Horizontal pass into floats (height × newWidth × c), then vertical into bytes.
-        var rows = [Float](repeating: 0, count: height * newWidth * c)
+        // Horizontal pass into floats (height × w × c), then vertical into bytes.
+        var rows = [Float](repeating: 0, count: height * w * c)
         for y in 0..<height {
-            for x in 0..<newWidth {
+            for x in 0..<w {
                 let taps = cx.taps[x]
                 for ch in 0..<c {
                     var s: Float = 0
-                    for (i, w) in taps { s += w * Float(pixels[(y * width + i) * c + ch]) }
-                    rows[(y * newWidth + x) * c + ch] = s
+                    for (i, t) in taps { s += t * Float(pixels[(y * width + i) * c + ch]) }
+                    rows[(y * w + x) * c + ch] = s
                 }
             }
         }
-        var out = Image(width: newWidth, height: newHeight, channels: c)
-        for y in 0..<newHeight {
+        var out = Image(width: w, height: h, channels: c)
+        for y in 0..<h {
             let taps = cy.taps[y]
-            for x in 0..<newWidth {
+            for x in 0..<w {
                 for ch in 0..<c {
                     var s: Float = 0
-                    for (i, w) in taps { s += w * rows[(i * newWidth + x) * c + ch] }
-                    out.pixels[(y * newWidth + x) * c + ch] = UInt8(max(0, min(255, (s + 0.5).rounded(.down))))
+                    for (i, t) in taps { s += t * rows[(i * w + x) * c + ch] }
+                    out.pixels[(y * w + x) * c + ch] = UInt8(max(0, min(255, (s + 0.5).rounded(.down))))
                 }
             }
         }
@@ -98,7 +106,9 @@ extension Image {
             let useWidth = image.width * h <= image.height * w  // width/w <= height/h: width decides
             let rw = useWidth ? w : max(w, (image.width * h + image.height / 2) / image.height)
             let rh = useWidth ? max(h, (image.height * w + image.width / 2) / image.width) : h
-            return image.resized(width: rw, height: rh).centerCropped(width: w, height: h)
+            // Only the centered window is computed (centerCropped's window of the whole resize).
+            let cw = min(w, rw), ch = min(h, rh)
+            return image.resizedWindow(width: rw, height: rh, x0: max(0, (rw - w) / 2), y0: max(0, (rh - h) / 2), w: cw, h: ch)
         case .pad:
             let useWidth = image.width * h >= image.height * w
             let rw = useWidth ? w : max(1, min(w, (image.width * h + image.height / 2) / image.height))
@@ -136,9 +146,10 @@ extension Image {
 struct ResampleAxis {
     var taps: [[(Int, Float)]]
 
-    init(source: Int, target: Int) {
+    /// The taps of outputs `outputs` (all `target` of them by default), in order.
+    init(source: Int, target: Int, outputs: Range<Int>? = nil) {
         let scale = Double(source) / Double(target)
-        taps = (0..<target).map { o in
+        taps = (outputs ?? 0..<target).map { o in
             if target < source {
                 // Area: the output covers [o·scale, (o+1)·scale) of the source.
                 let start = Double(o) * scale, end = Double(o + 1) * scale
