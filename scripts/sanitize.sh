@@ -14,18 +14,32 @@ SWIFT=${SWIFT:-swift}
 DATA=data/fashion-mnist-sample
 RUNTIME=$(dirname "$(dirname "$(command -v swiftc)")")/lib/swift/linux
 export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:detect_leaks=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/Tests/lsan.supp:print_suppressions=0}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:exitcode=66}
 THREADED='ThreadPoolTests|sameSeedSameWeightsWhateverTheThreads|denseProductIsIdenticalWithOneOrTwoThreads|predictionsDoNotDependOnBatchOrThreads|cachedStreamedAugmentedAndThreadedRunsAgree'
 
+mkdir -p build
+# Runs a command with its output in build/sanitize-NAME.log; on failure prints the log's end.
+run() {
+    local name=$1; shift
+    if "$@" > "build/sanitize-$name.log" 2>&1; then
+        tail -1 "build/sanitize-$name.log"
+    else
+        tail -80 "build/sanitize-$name.log"
+        echo "sanitize: $name failed (build/sanitize-$name.log)"
+        exit 1
+    fi
+}
+
 echo "== Swift suites, AddressSanitizer"
 # --disable-xctest: XCTest (which runs no test here) leaks its own suite objects at exit.
-$SWIFT test --sanitize=address --scratch-path .build-asan --disable-xctest 2>&1 | tail -3
+run swift-address $SWIFT test --sanitize=address --scratch-path .build-asan --disable-xctest
 echo "== threaded Swift tests, ThreadSanitizer"
-$SWIFT test --sanitize=thread --scratch-path .build-tsan --disable-xctest --filter "$THREADED" 2>&1 | tail -3
+run swift-thread $SWIFT test --sanitize=thread --scratch-path .build-tsan --disable-xctest --filter "$THREADED"
 
 for sanitizer in address thread; do
     echo "== C tests, libcnn.so with sanitizer=$sanitizer"
-    $SWIFT build -c release --sanitize=$sanitizer --scratch-path .build-lib-$sanitizer --product CNNC -Xswiftc -g 2>&1 | tail -1
+    run lib-$sanitizer $SWIFT build -c release --sanitize=$sanitizer --scratch-path .build-lib-$sanitizer --product CNNC -Xswiftc -g
     out=build/$sanitizer
     mkdir -p $out
     ln -sf "$PWD/.build-lib-$sanitizer/release/libCNNC.so" $out/libcnn.so.0
@@ -34,6 +48,6 @@ for sanitizer in address thread; do
     [[ $sanitizer == thread ]] && extra=(-L"$RUNTIME" -ldispatch -lBlocksRuntime)
     clang -std=c99 -O1 -g -fsanitize=$sanitizer -fuse-ld=lld -Iinclude bindings/c/tests.c \
         -L$out -l:libcnn.so.0 "${extra[@]}" -Wl,-rpath,"$PWD/$out" -Wl,-rpath,"$RUNTIME" -lpthread -lm -o $out/c-tests
-    $out/c-tests $DATA | tail -1
+    run c-$sanitizer $out/c-tests $DATA
 done
 echo "sanitize: no reports"
