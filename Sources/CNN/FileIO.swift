@@ -129,16 +129,9 @@ enum FileIO {
             return done
         }
 
-        /// True when the file is gzip-compressed (its first two bytes are gzip's magic number).
-        var compressed: Bool {
-            get throws {
-                let fd = open(path, O_RDONLY | O_CLOEXEC)
-                guard fd >= 0 else { throw CNNError(.io, "\(path): \(FileIO.errnoText())") }
-                defer { close(fd) }
-                var magic: (UInt8, UInt8) = (0, 0)
-                return Glibc.read(fd, &magic, 2) == 2 && magic == (0x1f, 0x8b)
-            }
-        }
+        /// True when zlib reads the file as it is (not gzip-compressed); known once a read has
+        /// looked at its first bytes.
+        var isPlain: Bool { gzdirect(file) == 1 }
 
         /// Reads `count` bytes, which a header declared. Memory grows with the data that arrives
         /// (in chunks, doubling up to `count`), never to the declared size before the bytes exist:

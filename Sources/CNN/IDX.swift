@@ -83,7 +83,7 @@ public enum IDX {
 
     /// An uncompressed file must be exactly as long as its header says, checked before reading.
     static func checkPlainSize(_ reader: FileIO.GzipReader, header: Int, data: Int, what: String) throws {
-        guard try !reader.compressed else { return }
+        guard reader.isPlain else { return }
         let size = try FileIO.regularFileSize(reader.path)
         guard size == header + data else {
             throw CNNError(.badFormat, "\(reader.path): the header declares \(what) (\(data) bytes), but the file holds \(size - header) bytes after its \(header)-byte header")

@@ -59,7 +59,7 @@ public enum Memory {
     }
 
     /// A zeroed array of `count` bytes. A Swift array cannot report a failed allocation (it traps),
-    /// so the memory is first asked of malloc and given back: a request the system would refuse
+    /// so the memory is first mapped and given back (`ensureAvailable`): a request the system would refuse
     /// (ulimit -v, a cgroup's limit) fails here with an error instead.
     public static func byteArray(_ count: Int, for what: String) throws -> [UInt8] {
         try ensureAvailable(count, for: what)
