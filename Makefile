@@ -2,22 +2,18 @@
 #   make demo    train the reference network on Fashion-MNIST and evaluate it
 #   make test    every test: the Swift suites and the command-line tests
 #
-# TARGET_CPU picks the processor the release build is optimized for. The default, native, is the
-# machine that builds; set TARGET_CPU=x86-64-v3 (AVX2) or x86-64 for a binary that runs on others.
+# The default build runs on every x86-64 CPU from x86-64-v2 (SSE4.2) up: the engine is compiled
+# once per kernel level (AVX-512, AVX2 + FMA, baseline; see Package.swift) and the level is chosen
+# at run time (CNN_CPU=avx512|avx2|baseline caps it). TARGET_CPU=native (or any CPU name) compiles
+# every copy for that CPU instead: a build for the machine that builds, and for no other.
 
-TARGET_CPU ?= native
+TARGET_CPU ?= portable
 SWIFT ?= swift
-# The kernels' compile-time choices follow the target: fused multiply-add (CNN_FMA) for every
-# target but the baseline x86-64 ones, 16-wide vectors (CNN_AVX512) where AVX-512 is there.
-ifeq ($(TARGET_CPU),native)
-  AVX512 := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo yes)
-  FMA := $(shell grep -qw fma /proc/cpuinfo 2>/dev/null && echo yes)
+ifeq ($(TARGET_CPU),portable)
+  RELEASE_FLAGS = -c release
 else
-  AVX512 := $(if $(filter x86-64-v4 skylake-avx512 cascadelake cooperlake icelake-client icelake-server tigerlake sapphirerapids znver4 znver5,$(TARGET_CPU)),yes)
-  FMA := $(if $(filter x86-64 x86-64-v2,$(TARGET_CPU)),,yes)
+  RELEASE_FLAGS = -c release -Xswiftc -target-cpu -Xswiftc $(TARGET_CPU) -Xcc -march=$(TARGET_CPU)
 endif
-KERNEL_FLAGS = $(if $(FMA),-Xswiftc -DCNN_FMA) $(if $(AVX512),-Xswiftc -DCNN_AVX512)
-RELEASE_FLAGS = -c release -Xswiftc -target-cpu -Xswiftc $(TARGET_CPU) -Xcc -march=$(TARGET_CPU) $(KERNEL_FLAGS)
 BIN = .build/release
 
 # The library's version is the header's.
@@ -37,7 +33,7 @@ LIB_FLAGS = $(RELEASE_FLAGS) --scratch-path $(LIB_BUILD) --product CNNC -Xswiftc
 CFLAGS_C = -std=c99 -O2 -Wall -Wextra -Werror -Iinclude
 LINK_C = -Lbuild/lib -lcnn -Wl,-rpath,$(CURDIR)/build/lib -lpthread -lm
 
-.PHONY: all build lib example demo test test-swift test-kernels test-cli test-c test-faults test-soak test-python \
+.PHONY: all build lib example demo test test-swift test-kernels test-cli test-c test-portable test-faults test-soak test-python \
 	fuzz sanitize install bench clean
 
 all: build lib
@@ -65,18 +61,18 @@ build:
 demo: build
 	scripts/demo.sh $(BIN)/cnn
 
-test: test-swift test-kernels test-cli test-c test-faults test-soak test-python
+test: test-swift test-kernels test-cli test-c test-portable test-faults test-soak test-python
 
 test-swift:
 	$(SWIFT) test
 
-# The kernel and layer suites again, on the optimized build with this target's vector width and
-# fused multiply-adds: the code paths the library runs (the plain `swift test` build has neither).
+# The kernel and layer suites again, on the optimized build: once per kernel level (CNNTests,
+# CNNKernelTestsAVX2, CNNKernelTestsAVX512), each where the CPU has it.
 test-kernels:
 	$(SWIFT) test $(RELEASE_FLAGS) -Xswiftc -enable-testing --scratch-path .build-kernels --filter "KernelTests|LayerTests"
 
-test-cli: build
-	Tests/cli/run.sh $(BIN)/cnn
+test-cli: build $(VENV)/ready
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH Tests/cli/run.sh $(BIN)/cnn
 
 # The C tests: built with -Wall -Wextra -Werror (also as C++), run, run again under valgrind; the
 # example builds against an installed copy through pkg-config; header and symbols agree.
@@ -89,9 +85,8 @@ test-c: lib example
 	build/bin/allocs data/fashion-mnist-sample
 	cc $(CFLAGS_C) bindings/c/hostile.c $(LINK_C) -o build/bin/hostile
 	build/bin/hostile data/fashion-mnist-sample Tests/data/hostile
-	# valgrind 3.19 does not decode AVX-512: it checks a build of the same code for AVX2 (haswell).
-	$(MAKE) --no-print-directory lib TARGET_CPU=haswell LIB_BUILD=.build-lib-avx2 LIB_OUT=build/lib-avx2
-	LD_LIBRARY_PATH=build/lib-avx2 valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
+	# valgrind 3.19 does not decode AVX-512: it checks the AVX2 kernels of the same library.
+	CNN_CPU=avx2 valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
 		--suppressions=bindings/c/valgrind.supp build/bin/c-tests data/fashion-mnist-sample
 	rm -rf build/pkgtest && $(MAKE) --no-print-directory install PREFIX=$(CURDIR)/build/pkgtest >/dev/null
 	cd build && PKG_CONFIG_PATH=$(CURDIR)/build/pkgtest/lib/pkgconfig \
@@ -99,6 +94,11 @@ test-c: lib example
 	cd build && pkgtest/example ../data/fashion-mnist-sample/train-images-idx3-ubyte.gz ../data/fashion-mnist-sample/t10k-images-idx3-ubyte.gz 1 | tail -7
 	cd build && pkgtest/example ../data/fashion-mnist-jpeg/train ../data/fashion-mnist-jpeg/test 1 \
 		../data/fashion-mnist-jpeg/test/Bag/018.jpg ../data/fashion-mnist-jpeg/test/Sneaker/009.jpg | tail -3
+
+# The default build as an AVX2 and as an SSE4.2 CPU (qemu-user): the C example and `cnn predict`
+# run on the level each CPU has and refuse CNN_CPU=avx512 (Tests/portable/run.sh, ~1 min per CPU).
+test-portable: build example
+	Tests/portable/run.sh build/lib $(BIN)/cnn build/bin/example
 
 # Writes that fail (one write, fsync, close, rename or temporary file, a full tmpfs) keep the file
 # already saved; SIGKILL during 100 saves never leaves a torn file (Tests/faults/run.sh).
@@ -124,8 +124,19 @@ sanitize:
 	SWIFT=$(SWIFT) scripts/sanitize.sh
 
 # The Python binding's tests, against build/lib/libcnn.so and the cnn tool just built.
-test-python: build lib
-	CNN_LIBRARY=$(CURDIR)/build/lib/libcnn.so CNN_TOOL=$(CURDIR)/$(BIN)/cnn python3 -m pytest -q bindings/python/tests
+test-python: build lib $(VENV)/ready
+	CNN_LIBRARY=$(CURDIR)/build/lib/libcnn.so CNN_TOOL=$(CURDIR)/$(BIN)/cnn $(VENV)/bin/python -m pytest -q bindings/python/tests
+
+# The Python the tests use: a virtual environment under build/ (made once) that sees the system's
+# packages and gets what is missing of numpy, safetensors and pytest from PyPI.
+VENV = build/venv
+PY_TEST_DEPS = numpy safetensors pytest
+$(VENV)/ready:
+	rm -rf $(VENV)
+	python3 -m venv --system-site-packages $(VENV) || { echo "make: python3 -m venv failed: install python3-venv (Debian)"; exit 1; }
+	missing=$$(for m in $(PY_TEST_DEPS); do $(VENV)/bin/python -c "import $$m" 2>/dev/null || echo $$m; done); \
+	if [ -n "$$missing" ]; then $(VENV)/bin/python -m pip install -q --disable-pip-version-check $$missing; fi
+	touch $@
 
 # Benchmarks (a separate package in Benchmarks/): tables on stdout, JSON in build/bench/.
 bench:

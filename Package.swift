@@ -1,37 +1,85 @@
 // swift-tools-version:5.10
 // SwiftCNN: a convolutional-network engine written from scratch in Swift.
+import Foundation
 import PackageDescription
+
+/// The engine, its C exports and the tool are compiled once per instruction-set level, as modules
+/// whose source folders are symlinks to one folder (Swift has no per-function target attributes);
+/// CNNLibrary and CNNMain forward to the copy Sources/CNNDispatch picks at run time. Each copy gets
+/// its level's -target-cpu (the CPU names Swift knows for x86-64-v2, v3 and v4) and the kernels'
+/// compile-time choices: fused multiply-add (CNN_FMA) and 16-wide vectors (CNN_AVX512). The baseline
+/// copies keep the plain names (CNN, CNNExports, CNNTool); in the others `import CNN` means that
+/// level's engine (-module-alias). A -target-cpu given to `swift build` comes after these and wins
+/// (`make TARGET_CPU=native`: every copy for the building machine). The clang importer's -march
+/// sets the CPU Swift generates code for too, so each copy passes its own.
+let baseline = (suffix: "", cpu: "nehalem", defines: [String]())
+let levels: [(suffix: String, cpu: String, defines: [String])] = [
+    ("AVX2", "haswell", ["CNN_FMA"]),
+    ("AVX512", "skylake-avx512", ["CNN_FMA", "CNN_AVX512"]),
+]
+
+func copy(_ name: String, _ level: (suffix: String, cpu: String, defines: [String]),
+          dependencies: [Target.Dependency], sources: [String]? = nil, test: Bool = false) -> Target {
+    // A copy built from some of a folder's files excludes the others.
+    let folder = (test ? "Tests/" : "Sources/") + name + level.suffix
+    let files = (try? FileManager.default.contentsOfDirectory(atPath: Context.packageDirectory + "/" + folder)) ?? []
+    let exclude = sources.map { keep in files.filter { !keep.contains($0) } } ?? []
+    let aliases = level.suffix.isEmpty ? [] : ["-module-alias", "CNN=CNN" + level.suffix]
+    let settings: [SwiftSetting] = level.defines.map { .define($0) }
+        + [.unsafeFlags(["-target-cpu", level.cpu, "-Xcc", "-march=" + level.cpu] + (name == "CNN" ? [] : aliases))]
+    return test
+        ? .testTarget(name: name + level.suffix, dependencies: dependencies, exclude: exclude, sources: sources, swiftSettings: settings)
+        : .target(name: name + level.suffix, dependencies: dependencies, exclude: exclude, sources: sources, swiftSettings: settings)
+}
+
+var targets: [Target] = [
+    // zlib, for gzip-compressed IDX files (Debian: zlib1g-dev).
+    .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+                   providers: [.apt(["zlib1g-dev"])]),
+    // libjpeg (Debian: libjpeg-dev, libjpeg-turbo), and the small C shim that keeps its errors
+    // from calling exit().
+    .systemLibrary(name: "CLibJPEG", path: "Sources/CLibJPEG", pkgConfig: "libjpeg",
+                   providers: [.apt(["libjpeg-dev"])]),
+    .target(name: "CJPEGShim", dependencies: ["CLibJPEG"]),
+    // CPUID and XGETBV, and the choice of the level every call runs on.
+    .target(name: "CCPUID"),
+    .target(name: "CNNDispatch", dependencies: ["CCPUID"]),
+    // The engine: pure Swift, no Foundation, no C types in its API (baseline copy).
+    copy("CNN", baseline, dependencies: ["CZlib", "CJPEGShim"]),
+    // include/cnn.h as a Clang module, so the exports use the header's own types.
+    .systemLibrary(name: "CNNABI", path: "Sources/CNNABI"),
+    // The functions of the C API (baseline copy), and the @_cdecl layer that forwards to a copy.
+    copy("CNNExports", baseline, dependencies: ["CNN", "CNNABI", "CNNDispatch"]),
+    .target(name: "CNNLibrary", dependencies: ["CNNExports", "CNNExportsAVX2", "CNNExportsAVX512", "CNNDispatch", "CNNABI"]),
+    // The command-line tool `cnn` (baseline copy) and its entry point, which picks a copy.
+    copy("CNNTool", baseline, dependencies: [
+        "CNN", "CNNABI", "CNNDispatch", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+    ]),
+    .executableTarget(name: "CNNMain", dependencies: ["CNNTool", "CNNToolAVX2", "CNNToolAVX512", "CNNDispatch"]),
+    copy("CNNTests", baseline, dependencies: ["CNN", "CNNDispatch"], test: true),
+]
+for level in levels {
+    targets.append(copy("CNN", level, dependencies: ["CZlib", "CJPEGShim"]))
+    targets.append(copy("CNNExports", level, dependencies: [.target(name: "CNN" + level.suffix), "CNNABI", "CNNDispatch"]))
+    targets.append(copy("CNNTool", level, dependencies: [
+        .target(name: "CNN" + level.suffix), "CNNABI", "CNNDispatch",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+    ]))
+    // The kernel and layer suites once more per level, against that level's engine.
+    targets.append(copy("CNNKernelTests", level, dependencies: [.target(name: "CNN" + level.suffix), "CNNDispatch"],
+                        sources: ["KernelTests.swift", "LayerTests.swift", "Reference.swift", "TestSupport.swift"], test: true))
+}
 
 let package = Package(
     name: "SwiftCNN",
     products: [
         .library(name: "CNN", targets: ["CNN"]),
         // The C API of include/cnn.h; `make lib` links it self-contained as libcnn.so.
-        .library(name: "CNNC", type: .dynamic, targets: ["CNNExports"]),
-        .executable(name: "cnn", targets: ["CNNTool"]),
+        .library(name: "CNNC", type: .dynamic, targets: ["CNNLibrary"]),
+        .executable(name: "cnn", targets: ["CNNMain"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
     ],
-    targets: [
-        // zlib, for gzip-compressed IDX files (Debian: zlib1g-dev).
-        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
-                       providers: [.apt(["zlib1g-dev"])]),
-        // libjpeg (Debian: libjpeg-dev, libjpeg-turbo), and the small C shim that keeps its errors
-        // from calling exit().
-        .systemLibrary(name: "CLibJPEG", path: "Sources/CLibJPEG", pkgConfig: "libjpeg",
-                       providers: [.apt(["libjpeg-dev"])]),
-        .target(name: "CJPEGShim", dependencies: ["CLibJPEG"]),
-        // The engine: pure Swift, no Foundation, no C types in its API.
-        .target(name: "CNN", dependencies: ["CZlib", "CJPEGShim"]),
-        // include/cnn.h as a Clang module, so the exports use the header's own types.
-        .systemLibrary(name: "CNNABI", path: "Sources/CNNABI"),
-        // The @_cdecl functions of the C API, in the header's order.
-        .target(name: "CNNExports", dependencies: ["CNN", "CNNABI"]),
-        // The command-line tool `cnn`.
-        .executableTarget(name: "CNNTool", dependencies: [
-            "CNN", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
-        .testTarget(name: "CNNTests", dependencies: ["CNN"], resources: []),
-    ]
+    targets: targets
 )

@@ -82,6 +82,14 @@ int32_t cnn_version_number(void);
 /* The same as "MAJOR.MINOR.PATCH", a static string. */
 const char *cnn_version_string(void);
 
+/* What this process runs on, for logs and bug reports: a static string such as
+ * "kernels: avx512; cpu: avx512; threads: 2". The kernels are chosen once, at the first call into
+ * the library, from what the CPU and OS support (AVX-512, AVX2 + FMA, or the x86-64-v2 baseline);
+ * the environment variable CNN_CPU=avx512|avx2|baseline caps the level. A CNN_CPU the CPU cannot
+ * honour (or that names no level) is refused: "kernels: none (why)", and every call that can fail
+ * fails with CNN_INVALID_ARGUMENT and that reason. */
+const char *cnn_runtime_info(void);
+
 /* ---- Errors -------------------------------------------------------------------------------- */
 
 typedef int32_t cnn_status;

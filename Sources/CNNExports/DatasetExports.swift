@@ -42,7 +42,7 @@ private func datasetFromMemory<T>(_ function: String, _ images: UnsafePointer<T>
     }
 }
 
-@_cdecl("cnn_dataset_from_float")
+// export: cnn_dataset_from_float
 public func exportDatasetFromFloat(_ images: UnsafePointer<Float>?, _ labels: UnsafePointer<Int32>?, _ n: Int32,
                                    _ c: Int32, _ h: Int32, _ w: Int32, _ classes: Int32,
                                    _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
@@ -53,7 +53,7 @@ public func exportDatasetFromFloat(_ images: UnsafePointer<Float>?, _ labels: Un
     }
 }
 
-@_cdecl("cnn_dataset_from_uint8")
+// export: cnn_dataset_from_uint8
 public func exportDatasetFromUInt8(_ images: UnsafePointer<UInt8>?, _ labels: UnsafePointer<Int32>?, _ n: Int32,
                                    _ c: Int32, _ h: Int32, _ w: Int32, _ classes: Int32,
                                    _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
@@ -76,7 +76,7 @@ func nhwcToNCHW(_ src: UnsafePointer<UInt8>, n: Int, c: Int, h: Int, w: Int, tot
     return out
 }
 
-@_cdecl("cnn_dataset_from_idx")
+// export: cnn_dataset_from_idx
 public func exportDatasetFromIDX(_ imagesPath: UnsafePointer<CChar>?, _ labelsPath: UnsafePointer<CChar>?,
                                  _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
     guarded("cnn_dataset_from_idx") {
@@ -87,10 +87,10 @@ public func exportDatasetFromIDX(_ imagesPath: UnsafePointer<CChar>?, _ labelsPa
     }
 }
 
-@_cdecl("cnn_dataset_free")
+// export: cnn_dataset_free
 public func exportDatasetFree(_ dataset: OpaquePointer?) { Registry.remove(dataset) }
 
-@_cdecl("cnn_dataset_shape")
+// export: cnn_dataset_shape
 public func exportDatasetShape(_ dataset: OpaquePointer?, _ n: UnsafeMutablePointer<Int32>?, _ c: UnsafeMutablePointer<Int32>?,
                                _ h: UnsafeMutablePointer<Int32>?, _ w: UnsafeMutablePointer<Int32>?,
                                _ classes: UnsafeMutablePointer<Int32>?) -> cnn_status {
@@ -104,7 +104,7 @@ public func exportDatasetShape(_ dataset: OpaquePointer?, _ n: UnsafeMutablePoin
     }
 }
 
-@_cdecl("cnn_dataset_get")
+// export: cnn_dataset_get
 public func exportDatasetGet(_ dataset: OpaquePointer?, _ first: Int32, _ count: Int32,
                              _ images: UnsafeMutablePointer<Float>?, _ labels: UnsafeMutablePointer<Int32>?) -> cnn_status {
     guarded("cnn_dataset_get") {
@@ -113,7 +113,7 @@ public func exportDatasetGet(_ dataset: OpaquePointer?, _ first: Int32, _ count:
     }
 }
 
-@_cdecl("cnn_dataset_set_class_names")
+// export: cnn_dataset_set_class_names
 public func exportDatasetSetClassNames(_ dataset: OpaquePointer?, _ names: UnsafePointer<UnsafePointer<CChar>?>?,
                                        _ count: Int32) -> cnn_status {
     guarded("cnn_dataset_set_class_names") {

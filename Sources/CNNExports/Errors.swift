@@ -1,6 +1,7 @@
 // Status codes, the per-thread last error, and the wrapper every exported function runs in.
 import CNN
 import CNNABI
+import CNNDispatch
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -27,7 +28,13 @@ func setLastError(_ message: String) {
 /// Runs the body of exported function `function`: a thrown CNNError becomes its status code and
 /// the thread's last error ("function: message"). Nothing else may escape: the body validates
 /// every argument before it touches Swift collections, so no Swift trap can cross the ABI.
+///
+/// When the kernel level asked for in CNN_CPU cannot run here, every call fails with the reason.
 func guarded(_ function: String, _ body: () throws -> Void) -> cnn_status {
+    if let problem = KernelSelection.current.problem {
+        setLastError("\(function): \(problem)")
+        return cnn_status(CNN_INVALID_ARGUMENT)
+    }
     do {
         try body()
         return cnn_status(CNN_OK)
@@ -76,12 +83,12 @@ private let statusTexts: [UnsafePointer<CChar>] = [
 ].map(staticString)
 private let unknownStatus = staticString("unknown status")
 
-@_cdecl("cnn_status_string")
+// export: cnn_status_string
 public func exportStatusString(_ status: cnn_status) -> UnsafePointer<CChar> {
     status >= 0 && Int(status) < statusTexts.count ? statusTexts[Int(status)] : unknownStatus
 }
 
-@_cdecl("cnn_last_error")
+// export: cnn_last_error
 public func exportLastError() -> UnsafePointer<CChar> {
     guard let p = pthread_getspecific(errorKey) else { return emptyString }
     return UnsafePointer(p.assumingMemoryBound(to: CChar.self))

@@ -1,7 +1,7 @@
 import CNN
 import CNNABI
 
-@_cdecl("cnn_folder_options_default")
+// export: cnn_folder_options_default
 public func exportFolderOptionsDefault(_ options: UnsafeMutablePointer<cnn_folder_options>?) {
     guard let options else { return }
     let jpeg = JPEGOptions()
@@ -38,7 +38,7 @@ func folderOptions(_ p: UnsafePointer<cnn_folder_options>?, _ name: String = "op
     return (fits[Int(o.fit)], o.strict == 1, jpeg, Int(o.cache_bytes))
 }
 
-@_cdecl("cnn_dataset_from_folder")
+// export: cnn_dataset_from_folder
 public func exportDatasetFromFolder(_ root: UnsafePointer<CChar>?, _ c: Int32, _ h: Int32, _ w: Int32,
                                     _ options: UnsafePointer<cnn_folder_options>?,
                                     _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
@@ -57,7 +57,7 @@ public func exportDatasetFromFolder(_ root: UnsafePointer<CChar>?, _ c: Int32, _
     }
 }
 
-@_cdecl("cnn_dataset_skipped_count")
+// export: cnn_dataset_skipped_count
 public func exportDatasetSkippedCount(_ dataset: OpaquePointer?, _ count: UnsafeMutablePointer<Int32>?) -> cnn_status {
     guarded("cnn_dataset_skipped_count") {
         let d = try Registry.dataset(dataset).dataset
@@ -65,7 +65,7 @@ public func exportDatasetSkippedCount(_ dataset: OpaquePointer?, _ count: Unsafe
     }
 }
 
-@_cdecl("cnn_dataset_skipped_file")
+// export: cnn_dataset_skipped_file
 public func exportDatasetSkippedFile(_ dataset: OpaquePointer?, _ index: Int32,
                                      _ path: UnsafeMutablePointer<UnsafePointer<CChar>?>?,
                                      _ reason: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> cnn_status {
@@ -78,7 +78,7 @@ public func exportDatasetSkippedFile(_ dataset: OpaquePointer?, _ index: Int32,
     }
 }
 
-@_cdecl("cnn_dataset_split")
+// export: cnn_dataset_split
 public func exportDatasetSplit(_ dataset: OpaquePointer?, _ fraction: Float, _ seed: UInt64,
                                _ first: UnsafeMutablePointer<OpaquePointer?>?,
                                _ second: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
@@ -92,7 +92,7 @@ public func exportDatasetSplit(_ dataset: OpaquePointer?, _ fraction: Float, _ s
     }
 }
 
-@_cdecl("cnn_model_predict_jpeg")
+// export: cnn_model_predict_jpeg
 public func exportModelPredictJPEG(_ model: OpaquePointer?, _ data: UnsafePointer<UInt8>?, _ size: Int,
                                    _ options: UnsafePointer<cnn_folder_options>?,
                                    _ probabilities: UnsafeMutablePointer<Float>?) -> cnn_status {
@@ -107,7 +107,7 @@ public func exportModelPredictJPEG(_ model: OpaquePointer?, _ data: UnsafePointe
     }
 }
 
-@_cdecl("cnn_model_predict_jpeg_file")
+// export: cnn_model_predict_jpeg_file
 public func exportModelPredictJPEGFile(_ model: OpaquePointer?, _ path: UnsafePointer<CChar>?,
                                        _ options: UnsafePointer<cnn_folder_options>?,
                                        _ probabilities: UnsafeMutablePointer<Float>?) -> cnn_status {

@@ -1,7 +1,7 @@
 import CNN
 import CNNABI
 
-@_cdecl("cnn_model_evaluate")
+// export: cnn_model_evaluate
 public func exportModelEvaluate(_ model: OpaquePointer?, _ data: OpaquePointer?,
                                 _ result: UnsafeMutablePointer<cnn_evaluation>?,
                                 _ confusion: UnsafeMutablePointer<Int32>?) -> cnn_status {
@@ -48,19 +48,19 @@ private func floatImages(_ images: UnsafePointer<Float>?) -> (Model, Int) throws
     }
 }
 
-@_cdecl("cnn_model_predict")
+// export: cnn_model_predict
 public func exportModelPredict(_ model: OpaquePointer?, _ images: UnsafePointer<Float>?, _ n: Int32,
                                _ probabilities: UnsafeMutablePointer<Float>?) -> cnn_status {
     predict("cnn_model_predict", model, n, probabilities, logits: false, images: floatImages(images))
 }
 
-@_cdecl("cnn_model_predict_logits")
+// export: cnn_model_predict_logits
 public func exportModelPredictLogits(_ model: OpaquePointer?, _ images: UnsafePointer<Float>?, _ n: Int32,
                                      _ logits: UnsafeMutablePointer<Float>?) -> cnn_status {
     predict("cnn_model_predict_logits", model, n, logits, logits: true, images: floatImages(images))
 }
 
-@_cdecl("cnn_model_predict_uint8")
+// export: cnn_model_predict_uint8
 public func exportModelPredictUInt8(_ model: OpaquePointer?, _ images: UnsafePointer<UInt8>?, _ n: Int32,
                                     _ probabilities: UnsafeMutablePointer<Float>?) -> cnn_status {
     predict("cnn_model_predict_uint8", model, n, probabilities, logits: false) { m, total in
@@ -70,7 +70,7 @@ public func exportModelPredictUInt8(_ model: OpaquePointer?, _ images: UnsafePoi
     }
 }
 
-@_cdecl("cnn_top_k")
+// export: cnn_top_k
 public func exportTopK(_ scores: UnsafePointer<Float>?, _ n: Int32, _ classes: Int32, _ k: Int32,
                        _ indices: UnsafeMutablePointer<Int32>?, _ values: UnsafeMutablePointer<Float>?) -> cnn_status {
     guarded("cnn_top_k") {

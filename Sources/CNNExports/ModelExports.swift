@@ -1,7 +1,7 @@
 import CNN
 import CNNABI
 
-@_cdecl("cnn_model_create")
+// export: cnn_model_create
 public func exportModelCreate(_ architecture: UnsafePointer<CChar>?, _ seed: UInt64,
                               _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
     guarded("cnn_model_create") {
@@ -11,7 +11,7 @@ public func exportModelCreate(_ architecture: UnsafePointer<CChar>?, _ seed: UIn
     }
 }
 
-@_cdecl("cnn_model_load")
+// export: cnn_model_load
 public func exportModelLoad(_ path: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
     guarded("cnn_model_load") {
         let path = try string(path, "path")
@@ -20,7 +20,7 @@ public func exportModelLoad(_ path: UnsafePointer<CChar>?, _ out: UnsafeMutableP
     }
 }
 
-@_cdecl("cnn_model_load_flags")
+// export: cnn_model_load_flags
 public func exportModelLoadFlags(_ path: UnsafePointer<CChar>?, _ flags: UInt32, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
     guarded("cnn_model_load_flags") {
         let path = try string(path, "path")
@@ -31,7 +31,7 @@ public func exportModelLoadFlags(_ path: UnsafePointer<CChar>?, _ flags: UInt32,
     }
 }
 
-@_cdecl("cnn_model_save")
+// export: cnn_model_save
 public func exportModelSave(_ model: OpaquePointer?, _ path: UnsafePointer<CChar>?) -> cnn_status {
     guarded("cnn_model_save") {
         let handle = try Registry.model(model)
@@ -40,10 +40,10 @@ public func exportModelSave(_ model: OpaquePointer?, _ path: UnsafePointer<CChar
     }
 }
 
-@_cdecl("cnn_model_free")
+// export: cnn_model_free
 public func exportModelFree(_ model: OpaquePointer?) { Registry.remove(model) }
 
-@_cdecl("cnn_model_input_shape")
+// export: cnn_model_input_shape
 public func exportModelInputShape(_ model: OpaquePointer?, _ c: UnsafeMutablePointer<Int32>?,
                                   _ h: UnsafeMutablePointer<Int32>?, _ w: UnsafeMutablePointer<Int32>?) -> cnn_status {
     guarded("cnn_model_input_shape") {
@@ -54,7 +54,7 @@ public func exportModelInputShape(_ model: OpaquePointer?, _ c: UnsafeMutablePoi
     }
 }
 
-@_cdecl("cnn_model_num_classes")
+// export: cnn_model_num_classes
 public func exportModelNumClasses(_ model: OpaquePointer?, _ classes: UnsafeMutablePointer<Int32>?) -> cnn_status {
     guarded("cnn_model_num_classes") {
         let m = try Registry.model(model).model
@@ -62,7 +62,7 @@ public func exportModelNumClasses(_ model: OpaquePointer?, _ classes: UnsafeMuta
     }
 }
 
-@_cdecl("cnn_model_class_name")
+// export: cnn_model_class_name
 public func exportModelClassName(_ model: OpaquePointer?, _ index: Int32,
                                  _ name: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> cnn_status {
     guarded("cnn_model_class_name") {
@@ -72,7 +72,7 @@ public func exportModelClassName(_ model: OpaquePointer?, _ index: Int32,
     }
 }
 
-@_cdecl("cnn_model_parameter_count")
+// export: cnn_model_parameter_count
 public func exportModelParameterCount(_ model: OpaquePointer?, _ count: UnsafeMutablePointer<Int64>?) -> cnn_status {
     guarded("cnn_model_parameter_count") {
         let m = try Registry.model(model).model
@@ -80,7 +80,7 @@ public func exportModelParameterCount(_ model: OpaquePointer?, _ count: UnsafeMu
     }
 }
 
-@_cdecl("cnn_model_architecture")
+// export: cnn_model_architecture
 public func exportModelArchitecture(_ model: OpaquePointer?, _ text: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> cnn_status {
     guarded("cnn_model_architecture") {
         let handle = try Registry.model(model)
@@ -89,7 +89,7 @@ public func exportModelArchitecture(_ model: OpaquePointer?, _ text: UnsafeMutab
     }
 }
 
-@_cdecl("cnn_model_summary")
+// export: cnn_model_summary
 public func exportModelSummary(_ model: OpaquePointer?, _ text: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> cnn_status {
     guarded("cnn_model_summary") {
         let handle = try Registry.model(model)

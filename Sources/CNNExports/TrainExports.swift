@@ -1,7 +1,7 @@
 import CNN
 import CNNABI
 
-@_cdecl("cnn_train_params_default")
+// export: cnn_train_params_default
 public func exportTrainParamsDefault(_ params: UnsafeMutablePointer<cnn_train_params>?) {
     guard let params else { return }
     var p = cnn_train_params()
@@ -82,7 +82,7 @@ func trainingSettings(_ p: cnn_train_params) throws -> TrainingSettings {
     return s
 }
 
-@_cdecl("cnn_model_train")
+// export: cnn_model_train
 public func exportModelTrain(_ model: OpaquePointer?, _ data: OpaquePointer?,
                              _ params: UnsafePointer<cnn_train_params>?) -> cnn_status {
     guarded("cnn_model_train") {

@@ -6,8 +6,8 @@ import Glibc
 let versionNumber = Int32(CNN_VERSION_MAJOR * 10000 + CNN_VERSION_MINOR * 100 + CNN_VERSION_PATCH)
 private let versionString = staticString("\(CNN_VERSION_MAJOR).\(CNN_VERSION_MINOR).\(CNN_VERSION_PATCH)")
 
-@_cdecl("cnn_version_number")
+// export: cnn_version_number
 public func exportVersionNumber() -> Int32 { versionNumber }
 
-@_cdecl("cnn_version_string")
+// export: cnn_version_string
 public func exportVersionString() -> UnsafePointer<CChar> { versionString }

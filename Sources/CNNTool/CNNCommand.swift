@@ -1,12 +1,23 @@
 import ArgumentParser
 import CNN
+import CNNABI
+import CNNDispatch
 import Foundation
 
-@main
+/// Runs the tool (CNNMain calls the copy of this module built for the chosen kernel level).
+public func runTool() {
+    CNNCommand.main()
+}
+
+/// `cnn --version`: the library's version (include/cnn.h) and what this process runs on.
+let versionText = "SwiftCNN \(CNN_VERSION_MAJOR).\(CNN_VERSION_MINOR).\(CNN_VERSION_PATCH) "
+    + "(\(KernelSelection.current.description); threads: \(ThreadPool.shared.threads))"
+
 struct CNNCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cnn",
         abstract: "Train, evaluate and run convolutional networks (SwiftCNN).",
+        version: versionText,
         subcommands: [Train.self, Eval.self, Predict.self, Summary.self, IDXToJPEG.self])
 
     /// Like ParsableCommand's main, but every error is one line on stderr (help still prints whole).

@@ -3,7 +3,7 @@ import Testing
 
 /// The matrix products against plain loops in Double, on sizes that hit every edge of the
 /// register blocks (rows and columns past a whole block, K past a whole vector, K below one).
-@Suite("Matrix kernels against plain loops")
+@Suite("Matrix kernels against plain loops", .enabled(if: levelRuns, levelSkipReason))
 struct KernelTests {
     static let sizes = [(1, 1, 1), (3, 5, 7), (8, 32, 16), (9, 33, 17), (17, 70, 300), (64, 196, 288), (5, 40, 9), (40, 7, 600)]
 

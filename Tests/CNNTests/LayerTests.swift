@@ -1,7 +1,7 @@
 import Testing
 @testable import CNN
 
-@Suite("Layers: fast kernels against the reference, gradients against finite differences")
+@Suite("Layers: fast kernels against the reference, gradients against finite differences", .enabled(if: levelRuns, levelSkipReason))
 struct LayerTests {
     @Test(arguments: [
         "input(2,5,6) conv(3,3) flatten",
@@ -173,7 +173,7 @@ struct LayerTests {
     }
 }
 
-@Suite("Losses")
+@Suite("Losses", .enabled(if: levelRuns, levelSkipReason))
 struct LossTests {
     @Test(arguments: [(LossKind.crossEntropy, 0.0), (.crossEntropy, 0.1), (.mse, 0.0)])
     func gradient(_ kind: LossKind, _ smoothing: Double) {

@@ -1,5 +1,18 @@
+import CNNDispatch
 import Testing
 @testable import CNN
+
+/// The kernel level of the engine copy these tests are compiled against: the kernel and layer
+/// suites are compiled once per level (Package.swift) and run where the CPU has it.
+#if CNN_AVX512
+let testedLevel = KernelLevel.avx512
+#elseif CNN_FMA
+let testedLevel = KernelLevel.avx2
+#else
+let testedLevel = KernelLevel.baseline
+#endif
+let levelRuns = KernelSelection.current.supported.map { testedLevel <= $0 } ?? false
+let levelSkipReason: Comment = "this CPU lacks the \(testedLevel.name) level"
 
 /// A deterministic stream of test values.
 struct TestRandom {
@@ -84,3 +97,16 @@ func temporaryPath(_ name: String) -> String {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// Serializes the tests that change the process-wide thread setting.
+let threadSettingLock = TestLock()
+
+final class TestLock: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    init() { pthread_mutex_init(&mutex, nil) }
+    func with<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return try body()
+    }
+}

@@ -1,19 +1,6 @@
 import Testing
 @testable import CNN
 
-/// Serializes the tests that change the process-wide thread setting.
-let threadSettingLock = TestLock()
-
-final class TestLock: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    init() { pthread_mutex_init(&mutex, nil) }
-    func with<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return try body()
-    }
-}
-
 @Suite("Training", .serialized)
 struct TrainingTests {
     static let small = "input(1,28,28) conv(8,3,pad=1) batchnorm relu maxpool(2) conv(16,3) relu maxpool(2) flatten dropout(0.25) dense(32) relu dense(10)"

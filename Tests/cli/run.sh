@@ -44,6 +44,34 @@ else
     fail "train runs"
 fi
 
+# Every kernel level this CPU has: reported by --version, deterministic at 1 and 2 threads, and
+# within a small distance of the other levels (they are not bit-identical: vector widths and fused
+# multiply-adds change the rounding). A level the CPU lacks, or no level, is refused.
+best=$("$CNN" --version | sed -n 's/.*cpu: \([a-z0-9]*\).*/\1/p')
+levels="baseline"; [[ $best == avx2 || $best == avx512 ]] && levels+=" avx2"; [[ $best == avx512 ]] && levels+=" avx512"
+for level in $levels; do
+    CNN_CPU=$level "$CNN" --version | grep -q "kernels: $level;" && ok "CNN_CPU=$level: --version reports it" || fail "CNN_CPU=$level --version" "$(CNN_CPU=$level "$CNN" --version 2>&1)"
+    CNN_CPU=$level train --spec "$REF" --limit 200 --out "$T/$level-1.safetensors" --threads 1
+    CNN_CPU=$level train --spec "$REF" --limit 200 --out "$T/$level-2.safetensors" --threads 2
+    cmp -s "$T/$level-1.safetensors" "$T/$level-2.safetensors" && ok "$level kernels: 1 and 2 threads, identical model files" || fail "$level kernels: 1 and 2 threads"
+done
+if python3 -c "
+import sys, struct, json
+def load(path):
+    raw = open(path, 'rb').read(); n = struct.unpack('<Q', raw[:8])[0]; head = json.loads(raw[8:8 + n]); out = {}
+    for k, v in head.items():
+        if k == '__metadata__': continue
+        a, b = v['data_offsets']; out[k] = struct.unpack('<%df' % ((b - a) // 4), raw[8 + n + a:8 + n + b])
+    return out
+base = load(sys.argv[1])
+for path in sys.argv[2:]:
+    other = load(path)
+    worst = max(abs(x - y) / max(1e-2, abs(y)) for k in base for x, y in zip(other[k], base[k]))
+    assert worst < 1e-2, (path, worst)
+" "$T"/baseline-1.safetensors "$T"/*-1.safetensors; then ok "every level trains to the baseline's weights within 1 % (levels: $levels)"; else fail "levels agree"; fi
+expect_error "CNN_CPU names no level" env CNN_CPU=sse9 "$CNN" --version
+[[ $best != avx512 ]] && expect_error "CNN_CPU asks for a level this CPU lacks" env CNN_CPU=avx512 "$CNN" --version
+
 # The spec from a file, a CSV log, a checkpoint; resuming gives the uninterrupted run's bytes.
 echo "$REF   # the reference network" >"$T/ref.spec"
 "$CNN" train --spec "$T/ref.spec" --data "$TRAIN" --limit 300 --epochs 2 --batch-size 32 --optimizer adam --lr 0.001 --seed 3 \

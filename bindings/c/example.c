@@ -48,6 +48,7 @@ int main(int argc, char **argv) {
     }
     cnn_model *model = NULL, *loaded = NULL;
     cnn_dataset *train = NULL, *test = NULL;
+    printf("SwiftCNN %s (%s)\n", cnn_version_string(), cnn_runtime_info());
     if (cnn_model_create("input(1,28,28) conv(32,3,pad=1) relu maxpool(2) conv(64,3,pad=1) relu "
                          "maxpool(2) flatten dense(128) relu dense(10)", 1, &model) != CNN_OK)
         return fail("create");

@@ -120,6 +120,6 @@ func pooledWindow(_ a: V, _ b: V, _ c: V, _ d: V, bias: Float?, relu: Bool) -> V
         let bv = V(repeating: bias)
         (a, b, c, d) = (bv + a, bv + b, bv + c, bv + d)
     }
-    if relu { (a, b, c, d) = (CNN.relu(a), CNN.relu(b), CNN.relu(c), CNN.relu(d)) }
+    if relu { (a, b, c, d) = (rectify(a), rectify(b), rectify(c), rectify(d)) }
     return windowMax(a, b, c, d, first: V.MaskStorage(), w: 0, indices: false, mask: false).0
 }

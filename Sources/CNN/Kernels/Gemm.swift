@@ -257,6 +257,11 @@ struct Store {
 @inline(__always)
 func relu(_ x: V) -> V { x.replacing(with: 0, where: x .< 0) }
 
+/// relu(_:) under another name, for functions whose `relu` parameter hides it (the engine cannot
+/// name itself as `CNN.relu`: it is compiled as several modules, one per kernel level).
+@inline(__always)
+func rectify(_ x: V) -> V { relu(x) }
+
 @inline(__always)
 func reluIf(_ apply: Bool, _ x: Float) -> Float { apply && x < 0 ? 0 : x }
 

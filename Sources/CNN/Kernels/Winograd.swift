@@ -252,7 +252,7 @@ func inverseTransform(_ src: UnsafePointer<Float>, _ stride: Int, bias: V, relu:
     let b0 = at(4) - at(8) - at(12), b1 = at(5) - at(9) - at(13), b2 = at(6) - at(10) - at(14), b3 = at(7) - at(11) - at(15)
     // (ReLU applied in place: choosing between two whole tuples ran 5 % slower.)
     var ys = (a0 + a1 + a2 + bias, a1 - a2 - a3 + bias, b0 + b1 + b2 + bias, b1 - b2 - b3 + bias)
-    if relu { ys = (CNN.relu(ys.0), CNN.relu(ys.1), CNN.relu(ys.2), CNN.relu(ys.3)) }
+    if relu { ys = (rectify(ys.0), rectify(ys.1), rectify(ys.2), rectify(ys.3)) }
     return ys
 }
 

@@ -1,0 +1,19 @@
+/* What the processor and the operating system support, read once from CPUID and XGETBV: the facts
+ * the kernel dispatch (Sources/CNNDispatch) needs to know which compiled copy of the engine may run. */
+#ifndef CNN_CPUID_H
+#define CNN_CPUID_H
+
+enum {
+    CNNCPU_V2 = 1 << 0,      /* x86-64-v2: SSE3, SSSE3, SSE4.1, SSE4.2, POPCNT, CMPXCHG16B, LAHF */
+    CNNCPU_V3 = 1 << 1,      /* x86-64-v3: AVX, AVX2, FMA, F16C, BMI1, BMI2, LZCNT, MOVBE, and the OS saves YMM */
+    CNNCPU_V4 = 1 << 2,      /* x86-64-v4: AVX-512 F, BW, CD, DQ, VL, and the OS saves the ZMM and mask state */
+};
+
+/* The CNNCPU_* levels this processor and OS support; each implies the ones below it. */
+unsigned cnncpu_levels(void);
+
+/* The names of the features the level lacks, separated by spaces ("" when it has them all):
+ * written into buffer (at most size bytes, NUL-terminated). */
+void cnncpu_missing(unsigned level, char *buffer, unsigned size);
+
+#endif

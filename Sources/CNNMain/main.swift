@@ -1,0 +1,20 @@
+// The `cnn` executable: runs the copy of the tool compiled for the kernel level this CPU supports
+// (Sources/CNNDispatch), or says why none can run.
+import CNNDispatch
+import CNNTool
+import CNNToolAVX2
+import CNNToolAVX512
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let selection = KernelSelection.current
+if let problem = selection.problem {
+    fputs("cnn: error: \(problem)\n", stderr)
+    exit(1)
+}
+switch selection.level {
+case .avx512: CNNToolAVX512.runTool()
+case .avx2: CNNToolAVX2.runTool()
+case .baseline: CNNTool.runTool()
+}
