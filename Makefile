@@ -15,6 +15,8 @@ else
   RELEASE_FLAGS = -c release -Xswiftc -target-cpu -Xswiftc $(TARGET_CPU) -Xcc -march=$(TARGET_CPU)
 endif
 BIN = .build/release
+VENV = build/venv
+PY_TEST_DEPS = numpy safetensors pytest
 
 # The library's version is the header's.
 MAJOR := $(shell awk '/define CNN_VERSION_MAJOR/ {print $$3}' include/cnn.h)
@@ -33,13 +35,32 @@ LIB_FLAGS = $(RELEASE_FLAGS) --scratch-path $(LIB_BUILD) --product CNNC -Xswiftc
 CFLAGS_C = -std=c99 -O2 -Wall -Wextra -Werror -Iinclude
 LINK_C = -Lbuild/lib -lcnn -Wl,-rpath,$(CURDIR)/build/lib -lpthread -lm
 
-.PHONY: all build lib example demo test test-swift test-kernels test-cli test-c test-portable test-faults test-soak test-python \
+.PHONY: all build lib wheel example demo test test-swift test-kernels test-cli test-c test-portable test-wheel test-faults test-soak test-python \
 	fuzz sanitize install bench clean
 
 all: build lib
 
-lib:
-	$(SWIFT) build $(LIB_FLAGS)
+# libjpeg-turbo and zlib are linked in statically, from the .a files of Debian's -dev packages:
+# build/static-deps holds copies of those archives and pkg-config files that point at them (SwiftPM
+# would otherwise put the system folder, with its .so files, first). Debian's libjpeg.a is not
+# entirely position-independent: its default message printer reads `stderr` directly, which a shared
+# library cannot link, so that reference is renamed to a pointer the JPEG shim provides (libjpeg never
+# prints through it: the shim replaces the printer). libcnn.so then needs nothing but libc, libm,
+# libstdc++ and libgcc_s (scripts/check-symbols.sh).
+STATIC_DEPS = build/static-deps
+$(STATIC_DEPS)/ready:
+	rm -rf $(STATIC_DEPS) && mkdir -p $(STATIC_DEPS)/jpeg
+	cp $$(pkg-config --variable=libdir zlib)/libz.a $(STATIC_DEPS)/libz.a
+	cd $(STATIC_DEPS)/jpeg && ar x $$(pkg-config --variable=libdir libjpeg)/libjpeg.a \
+		&& for o in *.o; do objcopy --redefine-sym stderr=cnnjpeg_stderr $$o; done && ar rcs ../libjpeg.a *.o
+	for pc in libjpeg:jpeg zlib:z; do \
+		printf 'Name: %s\nDescription: %s, static (linked into libcnn.so)\nVersion: %s\nLibs: -L%s -l%s\nCflags: %s\n' \
+			$${pc%%:*} $${pc%%:*} $$(pkg-config --modversion $${pc%%:*}) $(CURDIR)/$(STATIC_DEPS) $${pc#*:} "$$(pkg-config --cflags $${pc%%:*})" \
+			> $(STATIC_DEPS)/$${pc%%:*}.pc; done
+	touch $@
+
+lib: $(STATIC_DEPS)/ready
+	PKG_CONFIG_PATH=$(CURDIR)/$(STATIC_DEPS) $(SWIFT) build $(LIB_FLAGS)
 	mkdir -p $(LIB_OUT)
 	cp $(LIB_BUILD)/release/libCNNC.so $(LIB_OUT)/libcnn.so.$(VERSION)
 	ln -sf libcnn.so.$(VERSION) $(LIB_OUT)/libcnn.so.$(MAJOR)
@@ -61,7 +82,7 @@ build:
 demo: build
 	scripts/demo.sh $(BIN)/cnn
 
-test: test-swift test-kernels test-cli test-c test-portable test-faults test-soak test-python
+test: test-swift test-kernels test-cli test-c test-portable test-faults test-soak test-python test-wheel
 
 test-swift:
 	$(SWIFT) test
@@ -129,14 +150,23 @@ test-python: build lib $(VENV)/ready
 
 # The Python the tests use: a virtual environment under build/ (made once) that sees the system's
 # packages and gets what is missing of numpy, safetensors and pytest from PyPI.
-VENV = build/venv
-PY_TEST_DEPS = numpy safetensors pytest
 $(VENV)/ready:
 	rm -rf $(VENV)
 	python3 -m venv --system-site-packages $(VENV) || { echo "make: python3 -m venv failed: install python3-venv (Debian)"; exit 1; }
 	missing=$$(for m in $(PY_TEST_DEPS); do $(VENV)/bin/python -c "import $$m" 2>/dev/null || echo $$m; done); \
 	if [ -n "$$missing" ]; then $(VENV)/bin/python -m pip install -q --disable-pip-version-check $$missing; fi
 	touch $@
+
+# The Python wheel (distribution swiftcnn): the portable library bundled in a platform wheel, in
+# build/dist; test-wheel installs it in a fresh venv and runs README's snippet (Tests/wheel/run.sh).
+wheel: lib $(VENV)/ready
+	rm -rf build/dist build/wheel-lib bindings/python/build && mkdir -p build/dist build/wheel-lib
+	strip --strip-debug -o build/wheel-lib/libcnn.so build/lib/libcnn.so.$(VERSION)   # debug info: 2/3 of the size
+	CNN_LIBRARY=$(CURDIR)/build/wheel-lib/libcnn.so $(VENV)/bin/python -m pip wheel -q --no-deps --disable-pip-version-check -w build/dist ./bindings/python
+	rm -rf bindings/python/build
+
+test-wheel: wheel
+	Tests/wheel/run.sh build/dist/swiftcnn-$(VERSION)-*.whl
 
 # Benchmarks (a separate package in Benchmarks/): tables on stdout, JSON in build/bench/.
 bench:

@@ -70,7 +70,7 @@ extern "C" {
 /* ---- Versions ------------------------------------------------------------------------------ */
 
 #define CNN_VERSION_MAJOR 0
-#define CNN_VERSION_MINOR 2
+#define CNN_VERSION_MINOR 3
 #define CNN_VERSION_PATCH 0
 /* MAJOR * 10000 + MINOR * 100 + PATCH. */
 #define CNN_VERSION_NUMBER (CNN_VERSION_MAJOR * 10000 + CNN_VERSION_MINOR * 100 + CNN_VERSION_PATCH)

@@ -5,6 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* libcnn.so links Debian's libjpeg.a, whose default message printer reads `stderr` with a
+ * reference a shared library cannot hold; `make lib` renames that reference to this pointer
+ * (Makefile, STATIC_DEPS). libjpeg never prints through it: `silent` replaces the printer. */
+__attribute__((visibility("hidden"))) FILE *cnnjpeg_stderr;
+__attribute__((constructor)) static void cnnjpeg_set_stderr(void) { cnnjpeg_stderr = stderr; }
 #include <jpeglib.h>
 #include <jerror.h>
 

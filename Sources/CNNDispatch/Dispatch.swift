@@ -87,6 +87,16 @@ public struct KernelSelection: Sendable {
         return "kernels: \(level.name); cpu: \(cpu)"
     }
 
+    /// For an executable's entry point: the level to run, or (when none may run) the reason on
+    /// stderr as "program: error: ..." and exit status 1.
+    public static func levelOrExit(program: String) -> KernelLevel {
+        if let problem = current.problem {
+            fputs("\(program): error: \(problem)\n", stderr)
+            exit(1)
+        }
+        return current.level
+    }
+
     /// This process's choice: made once, on first use (a Swift global: thread-safe, swift_once).
     public static let current: KernelSelection = {
         let levels = cnncpu_levels()

@@ -40,7 +40,7 @@ func guarded(_ function: String, _ body: () throws -> Void) -> cnn_status {
         return cnn_status(CNN_OK)
     } catch let e as CNNError {
         setLastError("\(function): \(e.message)")
-        return e.kind.rawValue
+        return status(of: e.kind)
     } catch {
         setLastError("\(function): internal error: \(error)")
         return cnn_status(CNN_INTERNAL)
@@ -77,15 +77,49 @@ func versionedStruct<T>(_ p: UnsafePointer<T>, defaults: T, oldestSize: Int, nam
     return value
 }
 
-private let statusTexts: [UnsafePointer<CChar>] = [
-    "ok", "invalid argument", "parse error", "I/O error", "bad file format", "shape mismatch",
-    "out of memory", "training diverged", "cancelled", "busy", "internal error",
-].map(staticString)
+/// The C status of each kind of engine error: the codes are the header's (CNN_*), matched by name.
+func status(of kind: CNNError.Kind) -> cnn_status {
+    switch kind {
+    case .invalidArgument: cnn_status(CNN_INVALID_ARGUMENT)
+    case .parse: cnn_status(CNN_PARSE_ERROR)
+    case .io: cnn_status(CNN_IO_ERROR)
+    case .badFormat: cnn_status(CNN_BAD_FORMAT)
+    case .shapeMismatch: cnn_status(CNN_SHAPE_MISMATCH)
+    case .outOfMemory: cnn_status(CNN_OUT_OF_MEMORY)
+    case .diverged: cnn_status(CNN_DIVERGED)
+    case .cancelled: cnn_status(CNN_CANCELLED)
+    case .busy: cnn_status(CNN_BUSY)
+    case .internal: cnn_status(CNN_INTERNAL)
+    }
+}
+
+/// What cnn_status_string says of each kind.
+private func text(of kind: CNNError.Kind) -> String {
+    switch kind {
+    case .invalidArgument: "invalid argument"
+    case .parse: "parse error"
+    case .io: "I/O error"
+    case .badFormat: "bad file format"
+    case .shapeMismatch: "shape mismatch"
+    case .outOfMemory: "out of memory"
+    case .diverged: "training diverged"
+    case .cancelled: "cancelled"
+    case .busy: "busy"
+    case .internal: "internal error"
+    }
+}
+
+/// cnn_status_string's texts by status, made once: "ok" and one per kind of error.
+private let statusTexts: [cnn_status: UnsafePointer<CChar>] = {
+    var texts = [cnn_status(CNN_OK): staticString("ok")]
+    for kind in CNNError.Kind.allCases { texts[status(of: kind)] = staticString(text(of: kind)) }
+    return texts
+}()
 private let unknownStatus = staticString("unknown status")
 
 // export: cnn_status_string
 public func exportStatusString(_ status: cnn_status) -> UnsafePointer<CChar> {
-    status >= 0 && Int(status) < statusTexts.count ? statusTexts[Int(status)] : unknownStatus
+    statusTexts[status] ?? unknownStatus
 }
 
 // export: cnn_last_error

@@ -4,37 +4,68 @@ import CNNABI
 // export: cnn_train_params_default
 public func exportTrainParamsDefault(_ params: UnsafeMutablePointer<cnn_train_params>?) {
     guard let params else { return }
+    params.pointee = cParams(TrainingSettings())
+}
+
+/// The C struct holding `s`: cnn_train_params_default is the engine's TrainingSettings() (the
+/// defaults the tool and Python use too), so they are written in one place.
+func cParams(_ s: TrainingSettings) -> cnn_train_params {
     var p = cnn_train_params()
     p.struct_size = UInt32(MemoryLayout<cnn_train_params>.size)
-    p.epochs = 1
-    p.batch_size = 64
-    p.optimizer = Int32(CNN_OPTIMIZER_SGD)
-    p.learning_rate = 0.01
-    p.momentum = 0
-    p.nesterov = 0
-    p.weight_decay = 0
-    p.beta1 = 0.9
-    p.beta2 = 0.999
-    p.alpha = 0.99
-    p.eps = 1e-8
-    p.schedule = Int32(CNN_SCHEDULE_CONSTANT)
-    p.step_epochs = 10
-    p.gamma = 0.1
-    p.warmup_epochs = 0
-    p.loss = Int32(CNN_LOSS_CROSS_ENTROPY)
-    p.label_smoothing = 0
-    p.seed = 1
+    p.epochs = Int32(s.epochs)
+    p.batch_size = Int32(s.batchSize)
+    p.optimizer = cOptimizer(s.optimizer.kind)
+    p.learning_rate = s.learningRate
+    p.momentum = s.optimizer.momentum
+    p.nesterov = s.optimizer.nesterov ? 1 : 0
+    p.weight_decay = s.optimizer.weightDecay
+    p.beta1 = s.optimizer.beta1
+    p.beta2 = s.optimizer.beta2
+    p.alpha = s.optimizer.alpha
+    p.eps = s.optimizer.eps
+    p.schedule = cSchedule(s.schedule.kind)
+    p.step_epochs = Int32(s.schedule.stepEpochs)
+    p.gamma = s.schedule.gamma
+    p.warmup_epochs = s.schedule.warmupEpochs
+    p.loss = cLoss(s.loss)
+    p.label_smoothing = s.labelSmoothing
+    p.seed = s.seed
     p.threads = 0
     p.validation = nil
     p.progress = nil
     p.user_data = nil
-    p.augment_flip = 0
-    p.augment_translate = 0
-    p.augment_brightness = 0
-    p.augment_contrast = 0
-    p.loader_threads = 1
-    p.divergence_factor = TrainingSettings().divergenceFactor
-    params.pointee = p
+    p.augment_flip = s.augmentation.flip ? 1 : 0
+    p.augment_translate = Int32(s.augmentation.translate)
+    p.augment_brightness = s.augmentation.brightness
+    p.augment_contrast = s.augmentation.contrast
+    p.loader_threads = Int32(s.loaderThreads)
+    p.divergence_factor = s.divergenceFactor
+    return p
+}
+
+// The C enums and the engine's, matched by name (switches: no positional tables).
+func cOptimizer(_ kind: OptimizerKind) -> Int32 {
+    switch kind {
+    case .sgd: Int32(CNN_OPTIMIZER_SGD)
+    case .rmsprop: Int32(CNN_OPTIMIZER_RMSPROP)
+    case .adam: Int32(CNN_OPTIMIZER_ADAM)
+    case .adamw: Int32(CNN_OPTIMIZER_ADAMW)
+    }
+}
+
+func cSchedule(_ kind: ScheduleKind) -> Int32 {
+    switch kind {
+    case .constant: Int32(CNN_SCHEDULE_CONSTANT)
+    case .step: Int32(CNN_SCHEDULE_STEP)
+    case .cosine: Int32(CNN_SCHEDULE_COSINE)
+    }
+}
+
+func cLoss(_ kind: LossKind) -> Int32 {
+    switch kind {
+    case .crossEntropy: Int32(CNN_LOSS_CROSS_ENTROPY)
+    case .mse: Int32(CNN_LOSS_MSE)
+    }
 }
 
 /// Engine settings from the C struct, every enum and range checked.
@@ -42,11 +73,10 @@ func trainingSettings(_ p: cnn_train_params) throws -> TrainingSettings {
     var s = TrainingSettings()
     s.epochs = Int(p.epochs)
     s.batchSize = Int(p.batch_size)
-    let optimizers: [OptimizerKind] = [.sgd, .rmsprop, .adam, .adamw]
-    guard p.optimizer >= 0, Int(p.optimizer) < optimizers.count else {
+    guard let optimizer = OptimizerKind.allCases.first(where: { cOptimizer($0) == p.optimizer }) else {
         throw invalid("params.optimizer is \(p.optimizer); expected CNN_OPTIMIZER_SGD, _RMSPROP, _ADAM or _ADAMW")
     }
-    s.optimizer.kind = optimizers[Int(p.optimizer)]
+    s.optimizer.kind = optimizer
     s.learningRate = p.learning_rate
     s.optimizer.momentum = p.momentum
     guard p.nesterov == 0 || p.nesterov == 1 else { throw invalid("params.nesterov must be 0 or 1, not \(p.nesterov)") }
@@ -56,18 +86,17 @@ func trainingSettings(_ p: cnn_train_params) throws -> TrainingSettings {
     s.optimizer.beta2 = p.beta2
     s.optimizer.alpha = p.alpha
     s.optimizer.eps = p.eps
-    let schedules: [ScheduleKind] = [.constant, .step, .cosine]
-    guard p.schedule >= 0, Int(p.schedule) < schedules.count else {
+    guard let schedule = ScheduleKind.allCases.first(where: { cSchedule($0) == p.schedule }) else {
         throw invalid("params.schedule is \(p.schedule); expected CNN_SCHEDULE_CONSTANT, _STEP or _COSINE")
     }
-    s.schedule.kind = schedules[Int(p.schedule)]
+    s.schedule.kind = schedule
     s.schedule.stepEpochs = Int(p.step_epochs)
     s.schedule.gamma = p.gamma
     s.schedule.warmupEpochs = p.warmup_epochs
-    guard p.loss == Int32(CNN_LOSS_CROSS_ENTROPY) || p.loss == Int32(CNN_LOSS_MSE) else {
+    guard let loss = LossKind.allCases.first(where: { cLoss($0) == p.loss }) else {
         throw invalid("params.loss is \(p.loss); expected CNN_LOSS_CROSS_ENTROPY or CNN_LOSS_MSE")
     }
-    s.loss = p.loss == Int32(CNN_LOSS_MSE) ? .mse : .crossEntropy
+    s.loss = loss
     s.labelSmoothing = p.label_smoothing
     s.seed = p.seed
     guard p.augment_flip == 0 || p.augment_flip == 1 else { throw invalid("params.augment_flip must be 0 or 1, not \(p.augment_flip)") }

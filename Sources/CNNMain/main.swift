@@ -4,16 +4,8 @@ import CNNDispatch
 import CNNTool
 import CNNToolAVX2
 import CNNToolAVX512
-#if canImport(Glibc)
-import Glibc
-#endif
 
-let selection = KernelSelection.current
-if let problem = selection.problem {
-    fputs("cnn: error: \(problem)\n", stderr)
-    exit(1)
-}
-switch selection.level {
+switch KernelSelection.levelOrExit(program: "cnn") {
 case .avx512: CNNToolAVX512.runTool()
 case .avx2: CNNToolAVX2.runTool()
 case .baseline: CNNTool.runTool()

@@ -2,6 +2,9 @@ import ArgumentParser
 import CNN
 import Foundation
 
+/// The engine's training defaults: the tool's, the C API's and Python's are all these.
+private let defaults = TrainingSettings()
+
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Train a network and save it as a safetensors model file.")
 
@@ -13,20 +16,20 @@ struct Train: ParsableCommand {
     var val: String?
     @Option(help: "Hold out this fraction of --data (seeded) for validation, when there is no --val.")
     var split: Double?
-    @Option(help: "Number of epochs.") var epochs: Int = 1
-    @Option(name: .customLong("batch-size"), help: "Mini-batch size.") var batchSize: Int = 64
-    @Option(help: "sgd, adam, adamw or rmsprop.") var optimizer: String = "sgd"
-    @Option(help: "Learning rate.") var lr: Float = 0.01
-    @Option(help: "SGD momentum.") var momentum: Float = 0
+    @Option(help: "Number of epochs.") var epochs: Int = defaults.epochs
+    @Option(name: .customLong("batch-size"), help: "Mini-batch size.") var batchSize: Int = defaults.batchSize
+    @Option(help: "sgd, adam, adamw or rmsprop.") var optimizer: String = defaults.optimizer.kind.rawValue
+    @Option(help: "Learning rate.") var lr: Float = defaults.learningRate
+    @Option(help: "SGD momentum.") var momentum: Float = defaults.optimizer.momentum
     @Flag(help: "Nesterov momentum (SGD).") var nesterov = false
-    @Option(name: .customLong("weight-decay"), help: "Weight decay (L2; decoupled for adamw).") var weightDecay: Float = 0
-    @Option(help: "Learning-rate schedule: constant, step or cosine.") var schedule: String = "constant"
-    @Option(name: .customLong("step-epochs"), help: "Step schedule: epochs between decays.") var stepEpochs: Int = 10
-    @Option(help: "Step schedule: decay factor.") var gamma: Float = 0.1
-    @Option(help: "Epochs of linear learning-rate warm-up.") var warmup: Float = 0
-    @Option(help: "Loss: cross-entropy or mse.") var loss: String = "cross-entropy"
-    @Option(name: .customLong("label-smoothing"), help: "Label smoothing for cross-entropy.") var labelSmoothing: Float = 0
-    @Option(help: "Seed for initialization, shuffling and dropout.") var seed: UInt64 = 1
+    @Option(name: .customLong("weight-decay"), help: "Weight decay (L2; decoupled for adamw).") var weightDecay: Float = defaults.optimizer.weightDecay
+    @Option(help: "Learning-rate schedule: constant, step or cosine.") var schedule: String = defaults.schedule.kind.rawValue
+    @Option(name: .customLong("step-epochs"), help: "Step schedule: epochs between decays.") var stepEpochs: Int = defaults.schedule.stepEpochs
+    @Option(help: "Step schedule: decay factor.") var gamma: Float = defaults.schedule.gamma
+    @Option(help: "Epochs of linear learning-rate warm-up.") var warmup: Float = defaults.schedule.warmupEpochs
+    @Option(help: "Loss: cross-entropy or mse.") var loss: String = defaults.loss.rawValue
+    @Option(name: .customLong("label-smoothing"), help: "Label smoothing for cross-entropy.") var labelSmoothing: Float = defaults.labelSmoothing
+    @Option(help: "Seed for initialization, shuffling and dropout.") var seed: UInt64 = defaults.seed
     @Option(help: "Input normalization MEAN,STD (per channel: M1,M2,M3,S1,S2,S3); default: measured on the training data.")
     var normalize: String?
     @Option(help: "Output model file (.safetensors).") var out: String
@@ -35,12 +38,12 @@ struct Train: ParsableCommand {
     @Option(help: "Write a CSV log of every epoch to this file.") var log: String?
     @Option(help: "Use only the first N training samples.") var limit: Int?
     @Flag(help: "Augment: random horizontal flips.") var flip = false
-    @Option(help: "Augment: random translation by up to N pixels (pad and crop).") var translate: Int = 0
-    @Option(help: "Augment: random brightness change up to this much (pixels in [0, 1]).") var brightness: Float = 0
-    @Option(help: "Augment: random contrast change up to this factor.") var contrast: Float = 0
-    @Option(name: .customLong("loader-threads"), help: "Threads preparing batches ahead (decoding, augmentation).") var loaderThreads: Int = 1
+    @Option(help: "Augment: random translation by up to N pixels (pad and crop).") var translate: Int = defaults.augmentation.translate
+    @Option(help: "Augment: random brightness change up to this much (pixels in [0, 1]).") var brightness: Float = defaults.augmentation.brightness
+    @Option(help: "Augment: random contrast change up to this factor.") var contrast: Float = defaults.augmentation.contrast
+    @Option(name: .customLong("loader-threads"), help: "Threads preparing batches ahead (decoding, augmentation).") var loaderThreads: Int = defaults.loaderThreads
     @Option(name: .customLong("divergence-factor"), help: "Stop (diverged) when a batch's loss exceeds this multiple of the first batch's; 0: no such bound (NaN or infinity always stops).")
-    var divergenceFactor: Float = TrainingSettings().divergenceFactor
+    var divergenceFactor: Float = defaults.divergenceFactor
     @OptionGroup var images: ImageOptions
     @Flag(help: "No progress output.") var quiet = false
     @OptionGroup var common: CommonOptions

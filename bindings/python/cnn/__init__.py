@@ -11,7 +11,7 @@ from .dataset import Dataset
 from .errors import (BadFormatError, BusyError, CancelledError, CNNError, CNNIOError, CNNMemoryError, DivergedError,
                      InternalError, InvalidArgumentError, ParseError, ShapeMismatchError)
 from .history import History
-from .model import Model, top_k
+from .model import Model, top_k, train_defaults
 
 __version__ = "%d.%d.%d" % VERSION
 
@@ -19,6 +19,12 @@ __version__ = "%d.%d.%d" % VERSION
 def library_version():
     """The version of the loaded libcnn.so."""
     return lib.cnn_version_string().decode()
+
+
+def runtime_info():
+    """What the library runs on: "kernels: avx512; cpu: avx512; threads: 2". The kernels are the
+    best the CPU has (AVX-512, AVX2 + FMA or the x86-64-v2 baseline), capped by CNN_CPU."""
+    return lib.cnn_runtime_info().decode()
 
 
 def set_num_threads(threads):
@@ -44,6 +50,6 @@ def get_memory_limit():
 
 
 __all__ = ["Model", "Dataset", "History", "top_k", "set_num_threads", "get_num_threads", "set_memory_limit",
-           "get_memory_limit", "library_version",
+           "get_memory_limit", "library_version", "runtime_info", "train_defaults",
            "library_path", "CNNError", "InvalidArgumentError", "ParseError", "CNNIOError", "BadFormatError",
            "ShapeMismatchError", "CNNMemoryError", "DivergedError", "CancelledError", "BusyError", "InternalError"]

@@ -9,8 +9,9 @@ import os
 
 from . import errors
 
-# The version of cnn.h this binding was written for.
-VERSION = (0, 2, 0)
+# The version of cnn.h this binding was written for (setup.py and test_api_facts.py check it
+# against include/cnn.h; the distribution's version is this one).
+VERSION = (0, 3, 0)
 VERSION_NUMBER = VERSION[0] * 10000 + VERSION[1] * 100 + VERSION[2]
 
 c_float_p = ctypes.POINTER(ctypes.c_float)
@@ -68,6 +69,7 @@ class FolderOptions(ctypes.Structure):
 _FUNCTIONS = {
     "cnn_version_number": (ctypes.c_int32, []),
     "cnn_version_string": (ctypes.c_char_p, []),
+    "cnn_runtime_info": (ctypes.c_char_p, []),
     "cnn_status_string": (ctypes.c_char_p, [status]),
     "cnn_last_error": (ctypes.c_char_p, []),
     "cnn_set_num_threads": (status, [ctypes.c_int32]),

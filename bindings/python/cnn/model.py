@@ -10,11 +10,29 @@ from . import _lib
 from ._handle import Handle, free_model
 from ._lib import check, lib
 from .dataset import Dataset
+from .errors import CancelledError
 from .history import History
 
+# The C API's enums by name (CNN_OPTIMIZER_*, CNN_SCHEDULE_*, CNN_LOSS_*; test_api_facts.py checks
+# them against include/cnn.h).
 _OPTIMIZERS = {"sgd": 0, "rmsprop": 1, "adam": 2, "adamw": 3}
 _SCHEDULES = {"constant": 0, "step": 1, "cosine": 2}
 _LOSSES = {"cross-entropy": 0, "cross_entropy": 0, "mse": 1}
+
+
+def train_defaults():
+    """The library's training defaults (cnn_train_params_default), as fit's argument names."""
+    p = _lib.TrainParams()
+    lib.cnn_train_params_default(ctypes.byref(p))
+    name = lambda table, value: next(k for k, v in table.items() if v == value)
+    return {"epochs": p.epochs, "batch_size": p.batch_size, "optimizer": name(_OPTIMIZERS, p.optimizer),
+            "lr": p.learning_rate, "momentum": p.momentum, "nesterov": bool(p.nesterov),
+            "weight_decay": p.weight_decay, "schedule": name(_SCHEDULES, p.schedule), "step_epochs": p.step_epochs,
+            "gamma": p.gamma, "warmup_epochs": p.warmup_epochs, "loss": name(_LOSSES, p.loss),
+            "label_smoothing": p.label_smoothing, "seed": p.seed, "threads": p.threads,
+            "flip": bool(p.augment_flip), "translate": p.augment_translate, "brightness": p.augment_brightness,
+            "contrast": p.augment_contrast, "loader_threads": p.loader_threads, "beta1": p.beta1,
+            "beta2": p.beta2, "eps": p.eps, "alpha": p.alpha, "divergence_factor": p.divergence_factor}
 
 
 class _Native(Handle):
@@ -150,37 +168,43 @@ class Model:
 
     # ---- training ----
 
-    def fit(self, data, epochs=1, batch_size=64, optimizer="sgd", lr=0.01, momentum=0.0, nesterov=False,
-            weight_decay=0.0, schedule="constant", step_epochs=10, gamma=0.1, warmup_epochs=0.0,
-            loss="cross-entropy", label_smoothing=0.0, seed=1, threads=0, validation=None,
-            flip=False, translate=0, brightness=0.0, contrast=0.0, loader_threads=1,
-            beta1=0.9, beta2=0.999, eps=1e-8, alpha=0.99, verbose=1, callback=None, divergence_factor=1000.0):
-        """Trains on ``data`` (a Dataset). Returns a History. ``callback(progress)`` sees every batch
+    def fit(self, data, epochs=None, batch_size=None, optimizer=None, lr=None, momentum=None, nesterov=None,
+            weight_decay=None, schedule=None, step_epochs=None, gamma=None, warmup_epochs=None,
+            loss=None, label_smoothing=None, seed=None, threads=None, validation=None,
+            flip=None, translate=None, brightness=None, contrast=None, loader_threads=None,
+            beta1=None, beta2=None, eps=None, alpha=None, verbose=1, callback=None, divergence_factor=None):
+        """Trains on ``data`` (a Dataset). Returns a History. A setting left as None takes the
+        library's default (``cnn.train_defaults()``, from cnn_train_params_default: epochs 1,
+        batch_size 64, sgd, lr 0.01, ...). ``callback(progress)`` sees every batch
         (a dict) and may return True to stop. Ctrl-C cancels cleanly: the model keeps its last
         completed update and KeyboardInterrupt is raised. A NaN or infinite loss, gradient or
         weight, or a batch loss over ``divergence_factor`` times the first (0: no such bound),
         raises DivergedError and leaves the model with weights whose loss was finite."""
-        if optimizer not in _OPTIMIZERS:
+        if optimizer is not None and optimizer not in _OPTIMIZERS:
             raise ValueError("optimizer must be one of %s, not %r" % (sorted(_OPTIMIZERS), optimizer))
-        if schedule not in _SCHEDULES:
+        if schedule is not None and schedule not in _SCHEDULES:
             raise ValueError("schedule must be one of %s, not %r" % (sorted(_SCHEDULES), schedule))
-        if loss not in _LOSSES:
+        if loss is not None and loss not in _LOSSES:
             raise ValueError("loss must be 'cross-entropy' or 'mse', not %r" % (loss,))
         if not isinstance(data, Dataset):
             raise TypeError("data must be a cnn.Dataset, not %s" % type(data).__name__)
         p = _lib.TrainParams()
         lib.cnn_train_params_default(ctypes.byref(p))
-        p.epochs, p.batch_size = int(epochs), int(batch_size)
-        p.optimizer, p.learning_rate, p.momentum = _OPTIMIZERS[optimizer], float(lr), float(momentum)
-        p.nesterov, p.weight_decay = int(bool(nesterov)), float(weight_decay)
-        p.beta1, p.beta2, p.eps, p.alpha = float(beta1), float(beta2), float(eps), float(alpha)
-        p.schedule, p.step_epochs, p.gamma, p.warmup_epochs = _SCHEDULES[schedule], int(step_epochs), float(gamma), float(warmup_epochs)
-        p.loss, p.label_smoothing = _LOSSES[loss], float(label_smoothing)
-        p.seed, p.threads = int(seed), int(threads)
-        p.augment_flip, p.augment_translate = int(bool(flip)), int(translate)
-        p.augment_brightness, p.augment_contrast = float(brightness), float(contrast)
-        p.loader_threads = int(loader_threads)
-        p.divergence_factor = float(divergence_factor)
+        flag = lambda v: int(bool(v))
+        for field, value, convert in (
+                ("epochs", epochs, int), ("batch_size", batch_size, int),
+                ("optimizer", optimizer, _OPTIMIZERS.__getitem__), ("learning_rate", lr, float),
+                ("momentum", momentum, float), ("nesterov", nesterov, flag), ("weight_decay", weight_decay, float),
+                ("beta1", beta1, float), ("beta2", beta2, float), ("eps", eps, float), ("alpha", alpha, float),
+                ("schedule", schedule, _SCHEDULES.__getitem__), ("step_epochs", step_epochs, int),
+                ("gamma", gamma, float), ("warmup_epochs", warmup_epochs, float),
+                ("loss", loss, _LOSSES.__getitem__), ("label_smoothing", label_smoothing, float),
+                ("seed", seed, int), ("threads", threads, int), ("augment_flip", flip, flag),
+                ("augment_translate", translate, int), ("augment_brightness", brightness, float),
+                ("augment_contrast", contrast, float), ("loader_threads", loader_threads, int),
+                ("divergence_factor", divergence_factor, float)):
+            if value is not None:
+                setattr(p, field, convert(value))
         native_data = data._for(self)
         if validation is not None:
             if not isinstance(validation, Dataset):
@@ -221,7 +245,7 @@ class Model:
             reporter.close()
         if raised:
             raise raised[0]
-        if code == 8 and callback is not None:
+        if code == CancelledError.status and callback is not None:
             return history  # stopped by the callback's True
         check(code)
         return history
