@@ -36,6 +36,9 @@ func copy(_ name: String, _ level: Level,
         : .target(name: name + level.suffix, dependencies: dependencies, exclude: exclude, sources: sources, swiftSettings: settings)
 }
 
+/// The C targets' debug information in DWARF 4, as Swift's: valgrind 3.19 cannot read clang's DWARF 5.
+let dwarf4: [CSetting] = [.unsafeFlags(["-gdwarf-4"])]
+
 var targets: [Target] = [
     // zlib, for gzip-compressed IDX files (Debian: zlib1g-dev).
     .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
@@ -44,9 +47,9 @@ var targets: [Target] = [
     // from calling exit().
     .systemLibrary(name: "CLibJPEG", path: "Sources/CLibJPEG", pkgConfig: "libjpeg",
                    providers: [.apt(["libjpeg-dev"])]),
-    .target(name: "CJPEGShim", dependencies: ["CLibJPEG"]),
+    .target(name: "CJPEGShim", dependencies: ["CLibJPEG"], cSettings: dwarf4),
     // CPUID and XGETBV, and the choice of the level every call runs on.
-    .target(name: "CCPUID"),
+    .target(name: "CCPUID", cSettings: dwarf4),
     .target(name: "CNNDispatch", dependencies: ["CCPUID"]),
     // The engine: pure Swift, no Foundation, no C types in its API (baseline copy).
     copy("CNN", baseline, dependencies: ["CZlib", "CJPEGShim"]),

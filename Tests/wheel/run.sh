@@ -13,9 +13,9 @@ name=$(basename "$WHEEL")
     || { echo "FAIL wheel name/tag: $name"; exit 1; }
 echo "ok   tag: $name ($(du -h "$WHEEL" | cut -f1))"
 python3 -m zipfile -e "$WHEEL" "$T/unpacked"
-ls "$T/unpacked"/swiftcnn-*.dist-info/LICENSE* "$T/unpacked"/swiftcnn-*.dist-info/licenses/LICENSE* 2>/dev/null | grep -q . \
-    || { echo "FAIL the wheel carries no LICENSE"; exit 1; }
-grep -q "^Description-Content-Type: text/markdown" "$T/unpacked"/swiftcnn-*.dist-info/METADATA || { echo "FAIL no README in METADATA"; exit 1; }
+[[ -n $(find "$T/unpacked" -path "*/swiftcnn-*.dist-info/*" -name "LICENSE*") ]] || { echo "FAIL the wheel carries no LICENSE"; exit 1; }
+[[ -e $(echo "$T"/unpacked/cnn/libcnn.so) ]] || { echo "FAIL no cnn/libcnn.so at the wheel's root (platlib)"; exit 1; }
+grep -q "^# SwiftCNN for Python" "$T/unpacked"/swiftcnn-*.dist-info/METADATA || { echo "FAIL the README is not the description"; exit 1; }
 scripts=$ROOT/scripts
 "$scripts/check-symbols.sh" "$T/unpacked/cnn/libcnn.so" "$ROOT/include/cnn.h" >/dev/null \
     || { "$scripts/check-symbols.sh" "$T/unpacked/cnn/libcnn.so" "$ROOT/include/cnn.h"; exit 1; }

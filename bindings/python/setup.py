@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
 
 try:
@@ -67,4 +67,12 @@ class PlatformWheel(bdist_wheel):
         return "py3", "none", os.environ.get("CNN_WHEEL_PLATFORM", "linux_x86_64")
 
 
-setup(version=version(), cmdclass={"build_py": BuildWithLibrary, "bdist_wheel": PlatformWheel})
+class NativeDistribution(Distribution):
+    """With a library to bundle, the package goes to platlib (it is not pure Python)."""
+
+    def has_ext_modules(self):
+        return library() is not None
+
+
+setup(version=version(), distclass=NativeDistribution,
+      cmdclass={"build_py": BuildWithLibrary, "bdist_wheel": PlatformWheel})
