@@ -85,8 +85,11 @@ demo: build
 
 test: test-swift test-kernels test-cli test-c test-portable test-faults test-soak test-python test-wheel
 
+# The debug build of the suites has the baseline kernel level alone (CNN_KERNEL_LEVELS=baseline, a
+# third of the compile time): the per-level copies of the kernel and layer suites run in
+# test-kernels, optimized, which is the code the library runs.
 test-swift:
-	$(SWIFT) test
+	CNN_KERNEL_LEVELS=baseline $(SWIFT) test
 
 # The kernel and layer suites again, on the optimized build: once per kernel level (CNNTests,
 # CNNKernelTestsAVX2, CNNKernelTestsAVX512), each where the CPU has it.

@@ -17,10 +17,15 @@ import PackageDescription
 /// as a build for an AMD Zen 4/5 (-march=native here) does.
 typealias Level = (suffix: String, cpu: String, defines: [String], flags: [String])
 let baseline: Level = ("", "nehalem", [], [])
-let levels: [Level] = [
+/// CNN_KERNEL_LEVELS=baseline in the environment builds the baseline copies alone (a third of the
+/// compile time: scripts/sanitize.sh's builds of the suites); that build runs baseline kernels on
+/// every CPU and says so.
+let allLevels = ProcessInfo.processInfo.environment["CNN_KERNEL_LEVELS"] != "baseline"
+let levels: [Level] = allLevels ? [
     ("AVX2", "haswell", ["CNN_FMA"], []),
     ("AVX512", "skylake-avx512", ["CNN_FMA", "CNN_AVX512"], ["-Xcc", "-mprefer-vector-width=512"]),
-]
+] : []
+let levelSetting: [SwiftSetting] = [.define(allLevels ? "CNN_ALL_LEVELS" : "CNN_BASELINE_ONLY")]
 
 func copy(_ name: String, _ level: Level,
           dependencies: [Target.Dependency], sources: [String]? = nil, test: Bool = false) -> Target {
@@ -50,19 +55,21 @@ var targets: [Target] = [
     .target(name: "CJPEGShim", dependencies: ["CLibJPEG"], cSettings: dwarf4),
     // CPUID and XGETBV, and the choice of the level every call runs on.
     .target(name: "CCPUID", cSettings: dwarf4),
-    .target(name: "CNNDispatch", dependencies: ["CCPUID"]),
+    .target(name: "CNNDispatch", dependencies: ["CCPUID"], swiftSettings: levelSetting),
     // The engine: pure Swift, no Foundation, no C types in its API (baseline copy).
     copy("CNN", baseline, dependencies: ["CZlib", "CJPEGShim"]),
     // include/cnn.h as a Clang module, so the exports use the header's own types.
     .systemLibrary(name: "CNNABI", path: "Sources/CNNABI"),
     // The functions of the C API (baseline copy), and the @_cdecl layer that forwards to a copy.
     copy("CNNExports", baseline, dependencies: ["CNN", "CNNABI", "CNNDispatch"]),
-    .target(name: "CNNLibrary", dependencies: ["CNNExports", "CNNExportsAVX2", "CNNExportsAVX512", "CNNDispatch", "CNNABI"]),
+    .target(name: "CNNLibrary", dependencies: ["CNNExports", "CNNDispatch", "CNNABI"]
+                + levels.map { .target(name: "CNNExports" + $0.suffix) }, swiftSettings: levelSetting),
     // The command-line tool `cnn` (baseline copy) and its entry point, which picks a copy.
     copy("CNNTool", baseline, dependencies: [
         "CNN", "CNNABI", "CNNDispatch", .product(name: "ArgumentParser", package: "swift-argument-parser"),
     ]),
-    .executableTarget(name: "CNNMain", dependencies: ["CNNTool", "CNNToolAVX2", "CNNToolAVX512", "CNNDispatch"]),
+    .executableTarget(name: "CNNMain", dependencies: ["CNNTool", "CNNDispatch"] + levels.map { .target(name: "CNNTool" + $0.suffix) },
+                      swiftSettings: levelSetting),
     copy("CNNTests", baseline, dependencies: ["CNN", "CNNDispatch"], test: true),
 ]
 for level in levels {
@@ -77,18 +84,19 @@ for level in levels {
                         sources: ["KernelTests.swift", "LayerTests.swift", "Reference.swift", "TestSupport.swift"], test: true))
 }
 
+// The engine's other kernel levels, for the benchmarks (Benchmarks/).
+let levelProducts: [Product] = levels.map { .library(name: "CNN" + $0.suffix, targets: ["CNN" + $0.suffix]) }
+
 let package = Package(
     name: "SwiftCNN",
     products: [
         .library(name: "CNN", targets: ["CNN"]),
-        // The engine's other kernel levels and the dispatch, for the benchmarks (Benchmarks/).
-        .library(name: "CNNAVX2", targets: ["CNNAVX2"]),
-        .library(name: "CNNAVX512", targets: ["CNNAVX512"]),
+        // The dispatch, for the benchmarks (Benchmarks/).
         .library(name: "CNNDispatch", targets: ["CNNDispatch"]),
         // The C API of include/cnn.h; `make lib` links it self-contained as libcnn.so.
         .library(name: "CNNC", type: .dynamic, targets: ["CNNLibrary"]),
         .executable(name: "cnn", targets: ["CNNMain"]),
-    ],
+    ] + levelProducts,
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
     ],

@@ -59,8 +59,10 @@ def main():
         "// do not edit. Each C function runs the same function of the engine copy the dispatch chose.",
         "import CNNABI",
         "import CNNExports",
+        "#if CNN_ALL_LEVELS",
         "import CNNExportsAVX2",
         "import CNNExportsAVX512",
+        "#endif",
         "",
     ]
     for c_name, swift_name, params, result in sorted(functions):
@@ -73,9 +75,11 @@ def main():
             f'@_cdecl("{c_name}")',
             f"public func {swift_name}({signature}){arrow} {{",
             f"    switch dispatchLevel {{",
+            f"#if CNN_ALL_LEVELS",
             f"    case .avx512: CNNExportsAVX512.{swift_name}({arguments})",
             f"    case .avx2: CNNExportsAVX2.{swift_name}({arguments})",
-            f"    case .baseline: CNNExports.{swift_name}({arguments})",
+            f"#endif",
+            f"    default: CNNExports.{swift_name}({arguments})",
             f"    }}",
             "}",
             "",

@@ -40,6 +40,13 @@ public enum KernelLevel: Int, CaseIterable, Comparable, Sendable {
     }
 
     public static func < (a: KernelLevel, b: KernelLevel) -> Bool { a.rawValue < b.rawValue }
+
+    /// The best level compiled into this build (all of them, unless CNN_KERNEL_LEVELS=baseline).
+    #if CNN_BASELINE_ONLY
+    public static let built = KernelLevel.baseline
+    #else
+    public static let built = KernelLevel.avx512
+    #endif
 }
 
 /// The outcome of the choice: the level in use, or why none may run.
@@ -62,13 +69,18 @@ public struct KernelSelection: Sendable {
             return
         }
         guard let request, !request.isEmpty else {
-            level = supported
+            level = min(supported, KernelLevel.built)
             problem = nil
             return
         }
         guard let asked = KernelLevel(name: request) else {
             level = .baseline
             problem = "CNN_CPU=\(request) is not a kernel level: use avx512, avx2 or baseline (or unset it for the best this CPU has, \(supported.name))"
+            return
+        }
+        guard asked <= KernelLevel.built else {
+            level = .baseline
+            problem = "CNN_CPU=\(request) asks for \(asked.name) kernels, but this build has only the baseline ones (built with CNN_KERNEL_LEVELS=baseline)"
             return
         }
         guard asked <= supported else {

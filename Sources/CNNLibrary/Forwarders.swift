@@ -2,365 +2,447 @@
 // do not edit. Each C function runs the same function of the engine copy the dispatch chose.
 import CNNABI
 import CNNExports
+#if CNN_ALL_LEVELS
 import CNNExportsAVX2
 import CNNExportsAVX512
+#endif
 
 @_cdecl("cnn_dataset_free")
 public func exportDatasetFree(_ dataset: OpaquePointer?) {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportDatasetFree(dataset)
     case .avx2: CNNExportsAVX2.exportDatasetFree(dataset)
-    case .baseline: CNNExports.exportDatasetFree(dataset)
+#endif
+    default: CNNExports.exportDatasetFree(dataset)
     }
 }
 
 @_cdecl("cnn_dataset_from_float")
 public func exportDatasetFromFloat(_ images: UnsafePointer<Float>?, _ labels: UnsafePointer<Int32>?, _ n: Int32, _ c: Int32, _ h: Int32, _ w: Int32, _ classes: Int32, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportDatasetFromFloat(images, labels, n, c, h, w, classes, out)
     case .avx2: CNNExportsAVX2.exportDatasetFromFloat(images, labels, n, c, h, w, classes, out)
-    case .baseline: CNNExports.exportDatasetFromFloat(images, labels, n, c, h, w, classes, out)
+#endif
+    default: CNNExports.exportDatasetFromFloat(images, labels, n, c, h, w, classes, out)
     }
 }
 
 @_cdecl("cnn_dataset_from_folder")
 public func exportDatasetFromFolder(_ root: UnsafePointer<CChar>?, _ c: Int32, _ h: Int32, _ w: Int32, _ options: UnsafePointer<cnn_folder_options>?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportDatasetFromFolder(root, c, h, w, options, out)
     case .avx2: CNNExportsAVX2.exportDatasetFromFolder(root, c, h, w, options, out)
-    case .baseline: CNNExports.exportDatasetFromFolder(root, c, h, w, options, out)
+#endif
+    default: CNNExports.exportDatasetFromFolder(root, c, h, w, options, out)
     }
 }
 
 @_cdecl("cnn_dataset_from_idx")
 public func exportDatasetFromIDX(_ imagesPath: UnsafePointer<CChar>?, _ labelsPath: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportDatasetFromIDX(imagesPath, labelsPath, out)
     case .avx2: CNNExportsAVX2.exportDatasetFromIDX(imagesPath, labelsPath, out)
-    case .baseline: CNNExports.exportDatasetFromIDX(imagesPath, labelsPath, out)
+#endif
+    default: CNNExports.exportDatasetFromIDX(imagesPath, labelsPath, out)
     }
 }
 
 @_cdecl("cnn_dataset_from_uint8")
 public func exportDatasetFromUInt8(_ images: UnsafePointer<UInt8>?, _ labels: UnsafePointer<Int32>?, _ n: Int32, _ c: Int32, _ h: Int32, _ w: Int32, _ classes: Int32, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportDatasetFromUInt8(images, labels, n, c, h, w, classes, out)
     case .avx2: CNNExportsAVX2.exportDatasetFromUInt8(images, labels, n, c, h, w, classes, out)
-    case .baseline: CNNExports.exportDatasetFromUInt8(images, labels, n, c, h, w, classes, out)
+#endif
+    default: CNNExports.exportDatasetFromUInt8(images, labels, n, c, h, w, classes, out)
     }
 }
 
 @_cdecl("cnn_dataset_get")
 public func exportDatasetGet(_ dataset: OpaquePointer?, _ first: Int32, _ count: Int32, _ images: UnsafeMutablePointer<Float>?, _ labels: UnsafeMutablePointer<Int32>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportDatasetGet(dataset, first, count, images, labels)
     case .avx2: CNNExportsAVX2.exportDatasetGet(dataset, first, count, images, labels)
-    case .baseline: CNNExports.exportDatasetGet(dataset, first, count, images, labels)
+#endif
+    default: CNNExports.exportDatasetGet(dataset, first, count, images, labels)
     }
 }
 
 @_cdecl("cnn_dataset_set_class_names")
 public func exportDatasetSetClassNames(_ dataset: OpaquePointer?, _ names: UnsafePointer<UnsafePointer<CChar>?>?, _ count: Int32) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportDatasetSetClassNames(dataset, names, count)
     case .avx2: CNNExportsAVX2.exportDatasetSetClassNames(dataset, names, count)
-    case .baseline: CNNExports.exportDatasetSetClassNames(dataset, names, count)
+#endif
+    default: CNNExports.exportDatasetSetClassNames(dataset, names, count)
     }
 }
 
 @_cdecl("cnn_dataset_shape")
 public func exportDatasetShape(_ dataset: OpaquePointer?, _ n: UnsafeMutablePointer<Int32>?, _ c: UnsafeMutablePointer<Int32>?, _ h: UnsafeMutablePointer<Int32>?, _ w: UnsafeMutablePointer<Int32>?, _ classes: UnsafeMutablePointer<Int32>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportDatasetShape(dataset, n, c, h, w, classes)
     case .avx2: CNNExportsAVX2.exportDatasetShape(dataset, n, c, h, w, classes)
-    case .baseline: CNNExports.exportDatasetShape(dataset, n, c, h, w, classes)
+#endif
+    default: CNNExports.exportDatasetShape(dataset, n, c, h, w, classes)
     }
 }
 
 @_cdecl("cnn_dataset_skipped_count")
 public func exportDatasetSkippedCount(_ dataset: OpaquePointer?, _ count: UnsafeMutablePointer<Int32>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportDatasetSkippedCount(dataset, count)
     case .avx2: CNNExportsAVX2.exportDatasetSkippedCount(dataset, count)
-    case .baseline: CNNExports.exportDatasetSkippedCount(dataset, count)
+#endif
+    default: CNNExports.exportDatasetSkippedCount(dataset, count)
     }
 }
 
 @_cdecl("cnn_dataset_skipped_file")
 public func exportDatasetSkippedFile(_ dataset: OpaquePointer?, _ index: Int32, _ path: UnsafeMutablePointer<UnsafePointer<CChar>?>?, _ reason: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportDatasetSkippedFile(dataset, index, path, reason)
     case .avx2: CNNExportsAVX2.exportDatasetSkippedFile(dataset, index, path, reason)
-    case .baseline: CNNExports.exportDatasetSkippedFile(dataset, index, path, reason)
+#endif
+    default: CNNExports.exportDatasetSkippedFile(dataset, index, path, reason)
     }
 }
 
 @_cdecl("cnn_dataset_split")
 public func exportDatasetSplit(_ dataset: OpaquePointer?, _ fraction: Float, _ seed: UInt64, _ first: UnsafeMutablePointer<OpaquePointer?>?, _ second: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportDatasetSplit(dataset, fraction, seed, first, second)
     case .avx2: CNNExportsAVX2.exportDatasetSplit(dataset, fraction, seed, first, second)
-    case .baseline: CNNExports.exportDatasetSplit(dataset, fraction, seed, first, second)
+#endif
+    default: CNNExports.exportDatasetSplit(dataset, fraction, seed, first, second)
     }
 }
 
 @_cdecl("cnn_folder_options_default")
 public func exportFolderOptionsDefault(_ options: UnsafeMutablePointer<cnn_folder_options>?) {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportFolderOptionsDefault(options)
     case .avx2: CNNExportsAVX2.exportFolderOptionsDefault(options)
-    case .baseline: CNNExports.exportFolderOptionsDefault(options)
+#endif
+    default: CNNExports.exportFolderOptionsDefault(options)
     }
 }
 
 @_cdecl("cnn_get_memory_limit")
 public func exportGetMemoryLimit() -> Int64 {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportGetMemoryLimit()
     case .avx2: CNNExportsAVX2.exportGetMemoryLimit()
-    case .baseline: CNNExports.exportGetMemoryLimit()
+#endif
+    default: CNNExports.exportGetMemoryLimit()
     }
 }
 
 @_cdecl("cnn_get_num_threads")
 public func exportGetNumThreads() -> Int32 {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportGetNumThreads()
     case .avx2: CNNExportsAVX2.exportGetNumThreads()
-    case .baseline: CNNExports.exportGetNumThreads()
+#endif
+    default: CNNExports.exportGetNumThreads()
     }
 }
 
 @_cdecl("cnn_last_error")
 public func exportLastError() -> UnsafePointer<CChar> {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportLastError()
     case .avx2: CNNExportsAVX2.exportLastError()
-    case .baseline: CNNExports.exportLastError()
+#endif
+    default: CNNExports.exportLastError()
     }
 }
 
 @_cdecl("cnn_model_architecture")
 public func exportModelArchitecture(_ model: OpaquePointer?, _ text: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportModelArchitecture(model, text)
     case .avx2: CNNExportsAVX2.exportModelArchitecture(model, text)
-    case .baseline: CNNExports.exportModelArchitecture(model, text)
+#endif
+    default: CNNExports.exportModelArchitecture(model, text)
     }
 }
 
 @_cdecl("cnn_model_class_name")
 public func exportModelClassName(_ model: OpaquePointer?, _ index: Int32, _ name: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportModelClassName(model, index, name)
     case .avx2: CNNExportsAVX2.exportModelClassName(model, index, name)
-    case .baseline: CNNExports.exportModelClassName(model, index, name)
+#endif
+    default: CNNExports.exportModelClassName(model, index, name)
     }
 }
 
 @_cdecl("cnn_model_create")
 public func exportModelCreate(_ architecture: UnsafePointer<CChar>?, _ seed: UInt64, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportModelCreate(architecture, seed, out)
     case .avx2: CNNExportsAVX2.exportModelCreate(architecture, seed, out)
-    case .baseline: CNNExports.exportModelCreate(architecture, seed, out)
+#endif
+    default: CNNExports.exportModelCreate(architecture, seed, out)
     }
 }
 
 @_cdecl("cnn_model_evaluate")
 public func exportModelEvaluate(_ model: OpaquePointer?, _ data: OpaquePointer?, _ result: UnsafeMutablePointer<cnn_evaluation>?, _ confusion: UnsafeMutablePointer<Int32>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportModelEvaluate(model, data, result, confusion)
     case .avx2: CNNExportsAVX2.exportModelEvaluate(model, data, result, confusion)
-    case .baseline: CNNExports.exportModelEvaluate(model, data, result, confusion)
+#endif
+    default: CNNExports.exportModelEvaluate(model, data, result, confusion)
     }
 }
 
 @_cdecl("cnn_model_free")
 public func exportModelFree(_ model: OpaquePointer?) {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportModelFree(model)
     case .avx2: CNNExportsAVX2.exportModelFree(model)
-    case .baseline: CNNExports.exportModelFree(model)
+#endif
+    default: CNNExports.exportModelFree(model)
     }
 }
 
 @_cdecl("cnn_model_input_shape")
 public func exportModelInputShape(_ model: OpaquePointer?, _ c: UnsafeMutablePointer<Int32>?, _ h: UnsafeMutablePointer<Int32>?, _ w: UnsafeMutablePointer<Int32>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportModelInputShape(model, c, h, w)
     case .avx2: CNNExportsAVX2.exportModelInputShape(model, c, h, w)
-    case .baseline: CNNExports.exportModelInputShape(model, c, h, w)
+#endif
+    default: CNNExports.exportModelInputShape(model, c, h, w)
     }
 }
 
 @_cdecl("cnn_model_load")
 public func exportModelLoad(_ path: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportModelLoad(path, out)
     case .avx2: CNNExportsAVX2.exportModelLoad(path, out)
-    case .baseline: CNNExports.exportModelLoad(path, out)
+#endif
+    default: CNNExports.exportModelLoad(path, out)
     }
 }
 
 @_cdecl("cnn_model_load_flags")
 public func exportModelLoadFlags(_ path: UnsafePointer<CChar>?, _ flags: UInt32, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportModelLoadFlags(path, flags, out)
     case .avx2: CNNExportsAVX2.exportModelLoadFlags(path, flags, out)
-    case .baseline: CNNExports.exportModelLoadFlags(path, flags, out)
+#endif
+    default: CNNExports.exportModelLoadFlags(path, flags, out)
     }
 }
 
 @_cdecl("cnn_model_num_classes")
 public func exportModelNumClasses(_ model: OpaquePointer?, _ classes: UnsafeMutablePointer<Int32>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportModelNumClasses(model, classes)
     case .avx2: CNNExportsAVX2.exportModelNumClasses(model, classes)
-    case .baseline: CNNExports.exportModelNumClasses(model, classes)
+#endif
+    default: CNNExports.exportModelNumClasses(model, classes)
     }
 }
 
 @_cdecl("cnn_model_parameter_count")
 public func exportModelParameterCount(_ model: OpaquePointer?, _ count: UnsafeMutablePointer<Int64>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportModelParameterCount(model, count)
     case .avx2: CNNExportsAVX2.exportModelParameterCount(model, count)
-    case .baseline: CNNExports.exportModelParameterCount(model, count)
+#endif
+    default: CNNExports.exportModelParameterCount(model, count)
     }
 }
 
 @_cdecl("cnn_model_predict")
 public func exportModelPredict(_ model: OpaquePointer?, _ images: UnsafePointer<Float>?, _ n: Int32, _ probabilities: UnsafeMutablePointer<Float>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportModelPredict(model, images, n, probabilities)
     case .avx2: CNNExportsAVX2.exportModelPredict(model, images, n, probabilities)
-    case .baseline: CNNExports.exportModelPredict(model, images, n, probabilities)
+#endif
+    default: CNNExports.exportModelPredict(model, images, n, probabilities)
     }
 }
 
 @_cdecl("cnn_model_predict_jpeg")
 public func exportModelPredictJPEG(_ model: OpaquePointer?, _ data: UnsafePointer<UInt8>?, _ size: Int, _ options: UnsafePointer<cnn_folder_options>?, _ probabilities: UnsafeMutablePointer<Float>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportModelPredictJPEG(model, data, size, options, probabilities)
     case .avx2: CNNExportsAVX2.exportModelPredictJPEG(model, data, size, options, probabilities)
-    case .baseline: CNNExports.exportModelPredictJPEG(model, data, size, options, probabilities)
+#endif
+    default: CNNExports.exportModelPredictJPEG(model, data, size, options, probabilities)
     }
 }
 
 @_cdecl("cnn_model_predict_jpeg_file")
 public func exportModelPredictJPEGFile(_ model: OpaquePointer?, _ path: UnsafePointer<CChar>?, _ options: UnsafePointer<cnn_folder_options>?, _ probabilities: UnsafeMutablePointer<Float>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportModelPredictJPEGFile(model, path, options, probabilities)
     case .avx2: CNNExportsAVX2.exportModelPredictJPEGFile(model, path, options, probabilities)
-    case .baseline: CNNExports.exportModelPredictJPEGFile(model, path, options, probabilities)
+#endif
+    default: CNNExports.exportModelPredictJPEGFile(model, path, options, probabilities)
     }
 }
 
 @_cdecl("cnn_model_predict_logits")
 public func exportModelPredictLogits(_ model: OpaquePointer?, _ images: UnsafePointer<Float>?, _ n: Int32, _ logits: UnsafeMutablePointer<Float>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportModelPredictLogits(model, images, n, logits)
     case .avx2: CNNExportsAVX2.exportModelPredictLogits(model, images, n, logits)
-    case .baseline: CNNExports.exportModelPredictLogits(model, images, n, logits)
+#endif
+    default: CNNExports.exportModelPredictLogits(model, images, n, logits)
     }
 }
 
 @_cdecl("cnn_model_predict_uint8")
 public func exportModelPredictUInt8(_ model: OpaquePointer?, _ images: UnsafePointer<UInt8>?, _ n: Int32, _ probabilities: UnsafeMutablePointer<Float>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportModelPredictUInt8(model, images, n, probabilities)
     case .avx2: CNNExportsAVX2.exportModelPredictUInt8(model, images, n, probabilities)
-    case .baseline: CNNExports.exportModelPredictUInt8(model, images, n, probabilities)
+#endif
+    default: CNNExports.exportModelPredictUInt8(model, images, n, probabilities)
     }
 }
 
 @_cdecl("cnn_model_save")
 public func exportModelSave(_ model: OpaquePointer?, _ path: UnsafePointer<CChar>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportModelSave(model, path)
     case .avx2: CNNExportsAVX2.exportModelSave(model, path)
-    case .baseline: CNNExports.exportModelSave(model, path)
+#endif
+    default: CNNExports.exportModelSave(model, path)
     }
 }
 
 @_cdecl("cnn_model_summary")
 public func exportModelSummary(_ model: OpaquePointer?, _ text: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportModelSummary(model, text)
     case .avx2: CNNExportsAVX2.exportModelSummary(model, text)
-    case .baseline: CNNExports.exportModelSummary(model, text)
+#endif
+    default: CNNExports.exportModelSummary(model, text)
     }
 }
 
 @_cdecl("cnn_model_train")
 public func exportModelTrain(_ model: OpaquePointer?, _ data: OpaquePointer?, _ params: UnsafePointer<cnn_train_params>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportModelTrain(model, data, params)
     case .avx2: CNNExportsAVX2.exportModelTrain(model, data, params)
-    case .baseline: CNNExports.exportModelTrain(model, data, params)
+#endif
+    default: CNNExports.exportModelTrain(model, data, params)
     }
 }
 
 @_cdecl("cnn_set_memory_limit")
 public func exportSetMemoryLimit(_ bytes: Int64) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportSetMemoryLimit(bytes)
     case .avx2: CNNExportsAVX2.exportSetMemoryLimit(bytes)
-    case .baseline: CNNExports.exportSetMemoryLimit(bytes)
+#endif
+    default: CNNExports.exportSetMemoryLimit(bytes)
     }
 }
 
 @_cdecl("cnn_set_num_threads")
 public func exportSetNumThreads(_ threads: Int32) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportSetNumThreads(threads)
     case .avx2: CNNExportsAVX2.exportSetNumThreads(threads)
-    case .baseline: CNNExports.exportSetNumThreads(threads)
+#endif
+    default: CNNExports.exportSetNumThreads(threads)
     }
 }
 
 @_cdecl("cnn_status_string")
 public func exportStatusString(_ status: cnn_status) -> UnsafePointer<CChar> {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportStatusString(status)
     case .avx2: CNNExportsAVX2.exportStatusString(status)
-    case .baseline: CNNExports.exportStatusString(status)
+#endif
+    default: CNNExports.exportStatusString(status)
     }
 }
 
 @_cdecl("cnn_top_k")
 public func exportTopK(_ scores: UnsafePointer<Float>?, _ n: Int32, _ classes: Int32, _ k: Int32, _ indices: UnsafeMutablePointer<Int32>?, _ values: UnsafeMutablePointer<Float>?) -> cnn_status {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportTopK(scores, n, classes, k, indices, values)
     case .avx2: CNNExportsAVX2.exportTopK(scores, n, classes, k, indices, values)
-    case .baseline: CNNExports.exportTopK(scores, n, classes, k, indices, values)
+#endif
+    default: CNNExports.exportTopK(scores, n, classes, k, indices, values)
     }
 }
 
 @_cdecl("cnn_train_params_default")
 public func exportTrainParamsDefault(_ params: UnsafeMutablePointer<cnn_train_params>?) {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportTrainParamsDefault(params)
     case .avx2: CNNExportsAVX2.exportTrainParamsDefault(params)
-    case .baseline: CNNExports.exportTrainParamsDefault(params)
+#endif
+    default: CNNExports.exportTrainParamsDefault(params)
     }
 }
 
 @_cdecl("cnn_version_number")
 public func exportVersionNumber() -> Int32 {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportVersionNumber()
     case .avx2: CNNExportsAVX2.exportVersionNumber()
-    case .baseline: CNNExports.exportVersionNumber()
+#endif
+    default: CNNExports.exportVersionNumber()
     }
 }
 
 @_cdecl("cnn_version_string")
 public func exportVersionString() -> UnsafePointer<CChar> {
     switch dispatchLevel {
+#if CNN_ALL_LEVELS
     case .avx512: CNNExportsAVX512.exportVersionString()
     case .avx2: CNNExportsAVX2.exportVersionString()
-    case .baseline: CNNExports.exportVersionString()
+#endif
+    default: CNNExports.exportVersionString()
     }
 }

@@ -2,11 +2,15 @@
 // (Sources/CNNDispatch), or says why none can run.
 import CNNDispatch
 import CNNTool
+#if CNN_ALL_LEVELS
 import CNNToolAVX2
 import CNNToolAVX512
+#endif
 
 switch KernelSelection.levelOrExit(program: "cnn") {
+#if CNN_ALL_LEVELS
 case .avx512: CNNToolAVX512.runTool()
 case .avx2: CNNToolAVX2.runTool()
-case .baseline: CNNTool.runTool()
+#endif
+default: CNNTool.runTool()
 }
