@@ -57,7 +57,7 @@ var targets: [Target] = [
     .target(name: "CCPUID", cSettings: dwarf4),
     .target(name: "CNNDispatch", dependencies: ["CCPUID"], swiftSettings: levelSetting),
     // The engine: pure Swift, no Foundation, no C types in its API (baseline copy).
-    copy("CNN", baseline, dependencies: ["CZlib", "CJPEGShim"]),
+    copy("CNN", baseline, dependencies: ["CZlib", "CJPEGShim", "CCPUID"]),
     // include/cnn.h as a Clang module, so the exports use the header's own types.
     .systemLibrary(name: "CNNABI", path: "Sources/CNNABI"),
     // The functions of the C API (baseline copy), and the @_cdecl layer that forwards to a copy.
@@ -73,7 +73,7 @@ var targets: [Target] = [
     copy("CNNTests", baseline, dependencies: ["CNN", "CNNDispatch"], test: true),
 ]
 for level in levels {
-    targets.append(copy("CNN", level, dependencies: ["CZlib", "CJPEGShim"]))
+    targets.append(copy("CNN", level, dependencies: ["CZlib", "CJPEGShim", "CCPUID"]))
     targets.append(copy("CNNExports", level, dependencies: [.target(name: "CNN" + level.suffix), "CNNABI", "CNNDispatch"]))
     targets.append(copy("CNNTool", level, dependencies: [
         .target(name: "CNN" + level.suffix), "CNNABI", "CNNDispatch",

@@ -70,7 +70,7 @@ extern "C" {
 /* ---- Versions ------------------------------------------------------------------------------ */
 
 #define CNN_VERSION_MAJOR 0
-#define CNN_VERSION_MINOR 3
+#define CNN_VERSION_MINOR 4
 #define CNN_VERSION_PATCH 0
 /* MAJOR * 10000 + MINOR * 100 + PATCH. */
 #define CNN_VERSION_NUMBER (CNN_VERSION_MAJOR * 10000 + CNN_VERSION_MINOR * 100 + CNN_VERSION_PATCH)
@@ -118,7 +118,9 @@ const char *cnn_last_error(void);
 /* ---- Threads ------------------------------------------------------------------------------- */
 
 /* Sets the number of threads the library uses, 1 to 256 (1: the calling thread only).
- * Returns CNN_INVALID_ARGUMENT for any other value. Results do not depend on it. */
+ * Returns CNN_INVALID_ARGUMENT for any other value. Results do not depend on it.
+ * Default: the environment variable CNN_NUM_THREADS (1 to 256), else the number of CPUs the
+ * process may run on (its affinity mask, capped by a cgroup CPU quota). */
 cnn_status cnn_set_num_threads(int32_t threads);
 
 /* The number of threads the library uses. */
@@ -235,6 +237,10 @@ cnn_status cnn_dataset_shape(const cnn_dataset *dataset, int32_t *n, int32_t *ch
 cnn_status cnn_dataset_get(const cnn_dataset *dataset, int32_t first, int32_t count, float *images,
                            int32_t *labels);
 
+/* The file sample `index` (0 .. n-1) was decoded from (folder datasets), owned by the dataset;
+ * *path is set to NULL for datasets made from memory or IDX files. */
+cnn_status cnn_dataset_sample_path(const cnn_dataset *dataset, int32_t index, const char **path);
+
 /* Names the classes: count must equal the dataset's number of classes; names are copied, each
  * non-NULL UTF-8. A model trained on the dataset takes the names. */
 cnn_status cnn_dataset_set_class_names(cnn_dataset *dataset, const char *const *names,
@@ -292,6 +298,16 @@ cnn_status cnn_model_architecture(const cnn_model *model, const char **text);
 /* A table of the layers with output shapes, parameters and FLOPs, owned by the model. */
 cnn_status cnn_model_summary(const cnn_model *model, const char **text);
 
+/* Class names and labels must agree between data and model: a dataset whose classes are named
+ * (class folders, classes.txt, cnn_dataset_set_class_names) is evaluated or trained on a model
+ * only when its label i has the name of the model's class i (it may lack the model's last
+ * classes); otherwise the call fails with CNN_SHAPE_MISMATCH naming both lists. Datasets without
+ * names (labels only: "0", "1", ...) are checked by count. This function maps instead: a new
+ * dataset with the same images whose labels are the model's indices of the same class names (a
+ * test folder that lacks some classes or orders them otherwise). Every class of data must be one
+ * of the model's (CNN_SHAPE_MISMATCH otherwise). */
+cnn_status cnn_dataset_map_classes(const cnn_dataset *data, const cnn_model *model, cnn_dataset **mapped);
+
 /* ---- Training ------------------------------------------------------------------------------ */
 
 enum { CNN_OPTIMIZER_SGD = 0, CNN_OPTIMIZER_RMSPROP = 1, CNN_OPTIMIZER_ADAM = 2, CNN_OPTIMIZER_ADAMW = 3 };
@@ -313,10 +329,15 @@ typedef struct cnn_progress {
     int32_t has_validation;    /* 1 when val_loss and val_accuracy are set */
     float val_loss;
     float val_accuracy;
+    /* Since 0.4 (written only for callers whose params.struct_size includes save_best): */
+    int32_t best;              /* epoch end: 1 when the monitored validation metric is the best so far */
+    int32_t stops_early;       /* epoch end: 1 when early stopping ends the run after this epoch */
 } cnn_progress;
 
 /* Return 0 to continue, non-zero to cancel: training stops with CNN_CANCELLED and the model keeps
- * its last completed update. Called on the thread that called cnn_model_train. */
+ * its last completed update. Called on the thread that called cnn_model_train (or cnn_trainer_run).
+ * During an epoch-end call (epoch_end = 1) that thread may read the model being trained: save it
+ * (cnn_model_save), predict, evaluate, ask its names; other threads still get CNN_BUSY. */
 typedef int32_t (*cnn_progress_fn)(const cnn_progress *progress, void *user_data);
 
 /* Training settings. Always start from cnn_train_params_default(): it sets struct_size, which
@@ -355,7 +376,20 @@ typedef struct cnn_train_params {
                                   mean loss exceeds this multiple of the run's first batch loss (at
                                   least 1); default 1000, 0 turns this check off. A NaN or infinite
                                   loss, gradient or weight always stops training. */
+    /* Since 0.4: */
+    int32_t allow_extra_outputs; /* 0 (default): a model with more outputs than the data has classes
+                                  is refused (CNN_SHAPE_MISMATCH); 1: accepted, the extra outputs
+                                  are trained towards probability 0 */
+    int32_t early_stopping;    /* stop when the monitored validation metric has not improved for this
+                                  many epochs; 0 (default): off. Needs validation. */
+    int32_t monitor;           /* CNN_MONITOR_VAL_LOSS (default) or CNN_MONITOR_VAL_ACCURACY: what
+                                  early_stopping, save_best and cnn_progress.best watch */
+    const char *save_best;     /* a path, or NULL: the model is saved there (atomically) at the end
+                                  of every epoch whose monitored metric is the best so far. Needs
+                                  validation. */
 } cnn_train_params;
+
+enum { CNN_MONITOR_VAL_LOSS = 0, CNN_MONITOR_VAL_ACCURACY = 1 };
 
 /* Fills params with the defaults above. */
 void cnn_train_params_default(cnn_train_params *params);
@@ -372,6 +406,45 @@ void cnn_train_params_default(cnn_train_params *params);
  * optimizer state and batch-norm statistics), never with non-finite weights. */
 cnn_status cnn_model_train(cnn_model *model, const cnn_dataset *data,
                            const cnn_train_params *params);
+
+/* ---- Training in steps --------------------------------------------------------------------- */
+
+/* A training run that lives across calls: an application trains in steps (an epoch at a time,
+ * between its own work), checkpoints, and resumes, with the same bytes as one cnn_model_train
+ * call with the same params. While a trainer exists the model may be used for prediction and
+ * evaluation between runs, but not trained by other calls (CNN_BUSY). */
+typedef struct cnn_trainer cnn_trainer;
+
+/* Creates a trainer for model on data with params (copied, with params->validation and
+ * params->save_best; the datasets must stay alive until the trainer is freed). params->epochs
+ * is the length of the whole run (what a learning-rate schedule spans). Errors as
+ * cnn_model_train's checks of settings. */
+cnn_status cnn_trainer_create(cnn_model *model, const cnn_dataset *data, const cnn_train_params *params,
+                              cnn_trainer **trainer);
+
+/* Trains up to `epochs` more epochs (at least 1), stopping at params->epochs or when early
+ * stopping ends the run. A run cancelled by the progress callback (CNN_CANCELLED) goes on from
+ * the next batch at the next call. Other errors as cnn_model_train. */
+cnn_status cnn_trainer_run(cnn_trainer *trainer, int32_t epochs);
+
+/* Where the run stands. Every OUT pointer may be NULL.
+ *   epoch    OUT epochs completed
+ *   batch    OUT batches completed in the epoch under way (0 between epochs)
+ *   finished OUT 1 when the run is over (all epochs done, or stopped early) */
+cnn_status cnn_trainer_progress(const cnn_trainer *trainer, int32_t *epoch, int32_t *batch,
+                                int32_t *finished);
+
+/* Saves the model with the run's state (optimizer, generator, settings, position), atomically:
+ * a checkpoint that cnn_trainer_resume, `cnn train --resume` and Python continue exactly. */
+cnn_status cnn_trainer_save_checkpoint(cnn_trainer *trainer, const char *path);
+
+/* Loads a checkpoint into the trainer and its model (weights, statistics, names, optimizer state,
+ * position). The checkpoint must have the model's architecture and the trainer's settings
+ * (params->epochs may differ): a difference is refused with CNN_INVALID_ARGUMENT naming it. */
+cnn_status cnn_trainer_resume(cnn_trainer *trainer, const char *path);
+
+/* Frees a trainer (the model and datasets stay). NULL is a harmless no-op. */
+void cnn_trainer_free(cnn_trainer *trainer);
 
 /* ---- Evaluation and inference ------------------------------------------------------------- */
 
@@ -415,6 +488,15 @@ cnn_status cnn_model_predict_jpeg(cnn_model *model, const uint8_t *data, size_t 
 /* As cnn_model_predict_jpeg, for a file. Returns CNN_IO_ERROR when it cannot be read. */
 cnn_status cnn_model_predict_jpeg_file(cnn_model *model, const char *path,
                                        const cnn_folder_options *options, float *probabilities);
+
+/* Class probabilities of one 8-bit image of any size, [height, width, channels] bytes (HWC; channels
+ * 1 = gray, 3 = RGB, 4 = RGBA whose alpha is dropped), rows `stride` bytes apart (0: width *
+ * channels). It is brought to the input exactly as the model's training images were (the fit of
+ * its folder: crop, stretch or pad, the same resampling, gray <-> RGB) and normalized like them.
+ * height, width: 1 .. 2^15 each. Returns CNN_SHAPE_MISMATCH for models whose input has neither 1
+ * nor 3 channels. */
+cnn_status cnn_model_predict_image(cnn_model *model, const uint8_t *pixels, int32_t height, int32_t width,
+                                   int32_t channels, int32_t stride, float *probabilities);
 
 /* The k highest scores of each of n rows of [n, classes] scores, highest first (ties: lower
  * index first).

@@ -1,6 +1,9 @@
 /* CPUID and XGETBV, the way every runtime-dispatching library reads them (MLAS, oneDNN, OpenBLAS):
  * a feature counts only when the CPU has it and, for the vector registers, the OS saves them. */
+#define _GNU_SOURCE
 #include "cnncpuid.h"
+#include <sched.h>
+#include <unistd.h>
 #include <cpuid.h>
 #include <string.h>
 
@@ -86,4 +89,14 @@ unsigned cnncpu_levels(void) {
         levels |= level;
     }
     return levels;
+}
+
+int cnncpu_affinity_count(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        return n > 0 ? (int)n : 1;
+    }
+    int n = CPU_COUNT(&set);
+    return n > 0 ? n : 1;
 }

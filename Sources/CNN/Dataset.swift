@@ -24,6 +24,8 @@ public final class Dataset {
     public internal(set) var warnings: [(path: String, message: String)] = []
     /// How the images were brought to this size (folder datasets); models trained on it keep it.
     public internal(set) var imageFit: ImageFit?
+    /// The file each sample was decoded from (folder datasets), in sample order.
+    public internal(set) var samplePaths: [String]?
     /// Per-channel statistics measured while loading, when the pixels are not all in memory.
     var knownStatistics: (mean: [Float], std: [Float])?
 
@@ -52,8 +54,9 @@ public final class Dataset {
     /// Validates and takes (N, C, H, W) float pixels (finite, in the [0, 1] scale).
     public init(floats: [Float], labels: [Int32], shape: Shape, classNames: [String]) throws {
         try Dataset.validate(pixelCount: floats.count, labels: labels, shape: shape, classes: classNames.count)
-        if let bad = floats.firstIndex(where: { !$0.isFinite }) {
-            throw CNNError(.invalidArgument, "dataset: pixel \(bad) is not finite")
+        if let bad = floats.firstIndex(where: { !($0 >= 0 && $0 <= 1) }) {
+            let v = floats[bad], hint = v.isFinite && v > 1 && v <= 255 ? "; divide 8-bit values by 255 (or pass uint8 images)" : ""
+            throw CNNError(.invalidArgument, "dataset: pixel \(bad) (image \(bad / shape.count)) is \(v): float pixels must be in [0, 1]\(hint)")
         }
         self.shape = shape
         count = labels.count
@@ -187,8 +190,25 @@ public final class Dataset {
             d = try Dataset(files: files.subset(indices), labels: newLabels, classNames: classNames)
         }
         d.imageFit = imageFit
+        d.samplePaths = samplePaths.map { p in indices.map { p[$0] } }
         // Files are not all in memory: the subset keeps the whole set's statistics.
         if case .files = d.pixels { d.knownStatistics = knownStatistics }
+        d.skipped = skipped
+        d.warnings = warnings
+        return d
+    }
+
+    /// The same images with other labels and class names (sharing the pixels).
+    func relabeled(_ newLabels: [Int32], classNames names: [String]) throws -> Dataset {
+        let d: Dataset
+        switch pixels {
+        case .bytes(let p): d = try Dataset(bytes: p, labels: newLabels, shape: shape, classNames: names)
+        case .floats(let p): d = try Dataset(floats: p, labels: newLabels, shape: shape, classNames: names)
+        case .files(let f): d = try Dataset(files: f, labels: newLabels, classNames: names)
+        }
+        d.imageFit = imageFit
+        d.samplePaths = samplePaths
+        d.knownStatistics = knownStatistics
         d.skipped = skipped
         d.warnings = warnings
         return d

@@ -19,9 +19,7 @@ public func evaluate(model: Model, on data: Dataset, loss: LossKind = .crossEntr
     guard data.shape.c == model.inputShape.c, data.shape.h == model.inputShape.h, data.shape.w == model.inputShape.w else {
         throw CNNError(.shapeMismatch, "the data has images of \(data.shape), the model takes \(model.inputShape)")
     }
-    guard data.numClasses <= model.numClasses else {
-        throw CNNError(.shapeMismatch, "the data has \(data.numClasses) classes, the model outputs \(model.numClasses)")
-    }
+    try data.checkClasses(of: model)
     let k = model.numClasses, b = max(1, min(batchSize, data.count, model.maxBatch))
     let x = FloatBuffer(count: b * model.inputShape.count)
     var labels = [Int32](repeating: 0, count: b)
@@ -95,8 +93,22 @@ extension Model {
             throw CNNError(.shapeMismatch, "the model takes \(s.c)-channel images; JPEG images decode to 1 or 3 channels")
         }
         let decoded = try JPEG.decode(bytes, options: options, minWidth: s.w, minHeight: s.h)
-        let image = decoded.image.fitted(channels: s.c, width: s.w, height: s.h, fit: imageFit)
-        let x = image.planes.map { Float($0) / 255 }
+        return try predictImage(decoded.image, logits: logits)
+    }
+
+    /// Class probabilities (or logits) of one decoded image of any size (1 or 3 channels), brought
+    /// to the input size by `imageFit` as the training folder's images were, and normalized.
+    public func predictImage(_ image: Image, logits: Bool = false) throws -> [Float] {
+        let s = inputShape
+        guard s.c == 1 || s.c == 3 else {
+            throw CNNError(.shapeMismatch, "the model takes \(s.c)-channel images; images are brought to 1 or 3 channels")
+        }
+        guard image.channels == 1 || image.channels == 3, image.width >= 1, image.height >= 1,
+              image.pixels.count == image.width * image.height * image.channels else {
+            throw CNNError(.invalidArgument, "an image of \(image.width)x\(image.height)x\(image.channels) with \(image.pixels.count) bytes is not a 1- or 3-channel image")
+        }
+        let fitted = image.fitted(channels: s.c, width: s.w, height: s.h, fit: imageFit)
+        let x = fitted.planes.map { Float($0) / 255 }
         return x.withUnsafeBufferPointer { predict($0.baseAddress!, batch: 1, logits: logits) }
     }
 

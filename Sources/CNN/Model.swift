@@ -149,6 +149,24 @@ public final class Model {
         return m
     }
 
+    /// Takes another model's weights, statistics, names and normalization (same architecture).
+    public func assign(from other: Model) throws {
+        guard other.architecture == architecture else {
+            throw CNNError(.shapeMismatch, "the architecture \(other.architecture.text) is not this model's \(architecture.text)")
+        }
+        classNames = other.classNames
+        mean = other.mean
+        std = other.std
+        imageFit = other.imageFit
+        for (a, b) in zip(other.namedParameters, namedParameters) {
+            b.parameter.value.copy(from: a.parameter.value)
+            b.parameter.version += 1
+        }
+        for (a, b) in zip(other.layers, layers) {
+            if let x = a as? BatchNorm, let y = b as? BatchNorm { y.batchesTracked = x.batchesTracked }
+        }
+    }
+
     public convenience init(architecture text: String, seed: UInt64) throws {
         try self.init(architecture: Architecture(parsing: text), seed: seed)
     }

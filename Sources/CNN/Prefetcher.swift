@@ -73,16 +73,17 @@ final class Prefetcher {
         mutex.deallocate()
     }
 
-    /// Starts an epoch: the samples in `permutation` order, augmentation drawn from `seed`.
-    func startEpoch(_ permutation: [Int32], seed: UInt64) {
+    /// Starts an epoch: the samples in `permutation` order, augmentation drawn from `seed`, from
+    /// batch `firstBatch` on (a run that goes on inside an epoch).
+    func startEpoch(_ permutation: [Int32], seed: UInt64, firstBatch: Int = 0) {
         pthread_mutex_lock(mutex)
         // Wait for the workers of the previous epoch to finish what they were building.
         while slots.contains(where: { $0.job >= 0 && !$0.ready }) { pthread_cond_wait(changed, mutex) }
         for i in 0..<permutation.count { order[i] = permutation[i] }
         batches = (permutation.count + batchSize - 1) / batchSize
         epochSeed = seed
-        nextJob = 0
-        consumed = 0
+        nextJob = firstBatch
+        consumed = firstBatch
         for i in slots.indices { slots[i].job = -1; slots[i].ready = false; slots[i].error = nil }
         pthread_cond_broadcast(changed)
         pthread_mutex_unlock(mutex)

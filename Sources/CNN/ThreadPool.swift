@@ -14,13 +14,14 @@ public final class ThreadPool {
     // Workers hold the core, not the pool, so that dropping the pool stops and joins them.
     private let core = PoolCore()
 
-    /// The process-wide pool used by the engine. Replace it with `setThreads`.
+    /// The process-wide pool used by the engine: `CPUCount.defaultThreads` threads until
+    /// `setThreads` replaces it.
     public static var shared: ThreadPool {
         pthread_mutex_lock(sharedLock)
         defer { pthread_mutex_unlock(sharedLock) }
         return current
     }
-    nonisolated(unsafe) private static var current = ThreadPool(threads: 1)
+    nonisolated(unsafe) private static var current = ThreadPool(threads: CPUCount.defaultThreads)
     private static let sharedLock: UnsafeMutablePointer<pthread_mutex_t> = {
         let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
         pthread_mutex_init(m, nil)

@@ -24,6 +24,14 @@ public struct TrainingSettings: Equatable, Sendable {
     /// batch's mean loss exceeds this multiple of the run's first batch loss (at least 1); 0 turns
     /// that check off. A NaN or infinite loss, gradient or weight always stops it.
     public var divergenceFactor: Float = 1000
+    /// A model with more outputs than the data has classes is refused unless this is set (the
+    /// extra outputs are then trained towards probability 0).
+    public var allowExtraOutputs = false
+    /// Early stopping: training ends when the monitored validation metric has not improved for
+    /// this many epochs (0: off). Needs validation data.
+    public var earlyStopping = 0
+    /// The validation metric that early stopping and "best" watch.
+    public var monitor = Monitor.valLoss
     public init() {}
 
     public static func == (a: TrainingSettings, b: TrainingSettings) -> Bool {
@@ -31,7 +39,8 @@ public struct TrainingSettings: Equatable, Sendable {
             && a.optimizer == b.optimizer && a.schedule == b.schedule && a.loss == b.loss
             && a.labelSmoothing == b.labelSmoothing && a.seed == b.seed
             && a.augmentation == b.augmentation && a.loaderThreads == b.loaderThreads
-            && a.divergenceFactor == b.divergenceFactor
+            && a.divergenceFactor == b.divergenceFactor && a.allowExtraOutputs == b.allowExtraOutputs
+            && a.earlyStopping == b.earlyStopping && a.monitor == b.monitor
             && a.normalization?.mean == b.normalization?.mean && a.normalization?.std == b.normalization?.std
     }
 
@@ -56,6 +65,7 @@ public struct TrainingSettings: Equatable, Sendable {
         guard divergenceFactor.isFinite, divergenceFactor == 0 || divergenceFactor >= 1 else {
             throw bad("divergence factor must be 0 (off) or at least 1, not \(divergenceFactor)")
         }
+        guard earlyStopping >= 0, earlyStopping <= 1_000_000 else { throw bad("early stopping patience must be from 0 (off) to 1000000 epochs, not \(earlyStopping)") }
         if let n = normalization {
             guard n.mean.allSatisfy(\.isFinite), n.std.allSatisfy({ $0.isFinite && $0 > 0 }) else {
                 throw bad("normalization needs finite means and positive standard deviations")
@@ -84,6 +94,19 @@ public struct EpochResult: Sendable {
     public var seconds: Double
     public var imagesPerSecond: Double
     public var validation: Evaluation?
+    /// The monitored validation metric is the best so far (this epoch's model is the best one).
+    public var improved = false
+    /// Early stopping ends the run after this epoch.
+    public var stopsEarly = false
+}
+
+/// A validation metric to watch: lower loss or higher accuracy is better.
+public enum Monitor: String, Sendable, CaseIterable {
+    case valLoss = "val_loss"
+    case valAccuracy = "val_accuracy"
+
+    /// The metric as a number to minimize.
+    func score(_ e: Evaluation) -> Double { self == .valLoss ? e.loss : -e.accuracy }
 }
 
 /// Where a run stands between epochs: what a checkpoint saves so that a resumed run continues
@@ -96,6 +119,18 @@ public final class TrainingState {
     let settings: TrainingSettings
     /// The run's first batch loss: the divergence guard's yardstick.
     var lossReference: Double?
+    /// The best monitored score (lower is better) and the epoch (1-based) that reached it.
+    public internal(set) var best: (score: Double, epoch: Int)?
+    /// Early stopping ended the run.
+    public internal(set) var stoppedEarly = false
+    /// Batches done in the epoch under way (a run stopped inside an epoch), the generator as that
+    /// epoch began (its order and augmentation come from it) and the epoch's sums so far.
+    public internal(set) var batch = 0
+    /// What the caller wants a checkpoint to remember besides the settings (the tool: its data
+    /// options), saved as `checkpoint_data`.
+    public var data: [(key: String, value: String)] = []
+    var epochRNG = Random(seed: 0)
+    var partial: (loss: Double, correct: Int, seen: Int) = (0, 0, 0)
 
     init(optimizer: Optimizer, epoch: Int, rng: Random, settings: TrainingSettings) {
         self.optimizer = optimizer
@@ -105,12 +140,25 @@ public final class TrainingState {
     }
 
     var metadata: [(String, String)] {
-        [("checkpoint_epoch", String(epoch)),
-         ("checkpoint_step", String(optimizer.step)),
-         ("checkpoint_rng", rng.stateWords.map { String($0, radix: 16) }.joined(separator: ",")),
-         ("checkpoint_optimizer", optimizer.settings.kind.rawValue),
-         ("checkpoint_batch_size", String(settings.batchSize))]
-            + (lossReference.map { [("checkpoint_loss_reference", "\($0)")] } ?? [])
+        let rngText: String = rng.stateWords.map { String($0, radix: 16) }.joined(separator: ",")
+        let settingsText: String = JSON.object(settings.record.map { ($0.key, JSON.string($0.value)) }).serialized
+        var out: [(String, String)] = [
+            ("checkpoint_epoch", String(epoch)),
+            ("checkpoint_step", String(optimizer.step)),
+            ("checkpoint_rng", rngText),
+            ("checkpoint_optimizer", optimizer.settings.kind.rawValue),
+            ("checkpoint_batch_size", String(settings.batchSize)),
+            ("checkpoint_settings", settingsText)]
+        if let lossReference { out.append(("checkpoint_loss_reference", "\(lossReference)")) }
+        if let best { out.append(("checkpoint_best", "\(best.score),\(best.epoch)")) }
+        if stoppedEarly { out.append(("checkpoint_stopped_early", "1")) }
+        if !data.isEmpty { out.append(("checkpoint_data", JSON.object(data.map { ($0.key, JSON.string($0.value)) }).serialized)) }
+        if batch > 0 {
+            let words: String = epochRNG.stateWords.map { String($0, radix: 16) }.joined(separator: ",")
+            out.append(("checkpoint_batch", "\(batch),\(partial.loss),\(partial.correct),\(partial.seen)"))
+            out.append(("checkpoint_epoch_rng", words))
+        }
+        return out
     }
 }
 
@@ -147,8 +195,14 @@ public final class Trainer {
               let rng = Random(state: rngWords) else {
             throw bad("not a checkpoint (no valid checkpoint_epoch, checkpoint_step and checkpoint_rng metadata)")
         }
-        guard meta["checkpoint_optimizer"] == settings.optimizer.kind.rawValue else {
-            throw CNNError(.invalidArgument, "\(path): the checkpoint was trained with \(meta["checkpoint_optimizer"] ?? "?"), not \(settings.optimizer.kind.rawValue)")
+        if let text = meta["checkpoint_settings"] {
+            let recorded = try TrainingSettings.record(parsing: text, path: path)
+            try settings.checkResume(against: recorded, path: path)
+        } else {
+            // Written by 0.3 or earlier: only the optimizer was recorded.
+            guard meta["checkpoint_optimizer"] == settings.optimizer.kind.rawValue else {
+                throw CNNError(.invalidArgument, "\(path): the checkpoint was trained with \(meta["checkpoint_optimizer"] ?? "?"), not \(settings.optimizer.kind.rawValue)")
+            }
         }
         let optimizer = try Optimizer(settings.optimizer, model: model)
         for (name, buffer) in optimizer.stateTensors {
@@ -163,6 +217,27 @@ public final class Trainer {
             guard let reference = Double(text), reference.isFinite, reference >= 0 else { throw bad("checkpoint_loss_reference is '\(text)'") }
             state.lossReference = reference
         }
+        if let text = meta["checkpoint_best"] {
+            let parts = text.split(separator: ",")
+            guard parts.count == 2, let score = Double(parts[0]), score.isFinite, let epoch = Int(parts[1]), epoch >= 1, epoch <= state.epoch else {
+                throw bad("checkpoint_best is '\(text)'")
+            }
+            state.best = (score, epoch)
+        }
+        state.stoppedEarly = meta["checkpoint_stopped_early"] == "1"
+        if let text = meta["checkpoint_data"] { state.data = try TrainingSettings.record(parsing: text, path: path, settings: false) }
+        if let text = meta["checkpoint_batch"] {
+            let parts = text.split(separator: ",")
+            guard parts.count == 4, let b = Int(parts[0]), b >= 1, let loss = Double(parts[1]), loss.isFinite,
+                  let correct = Int(parts[2]), correct >= 0, let seen = Int(parts[3]), seen >= correct,
+                  let words = meta["checkpoint_epoch_rng"]?.split(separator: ",").compactMap({ UInt64($0, radix: 16) }),
+                  let epochRNG = Random(state: words) else {
+                throw bad("checkpoint_batch '\(text)' or checkpoint_epoch_rng is not valid")
+            }
+            state.batch = b
+            state.partial = (loss, correct, seen)
+            state.epochRNG = epochRNG
+        }
     }
 
     /// Trains until `settings.epochs` epochs are complete. `onBatch` returning false cancels
@@ -174,8 +249,13 @@ public final class Trainer {
     /// model is left with weights whose loss was finite and within bounds, with their optimizer
     /// state and batch-norm statistics: an update that made bad weights, or weights whose next
     /// loss is bad, is undone (each update keeps a copy of what it changes).
+    ///
+    /// `until`: stop after that many epochs in all (at most `settings.epochs`; nil: all of them),
+    /// so that a run can be trained in steps; the steps give the same bytes as one call.
+    /// Early stopping (`settings.earlyStopping`) ends the run when the monitored metric has not
+    /// improved for that many epochs; `EpochResult.improved` marks the best epoch so far.
     @discardableResult
-    public func fit(_ train: Dataset, validation: Dataset? = nil,
+    public func fit(_ train: Dataset, validation: Dataset? = nil, until: Int? = nil,
                     onBatch: (TrainingProgress) -> Bool = { _ in true },
                     onEpoch: (EpochResult, TrainingState) throws -> Void = { _, _ in }) throws -> [EpochResult] {
         let batchSize = min(settings.batchSize, train.count)
@@ -196,23 +276,40 @@ public final class Trainer {
         if let v = validation, v.shape.c != train.shape.c || v.shape.h != train.shape.h || v.shape.w != train.shape.w {
             throw CNNError(.shapeMismatch, "validation data has images of \(v.shape), the model takes \(model.inputShape)")
         }
-        guard train.numClasses <= model.numClasses, (validation?.numClasses ?? 0) <= model.numClasses else {
-            throw CNNError(.shapeMismatch, "the data has \(max(train.numClasses, validation?.numClasses ?? 0)) classes, the model outputs \(model.numClasses)")
+        if settings.earlyStopping > 0 && validation == nil {
+            throw CNNError(.invalidArgument, "early stopping watches \(settings.monitor.rawValue): it needs validation data")
         }
         if state.epoch == 0 {
             if let n = settings.normalization {
                 guard n.mean.count == model.inputShape.c, n.std.count == model.inputShape.c else {
                     throw CNNError(.invalidArgument, "normalization needs \(model.inputShape.c) means and standard deviations")
                 }
+            }
+        }
+        // A fresh model (its classes unnamed) takes the data's names; a named one must match them.
+        let adoptNames = state.epoch == 0 && model.classNames == Dataset.numberedNames(model.numClasses)
+            && train.numClasses <= model.numClasses
+        let names = adoptNames
+            ? train.classNames + Dataset.numberedNames(model.numClasses).dropFirst(train.numClasses) : model.classNames
+        try train.checkClasses(against: names, what: "the training data")
+        try validation?.checkClasses(against: names, what: "the validation data")
+        guard train.numClasses == model.numClasses || settings.allowExtraOutputs else {
+            throw CNNError(.shapeMismatch, "the model outputs \(model.numClasses) classes, the training data has \(train.numClasses) \(Dataset.list(train.classNames)): make the last layer dense(\(train.numClasses)), or allow the extra outputs (--allow-extra-outputs, allow_extra_outputs) when they are wanted")
+        }
+        if state.epoch == 0 {
+            if let n = settings.normalization {
                 (model.mean, model.std) = (n.mean, n.std)
             } else {
                 (model.mean, model.std) = train.channelStatistics()
             }
-            if train.numClasses == model.numClasses { model.classNames = train.classNames }
+            model.classNames = names
             if let fit = train.imageFit { model.imageFit = fit }
         }
         let k = model.numClasses, sample = model.inputShape.count
         let batches = (train.count + batchSize - 1) / batchSize
+        guard state.batch <= batches, state.partial.seen <= train.count else {
+            throw CNNError(.shapeMismatch, "the run stopped after batch \(state.batch) of an epoch, but this data makes epochs of \(batches) batches: go on with the same data")
+        }
         let totalSteps = batches * settings.epochs
         let x = FloatBuffer(count: batchSize * sample)
         let dLogits = FloatBuffer(count: batchSize * k)
@@ -235,13 +332,21 @@ public final class Trainer {
             : nil
         defer { prefetcher?.stop() }
 
-        while state.epoch < settings.epochs {
+        let last = min(until ?? settings.epochs, settings.epochs)
+        while state.epoch < last && !state.stoppedEarly {
             let epoch = state.epoch
             let start = monotonicSeconds()
-            rng.permutation(train.count, into: &order)
-            prefetcher?.startEpoch(order, seed: augment == nil ? 0 : rng.next())
-            var lossSum = 0.0, correct = 0, seen = 0
-            for b in 0..<batches {
+            // The epoch's order and augmentation seed come from the generator as it was when the
+            // epoch began (kept for a run stopped inside the epoch, which goes on from its batch).
+            let first = state.batch
+            var epochRNG = first > 0 ? state.epochRNG : rng
+            let epochStart = epochRNG
+            epochRNG.permutation(train.count, into: &order)
+            let augmentSeed = augment == nil ? 0 : epochRNG.next()
+            if first == 0 { rng = epochRNG }
+            prefetcher?.startEpoch(order, seed: augmentSeed, firstBatch: first)
+            var lossSum = state.partial.loss, correct = state.partial.correct, seen = state.partial.seen, seenHere = 0
+            for b in first..<batches {
                 let lo = b * batchSize
                 var n = min(batchSize, train.count - lo)
                 var input = x
@@ -294,19 +399,38 @@ public final class Trainer {
                 lossSum += result.sum
                 correct += result.correct
                 seen += n
+                seenHere += n
                 let elapsed = max(monotonicSeconds() - start, 1e-9)
                 let progress = TrainingProgress(epoch: epoch, epochs: settings.epochs, batch: b, batches: batches,
                                                 loss: lossSum / Double(seen), accuracy: Double(correct) / Double(seen),
-                                                imagesPerSecond: Double(seen) / elapsed, learningRate: lr)
+                                                imagesPerSecond: Double(seenHere) / elapsed, learningRate: lr)
                 if !onBatch(progress) {
+                    // Where the run stands, so that it can go on from the next batch (a checkpoint
+                    // saved now resumes exactly).
+                    state.batch = b + 1
+                    state.epochRNG = epochStart
+                    state.rng = rng
+                    state.partial = (lossSum, correct, seen)
                     throw CNNError(.cancelled, "training cancelled at epoch \(epoch + 1), batch \(b + 1); the model keeps its last completed update")
                 }
             }
             let seconds = monotonicSeconds() - start
-            var result = EpochResult(epoch: epoch, loss: lossSum / Double(seen), accuracy: Double(correct) / Double(seen),
-                                     seconds: seconds, imagesPerSecond: Double(seen) / max(seconds, 1e-9), validation: nil)
+            var result = EpochResult(epoch: epoch, loss: lossSum / Double(max(seen, 1)), accuracy: Double(correct) / Double(max(seen, 1)),
+                                     seconds: seconds, imagesPerSecond: Double(seenHere) / max(seconds, 1e-9), validation: nil)
+            state.batch = 0
+            state.partial = (0, 0, 0)
             if let validation {
-                result.validation = try evaluate(model: model, on: validation, loss: settings.loss)
+                let v = try evaluate(model: model, on: validation, loss: settings.loss)
+                result.validation = v
+                let score = settings.monitor.score(v)
+                if state.best.map({ score < $0.score }) ?? true {
+                    state.best = (score, epoch + 1)
+                    result.improved = true
+                }
+                if settings.earlyStopping > 0, let best = state.best, epoch + 1 - best.epoch >= settings.earlyStopping {
+                    result.stopsEarly = true
+                    state.stoppedEarly = true
+                }
             }
             state.epoch += 1
             state.rng = rng

@@ -127,3 +127,24 @@ public func exportDatasetSetClassNames(_ dataset: OpaquePointer?, _ names: Unsaf
         try handle.setClassNames(list)
     }
 }
+
+// export: cnn_dataset_sample_path
+public func exportDatasetSamplePath(_ dataset: OpaquePointer?, _ index: Int32, _ path: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> cnn_status {
+    guarded("cnn_dataset_sample_path") {
+        let handle = try Registry.dataset(dataset)
+        let out = try required(path, "path")
+        out.pointee = try handle.samplePath(Int(index))
+    }
+}
+
+// export: cnn_dataset_map_classes
+public func exportDatasetMapClasses(_ data: OpaquePointer?, _ model: OpaquePointer?, _ mapped: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
+    guarded("cnn_dataset_map_classes") {
+        let handle = try Registry.dataset(data, "data")
+        let modelHandle = try Registry.model(model)
+        let out = try required(mapped, "mapped")
+        let names = try modelHandle.reading { $0.classNames }
+        let result = try handle.using { try $0.mappingClasses(to: names) }
+        out.pointee = Registry.add(DatasetHandle(result))
+    }
+}

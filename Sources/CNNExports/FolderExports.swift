@@ -119,3 +119,30 @@ public func exportModelPredictJPEGFile(_ model: OpaquePointer?, _ path: UnsafePo
         out.update(from: probs, count: probs.count)
     }
 }
+
+// export: cnn_model_predict_image
+public func exportModelPredictImage(_ model: OpaquePointer?, _ pixels: UnsafePointer<UInt8>?, _ height: Int32, _ width: Int32,
+                                    _ channels: Int32, _ stride: Int32, _ probabilities: UnsafeMutablePointer<Float>?) -> cnn_status {
+    guarded("cnn_model_predict_image") {
+        let handle = try Registry.model(model)
+        let pixels = try required(pixels, "pixels"), out = try required(probabilities, "probabilities")
+        guard height >= 1, height <= 1 << 15, width >= 1, width <= 1 << 15 else {
+            throw invalid("height and width must be from 1 to 32768, not \(height) x \(width)")
+        }
+        guard channels == 1 || channels == 3 || channels == 4 else {
+            throw invalid("channels must be 1 (gray), 3 (RGB) or 4 (RGBA), not \(channels)")
+        }
+        let h = Int(height), w = Int(width), c = Int(channels), row = stride == 0 ? w * c : Int(stride)
+        guard row >= w * c else { throw invalid("stride \(stride) is less than width * channels = \(w * c)") }
+        let kept = c == 4 ? 3 : c
+        try Memory.check(h * w * kept * 8, for: "an image of \(w)x\(h)")
+        var bytes = [UInt8](repeating: 0, count: h * w * kept)
+        for y in 0..<h {
+            let src = pixels + y * row
+            for x in 0..<w { for k in 0..<kept { bytes[(y * w + x) * kept + k] = src[x * c + k] } }
+        }
+        let image = Image(width: w, height: h, channels: kept, pixels: bytes)
+        let probs = try handle.shared { try $0.predictImage(image) }
+        out.update(from: probs, count: probs.count)
+    }
+}

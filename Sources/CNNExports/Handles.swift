@@ -35,13 +35,45 @@ final class ModelHandle {
     private var replicas: [Model] = []
     private var strings: [String: CString] = [:]
     private var classNames: [CString] = []
+    /// A cnn_trainer holds the model between its runs: other training is refused meanwhile.
+    private var trainerAttached = false
+    /// The thread inside an epoch-end progress callback: it may read the model (save it,
+    /// predict, evaluate) while the training call waits for the callback.
+    private var epochEndThread: pthread_t?
 
     init(_ model: Model) { self.model = model }
 
-    /// Runs `body` with the model to itself (training).
-    func exclusive<T>(_ body: (Model) throws -> T) throws -> T {
+    /// Whether the model may be read now (guarded by `lock`).
+    private var readable: Bool {
+        !training || epochEndThread.map { pthread_equal($0, pthread_self()) != 0 } == true
+    }
+
+    func attachTrainer() throws {
+        try lock.with {
+            guard !trainerAttached else { throw CNNError(.busy, "the model already has a cnn_trainer (free it first)") }
+            trainerAttached = true
+        }
+    }
+
+    func detachTrainer() { lock.with { trainerAttached = false } }
+
+    /// Runs `body` (an epoch-end callback) with the model readable from this thread.
+    func epochEnd<T>(_ body: () throws -> T) rethrows -> T {
+        lock.with {
+            epochEndThread = pthread_self()
+            replicas.removeAll()
+            classNames.removeAll()
+            strings["summary"] = nil
+        }
+        defer { lock.with { epochEndThread = nil; replicas.removeAll() } }
+        return try body()
+    }
+
+    /// Runs `body` with the model to itself (training); `trainer`: the call is a cnn_trainer's.
+    func exclusive<T>(trainer: Bool = false, _ body: (Model) throws -> T) throws -> T {
         try lock.with {
             guard !training, users == 0 else { throw CNNError(.busy, "the model is being trained or used by another call") }
+            guard trainer || !trainerAttached else { throw CNNError(.busy, "the model belongs to a cnn_trainer; train it with cnn_trainer_run or free the trainer first") }
             training = true
         }
         defer {
@@ -58,7 +90,7 @@ final class ModelHandle {
     /// Runs `body` with a private copy of the model, for calls that may run concurrently.
     func shared<T>(_ body: (Model) throws -> T) throws -> T {
         var replica: Model? = try lock.with {
-            guard !training else { throw CNNError(.busy, "the model is being trained") }
+            guard readable else { throw CNNError(.busy, "the model is being trained") }
             users += 1
             return replicas.popLast()
         }
@@ -75,7 +107,7 @@ final class ModelHandle {
     /// Reads the model itself without changing it (saving): excluded only by training.
     func reading<T>(_ body: (Model) throws -> T) throws -> T {
         try lock.with {
-            guard !training else { throw CNNError(.busy, "the model is being trained") }
+            guard readable else { throw CNNError(.busy, "the model is being trained") }
             users += 1
         }
         defer { lock.with { users -= 1 } }
@@ -85,7 +117,7 @@ final class ModelHandle {
     /// A string owned by the handle, made once.
     func string(_ key: String, _ make: (Model) -> String) throws -> UnsafePointer<CChar> {
         try lock.with {
-            guard !training else { throw CNNError(.busy, "the model is being trained") }
+            guard readable else { throw CNNError(.busy, "the model is being trained") }
             if let s = strings[key] { return UnsafePointer(s.pointer) }
             let s = CString(make(model))
             strings[key] = s
@@ -95,7 +127,7 @@ final class ModelHandle {
 
     func className(_ index: Int) throws -> UnsafePointer<CChar> {
         try lock.with {
-            guard !training else { throw CNNError(.busy, "the model is being trained") }
+            guard readable else { throw CNNError(.busy, "the model is being trained") }
             if classNames.count != model.classNames.count { classNames = model.classNames.map(CString.init) }
             guard index >= 0, index < classNames.count else {
                 throw CNNError(.invalidArgument, "index \(index) is outside 0..<\(classNames.count)")
@@ -124,6 +156,20 @@ final class DatasetHandle {
         }
     }
     init(_ dataset: Dataset) { self.dataset = dataset }
+
+    private var pathStrings: [CString] = []
+
+    /// The file of sample `index`, as a C string owned by the handle, or nil (no file).
+    func samplePath(_ index: Int) throws -> UnsafePointer<CChar>? {
+        try lock.with {
+            guard index >= 0, index < dataset.count else {
+                throw CNNError(.invalidArgument, "index \(index) is outside 0..<\(dataset.count)")
+            }
+            guard let paths = dataset.samplePaths else { return nil }
+            if pathStrings.count != paths.count { pathStrings = paths.map(CString.init) }
+            return UnsafePointer(pathStrings[index].pointer)
+        }
+    }
 
     func using<T>(_ body: (Dataset) throws -> T) throws -> T {
         lock.with { users += 1 }
@@ -155,6 +201,12 @@ enum Registry {
         // The object is released here, after the lock, when `removed` goes out of scope.
         let removed = lock.with { live.removeValue(forKey: UnsafeMutableRawPointer(handle)) }
         withExtendedLifetime(removed) {}
+    }
+
+    /// The live object of a handle, or nil.
+    static func object(_ handle: OpaquePointer?, _ name: String) -> AnyObject? {
+        guard let handle else { return nil }
+        return lock.with { live[UnsafeMutableRawPointer(handle)] }
     }
 
     static func model(_ handle: OpaquePointer?, _ name: String = "model") throws -> ModelHandle {

@@ -40,10 +40,10 @@ private func predict(_ function: String, _ model: OpaquePointer?, _ n: Int32, _ 
 }
 
 private func floatImages(_ images: UnsafePointer<Float>?) -> (Model, Int) throws -> [Float] {
-    { _, total in
+    { m, total in
         let images = try required(images, "images")
         let x = Array(UnsafeBufferPointer(start: images, count: total))
-        if let i = x.firstIndex(where: { !$0.isFinite }) { throw invalid("images[\(i)] is not finite") }
+        if let i = x.firstIndex(where: { !($0 >= 0 && $0 <= 1) }) { throw invalid(pixelRangeMessage(x[i], index: i, shape: m.inputShape)) }
         return x
     }
 }
@@ -95,4 +95,11 @@ public func exportTopK(_ scores: UnsafePointer<Float>?, _ n: Int32, _ classes: I
             }
         }
     }
+}
+
+/// Why a float pixel is refused: where it is, and what to do.
+func pixelRangeMessage(_ v: Float, index i: Int, shape s: Shape) -> String {
+    let n = i / s.count, c = (i % s.count) / (s.h * s.w), y = (i % (s.h * s.w)) / s.w, x = i % s.w
+    let hint = v.isFinite && v > 1 && v <= 255 ? "; divide 8-bit values by 255 (or pass uint8 images)" : ""
+    return "images[\(i)] (image \(n), channel \(c), row \(y), column \(x)) is \(v): float pixels must be in [0, 1]\(hint)"
 }

@@ -40,6 +40,10 @@ func cParams(_ s: TrainingSettings) -> cnn_train_params {
     p.augment_contrast = s.augmentation.contrast
     p.loader_threads = Int32(s.loaderThreads)
     p.divergence_factor = s.divergenceFactor
+    p.allow_extra_outputs = s.allowExtraOutputs ? 1 : 0
+    p.early_stopping = Int32(s.earlyStopping)
+    p.monitor = cMonitor(s.monitor)
+    p.save_best = nil
     return p
 }
 
@@ -58,6 +62,13 @@ func cSchedule(_ kind: ScheduleKind) -> Int32 {
     case .constant: Int32(CNN_SCHEDULE_CONSTANT)
     case .step: Int32(CNN_SCHEDULE_STEP)
     case .cosine: Int32(CNN_SCHEDULE_COSINE)
+    }
+}
+
+func cMonitor(_ kind: Monitor) -> Int32 {
+    switch kind {
+    case .valLoss: Int32(CNN_MONITOR_VAL_LOSS)
+    case .valAccuracy: Int32(CNN_MONITOR_VAL_ACCURACY)
     }
 }
 
@@ -106,6 +117,13 @@ func trainingSettings(_ p: cnn_train_params) throws -> TrainingSettings {
     s.augmentation.contrast = p.augment_contrast
     s.loaderThreads = Int(p.loader_threads)
     s.divergenceFactor = p.divergence_factor
+    guard p.allow_extra_outputs == 0 || p.allow_extra_outputs == 1 else { throw invalid("params.allow_extra_outputs must be 0 or 1, not \(p.allow_extra_outputs)") }
+    s.allowExtraOutputs = p.allow_extra_outputs == 1
+    s.earlyStopping = Int(p.early_stopping)
+    guard let monitor = Monitor.allCases.first(where: { cMonitor($0) == p.monitor }) else {
+        throw invalid("params.monitor is \(p.monitor); expected CNN_MONITOR_VAL_LOSS or CNN_MONITOR_VAL_ACCURACY")
+    }
+    s.monitor = monitor
     guard p.threads >= 0, p.threads <= 256 else { throw invalid("params.threads must be from 0 to 256, not \(p.threads)") }
     do { try s.validate() } catch let e as CNNError { throw invalid("params: \(e.message)") }
     return s
@@ -115,46 +133,9 @@ func trainingSettings(_ p: cnn_train_params) throws -> TrainingSettings {
 public func exportModelTrain(_ model: OpaquePointer?, _ data: OpaquePointer?,
                              _ params: UnsafePointer<cnn_train_params>?) -> cnn_status {
     guarded("cnn_model_train") {
-        let handle = try Registry.model(model)
-        let train = try Registry.dataset(data, "data")
-        let params = try required(params, "params")
-        var defaults = cnn_train_params()
-        exportTrainParamsDefault(&defaults)
-        // Version 0.1 ended with loader_threads.
-        let p = try versionedStruct(params, defaults: defaults, oldestSize: MemoryLayout<cnn_train_params>.offset(of: \.divergence_factor)!,
-                                    name: "params", initializer: "cnn_train_params_default")
-        let settings = try trainingSettings(p)
-        let validation = try p.validation.map { try Registry.dataset($0, "params.validation") }
-        if p.threads > 0 { ThreadPool.setThreads(Int(p.threads)) }
-        try handle.exclusive { m in
-            try train.using { trainData in
-                try (validation ?? train).using { _ in
-                    let trainer = try Trainer(model: m, settings: settings)
-                    var progress = cnn_progress()
-                    try trainer.fit(trainData, validation: validation?.dataset, onBatch: { b in
-                        guard let callback = p.progress else { return true }
-                        progress = cnn_progress(epoch: Int32(b.epoch), epochs: Int32(b.epochs), batch: Int32(b.batch),
-                                                batches: Int32(b.batches), loss: Float(b.loss), accuracy: Float(b.accuracy),
-                                                images_per_second: Float(b.imagesPerSecond), learning_rate: b.learningRate,
-                                                epoch_end: 0, has_validation: 0, val_loss: 0, val_accuracy: 0)
-                        return callback(&progress, p.user_data) == 0
-                    }, onEpoch: { r, _ in
-                        guard let callback = p.progress else { return }
-                        progress.epoch_end = 1
-                        progress.loss = Float(r.loss)
-                        progress.accuracy = Float(r.accuracy)
-                        progress.images_per_second = Float(r.imagesPerSecond)
-                        if let v = r.validation {
-                            progress.has_validation = 1
-                            progress.val_loss = Float(v.loss)
-                            progress.val_accuracy = Float(v.accuracy)
-                        }
-                        if callback(&progress, p.user_data) != 0 {
-                            throw CNNError(.cancelled, "training cancelled after epoch \(r.epoch + 1); the model keeps its last completed update")
-                        }
-                    })
-                }
-            }
+        let run = try TrainingRun(model, data, params)
+        try run.handle.exclusive { m in
+            try run.train(Trainer(model: m, settings: run.settings), until: nil)
         }
     }
 }

@@ -73,6 +73,28 @@ public func exportDatasetGet(_ dataset: OpaquePointer?, _ first: Int32, _ count:
     }
 }
 
+@_cdecl("cnn_dataset_map_classes")
+public func exportDatasetMapClasses(_ data: OpaquePointer?, _ model: OpaquePointer?, _ mapped: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
+    switch dispatchLevel {
+#if CNN_ALL_LEVELS
+    case .avx512: CNNExportsAVX512.exportDatasetMapClasses(data, model, mapped)
+    case .avx2: CNNExportsAVX2.exportDatasetMapClasses(data, model, mapped)
+#endif
+    default: CNNExports.exportDatasetMapClasses(data, model, mapped)
+    }
+}
+
+@_cdecl("cnn_dataset_sample_path")
+public func exportDatasetSamplePath(_ dataset: OpaquePointer?, _ index: Int32, _ path: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> cnn_status {
+    switch dispatchLevel {
+#if CNN_ALL_LEVELS
+    case .avx512: CNNExportsAVX512.exportDatasetSamplePath(dataset, index, path)
+    case .avx2: CNNExportsAVX2.exportDatasetSamplePath(dataset, index, path)
+#endif
+    default: CNNExports.exportDatasetSamplePath(dataset, index, path)
+    }
+}
+
 @_cdecl("cnn_dataset_set_class_names")
 public func exportDatasetSetClassNames(_ dataset: OpaquePointer?, _ names: UnsafePointer<UnsafePointer<CChar>?>?, _ count: Int32) -> cnn_status {
     switch dispatchLevel {
@@ -293,6 +315,17 @@ public func exportModelPredict(_ model: OpaquePointer?, _ images: UnsafePointer<
     }
 }
 
+@_cdecl("cnn_model_predict_image")
+public func exportModelPredictImage(_ model: OpaquePointer?, _ pixels: UnsafePointer<UInt8>?, _ height: Int32, _ width: Int32, _ channels: Int32, _ stride: Int32, _ probabilities: UnsafeMutablePointer<Float>?) -> cnn_status {
+    switch dispatchLevel {
+#if CNN_ALL_LEVELS
+    case .avx512: CNNExportsAVX512.exportModelPredictImage(model, pixels, height, width, channels, stride, probabilities)
+    case .avx2: CNNExportsAVX2.exportModelPredictImage(model, pixels, height, width, channels, stride, probabilities)
+#endif
+    default: CNNExports.exportModelPredictImage(model, pixels, height, width, channels, stride, probabilities)
+    }
+}
+
 @_cdecl("cnn_model_predict_jpeg")
 public func exportModelPredictJPEG(_ model: OpaquePointer?, _ data: UnsafePointer<UInt8>?, _ size: Int, _ options: UnsafePointer<cnn_folder_options>?, _ probabilities: UnsafeMutablePointer<Float>?) -> cnn_status {
     switch dispatchLevel {
@@ -422,6 +455,72 @@ public func exportTrainParamsDefault(_ params: UnsafeMutablePointer<cnn_train_pa
     case .avx2: CNNExportsAVX2.exportTrainParamsDefault(params)
 #endif
     default: CNNExports.exportTrainParamsDefault(params)
+    }
+}
+
+@_cdecl("cnn_trainer_create")
+public func exportTrainerCreate(_ model: OpaquePointer?, _ data: OpaquePointer?, _ params: UnsafePointer<cnn_train_params>?, _ trainer: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
+    switch dispatchLevel {
+#if CNN_ALL_LEVELS
+    case .avx512: CNNExportsAVX512.exportTrainerCreate(model, data, params, trainer)
+    case .avx2: CNNExportsAVX2.exportTrainerCreate(model, data, params, trainer)
+#endif
+    default: CNNExports.exportTrainerCreate(model, data, params, trainer)
+    }
+}
+
+@_cdecl("cnn_trainer_free")
+public func exportTrainerFree(_ trainer: OpaquePointer?) {
+    switch dispatchLevel {
+#if CNN_ALL_LEVELS
+    case .avx512: CNNExportsAVX512.exportTrainerFree(trainer)
+    case .avx2: CNNExportsAVX2.exportTrainerFree(trainer)
+#endif
+    default: CNNExports.exportTrainerFree(trainer)
+    }
+}
+
+@_cdecl("cnn_trainer_progress")
+public func exportTrainerProgress(_ trainer: OpaquePointer?, _ epoch: UnsafeMutablePointer<Int32>?, _ batch: UnsafeMutablePointer<Int32>?, _ finished: UnsafeMutablePointer<Int32>?) -> cnn_status {
+    switch dispatchLevel {
+#if CNN_ALL_LEVELS
+    case .avx512: CNNExportsAVX512.exportTrainerProgress(trainer, epoch, batch, finished)
+    case .avx2: CNNExportsAVX2.exportTrainerProgress(trainer, epoch, batch, finished)
+#endif
+    default: CNNExports.exportTrainerProgress(trainer, epoch, batch, finished)
+    }
+}
+
+@_cdecl("cnn_trainer_resume")
+public func exportTrainerResume(_ trainer: OpaquePointer?, _ path: UnsafePointer<CChar>?) -> cnn_status {
+    switch dispatchLevel {
+#if CNN_ALL_LEVELS
+    case .avx512: CNNExportsAVX512.exportTrainerResume(trainer, path)
+    case .avx2: CNNExportsAVX2.exportTrainerResume(trainer, path)
+#endif
+    default: CNNExports.exportTrainerResume(trainer, path)
+    }
+}
+
+@_cdecl("cnn_trainer_run")
+public func exportTrainerRun(_ trainer: OpaquePointer?, _ epochs: Int32) -> cnn_status {
+    switch dispatchLevel {
+#if CNN_ALL_LEVELS
+    case .avx512: CNNExportsAVX512.exportTrainerRun(trainer, epochs)
+    case .avx2: CNNExportsAVX2.exportTrainerRun(trainer, epochs)
+#endif
+    default: CNNExports.exportTrainerRun(trainer, epochs)
+    }
+}
+
+@_cdecl("cnn_trainer_save_checkpoint")
+public func exportTrainerSaveCheckpoint(_ trainer: OpaquePointer?, _ path: UnsafePointer<CChar>?) -> cnn_status {
+    switch dispatchLevel {
+#if CNN_ALL_LEVELS
+    case .avx512: CNNExportsAVX512.exportTrainerSaveCheckpoint(trainer, path)
+    case .avx2: CNNExportsAVX2.exportTrainerSaveCheckpoint(trainer, path)
+#endif
+    default: CNNExports.exportTrainerSaveCheckpoint(trainer, path)
     }
 }
 

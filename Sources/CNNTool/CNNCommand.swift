@@ -55,14 +55,19 @@ func printError(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }
 
-/// `--spec` takes the architecture text itself or a file that holds it.
+/// `--spec` takes the architecture text itself or a file that holds it. A text with no layer in
+/// it (no parenthesis) that names no file is taken as a file that is missing.
 func architectureText(_ spec: String) throws -> String {
     var isDirectory: ObjCBool = false
-    if FileManager.default.fileExists(atPath: spec, isDirectory: &isDirectory), !isDirectory.boolValue {
+    if FileManager.default.fileExists(atPath: spec, isDirectory: &isDirectory) {
+        guard !isDirectory.boolValue else { throw CNNError(.io, "--spec \(spec): is a directory, not an architecture file") }
         guard let data = FileManager.default.contents(atPath: spec), let text = String(data: data, encoding: .utf8) else {
-            throw CNNError(.io, "\(spec): cannot read the architecture file")
+            throw CNNError(.io, "--spec \(spec): cannot read the architecture file")
         }
         return text
+    }
+    if !spec.contains("(") {
+        throw CNNError(.io, "--spec \(spec): no such file (and not an architecture text: those look like \"input(1,28,28) conv(8,3) relu flatten dense(10)\")")
     }
     return spec
 }
@@ -93,15 +98,17 @@ struct ImageOptions: ParsableArguments {
 }
 
 struct CommonOptions: ParsableArguments {
-    @Option(help: "Worker threads (results are identical for any number).")
-    var threads: Int = 1
+    @Option(help: "Worker threads (results are identical for any number; default: CNN_NUM_THREADS, else every CPU this process may use).")
+    var threads: Int?
 
     @Option(name: .customLong("memory-limit"), help: "The most memory one step (loading, training, predicting) may take: bytes, or with K, M, G (default: CNN_MEMORY_LIMIT, else half the physical memory).")
     var memoryLimit: String?
 
     func apply() throws {
-        guard threads >= 1, threads <= 256 else { throw CNNError(.invalidArgument, "--threads must be from 1 to 256, not \(threads)") }
-        ThreadPool.setThreads(threads)
+        if let threads {
+            guard threads >= 1, threads <= 256 else { throw CNNError(.invalidArgument, "--threads must be from 1 to 256, not \(threads)") }
+            ThreadPool.setThreads(threads)
+        }
         if let memoryLimit {
             guard let bytes = Memory.parseSize(memoryLimit), bytes >= 1 << 20 else {
                 throw CNNError(.invalidArgument, "--memory-limit takes a size of at least 1M (e.g. 512M, 4G), not '\(memoryLimit)'")

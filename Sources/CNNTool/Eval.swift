@@ -9,6 +9,8 @@ struct Eval: ParsableCommand {
     @Option(help: "Data: a folder of class sub-folders of JPEGs, or an IDX images file.") var data: String
     @Flag(help: "Print one JSON object.") var json = false
     @Option(help: "Use only the first N samples.") var limit: Int?
+    @Flag(name: .customLong("map-classes"), help: "Match the data's classes to the model's by name (a test set that lacks some classes or orders them otherwise); default: they must be the model's, in its order.")
+    var mapClasses = false
     @OptionGroup var images: ImageOptions
     @OptionGroup var common: CommonOptions
 
@@ -19,9 +21,8 @@ struct Eval: ParsableCommand {
             var options = try images.options()
             options.fit = m.imageFit
             var dataset = try loadDataset(data, input: m.inputShape, options: options, quiet: json)
-            if dataset.numClasses == m.numClasses && isDirectory(data) && dataset.classNames != m.classNames {
-                throw CNNError(.shapeMismatch, "\(data): its class folders \(dataset.classNames) are not the model's classes \(m.classNames)")
-            }
+            if mapClasses { dataset = try dataset.mappingClasses(to: m.classNames) }
+            try dataset.checkClasses(of: m, what: data)
             if let limit {
                 guard limit >= 1 else { throw CNNError(.invalidArgument, "--limit must be at least 1") }
                 dataset = try dataset.prefix(limit)

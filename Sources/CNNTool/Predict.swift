@@ -13,6 +13,8 @@ struct Predict: ParsableCommand {
     @Option(help: "How many classes to show per image.") var top: Int = 1
     @Option(help: "Use only the first N images of --data.") var limit: Int?
     @Flag(help: "Print JSON (one array).") var json = false
+    @Flag(name: .customLong("map-classes"), help: "Match the classes of --data to the model's by name; default: they must be the model's, in its order.")
+    var mapClasses = false
     @OptionGroup var images: ImageOptions
     @OptionGroup var common: CommonOptions
 
@@ -50,6 +52,8 @@ struct Predict: ParsableCommand {
             }
             if let data {
                 var dataset = try loadDataset(data, input: m.inputShape, options: options, quiet: json)
+                if mapClasses { dataset = try dataset.mappingClasses(to: m.classNames) }
+                try dataset.checkClasses(of: m, what: data)
                 if let limit {
                     guard limit >= 1 else { throw CNNError(.invalidArgument, "--limit must be at least 1") }
                     dataset = try dataset.prefix(limit)
@@ -59,7 +63,7 @@ struct Predict: ParsableCommand {
                 let probs = pixels.withUnsafeBufferPointer { m.predict($0.baseAddress!, batch: dataset.count) }
                 for n in 0..<dataset.count {
                     let label = Int(dataset.labels[n])
-                    report("\(data)#\(n)", probs[(n * k)..<((n + 1) * k)], label: label < dataset.classNames.count ? dataset.classNames[label] : String(label))
+                    report(dataset.samplePaths?[n] ?? "\(data)#\(n)", probs[(n * k)..<((n + 1) * k)], label: label < dataset.classNames.count ? dataset.classNames[label] : String(label))
                 }
             }
             if json { print("[" + entries.joined(separator: ",\n") + "]") }

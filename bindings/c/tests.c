@@ -19,6 +19,8 @@ static const char *datadir;
 static const char *REF = "input(1,28,28) conv(32,3,pad=1) relu maxpool(2) conv(64,3,pad=1) relu maxpool(2) flatten dense(128) relu dense(10)";
 static const char *SMALL = "input(1,28,28) conv(4,3) relu maxpool(2) flatten dense(10)";
 
+#include "tests_steps.inc"
+
 static void test_version_and_status(void) {
     CHECK(cnn_version_number() == CNN_VERSION_NUMBER, "library %d, header %d", (int)cnn_version_number(), CNN_VERSION_NUMBER);
     char expected[32];
@@ -539,7 +541,12 @@ static void test_folders(cnn_model *m) {
     const char *file = NULL, *reason = NULL;
     EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_dataset_skipped_file(d, 0, &file, &reason));
     cnn_evaluation e;
-    EXPECT_STATUS(CNN_OK, cnn_model_evaluate(m, d, &e, NULL)); /* classes in folder order: a number, not a check */
+    /* The folders' names, sorted, are not the model's classes in its order: refused, not a number. */
+    EXPECT_STATUS(CNN_SHAPE_MISMATCH, cnn_model_evaluate(m, d, &e, NULL));
+    CHECK(strstr(cnn_last_error(), "Ankle boot") != NULL, "names the lists: %s", cnn_last_error());
+    const char *first_file = NULL;
+    EXPECT_STATUS(CNN_OK, cnn_dataset_sample_path(d, 0, &first_file));
+    CHECK(first_file && strncmp(first_file, root, strlen(root)) == 0 && strstr(first_file, ".jpg"), "sample 0 is %s", first_file ? first_file : "NULL");
 
     /* Split. */
     cnn_dataset *a = NULL, *b = NULL;
@@ -657,6 +664,7 @@ int main(int argc, char **argv) {
     cnn_model *model = NULL;
     cnn_dataset *test = NULL;
     test_training(&model, &test);
+    if (test) test_steps(test);
     if (model && test) test_inference(model, test);
     if (model) test_folders(model);
     cnn_model_free(model);

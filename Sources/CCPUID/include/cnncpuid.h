@@ -16,4 +16,7 @@ unsigned cnncpu_levels(void);
  * written into buffer (at most size bytes, NUL-terminated). */
 void cnncpu_missing(unsigned level, char *buffer, unsigned size);
 
+/* The CPUs this process may run on (its affinity mask, as nproc counts them); at least 1. */
+int cnncpu_affinity_count(void);
+
 #endif

@@ -147,6 +147,7 @@ extension Dataset {
         d.skipped = skipped
         d.warnings = warnings
         d.imageFit = options.fit
+        d.samplePaths = goodPaths
         let m = Double(goodPaths.count * shape.h * shape.w)
         let mean = (0..<shape.c).map { total[2 * $0] / m }
         let std = (0..<shape.c).map { max(total[2 * $0 + 1] / m - mean[$0] * mean[$0], 0).squareRoot() }

@@ -11,7 +11,7 @@ from . import errors
 
 # The version of cnn.h this binding was written for (setup.py and test_api_facts.py check it
 # against include/cnn.h; the distribution's version is this one).
-VERSION = (0, 3, 0)
+VERSION = (0, 4, 0)
 VERSION_NUMBER = VERSION[0] * 10000 + VERSION[1] * 100 + VERSION[2]
 
 c_float_p = ctypes.POINTER(ctypes.c_float)
@@ -32,6 +32,7 @@ class Progress(ctypes.Structure):
         ("images_per_second", ctypes.c_float), ("learning_rate", ctypes.c_float),
         ("epoch_end", ctypes.c_int32), ("has_validation", ctypes.c_int32),
         ("val_loss", ctypes.c_float), ("val_accuracy", ctypes.c_float),
+        ("best", ctypes.c_int32), ("stops_early", ctypes.c_int32),
     ]
 
 
@@ -51,6 +52,8 @@ class TrainParams(ctypes.Structure):
         ("augment_flip", ctypes.c_int32), ("augment_translate", ctypes.c_int32),
         ("augment_brightness", ctypes.c_float), ("augment_contrast", ctypes.c_float),
         ("loader_threads", ctypes.c_int32), ("divergence_factor", ctypes.c_float),
+        ("allow_extra_outputs", ctypes.c_int32), ("early_stopping", ctypes.c_int32),
+        ("monitor", ctypes.c_int32), ("save_best", ctypes.c_char_p),
     ]
 
 
@@ -91,6 +94,8 @@ _FUNCTIONS = {
     "cnn_dataset_shape": (status, [handle, c_int32_p, c_int32_p, c_int32_p, c_int32_p, c_int32_p]),
     "cnn_dataset_get": (status, [handle, ctypes.c_int32, ctypes.c_int32, c_float_p, c_int32_p]),
     "cnn_dataset_set_class_names": (status, [handle, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int32]),
+    "cnn_dataset_sample_path": (status, [handle, ctypes.c_int32, c_char_pp]),
+    "cnn_dataset_map_classes": (status, [handle, handle, handle_p]),
     "cnn_model_create": (status, [ctypes.c_char_p, ctypes.c_uint64, handle_p]),
     "cnn_model_load": (status, [ctypes.c_char_p, handle_p]),
     "cnn_model_load_flags": (status, [ctypes.c_char_p, ctypes.c_uint32, handle_p]),
@@ -104,6 +109,14 @@ _FUNCTIONS = {
     "cnn_model_summary": (status, [handle, c_char_pp]),
     "cnn_train_params_default": (None, [ctypes.POINTER(TrainParams)]),
     "cnn_model_train": (status, [handle, handle, ctypes.POINTER(TrainParams)]),
+    "cnn_trainer_create": (status, [handle, handle, ctypes.POINTER(TrainParams), handle_p]),
+    "cnn_trainer_run": (status, [handle, ctypes.c_int32]),
+    "cnn_trainer_progress": (status, [handle, c_int32_p, c_int32_p, c_int32_p]),
+    "cnn_trainer_save_checkpoint": (status, [handle, ctypes.c_char_p]),
+    "cnn_trainer_resume": (status, [handle, ctypes.c_char_p]),
+    "cnn_trainer_free": (None, [handle]),
+    "cnn_model_predict_image": (status, [handle, c_uint8_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
+                                         ctypes.c_int32, c_float_p]),
     "cnn_model_evaluate": (status, [handle, handle, ctypes.POINTER(Evaluation), c_int32_p]),
     "cnn_model_predict": (status, [handle, c_float_p, ctypes.c_int32, c_float_p]),
     "cnn_model_predict_logits": (status, [handle, c_float_p, ctypes.c_int32, c_float_p]),

@@ -2,7 +2,7 @@
 import ctypes
 import os
 import sys
-import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -168,87 +168,55 @@ class Model:
 
     # ---- training ----
 
-    def fit(self, data, epochs=None, batch_size=None, optimizer=None, lr=None, momentum=None, nesterov=None,
-            weight_decay=None, schedule=None, step_epochs=None, gamma=None, warmup_epochs=None,
-            loss=None, label_smoothing=None, seed=None, threads=None, validation=None,
-            flip=None, translate=None, brightness=None, contrast=None, loader_threads=None,
-            beta1=None, beta2=None, eps=None, alpha=None, verbose=1, callback=None, divergence_factor=None):
-        """Trains on ``data`` (a Dataset). Returns a History. A setting left as None takes the
-        library's default (``cnn.train_defaults()``, from cnn_train_params_default: epochs 1,
-        batch_size 64, sgd, lr 0.01, ...). ``callback(progress)`` sees every batch
-        (a dict) and may return True to stop. Ctrl-C cancels cleanly: the model keeps its last
-        completed update and KeyboardInterrupt is raised. A NaN or infinite loss, gradient or
-        weight, or a batch loss over ``divergence_factor`` times the first (0: no such bound),
-        raises DivergedError and leaves the model with weights whose loss was finite."""
-        if optimizer is not None and optimizer not in _OPTIMIZERS:
-            raise ValueError("optimizer must be one of %s, not %r" % (sorted(_OPTIMIZERS), optimizer))
-        if schedule is not None and schedule not in _SCHEDULES:
-            raise ValueError("schedule must be one of %s, not %r" % (sorted(_SCHEDULES), schedule))
-        if loss is not None and loss not in _LOSSES:
-            raise ValueError("loss must be 'cross-entropy' or 'mse', not %r" % (loss,))
-        if not isinstance(data, Dataset):
-            raise TypeError("data must be a cnn.Dataset, not %s" % type(data).__name__)
-        p = _lib.TrainParams()
-        lib.cnn_train_params_default(ctypes.byref(p))
-        flag = lambda v: int(bool(v))
-        for field, value, convert in (
-                ("epochs", epochs, int), ("batch_size", batch_size, int),
-                ("optimizer", optimizer, _OPTIMIZERS.__getitem__), ("learning_rate", lr, float),
-                ("momentum", momentum, float), ("nesterov", nesterov, flag), ("weight_decay", weight_decay, float),
-                ("beta1", beta1, float), ("beta2", beta2, float), ("eps", eps, float), ("alpha", alpha, float),
-                ("schedule", schedule, _SCHEDULES.__getitem__), ("step_epochs", step_epochs, int),
-                ("gamma", gamma, float), ("warmup_epochs", warmup_epochs, float),
-                ("loss", loss, _LOSSES.__getitem__), ("label_smoothing", label_smoothing, float),
-                ("seed", seed, int), ("threads", threads, int), ("augment_flip", flip, flag),
-                ("augment_translate", translate, int), ("augment_brightness", brightness, float),
-                ("augment_contrast", contrast, float), ("loader_threads", loader_threads, int),
-                ("divergence_factor", divergence_factor, float)):
-            if value is not None:
-                setattr(p, field, convert(value))
-        native_data = data._for(self)
-        if validation is not None:
-            if not isinstance(validation, Dataset):
-                raise TypeError("validation must be a cnn.Dataset")
-            p.validation = validation._for(self).value
+    def fit(self, x: Union[Dataset, np.ndarray], y: Optional[np.ndarray] = None, *, epochs: Optional[int] = None,
+            batch_size: Optional[int] = None, validation_data: Union[Dataset, Tuple[np.ndarray, np.ndarray], None] = None,
+            validation_split: Optional[float] = None, validation: Optional[Dataset] = None,
+            callback: Optional[Callable[[dict], Any]] = None, verbose: int = 1, classes: Optional[Sequence[str]] = None,
+            **settings: Any) -> History:
+        """Trains the model and returns a History (one dict per epoch).
 
-        history = History()
-        reporter = _Reporter(verbose)
-        raised = []
+        Args:
+            x: a Dataset, or images as a numpy array: (N, C, H, W) float32 in [0, 1], or uint8
+                (N, H, W, C) / (N, H, W).
+            y: the labels (N,) when ``x`` is an array; None when it is a Dataset.
+            epochs: epochs to train (default 1).
+            batch_size: images per update (default 64).
+            validation_data: a Dataset or an (x, y) pair, evaluated after every epoch.
+            validation_split: hold out this fraction of the training data (seeded by ``seed``) for
+                validation, when there is no ``validation_data``.
+            validation: the same as ``validation_data`` (a Dataset).
+            callback: ``callback(progress)`` is called after every batch with a dict (epoch, epochs,
+                batch, batches, loss, accuracy, images_per_second, learning_rate) and after every
+                epoch with ``epoch_end=True`` and, with validation, ``val_loss``, ``val_accuracy``
+                and ``best`` (the monitored metric is the best so far). Returning True stops
+                training (fit returns the history so far). The model may be saved from the
+                epoch-end call.
+            verbose: 0 silent, 1 a line per epoch (a tqdm bar on a terminal when tqdm is installed).
+            classes: class names for array data (default: "0", "1", ...).
+            **settings: the training settings, each defaulting to the library's value
+                (``cnn.train_defaults()``): optimizer ("sgd", "adam", "adamw", "rmsprop"), lr,
+                momentum, nesterov, weight_decay, beta1, beta2, eps, alpha, schedule ("constant",
+                "step", "cosine"), step_epochs, gamma, warmup_epochs, loss ("cross-entropy",
+                "mse"), label_smoothing, seed, threads, flip, translate, brightness, contrast,
+                loader_threads, divergence_factor (a batch loss over this multiple of the first
+                stops training with DivergedError; 0: no such bound), allow_extra_outputs (accept
+                a model with more outputs than the data has classes), early_stopping (patience in
+                epochs; needs validation), monitor ("val_loss" or "val_accuracy"), save_best (a
+                path: the model is saved there whenever the monitored metric is the best so far).
 
-        def on_progress(progress_pointer, _):
-            # Runs inside the C call, with the GIL. An exception here (Ctrl-C included) cancels
-            # training and is raised again once the C call has returned.
-            try:
-                pr = progress_pointer.contents
-                if pr.epoch_end:
-                    entry = {"epoch": pr.epoch + 1, "loss": pr.loss, "accuracy": pr.accuracy,
-                             "images_per_second": pr.images_per_second}
-                    if pr.has_validation:
-                        entry["val_loss"], entry["val_accuracy"] = pr.val_loss, pr.val_accuracy
-                    history.epochs.append(entry)
-                    reporter.epoch(pr)
-                    return 0
-                reporter.batch(pr)
-                if callback is not None:
-                    info = {k: getattr(pr, k) for k, _ in _lib.Progress._fields_ if k not in ("epoch_end", "has_validation", "val_loss", "val_accuracy")}
-                    if callback(info):
-                        return 1
-                return 0
-            except BaseException as e:  # noqa: B902 - KeyboardInterrupt must cancel too
-                raised.append(e)
-                return 1
+        Ctrl-C stops at the end of the batch: the model keeps its last completed update and
+        KeyboardInterrupt is raised. A NaN or infinite loss, gradient or weight raises
+        DivergedError and leaves the model with weights whose loss was finite.
+        """
+        train, val = _training_data(x, y, classes, validation_data if validation_data is not None else validation,
+                                    validation_split, settings.get("seed"))
+        run = _Run(self, train, val, settings, callback, verbose)
+        return run.call(lambda p: lib.cnn_model_train(self._native.pointer(), train._for(self), p))
 
-        p.progress = _lib.PROGRESS_FN(on_progress)
-        try:
-            code = lib.cnn_model_train(self._native.pointer(), native_data, ctypes.byref(p))
-        finally:
-            reporter.close()
-        if raised:
-            raise raised[0]
-        if code == CancelledError.status and callback is not None:
-            return history  # stopped by the callback's True
-        check(code)
-        return history
+    def trainer(self, data: Union[Dataset, np.ndarray], y: Optional[np.ndarray] = None, **kwargs: Any) -> "Trainer":
+        """A Trainer: the run of ``fit(data, y, **kwargs)`` trained in steps (``run(epochs)``),
+        checkpointed and resumed exactly."""
+        return Trainer(self, data, y, **kwargs)
 
     # ---- evaluation and inference ----
 
