@@ -237,6 +237,10 @@ cnn_status cnn_dataset_shape(const cnn_dataset *dataset, int32_t *n, int32_t *ch
 cnn_status cnn_dataset_get(const cnn_dataset *dataset, int32_t first, int32_t count, float *images,
                            int32_t *labels);
 
+/* The name of class index (0 .. num_classes-1), owned by the dataset ("0", "1", ... when nothing
+ * named the classes); valid until the names are set again or the dataset is freed. */
+cnn_status cnn_dataset_class_name(const cnn_dataset *dataset, int32_t index, const char **name);
+
 /* The file sample `index` (0 .. n-1) was decoded from (folder datasets), owned by the dataset;
  * *path is set to NULL for datasets made from memory or IDX files. */
 cnn_status cnn_dataset_sample_path(const cnn_dataset *dataset, int32_t index, const char **path);

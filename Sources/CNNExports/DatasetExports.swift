@@ -148,3 +148,12 @@ public func exportDatasetMapClasses(_ data: OpaquePointer?, _ model: OpaquePoint
         out.pointee = Registry.add(DatasetHandle(result))
     }
 }
+
+// export: cnn_dataset_class_name
+public func exportDatasetClassName(_ dataset: OpaquePointer?, _ index: Int32, _ name: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> cnn_status {
+    guarded("cnn_dataset_class_name") {
+        let handle = try Registry.dataset(dataset)
+        let out = try required(name, "name")
+        out.pointee = try handle.className(Int(index))
+    }
+}

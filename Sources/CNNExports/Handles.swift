@@ -158,6 +158,18 @@ final class DatasetHandle {
     init(_ dataset: Dataset) { self.dataset = dataset }
 
     private var pathStrings: [CString] = []
+    private var nameStrings: [CString] = []
+
+    /// Class `index`'s name, as a C string owned by the handle (made again after a rename).
+    func className(_ index: Int) throws -> UnsafePointer<CChar> {
+        try lock.with {
+            if nameStrings.count != dataset.classNames.count { nameStrings = dataset.classNames.map(CString.init) }
+            guard index >= 0, index < nameStrings.count else {
+                throw CNNError(.invalidArgument, "index \(index) is outside 0..<\(nameStrings.count)")
+            }
+            return UnsafePointer(nameStrings[index].pointer)
+        }
+    }
 
     /// The file of sample `index`, as a C string owned by the handle, or nil (no file).
     func samplePath(_ index: Int) throws -> UnsafePointer<CChar>? {
@@ -181,6 +193,7 @@ final class DatasetHandle {
         try lock.with {
             guard users == 0 else { throw CNNError(.busy, "the dataset is in use by another call") }
             dataset.classNames = names
+            nameStrings.removeAll()  // texts handed out before are valid until here (cnn.h says so)
         }
     }
 }

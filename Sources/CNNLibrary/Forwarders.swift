@@ -7,6 +7,17 @@ import CNNExportsAVX2
 import CNNExportsAVX512
 #endif
 
+@_cdecl("cnn_dataset_class_name")
+public func exportDatasetClassName(_ dataset: OpaquePointer?, _ index: Int32, _ name: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> cnn_status {
+    switch dispatchLevel {
+#if CNN_ALL_LEVELS
+    case .avx512: CNNExportsAVX512.exportDatasetClassName(dataset, index, name)
+    case .avx2: CNNExportsAVX2.exportDatasetClassName(dataset, index, name)
+#endif
+    default: CNNExports.exportDatasetClassName(dataset, index, name)
+    }
+}
+
 @_cdecl("cnn_dataset_free")
 public func exportDatasetFree(_ dataset: OpaquePointer?) {
     switch dispatchLevel {

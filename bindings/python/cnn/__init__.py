@@ -3,15 +3,17 @@
     import cnn
     model = cnn.Model("input(1,28,28) conv(32,3,pad=1) relu maxpool(2) flatten dense(10)", seed=1)
     train = cnn.Dataset.from_folder("data/fashion-mnist-jpeg/train")
-    history = model.fit(train, epochs=2, lr=0.01, momentum=0.9)
-    model.predict_jpeg("shirt.jpg", top=3)
+    history = model.fit(train, epochs=2, lr=0.01, momentum=0.9, validation_split=0.1)
+    model.predict_jpeg("shirt.jpg", top=3)          # files or bytes
+    model.predict_image(pil_image_or_uint8_array)    # decoded images of any size
 """
 from ._lib import VERSION, lib, path as library_path
 from .dataset import Dataset
 from .errors import (BadFormatError, BusyError, CancelledError, CNNError, CNNIOError, CNNMemoryError, DivergedError,
                      InternalError, InvalidArgumentError, ParseError, ShapeMismatchError)
 from .history import History
-from .model import Model, top_k, train_defaults
+from .model import Model, top_k
+from .training import Trainer, train_defaults
 
 __version__ = "%d.%d.%d" % VERSION
 
@@ -49,7 +51,7 @@ def get_memory_limit():
     return lib.cnn_get_memory_limit()
 
 
-__all__ = ["Model", "Dataset", "History", "top_k", "set_num_threads", "get_num_threads", "set_memory_limit",
+__all__ = ["Model", "Dataset", "Trainer", "History", "top_k", "set_num_threads", "get_num_threads", "set_memory_limit",
            "get_memory_limit", "library_version", "runtime_info", "train_defaults",
            "library_path", "CNNError", "InvalidArgumentError", "ParseError", "CNNIOError", "BadFormatError",
            "ShapeMismatchError", "CNNMemoryError", "DivergedError", "CancelledError", "BusyError", "InternalError"]

@@ -94,6 +94,7 @@ _FUNCTIONS = {
     "cnn_dataset_shape": (status, [handle, c_int32_p, c_int32_p, c_int32_p, c_int32_p, c_int32_p]),
     "cnn_dataset_get": (status, [handle, ctypes.c_int32, ctypes.c_int32, c_float_p, c_int32_p]),
     "cnn_dataset_set_class_names": (status, [handle, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int32]),
+    "cnn_dataset_class_name": (status, [handle, ctypes.c_int32, c_char_pp]),
     "cnn_dataset_sample_path": (status, [handle, ctypes.c_int32, c_char_pp]),
     "cnn_dataset_map_classes": (status, [handle, handle, handle_p]),
     "cnn_model_create": (status, [ctypes.c_char_p, ctypes.c_uint64, handle_p]),

@@ -1,6 +1,7 @@
 """Datasets: labelled images held by libcnn.so (as bytes when they came as bytes)."""
 import ctypes
 import os
+from typing import List, Optional
 
 import numpy as np
 
@@ -59,6 +60,9 @@ class Dataset:
         else:
             if x.ndim != 4:
                 raise ValueError("float images must be (N, C, H, W), not %s" % (x.shape,))
+            if x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+                raise ValueError("float images must be (N, C, H, W); these look like (N, H, W, C) %s: use "
+                                 "x.transpose(0, 3, 1, 2), or pass uint8 (N, H, W, C)" % (x.shape,))
             x = np.ascontiguousarray(x, dtype=np.float32)
             n, c, h, w = x.shape
             native = _new(lib.cnn_dataset_from_float, x.ctypes.data_as(_lib.c_float_p), labels, n, c, h, w, num_classes)
@@ -127,8 +131,46 @@ class Dataset:
         check(lib.cnn_dataset_shape(self._any(), *(ctypes.byref(v) for v in (n, c, h, w, k))))
         return n.value, c.value, h.value, w.value, k.value
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._shape()[0]
+
+    def __repr__(self) -> str:
+        if self._native is None and not self._by_shape:
+            return "Dataset(folder %r, loaded at a model's input size)" % os.fsdecode(self._folder[0])
+        n, c, h, w, k = self._shape()
+        where = " from %r" % os.fsdecode(self._folder[0]) if self._folder else ""
+        names = self.classes
+        shown = ", ".join(names[:6]) + (", ... (%d)" % k if k > 6 else "")
+        return "Dataset(%d images of %dx%dx%d, %d classes [%s]%s)" % (n, c, h, w, k, shown, where)
+
+    @property
+    def classes(self) -> List[str]:
+        """The class names, in label order ("0", "1", ... when nothing names them)."""
+        native, names = self._any(), []
+        for i in range(self.num_classes):
+            out = ctypes.c_char_p()
+            check(lib.cnn_dataset_class_name(native, i, ctypes.byref(out)))
+            names.append(out.value.decode("utf-8", "replace"))
+        return names
+
+    def path(self, index: int) -> Optional[str]:
+        """The file sample ``index`` was decoded from (folder datasets), else None."""
+        out = ctypes.c_char_p()
+        check(lib.cnn_dataset_sample_path(self._any(), int(index), ctypes.byref(out)))
+        return None if out.value is None else os.fsdecode(out.value)
+
+    @property
+    def paths(self) -> Optional[List[str]]:
+        """Every sample's file (folder datasets), else None."""
+        first = self.path(0)
+        return None if first is None else [self.path(i) for i in range(len(self))]
+
+    def map_classes(self, model) -> "Dataset":
+        """This data with labels renumbered to the model's classes of the same names (a test set
+        that lacks some classes or orders them otherwise)."""
+        out = ctypes.c_void_p()
+        check(lib.cnn_dataset_map_classes(self._for(model), model._native.pointer(), ctypes.byref(out)))
+        return Dataset(_Native(out.value))
 
     @property
     def shape(self):

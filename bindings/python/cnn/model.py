@@ -10,30 +10,8 @@ from . import _lib
 from ._handle import Handle, free_model
 from ._lib import check, lib
 from .dataset import Dataset
-from .errors import CancelledError
 from .history import History
-
-# The C API's enums by name (CNN_OPTIMIZER_*, CNN_SCHEDULE_*, CNN_LOSS_*; test_api_facts.py checks
-# them against include/cnn.h).
-_OPTIMIZERS = {"sgd": 0, "rmsprop": 1, "adam": 2, "adamw": 3}
-_SCHEDULES = {"constant": 0, "step": 1, "cosine": 2}
-_LOSSES = {"cross-entropy": 0, "cross_entropy": 0, "mse": 1}
-
-
-def train_defaults():
-    """The library's training defaults (cnn_train_params_default), as fit's argument names."""
-    p = _lib.TrainParams()
-    lib.cnn_train_params_default(ctypes.byref(p))
-    name = lambda table, value: next(k for k, v in table.items() if v == value)
-    return {"epochs": p.epochs, "batch_size": p.batch_size, "optimizer": name(_OPTIMIZERS, p.optimizer),
-            "lr": p.learning_rate, "momentum": p.momentum, "nesterov": bool(p.nesterov),
-            "weight_decay": p.weight_decay, "schedule": name(_SCHEDULES, p.schedule), "step_epochs": p.step_epochs,
-            "gamma": p.gamma, "warmup_epochs": p.warmup_epochs, "loss": name(_LOSSES, p.loss),
-            "label_smoothing": p.label_smoothing, "seed": p.seed, "threads": p.threads,
-            "flip": bool(p.augment_flip), "translate": p.augment_translate, "brightness": p.augment_brightness,
-            "contrast": p.augment_contrast, "loader_threads": p.loader_threads, "beta1": p.beta1,
-            "beta2": p.beta2, "eps": p.eps, "alpha": p.alpha, "divergence_factor": p.divergence_factor}
-
+from .training import _LOSSES, _OPTIMIZERS, _SCHEDULES, Trainer, _Run, _training_data, train_defaults  # noqa: F401
 
 class _Native(Handle):
     _free = staticmethod(free_model)
@@ -47,55 +25,17 @@ def _text(fn, native, *args):
     return out.value.decode("utf-8", "replace")
 
 
-class _Reporter:
-    """Progress per epoch: a tqdm bar on a terminal when tqdm is installed, plain lines otherwise."""
-
-    def __init__(self, verbose):
-        self.verbose = verbose
-        self.bar = None
-        self.tqdm = None
-        if verbose and sys.stderr.isatty():
-            try:
-                from tqdm import tqdm
-                self.tqdm = tqdm
-            except ImportError:
-                pass
-
-    def batch(self, p):
-        if not self.verbose or not self.tqdm:
-            return
-        if self.bar is None:
-            self.bar = self.tqdm(total=p.batches, desc="epoch %d/%d" % (p.epoch + 1, p.epochs), leave=True)
-        self.bar.update(1)
-        self.bar.set_postfix(loss="%.4f" % p.loss, acc="%.4f" % p.accuracy, ips="%.0f" % p.images_per_second)
-
-    def epoch(self, p):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        if self.verbose:
-            line = "epoch %d/%d: loss %.4f accuracy %.4f" % (p.epoch + 1, p.epochs, p.loss, p.accuracy)
-            if p.has_validation:
-                line += " | val loss %.4f val accuracy %.4f" % (p.val_loss, p.val_accuracy)
-            line += " | %.0f images/s" % p.images_per_second
-            print(line, file=sys.stderr, flush=True)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
 class Model:
     """A network described by the architecture language, e.g.
     ``Model("input(1,28,28) conv(32,3,pad=1) relu maxpool(2) flatten dense(10)", seed=1)``."""
 
-    def __init__(self, architecture, seed=1):
+    def __init__(self, architecture: str, seed: int = 1) -> None:
         out = ctypes.c_void_p()
         check(lib.cnn_model_create(str(architecture).encode(), int(seed), ctypes.byref(out)))
         self._native = _Native(out.value)
 
     @classmethod
-    def load(cls, path, allow_non_finite=False):
+    def load(cls, path: Union[str, os.PathLike], allow_non_finite: bool = False) -> "Model":
         """Loads a model file (safetensors). A tensor holding NaN or infinity raises BadFormatError
         naming it, unless ``allow_non_finite``."""
         out = ctypes.c_void_p()
@@ -104,8 +44,8 @@ class Model:
         model._native = _Native(out.value)
         return model
 
-    def save(self, path):
-        """Saves the model as safetensors, atomically."""
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Saves the model as safetensors, atomically (also allowed from fit's epoch-end callback)."""
         check(lib.cnn_model_save(self._native.pointer(), os.fsencode(path)))
 
     def close(self):
@@ -210,7 +150,7 @@ class Model:
         """
         train, val = _training_data(x, y, classes, validation_data if validation_data is not None else validation,
                                     validation_split, settings.get("seed"))
-        run = _Run(self, train, val, settings, callback, verbose)
+        run = _Run(self, train, val, dict(settings, epochs=epochs, batch_size=batch_size), callback, verbose)
         return run.call(lambda p: lib.cnn_model_train(self._native.pointer(), train._for(self), p))
 
     def trainer(self, data: Union[Dataset, np.ndarray], y: Optional[np.ndarray] = None, **kwargs: Any) -> "Trainer":
@@ -220,8 +160,17 @@ class Model:
 
     # ---- evaluation and inference ----
 
-    def evaluate(self, data):
-        """{'loss', 'accuracy', 'count', 'confusion'}: confusion[true, predicted] as an ndarray."""
+    def evaluate(self, data: Union[Dataset, np.ndarray], y: Optional[np.ndarray] = None, *,
+                 map_classes: bool = False) -> Dict[str, Any]:
+        """Loss and accuracy on ``data`` (a Dataset, or images with labels ``y``):
+        {'loss', 'accuracy', 'count', 'confusion'}, confusion[true, predicted] as an ndarray.
+
+        A dataset that names its classes must name them as the model does, in its order
+        (ShapeMismatchError naming both lists); ``map_classes=True`` matches them by name."""
+        if not isinstance(data, Dataset):
+            data = Dataset.from_numpy(data, y)
+        if map_classes:
+            data = data.map_classes(self)
         k = self.num_classes
         result = _lib.Evaluation()
         confusion = np.zeros((k, k), dtype=np.int32)
@@ -243,6 +192,9 @@ class Model:
             return np.ascontiguousarray(x), True
         if x.ndim == 3:
             x = x[None]
+        if x.ndim == 4 and x.shape[1:] == (h, w, c) and x.shape[1:] != (c, h, w):
+            raise ValueError("float images must be (N, C, H, W) = (N, %d, %d, %d); these are (N, H, W, C) %s: "
+                             "use x.transpose(0, 3, 1, 2), or pass uint8 (N, H, W, C)" % (c, h, w, x.shape))
         if x.ndim != 4 or x.shape[1:] != (c, h, w):
             raise ValueError("images must be (N, %d, %d, %d) float32 (NCHW, values in [0, 1]) or uint8 NHWC, not %s %s"
                              % (c, h, w, x.dtype, x.shape))
@@ -250,7 +202,7 @@ class Model:
             raise TypeError("images must be numbers, not %s" % x.dtype)
         return np.ascontiguousarray(x, dtype=np.float32), False
 
-    def predict(self, x, logits=False):
+    def predict(self, x: np.ndarray, logits: bool = False) -> np.ndarray:
         """Class probabilities (N, classes) of images x: (N, C, H, W) float32 in [0, 1] or uint8
         (N, H, W, C). A contiguous float32 array is passed without a copy."""
         x, is_uint8 = self._images(x)
@@ -266,6 +218,35 @@ class Model:
             fn = lib.cnn_model_predict_logits if logits else lib.cnn_model_predict
             check(fn(self._native.pointer(), x.ctypes.data_as(_lib.c_float_p), n, out.ctypes.data_as(_lib.c_float_p)))
         return out
+
+    def predict_image(self, images: Any, top: Optional[int] = None) -> Any:
+        """Probabilities of decoded images of any size: a numpy uint8 array (H, W) gray,
+        (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA, a PIL image, or a list of them. Each is brought
+        to the input as the model's training images were (its fit: crop, stretch or pad; the same
+        resampling; gray <-> RGB) and normalized like them. With ``top=k``: (class name,
+        probability) pairs per image, most likely first."""
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        out = np.empty((len(items), self.num_classes), dtype=np.float32)
+        for i, item in enumerate(items):
+            if not isinstance(item, np.ndarray) and hasattr(item, "convert") and hasattr(item, "mode"):
+                item = item.convert("L" if item.mode in ("L", "1", "I", "I;16", "F") else "RGB")  # PIL
+            a = np.asarray(item)
+            if a.dtype != np.uint8:
+                raise TypeError("predict_image takes uint8 pixels (H, W[, C]), not %s: use predict for float images" % a.dtype)
+            if a.ndim == 2:
+                a = a[..., None]
+            if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+                raise ValueError("an image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8, not %s" % (a.shape,))
+            a = np.ascontiguousarray(a)
+            h, w, c = a.shape
+            check(lib.cnn_model_predict_image(self._native.pointer(), a.ctypes.data_as(_lib.c_uint8_p), h, w, c, 0,
+                                              out[i].ctypes.data_as(_lib.c_float_p)))
+        if top is None:
+            return out[0] if single else out
+        names = self.classes
+        ranked = [[(names[j], float(row[j])) for j in top_k(row[None], top)[0][0]] for row in out]
+        return ranked[0] if single else ranked
 
     def predict_jpeg(self, images, top=None):
         """Probabilities of JPEG images, given as file paths or bytes. With ``top=k``: for each

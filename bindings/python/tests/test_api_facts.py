@@ -40,6 +40,11 @@ def test_enums_match_the_header():
     assert _SCHEDULES == {k.lower(): v for k, v in header_constants("SCHEDULE_").items()}
     loss = header_constants("LOSS_")
     assert _LOSSES["cross-entropy"] == _LOSSES["cross_entropy"] == loss["CROSS_ENTROPY"] and _LOSSES["mse"] == loss["MSE"]
+    assert cnn.training._MONITORS == {k.lower(): v for k, v in header_constants("MONITOR_").items()}
+    # The ctypes structs are the header's size (cnn_train_params_default writes struct_size).
+    p = _lib.TrainParams()
+    cnn.lib.cnn_train_params_default(p)
+    assert p.struct_size == _lib.ctypes.sizeof(_lib.TrainParams)
 
 
 def test_fit_takes_its_defaults_from_the_library():
@@ -47,7 +52,10 @@ def test_fit_takes_its_defaults_from_the_library():
     signature = inspect.signature(cnn.Model.fit)
     defaults = cnn.train_defaults()
     for name in defaults:
-        assert signature.parameters[name].default is None, name
+        if name in signature.parameters:
+            assert signature.parameters[name].default is None, name
+        else:   # a keyword of **settings, converted by one table
+            assert name in cnn.training._SETTINGS, name
     assert defaults["epochs"] == 1 and defaults["batch_size"] == 64 and defaults["optimizer"] == "sgd"
 
 
