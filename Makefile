@@ -16,7 +16,8 @@ else
 endif
 BIN = .build/release
 VENV = build/venv
-PY_TEST_DEPS = numpy safetensors pytest
+# module=distribution, for the test dependencies whose names differ
+PY_TEST_DEPS = numpy safetensors pytest PIL=pillow
 
 # The library's version is the header's.
 MAJOR := $(shell awk '/define CNN_VERSION_MAJOR/ {print $$3}' include/cnn.h)
@@ -153,11 +154,11 @@ test-python: build lib $(VENV)/ready
 	CNN_LIBRARY=$(CURDIR)/build/lib/libcnn.so CNN_TOOL=$(CURDIR)/$(BIN)/cnn $(VENV)/bin/python -m pytest -q bindings/python/tests
 
 # The Python the tests use: a virtual environment under build/ (made once) that sees the system's
-# packages and gets what is missing of numpy, safetensors and pytest from PyPI.
+# packages and gets what is missing of numpy, safetensors, pytest and pillow from PyPI.
 $(VENV)/ready:
 	rm -rf $(VENV)
 	python3 -m venv --system-site-packages $(VENV) || { echo "make: python3 -m venv failed: install python3-venv (Debian)"; exit 1; }
-	missing=$$(for m in $(PY_TEST_DEPS); do $(VENV)/bin/python -c "import $$m" 2>/dev/null || echo $$m; done); \
+	missing=$$(for m in $(PY_TEST_DEPS); do $(VENV)/bin/python -c "import $${m%%=*}" 2>/dev/null || echo $${m#*=}; done); \
 	if [ -n "$$missing" ]; then $(VENV)/bin/python -m pip install -q --disable-pip-version-check $$missing; fi
 	touch $@
 

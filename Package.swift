@@ -53,11 +53,15 @@ var targets: [Target] = [
     .systemLibrary(name: "CLibJPEG", path: "Sources/CLibJPEG", pkgConfig: "libjpeg",
                    providers: [.apt(["libjpeg-dev"])]),
     .target(name: "CJPEGShim", dependencies: ["CLibJPEG"], cSettings: dwarf4),
+    // libpng 1.6 (Debian: libpng-dev) and its shim, with the same error discipline.
+    .systemLibrary(name: "CLibPNG", path: "Sources/CLibPNG", pkgConfig: "libpng",
+                   providers: [.apt(["libpng-dev"])]),
+    .target(name: "CPNGShim", dependencies: ["CLibPNG"], cSettings: dwarf4),
     // CPUID and XGETBV, and the choice of the level every call runs on.
     .target(name: "CCPUID", cSettings: dwarf4),
     .target(name: "CNNDispatch", dependencies: ["CCPUID"], swiftSettings: levelSetting),
     // The engine: pure Swift, no Foundation, no C types in its API (baseline copy).
-    copy("CNN", baseline, dependencies: ["CZlib", "CJPEGShim", "CCPUID"]),
+    copy("CNN", baseline, dependencies: ["CZlib", "CJPEGShim", "CPNGShim", "CCPUID"]),
     // include/cnn.h as a Clang module, so the exports use the header's own types.
     .systemLibrary(name: "CNNABI", path: "Sources/CNNABI"),
     // The functions of the C API (baseline copy), and the @_cdecl layer that forwards to a copy.
@@ -73,7 +77,7 @@ var targets: [Target] = [
     copy("CNNTests", baseline, dependencies: ["CNN", "CNNDispatch"], test: true),
 ]
 for level in levels {
-    targets.append(copy("CNN", level, dependencies: ["CZlib", "CJPEGShim", "CCPUID"]))
+    targets.append(copy("CNN", level, dependencies: ["CZlib", "CJPEGShim", "CPNGShim", "CCPUID"]))
     targets.append(copy("CNNExports", level, dependencies: [.target(name: "CNN" + level.suffix), "CNNABI", "CNNDispatch"]))
     targets.append(copy("CNNTool", level, dependencies: [
         .target(name: "CNN" + level.suffix), "CNNABI", "CNNDispatch",

@@ -84,15 +84,15 @@ extension Model {
 }
 
 extension Model {
-    /// Class probabilities (or logits) of one JPEG image held in memory: decoded (at a DCT scale
-    /// when the image is much larger than the input), brought to the input size by `imageFit`, and
+    /// Class probabilities (or logits) of one JPEG or PNG image held in memory: decoded (a JPEG at
+    /// a DCT scale when the image is much larger than the input), brought to the input size by `imageFit`, and
     /// normalized like the training data.
     public func predictJPEG(_ bytes: [UInt8], options: JPEGOptions = JPEGOptions(), logits: Bool = false) throws -> [Float] {
         let s = inputShape
         guard s.c == 1 || s.c == 3 else {
             throw CNNError(.shapeMismatch, "the model takes \(s.c)-channel images; JPEG images decode to 1 or 3 channels")
         }
-        let decoded = try JPEG.decode(bytes, options: options, minWidth: s.w, minHeight: s.h)
+        let decoded = try ImageFile.decode(bytes, options: options, minWidth: s.w, minHeight: s.h)
         return try predictImage(decoded.image, logits: logits)
     }
 

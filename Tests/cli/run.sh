@@ -212,12 +212,78 @@ done
 [[ $rc -lt 128 ]] && ok "truncated and garbage JPEGs: no crash (exit $rc)" || fail "truncated and garbage JPEGs crashed: exit $rc"
 expect_error "predict truncated.jpg --strict" "$CNN" predict --model "$T/j.safetensors" "$H/truncated.jpg" --strict
 cp "$H"/*.jpg "$H/good/a/"
-"$CNN" train --spec "$SMALL" --data "$H/good" --epochs 1 --out "$T/h.safetensors" 2>"$T/h.err"
+TWO="input(1,28,28) conv(8,3) relu maxpool(2) flatten dense(2)"
+"$CNN" train --spec "$TWO" --data "$H/good" --epochs 1 --out "$T/h.safetensors" 2>"$T/h.err"
 if [[ -s $T/h.safetensors ]] && grep -q "skipped .*empty.jpg" "$T/h.err" && grep -q "skipped .*huge.jpg" "$T/h.err"; then
     ok "a folder with bad files trains on the good ones: $(grep -c '^skipped' "$T/h.err") skipped and named"
 else fail "folder with bad files" "$(cat "$T/h.err")"; fi
-expect_error "--strict folder with bad files" "$CNN" train --spec "$SMALL" --data "$H/good" --epochs 1 --strict --out "$T/h2.safetensors"
+expect_error "--strict folder with bad files" "$CNN" train --spec "$TWO" --data "$H/good" --epochs 1 --strict --out "$T/h2.safetensors"
 expect_error "folder that is not a folder of classes" "$CNN" train --spec "$SMALL" --data "$H/good/a" --epochs 1 --out "$T/h3.safetensors"
+
+# A user's photo folder (Tests/photos/make_photos.py): PNGs, a non-ASCII class, a corrupt file,
+# EXIF rotation, files that are not images. Everything not used is named; nothing is guessed.
+P=$T/photos
+python3 "$ROOT/Tests/photos/make_photos.py" "$P" >/dev/null
+PHOTO_NET="input(3,32,32) conv(16,3,pad=1) relu maxpool(2) conv(16,3,pad=1) relu maxpool(2) flatten dense(4)"
+expect_error "more outputs than classes" "$CNN" train --spec "input(3,32,32) conv(8,3) relu flatten dense(10)" --data "$P/train" --quiet --out "$T/p.safetensors"
+grep -q "dense(4)" "$T/err" && ok "... and says to use dense(4)" || fail "more outputs than classes: message" "$(cat "$T/err")"
+"$CNN" train --spec "input(3,32,32) conv(8,3) relu flatten dense(10)" --data "$P/train" --allow-extra-outputs --quiet --out "$T/p10.safetensors" \
+    && ok "--allow-extra-outputs trains a wider model" || fail "--allow-extra-outputs"
+"$CNN" train --spec "$PHOTO_NET" --data "$P/train" --val "$P/test" --epochs 12 --batch-size 16 --optimizer adam --lr 0.003 \
+    --save-best "$T/best.safetensors" --early-stop 3 --monitor val_accuracy --out "$T/p.safetensors" 2>"$T/p.err"
+if grep -q "160 images in 4 classes, 4 skipped" "$T/p.err" && grep -q "skipped .*anim.gif: not an image type" "$T/p.err" \
+   && grep -q "skipped .*\.DS_Store: hidden" "$T/p.err" && grep -q "skipped .*notes.txt" "$T/p.err" && grep -q "skipped .*broken.jpg" "$T/p.err"; then
+    ok "photos: 160 images (a third PNG) in 4 classes, each unused file named"
+else fail "photos: loading" "$(head -8 "$T/p.err")"; fi
+[[ -s $T/best.safetensors ]] && ok "--save-best writes the best epoch's model" || fail "--save-best"
+"$CNN" eval --model "$T/p.safetensors" --data "$P/test" --json >"$T/p.json" 2>/dev/null
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['accuracy'] >= 0.75 and 'étoile rouge' in d['classes'], d['accuracy']" "$T/p.json" \
+    && ok "photos: accuracy $(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['accuracy'])" "$T/p.json") on the test folder" || fail "photos: accuracy" "$(cat "$T/p.json")"
+"$CNN" predict --model "$T/p.safetensors" "$P/test/circle/002.png" "$P/test/square/004.png" >"$T/png.txt" 2>&1 \
+    && grep -q "002.png: " "$T/png.txt" && ok "predict PNG files" || fail "predict PNG files" "$(cat "$T/png.txt")"
+"$CNN" predict --model "$T/p.safetensors" --data "$P/test" --json --limit 3 >"$T/rows.json" 2>/dev/null
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d[1]['image'].endswith('/circle/001.JPEG') and d[1]['label'] == 'circle', d[1]" "$T/rows.json" \
+    && ok "predict --data --json names each row's file" || fail "predict --data --json rows" "$(head -c 300 "$T/rows.json")"
+expect_error "eval: another model's classes" "$CNN" eval --model "$T/j.safetensors" --data "$P/test" --json
+grep -q "Ankle boot" "$T/err" && grep -q "étoile rouge" "$T/err" && ok "... naming both lists" || fail "class lists in the message" "$(cat "$T/err")"
+mkdir -p "$T/partial" && cp -r "$P/test/square" "$P/test/étoile rouge" "$T/partial/"
+expect_error "eval: a test folder lacking classes" "$CNN" eval --model "$T/p.safetensors" --data "$T/partial" --json
+"$CNN" eval --model "$T/p.safetensors" --data "$T/partial" --map-classes --json >"$T/partial.json" 2>/dev/null
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['count'] == 24 and d['confusion'][0] == [0, 0, 0, 0]" "$T/partial.json" \
+    && ok "eval --map-classes matches classes by name" || fail "eval --map-classes" "$(cat "$T/partial.json")"
+
+# --resume: the checkpoint's settings and data hold; what differs is refused; --epochs may change.
+train --spec "$SMALL" --epochs 2 --batch-size 32 --lr 0.003 --checkpoint "$T/r.ckpt" --out "$T/r.safetensors"
+expect_error "resume with other settings" "$CNN" train --resume "$T/r.ckpt" --batch-size 64 --lr 0.05 --out "$T/r2.safetensors"
+grep -q "batch-size 64 (the checkpoint's: 32), --lr 0.05 (the checkpoint's: 0.003)" "$T/err" && ok "... naming each" || fail "resume refusal message" "$(cat "$T/err")"
+expect_error "resume with other data" "$CNN" train --resume "$T/r.ckpt" --data "$TEST" --out "$T/r2.safetensors"
+"$CNN" train --resume "$T/r.ckpt" --epochs 3 --out "$T/r3.safetensors" 2>"$T/r.err"
+grep -q "resuming with --epochs 3 (the checkpoint's run had 2)" "$T/r.err" && grep -q "epoch 3/3" "$T/r.err" \
+    && ok "resume remembers the data and prints a changed --epochs" || fail "resume --epochs" "$(cat "$T/r.err")"
+train --spec "$SMALL" --epochs 3 --batch-size 32 --lr 0.003 --out "$T/r3-direct.safetensors"
+cmp -s "$T/r3.safetensors" "$T/r3-direct.safetensors" && ok "2 epochs + resume to 3 = 3 epochs, byte for byte" || fail "resume bytes"
+
+# Ctrl-C: stops at the end of the batch, saves the model and a checkpoint that resumes exactly.
+"$CNN" train --spec "$REF" --data "$TRAIN" --epochs 6 --batch-size 32 --flip --threads 1 --seed 3 --quiet --out "$T/full.safetensors"
+"$CNN" train --spec "$REF" --data "$TRAIN" --epochs 6 --batch-size 32 --flip --threads 1 --seed 3 --quiet --out "$T/int.safetensors" 2>"$T/int.err" &
+pid=$!
+sleep 1.5
+kill -INT $pid
+wait $pid; rc=$?
+if [[ $rc -eq 130 ]] && [[ -s $T/int.safetensors && -s $T/int.checkpoint.safetensors ]] && grep -q "interrupted at epoch" "$T/int.err"; then
+    ok "Ctrl-C saves the model and a checkpoint (exit 130): $(cut -c1-60 "$T/int.err")"
+    "$CNN" train --resume "$T/int.checkpoint.safetensors" --threads 2 --quiet --out "$T/int.safetensors" \
+        && cmp -s "$T/full.safetensors" "$T/int.safetensors" && ok "... and resuming gives the uninterrupted run's bytes" \
+        || fail "resume after Ctrl-C" "models differ"
+else
+    fail "Ctrl-C" "exit $rc: $(cat "$T/int.err")"
+fi
+
+# Small things.
+expect_error "--spec naming a missing file" "$CNN" train --spec "$T/arch.txt" --data "$TRAIN" --out "$T/x.safetensors"
+grep -q "no such file" "$T/err" && ok "... says no such file" || fail "--spec missing file message" "$(cat "$T/err")"
+"$CNN" --version | grep -q "threads: $(nproc)" && ok "all cores by default: $("$CNN" --version)" || fail "threads default" "$("$CNN" --version)"
+CNN_NUM_THREADS=1 "$CNN" --version | grep -q "threads: 1" && ok "CNN_NUM_THREADS=1 overrides" || fail "CNN_NUM_THREADS"
 
 # idx2jpeg writes a folder tree that loads back with the same labels.
 "$CNN" idx2jpeg --data "$TEST" --out "$T/tree" --limit 50 2>/dev/null

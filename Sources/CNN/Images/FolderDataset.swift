@@ -51,15 +51,16 @@ public final class ImageFiles {
     static func decode(_ path: String, shape: Shape, fit: ImageFit, jpeg: JPEGOptions) throws -> (image: Image, warning: String?) {
         let bytes = try FileIO.read(path, maxBytes: 1 << 30)
         let decoded: DecodedJPEG
-        do { decoded = try JPEG.decode(bytes, options: jpeg, minWidth: shape.w, minHeight: shape.h) }
+        do { decoded = try ImageFile.decode(bytes, options: jpeg, minWidth: shape.w, minHeight: shape.h) }
         catch let e as CNNError { throw CNNError(e.kind, "\(path): \(e.message)") }
         return (decoded.image.fitted(channels: shape.c, width: shape.w, height: shape.h, fit: fit), decoded.warning)
     }
 }
 
 extension Dataset {
-    /// Loads `root/<class name>/<image>.jpg` (also .jpeg, any case). Class names are the folder
-    /// names, sorted. Every file is decoded once while loading, in parallel: a file that cannot be
+    /// Loads `root/<class name>/<image>.jpg` (also .jpeg and .png, any case). Class names are the
+    /// folder names, sorted. Every entry that is not used is listed in `skipped` with why: hidden
+    /// files and folders, files of other types, files outside the class folders. Every file is decoded once while loading, in parallel: a file that cannot be
     /// decoded is skipped and listed in `skipped` (or, with `strict`, is an error), so that bad
     /// files are found now and never at the end of a training run.
     public static func fromFolder(_ root: String, options: FolderOptions) throws -> Dataset {
@@ -69,17 +70,28 @@ extension Dataset {
         guard options.height > 0, options.width > 0, options.height * options.width <= 1 << 24 else {
             throw CNNError(.invalidArgument, "folder dataset: invalid image size \(options.height)x\(options.width)")
         }
-        let classDirs = try listDirectory(root, wantDirectories: true)
+        var unused: [(String, String)] = []
+        let top = try listDirectory(root)
+        let classDirs = top.directories
+        for f in top.files { unused.append((root + "/" + f, "not in a class folder")) }
+        for h in top.hidden { unused.append((root + "/" + h, "hidden, not a class")) }
         guard !classDirs.isEmpty else {
-            throw CNNError(.invalidArgument, "\(root): no class folders (expected \(root)/<class name>/<image>.jpg)")
+            throw CNNError(.invalidArgument, "\(root): no class folders (expected \(root)/<class name>/<image>.jpg or .png)")
         }
         guard classDirs.count <= 65536 else { throw CNNError(.invalidArgument, "\(root): more than 65536 class folders") }
         var paths: [String] = [], labels: [Int32] = []
         for (label, name) in classDirs.enumerated() {
             let dir = root + "/" + name
-            let files = try listDirectory(dir, wantDirectories: false).filter { isJPEGName($0) }
+            let listing = try listDirectory(dir)
+            let files = listing.files.filter { ImageFile.hasImageExtension($0) }
+            for f in listing.files where !ImageFile.hasImageExtension(f) {
+                let dot = f.lastIndex(of: ".").map { String(f[$0...]) } ?? "no extension"
+                unused.append((dir + "/" + f, "not an image type this library reads (\(dot); it reads .jpg, .jpeg and .png)"))
+            }
+            for d in listing.directories { unused.append((dir + "/" + d, "a folder inside a class folder (not searched)")) }
+            for h in listing.hidden { unused.append((dir + "/" + h, "hidden")) }
             guard !files.isEmpty else {
-                throw CNNError(.invalidArgument, "\(dir): class folder '\(name)' holds no .jpg or .jpeg file")
+                throw CNNError(.invalidArgument, "\(dir): class folder '\(name)' holds no .jpg, .jpeg or .png file")
             }
             for f in files { paths.append(dir + "/" + f); labels.append(Int32(label)) }
         }
@@ -117,7 +129,8 @@ extension Dataset {
             }
         }
         var goodPaths: [String] = [], goodLabels: [Int32] = [], bytes: [UInt8] = []
-        var skipped: [(String, String)] = [], warnings: [(String, String)] = []
+        var skipped: [(String, String)] = unused, warnings: [(String, String)] = []
+        var firstFailure: String? = nil
         var total = [Double](repeating: 0, count: 2 * shape.c)
         if keep {
             try Memory.ensureAvailable(paths.count * sample, for: "\(root): \(paths.count) decoded images")
@@ -134,10 +147,11 @@ extension Dataset {
             case .failure(let e):
                 if options.strict { throw CNNError(e.kind, "\(e.message) (strict mode)") }
                 skipped.append((paths[i], e.message))
+                if firstFailure == nil { firstFailure = e.message }
             }
         }
         guard !goodPaths.isEmpty else {
-            throw CNNError(.badFormat, "\(root): none of the \(paths.count) files could be decoded (first: \(skipped.first?.1 ?? ""))")
+            throw CNNError(.badFormat, "\(root): none of the \(paths.count) files could be decoded (first: \(firstFailure ?? ""))")
         }
         let classNames = classDirs
         let d = keep
@@ -155,29 +169,27 @@ extension Dataset {
         return d
     }
 
-    static func isJPEGName(_ name: String) -> Bool {
-        let lower = name.lowercased()
-        return lower.hasSuffix(".jpg") || lower.hasSuffix(".jpeg")
-    }
-
-    /// The names in a directory (no hidden ones), sorted by bytes; only folders or only files.
-    static func listDirectory(_ path: String, wantDirectories: Bool) throws -> [String] {
+    /// A directory's entries, each list sorted by bytes: folders, regular files, and hidden names
+    /// (starting with '.'); other kinds (sockets, broken links) are left out.
+    static func listDirectory(_ path: String) throws -> (directories: [String], files: [String], hidden: [String]) {
         var st = stat()
         guard stat(path, &st) == 0 else { throw CNNError(.io, "\(path): \(FileIO.errnoText())") }
         guard (st.st_mode & S_IFMT) == S_IFDIR else { throw CNNError(.invalidArgument, "\(path): not a directory") }
         guard let dir = opendir(path) else { throw CNNError(.io, "\(path): \(FileIO.errnoText())") }
         defer { closedir(dir) }
-        var names: [String] = []
+        var directories: [String] = [], files: [String] = [], hidden: [String] = []
         while let entry = readdir(dir) {
             let name = withUnsafePointer(to: entry.pointee.d_name) {
                 $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
             }
-            if name.hasPrefix(".") { continue }
+            if name == "." || name == ".." { continue }
+            if name.hasPrefix(".") { hidden.append(name); continue }
             var es = stat()
             guard stat(path + "/" + name, &es) == 0 else { continue }
-            let isDir = (es.st_mode & S_IFMT) == S_IFDIR, isFile = (es.st_mode & S_IFMT) == S_IFREG
-            if wantDirectories ? isDir : isFile { names.append(name) }
+            if (es.st_mode & S_IFMT) == S_IFDIR { directories.append(name) }
+            else if (es.st_mode & S_IFMT) == S_IFREG { files.append(name) }
         }
-        return names.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
+        let byBytes: (String, String) -> Bool = { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
+        return (directories.sorted(by: byBytes), files.sorted(by: byBytes), hidden.sorted(by: byBytes))
     }
 }
