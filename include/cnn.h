@@ -200,14 +200,18 @@ typedef struct cnn_folder_options {
 /* Fills options with the defaults above. */
 void cnn_folder_options_default(cnn_folder_options *options);
 
-/* Loads root/<class name>/<image>.jpg (also .jpeg, any case): class names are the folder names,
- * sorted; every image is decoded once (JPEG: grayscale, RGB, CMYK, YCCK; baseline or progressive)
- * and brought to channels x height x width (channels 1 or 3; use cnn_model_input_shape).
+/* Loads root/<class name>/<image>.jpg (also .jpeg and .png, any case): class names are the folder
+ * names, sorted; every image is decoded once (JPEG: grayscale, RGB, CMYK, YCCK; baseline or
+ * progressive. PNG: gray, RGB, palette, with or without alpha, 8 or 16 bits, interlaced; alpha is
+ * dropped) and brought to channels x height x width (channels 1 or 3; use cnn_model_input_shape).
+ * A file's contents decide its format, not its extension. Every file that is not used is listed
+ * by cnn_dataset_skipped_file with the reason: one that does not decode, hidden files, files of
+ * other types, files outside the class folders.
  *   root     IN  the folder
  *   options  IN  NULL for the defaults
  *   dataset  OUT the new dataset
  * Returns CNN_INVALID_ARGUMENT for a root that is not a folder, has no class folders, or a class
- * folder with no JPEG; CNN_BAD_FORMAT when no file decodes, or (strict) for the first bad file. */
+ * folder with no image; CNN_BAD_FORMAT when no file decodes, or (strict) for the first bad file. */
 cnn_status cnn_dataset_from_folder(const char *root, int32_t channels, int32_t height, int32_t width,
                                    const cnn_folder_options *options, cnn_dataset **dataset);
 
@@ -304,9 +308,10 @@ cnn_status cnn_model_summary(const cnn_model *model, const char **text);
 
 /* Class names and labels must agree between data and model: a dataset whose classes are named
  * (class folders, classes.txt, cnn_dataset_set_class_names) is evaluated or trained on a model
- * only when its label i has the name of the model's class i (it may lack the model's last
- * classes); otherwise the call fails with CNN_SHAPE_MISMATCH naming both lists. Datasets without
- * names (labels only: "0", "1", ...) are checked by count. This function maps instead: a new
+ * that names its classes (trained on named data) only when its label i has the name of the
+ * model's class i (it may lack the model's last classes); otherwise the call fails with
+ * CNN_SHAPE_MISMATCH naming both lists. Where the dataset or the model has no names (the numbers
+ * "0", "1", ...), only the count is checked. This function maps instead: a new
  * dataset with the same images whose labels are the model's indices of the same class names (a
  * test folder that lacks some classes or orders them otherwise). Every class of data must be one
  * of the model's (CNN_SHAPE_MISMATCH otherwise). */
@@ -481,10 +486,10 @@ cnn_status cnn_model_predict_logits(cnn_model *model, const float *images, int32
 cnn_status cnn_model_predict_uint8(cnn_model *model, const uint8_t *images, int32_t n,
                                    float *probabilities);
 
-/* Class probabilities of one JPEG image in memory: decoded (with DCT scaling when it is much larger
- * than the input), brought to the input size the way the model's training data was (crop by
- * default), normalized like it. size: 1 .. 2^30. Returns CNN_BAD_FORMAT with libjpeg's message
- * for data that is not a valid JPEG, CNN_SHAPE_MISMATCH for models whose input has neither 1 nor
+/* Class probabilities of one JPEG (or PNG) image in memory: decoded (JPEG with DCT scaling when it
+ * is much larger than the input), brought to the input size the way the model's training data was
+ * (crop by default), normalized like it. size: 1 .. 2^30. Returns CNN_BAD_FORMAT with the decoder's
+ * message for data that is not a valid JPEG or PNG, CNN_SHAPE_MISMATCH for models whose input has neither 1 nor
  * 3 channels. options: NULL for the defaults (only its decoding limits are used). */
 cnn_status cnn_model_predict_jpeg(cnn_model *model, const uint8_t *data, size_t size,
                                   const cnn_folder_options *options, float *probabilities);

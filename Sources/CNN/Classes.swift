@@ -9,8 +9,9 @@ extension Dataset {
     public var namesItsClasses: Bool { classNames != Dataset.numberedNames(numClasses) }
 
     /// Checks that this data's labels mean the model's classes: no more classes than the model
-    /// outputs, and, when the data names its classes, label i's name is the model's class i
-    /// (a data set may lack the model's last classes, never have them in another order).
+    /// outputs, and, when both the data and the model name their classes, label i's name is the
+    /// model's class i (a data set may lack the model's last classes, never have them in another
+    /// order). Where one side has only numbers there is nothing to compare but the count.
     /// `what` names the data in the message ("validation data", a path).
     public func checkClasses(of model: Model, what: String = "the data") throws {
         try checkClasses(against: model.classNames, what: what)
@@ -21,7 +22,7 @@ extension Dataset {
         guard numClasses <= modelNames.count else {
             throw CNNError(.shapeMismatch, "\(what) has \(numClasses) classes \(Dataset.list(classNames)), the model outputs \(modelNames.count) \(Dataset.list(modelNames))")
         }
-        if namesItsClasses, Array(modelNames.prefix(numClasses)) != classNames {
+        if namesItsClasses, modelNames != Dataset.numberedNames(modelNames.count), Array(modelNames.prefix(numClasses)) != classNames {
             throw CNNError(.shapeMismatch, "\(what) names its classes \(Dataset.list(classNames)), the model's are \(Dataset.list(modelNames)): label i must mean the model's class i (map the data's classes to the model's by name with --map-classes, cnn_dataset_map_classes or Dataset.map_classes)")
         }
     }

@@ -129,8 +129,9 @@ struct FolderTests {
         #expect(d.classNames == ["apple", "mango", "zebra"])
         #expect(d.count == 4)
         #expect(d.labels == [0, 1, 2, 2])
-        #expect(d.skipped.count == 2)
-        #expect(d.skipped.map { ($0.path as NSString).lastPathComponent }.sorted() == ["broken.jpg", "empty.jpg"])
+        #expect(d.skipped.count == 3)   // the two bad JPEGs, and notes.txt: every unused file is named
+        #expect(d.skipped.map { ($0.path as NSString).lastPathComponent }.sorted() == ["broken.jpg", "empty.jpg", "notes.txt"])
+        #expect(d.skipped.first { $0.path.hasSuffix("notes.txt") }?.reason.contains("not an image type") == true)
         #expect(d.skipped.allSatisfy { !$0.reason.isEmpty })
         o.strict = true
         #expect(throws: CNNError.self) { try Dataset.fromFolder(root, options: o) }
