@@ -2,11 +2,11 @@
 # Builds the libFuzzer + AddressSanitizer harnesses of the library's parsers (Tests/fuzz) and runs
 # each for FUZZ_SECONDS (default 60) on its corpus, seeded from Tests/fuzz/seeds/<harness>.
 #
-#   scripts/fuzz.sh [HARNESS...]        architecture, model, idx, jpeg (default: all)
+#   scripts/fuzz.sh [HARNESS...]        architecture, model, idx, jpeg, png (default: all)
 #   FUZZ_SECONDS=600 FUZZ_JOBS=2 scripts/fuzz.sh jpeg
 #
 # The engine's sources are compiled as one module with the harnesses (swiftc -sanitize=fuzzer,address)
-# and the C shim with clang -fsanitize=fuzzer-no-link,address. An input that traps, leaks, reads or
+# and the C shims with clang -fsanitize=fuzzer-no-link,address. An input that traps, leaks, reads or
 # writes out of bounds, allocates more than -malloc_limit_mb in one call or grows the process past
 # -rss_limit_mb is a finding: libFuzzer stops and writes it to build/fuzz/crash-<harness>-*; replay
 # it with build/fuzz/fuzz-<harness> FILE, then add it to Tests/fuzz/regressions/<harness>/ (every
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=build/fuzz
 SECONDS_EACH=${FUZZ_SECONDS:-60}
-ALL=(architecture model idx jpeg)
+ALL=(architecture model idx jpeg png)
 HARNESSES=("$@")
 [[ ${#HARNESSES[@]} -eq 0 ]] && HARNESSES=("${ALL[@]}")
 mkdir -p "$OUT"
@@ -23,6 +23,7 @@ mkdir -p "$OUT"
 # FUZZ_DEPS=1: libjpeg-turbo and zlib are built from Debian's source packages with the same
 # instrumentation, so that coverage guides the fuzzer through their code too (needs deb-src
 # entries, cmake; a few minutes once). Otherwise the system's libraries are linked uninstrumented.
+# libpng is always the system's (uninstrumented): the shim around it is instrumented.
 libs=(-ljpeg -lz)
 if [[ ${FUZZ_DEPS:-0} == 1 ]]; then
     deps=$PWD/$OUT/deps
@@ -42,14 +43,17 @@ fi
 stamp=$OUT/cnn-fuzz.libs
 sources=$(find Sources/CNN -name '*.swift' | sort)
 if [[ ! -x $OUT/cnn-fuzz || "$(cat $stamp 2>/dev/null)" != "${libs[*]}" ||
-      -n $(find Sources/CNN Sources/CJPEGShim Tests/fuzz -newer $OUT/cnn-fuzz -type f | head -1) ]]; then
+      -n $(find Sources/CNN Sources/CJPEGShim Sources/CPNGShim Sources/CCPUID Tests/fuzz -newer $OUT/cnn-fuzz -type f | head -1) ]]; then
     echo "building $OUT/cnn-fuzz (${libs[*]})"
     clang -O1 -g -fsanitize=fuzzer-no-link,address -I Sources/CJPEGShim/include \
         -c Sources/CJPEGShim/cnnjpeg.c -o $OUT/cnnjpeg.o
+    clang -O1 -g -fsanitize=fuzzer-no-link,address -I Sources/CPNGShim/include \
+        -c Sources/CPNGShim/cnnpng.c -o $OUT/cnnpng.o
+    clang -O1 -g -fsanitize=address -I Sources/CCPUID/include -c Sources/CCPUID/cpuid.c -o $OUT/cpuid.o
     # shellcheck disable=SC2086
     swiftc -O -g -sanitize=fuzzer,address -parse-as-library -module-name CNN -use-ld=lld \
-        -I Tests/fuzz -I Sources/CZlib -I Sources/CLibJPEG $sources Tests/fuzz/Harnesses.swift \
-        $OUT/cnnjpeg.o "${libs[@]}" -o $OUT/cnn-fuzz
+        -I Tests/fuzz -I Sources/CZlib -I Sources/CLibJPEG -I Sources/CLibPNG $sources Tests/fuzz/Harnesses.swift \
+        $OUT/cnnjpeg.o $OUT/cnnpng.o $OUT/cpuid.o -lpng16 "${libs[@]}" -o $OUT/cnn-fuzz
     echo "${libs[*]}" > $stamp
 fi
 for h in "${ALL[@]}"; do ln -sf cnn-fuzz "$OUT/fuzz-$h"; done

@@ -2,14 +2,14 @@
 // (`make fuzz`): every input must end in a value or a CNNError, never a trap, a leak or a memory
 // error (AddressSanitizer), and never allocate out of proportion (-malloc_limit_mb, -rss_limit_mb).
 // One binary; the harness is chosen by the name it runs under (fuzz-architecture, fuzz-model,
-// fuzz-idx, fuzz-jpeg), so each keeps its own corpus and crash files replay with the same name.
+// fuzz-idx, fuzz-jpeg, fuzz-png), so each keeps its own corpus and crash files replay with the same name.
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// What one input exercises.
 enum Harness: String, CaseIterable {
-    case architecture, model, idx, jpeg
+    case architecture, model, idx, jpeg, png
 }
 
 nonisolated(unsafe) var harness = Harness.architecture
@@ -37,6 +37,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     case .model: fuzzModel(bytes)
     case .idx: fuzzIDX(bytes)
     case .jpeg: fuzzJPEG(bytes)
+    case .png: fuzzPNG(bytes)
     }
     return 0
 }
@@ -109,5 +110,24 @@ func fuzzJPEG(_ bytes: [UInt8]) {
     let fit: [ImageFit] = [.crop, .stretch, .pad]
     let shape = Shape(c: bytes[3] & 1 == 0 ? 1 : 3, h: max(1, side), w: max(1, Int(bytes[3] >> 2) % 64 + 1))
     let fitted = image.fitted(channels: shape.c, width: shape.w, height: shape.h, fit: fit[Int(bytes[3] >> 1) % 3])
+    guard fitted.pixels.count == shape.count else { fatalError("fitted to \(shape) with \(fitted.pixels.count) bytes") }
+}
+
+/// PNG: the first byte picks strictness and limits, the rest is the file.
+func fuzzPNG(_ bytes: [UInt8]) {
+    guard bytes.count >= 2 else { return }
+    var options = JPEGOptions()
+    options.strict = bytes[0] & 1 != 0
+    options.maxPixels = bytes[0] & 4 != 0 ? 1 << 14 : 1 << 18
+    options.maxBytes = bytes[0] & 8 != 0 ? 1 << 18 : 16 << 20
+    let file = Array(bytes[2...])
+    guard let decoded = try? ImageFile.decode(file, options: options) else { return }
+    let image = decoded.image
+    guard image.width > 0, image.height > 0, image.channels == 1 || image.channels == 3,
+          image.pixels.count == image.width * image.height * image.channels else {
+        fatalError("decoded a \(image.width)x\(image.height)x\(image.channels) image of \(image.pixels.count) bytes")
+    }
+    let shape = Shape(c: bytes[1] & 1 == 0 ? 1 : 3, h: Int(bytes[1] >> 1) % 32 + 1, w: Int(bytes[1] >> 3) % 32 + 1)
+    let fitted = image.fitted(channels: shape.c, width: shape.w, height: shape.h, fit: .crop)
     guard fitted.pixels.count == shape.count else { fatalError("fitted to \(shape) with \(fitted.pixels.count) bytes") }
 }
