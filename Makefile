@@ -41,21 +41,24 @@ LINK_C = -Lbuild/lib -lcnn -Wl,-rpath,$(CURDIR)/build/lib -lpthread -lm
 
 all: build lib
 
-# libjpeg-turbo and zlib are linked in statically, from the .a files of Debian's -dev packages:
+# libjpeg-turbo, libpng and zlib are linked in statically, from the .a files of Debian's -dev packages:
 # build/static-deps holds copies of those archives and pkg-config files that point at them (SwiftPM
 # would otherwise put the system folder, with its .so files, first). Debian's libjpeg.a is not
 # entirely position-independent: its default message printer reads `stderr` directly, which a shared
 # library cannot link, so that reference is renamed to a pointer the JPEG shim provides (libjpeg never
-# prints through it: the shim replaces the printer). Their DWARF 5 debug information, which
+# prints through it: the shims replace the printers; libpng's default handlers, which print, are
+# replaced too). Their DWARF 5 debug information, which
 # valgrind 3.19 cannot read, is left out. libcnn.so then needs nothing but libc, libm,
 # libstdc++ and libgcc_s (scripts/check-symbols.sh).
 STATIC_DEPS = build/static-deps
-$(STATIC_DEPS)/ready:
-	rm -rf $(STATIC_DEPS) && mkdir -p $(STATIC_DEPS)/jpeg
+$(STATIC_DEPS)/ready: Makefile
+	rm -rf $(STATIC_DEPS) && mkdir -p $(STATIC_DEPS)/jpeg $(STATIC_DEPS)/png
 	objcopy --strip-debug $$(pkg-config --variable=libdir zlib)/libz.a $(STATIC_DEPS)/libz.a
 	cd $(STATIC_DEPS)/jpeg && ar x $$(pkg-config --variable=libdir libjpeg)/libjpeg.a \
 		&& for o in *.o; do objcopy --strip-debug --redefine-sym stderr=cnnjpeg_stderr $$o; done && ar rcs ../libjpeg.a *.o
-	for pc in libjpeg:jpeg zlib:z; do \
+	cd $(STATIC_DEPS)/png && ar x $$(pkg-config --variable=libdir libpng)/libpng16.a \
+		&& for o in *.o; do objcopy --strip-debug --redefine-sym stderr=cnnjpeg_stderr $$o; done && ar rcs ../libpng16.a *.o
+	for pc in libjpeg:jpeg zlib:z libpng:png16; do \
 		printf 'Name: %s\nDescription: %s, static (linked into libcnn.so)\nVersion: %s\nLibs: -L%s -l%s\nCflags: %s\n' \
 			$${pc%%:*} $${pc%%:*} $$(pkg-config --modversion $${pc%%:*}) $(CURDIR)/$(STATIC_DEPS) $${pc#*:} "$$(pkg-config --cflags $${pc%%:*})" \
 			> $(STATIC_DEPS)/$${pc%%:*}.pc; done
@@ -72,14 +75,20 @@ example: lib
 	mkdir -p build/bin
 	cc $(CFLAGS_C) bindings/c/example.c $(LINK_C) -o build/bin/example
 
-install: lib
-	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+# The library, its header and pkg-config file, the tool and its manual page (made from its --help
+# texts by scripts/man.sh, so the two cannot disagree).
+install: lib build
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(BIN)/cnn $(DESTDIR)$(PREFIX)/bin/cnn
+	scripts/man.sh $(BIN)/cnn > $(DESTDIR)$(PREFIX)/share/man/man1/cnn.1
 	cp -P build/lib/libcnn.so build/lib/libcnn.so.$(MAJOR) build/lib/libcnn.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 include/cnn.h $(DESTDIR)$(PREFIX)/include/cnn.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' bindings/c/cnn.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cnn.pc
 
-build:
-	$(SWIFT) build $(RELEASE_FLAGS) --product cnn
+# The tool links the Swift runtime, Foundation, libjpeg-turbo, libpng and zlib statically (about
+# 90 MB): it runs, and installs, without a Swift toolchain or the -dev packages.
+build: $(STATIC_DEPS)/ready
+	PKG_CONFIG_PATH=$(CURDIR)/$(STATIC_DEPS) $(SWIFT) build $(RELEASE_FLAGS) --product cnn -Xswiftc -static-stdlib
 
 demo: build
 	scripts/demo.sh $(BIN)/cnn

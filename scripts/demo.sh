@@ -23,14 +23,15 @@ else
     echo "== demo on the shipped JPEG sample ($DATA): 2,000 training and 500 test images"
     echo "   (apt-get install -y dataset-fashion-mnist for the full dataset)"
 fi
-THREADS=${THREADS:-$(nproc)}
+# Every core the process may use, unless THREADS=N says otherwise.
+THREADS=${THREADS:-}
 "$CNN" summary "$SPEC"
 echo
 "$CNN" train --spec "$SPEC" --data "$DATA/train" --val "$DATA/test" \
     --epochs "$EPOCHS" --batch-size 64 --optimizer sgd --lr 0.01 --momentum 0.9 \
-    --seed 1 --threads "$THREADS" --out "$OUT/fashion.safetensors" --log "$OUT/train-log.csv"
+    --seed 1 ${THREADS:+--threads "$THREADS"} --out "$OUT/fashion.safetensors" --log "$OUT/train-log.csv"
 echo
-"$CNN" eval --model "$OUT/fashion.safetensors" --data "$DATA/test" --threads "$THREADS"
+"$CNN" eval --model "$OUT/fashion.safetensors" --data "$DATA/test" ${THREADS:+--threads "$THREADS"}
 echo
 echo "== five test images, by file name:"
 FILES=()

@@ -51,6 +51,11 @@ func run(_ body: () throws -> Void) throws {
     }
 }
 
+/// Progress text on stderr without a newline (a terminal's line redrawn with \r).
+func printProgress(_ text: String) {
+    FileHandle.standardError.write(Data(text.utf8))
+}
+
 func printError(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }

@@ -14,9 +14,11 @@ struct IDXToJPEG: ParsableCommand {
     var classes: String?
     @Option(help: "JPEG quality, 1-100.") var quality: Int = 95
     @Option(help: "Write only the first N images.") var limit: Int?
+    @OptionGroup var common: CommonOptions
 
     func run() throws {
         try CNNCommandRun {
+            try common.apply()
             guard (1...100).contains(quality) else { throw CNNError(.invalidArgument, "--quality must be from 1 to 100") }
             var d = try loadDataset(data, input: Shape(c: 1, h: 1, w: 1), options: DataOptions(classes: classes))
             if let limit {
@@ -33,22 +35,50 @@ struct IDXToJPEG: ParsableCommand {
                 do { try fm.createDirectory(atPath: out + "/" + f, withIntermediateDirectories: true) }
                 catch { throw CNNError(.io, "\(out)/\(f): \(error.localizedDescription)") }
             }
-            let s = d.shape
-            var pixels = [Float](repeating: 0, count: s.count)
-            let digits = String(d.count - 1).count
-            for n in 0..<d.count {
-                try pixels.withUnsafeMutableBufferPointer { try d.copy(first: n, count: 1, images: $0.baseAddress!, labels: nil) }
-                // (C, H, W) floats in [0, 1] -> (H, W, C) bytes.
+            // Chunks of images encoded and written on every thread, with progress on stderr.
+            let s = d.shape, total = d.count, chunk = 500
+            let digits = String(total - 1).count
+            let chunks = (total + chunk - 1) / chunk
+            let lock = NSLock()
+            var done = 0, firstError: CNNError? = nil, lastShown = -1
+            let terminal = isatty(STDERR_FILENO) != 0
+            let start = Date()
+            ThreadPool.shared.parallelFor(chunks) { k in
+                var pixels = [Float](repeating: 0, count: s.count)
                 var image = Image(width: s.w, height: s.h, channels: s.c)
-                for c in 0..<s.c { for p in 0..<(s.h * s.w) {
-                    image.pixels[p * s.c + c] = UInt8(max(0, min(255, (pixels[c * s.h * s.w + p] * 255).rounded())))
-                } }
-                let bytes = try JPEG.encode(image, quality: quality, subsampling: 444)
-                let name = String(n)
-                let path = "\(out)/\(folders[Int(d.labels[n])])/\(String(repeating: "0", count: digits - name.count) + name).jpg"
-                guard fm.createFile(atPath: path, contents: Data(bytes)) else { throw CNNError(.io, "\(path): cannot write") }
+                for n in (k * chunk)..<min(total, (k + 1) * chunk) {
+                    do {
+                        try pixels.withUnsafeMutableBufferPointer { try d.copy(first: n, count: 1, images: $0.baseAddress!, labels: nil) }
+                        // (C, H, W) floats in [0, 1] -> (H, W, C) bytes.
+                        for c in 0..<s.c { for p in 0..<(s.h * s.w) {
+                            image.pixels[p * s.c + c] = UInt8(max(0, min(255, (pixels[c * s.h * s.w + p] * 255).rounded())))
+                        } }
+                        let bytes = try JPEG.encode(image, quality: quality, subsampling: 444)
+                        let name = String(n)
+                        let path = "\(out)/\(folders[Int(d.labels[n])])/\(String(repeating: "0", count: digits - name.count) + name).jpg"
+                        guard fm.createFile(atPath: path, contents: Data(bytes)) else { throw CNNError(.io, "\(path): cannot write") }
+                    } catch let e as CNNError {
+                        lock.lock(); if firstError == nil { firstError = e }; lock.unlock()
+                        return
+                    } catch {
+                        lock.lock(); if firstError == nil { firstError = CNNError(.io, "\(error)") }; lock.unlock()
+                        return
+                    }
+                }
+                lock.lock()
+                done += min(total, (k + 1) * chunk) - k * chunk
+                let percent = done * 100 / total
+                if terminal {
+                    printProgress("\rconverting \(done)/\(total) images (\(percent) %)")
+                } else if percent / 10 != lastShown / 10 || done == total {
+                    printError("converting: \(done)/\(total) images")
+                }
+                lastShown = percent
+                lock.unlock()
             }
-            printError("wrote \(d.count) JPEG files in \(folders.count) class folders under \(out)")
+            if terminal { printProgress("\r\u{1B}[K") }
+            if let firstError { throw firstError }
+            printError("wrote \(d.count) JPEG files in \(folders.count) class folders under \(out) in \(format(Date().timeIntervalSince(start), 1)) s (\(ThreadPool.shared.threads) thread\(ThreadPool.shared.threads == 1 ? "" : "s"))")
         }
     }
 }

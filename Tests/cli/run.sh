@@ -298,5 +298,18 @@ fi
 chmod 755 "$T"
 cmp -s "$T/a.safetensors" "$T/keep.safetensors" && ok "previous model intact" || fail "previous model intact"
 
+# The documentation agrees with the tool: every option of every command's --help is in README.md,
+# and the manual page (scripts/man.sh, what make install installs) holds each command's help.
+missing=""
+for command in train eval predict summary idx2jpeg; do
+    for option in $("$CNN" help $command | grep -oE -- '--[a-z][a-z0-9-]+' | sort -u); do
+        [[ $option == --help || $option == --version ]] && continue
+        grep -qF -- "$option" "$ROOT/README.md" || missing+=" $command $option"
+    done
+done
+[[ -z $missing ]] && ok "README.md names every option of every command" || fail "README.md lacks options" "$missing"
+if "$ROOT/scripts/man.sh" "$CNN" >"$T/cnn.1" && grep -q '^.TH CNN 1' "$T/cnn.1" && grep -q 'early-stop' "$T/cnn.1" \
+   && grep -q 'CNN IDX2JPEG' "$T/cnn.1"; then ok "manual page made from the help texts"; else fail "manual page" "$(head -c 300 "$T/cnn.1")"; fi
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
