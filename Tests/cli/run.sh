@@ -265,9 +265,11 @@ cmp -s "$T/r3.safetensors" "$T/r3-direct.safetensors" && ok "2 epochs + resume t
 
 # Ctrl-C: stops at the end of the batch, saves the model and a checkpoint that resumes exactly.
 "$CNN" train --spec "$REF" --data "$TRAIN" --epochs 6 --batch-size 32 --flip --threads 1 --seed 3 --quiet --out "$T/full.safetensors"
-"$CNN" train --spec "$REF" --data "$TRAIN" --epochs 6 --batch-size 32 --flip --threads 1 --seed 3 --quiet --out "$T/int.safetensors" 2>"$T/int.err" &
+"$CNN" train --spec "$REF" --data "$TRAIN" --epochs 6 --batch-size 32 --flip --threads 1 --seed 3 --quiet --out "$T/int.safetensors" \
+    --log "$T/int.csv" 2>"$T/int.err" &
 pid=$!
-sleep 1.5
+# Interrupted in its second epoch: once the first epoch's log line is written (the handler is set).
+for _ in $(seq 600); do [[ -s $T/int.csv ]] && break; sleep 0.05; done
 kill -INT $pid
 wait $pid; rc=$?
 if [[ $rc -eq 130 ]] && [[ -s $T/int.safetensors && -s $T/int.checkpoint.safetensors ]] && grep -q "interrupted at epoch" "$T/int.err"; then
