@@ -8,14 +8,15 @@
 /// The grammar, with defaults:
 ///
 ///     input(C,H,W)                       first, exactly once
-///     conv(OUT,K, stride=1, pad=0, bias=true)
+///     conv(OUT,K, stride=1, pad=0, bias=true, groups=1)   groups=C: depthwise
 ///     maxpool(K, stride=K)   avgpool(K, stride=K)   globalavgpool
 ///     flatten   dense(OUT, bias=true)
 ///     relu   leakyrelu(alpha=0.01)   sigmoid   tanh
+///     relu6   hardsigmoid   hardswish   silu (or swish)   gelu
 ///     dropout(P)                         0 <= P < 1
 ///     batchnorm(eps=1e-5, momentum=0.1)
 public enum LayerKind: Equatable, Sendable {
-    case conv(out: Int, kernel: Pair, stride: Pair, pad: Pair, bias: Bool)
+    case conv(out: Int, kernel: Pair, stride: Pair, pad: Pair, bias: Bool, groups: Int = 1)
     case maxpool(kernel: Pair, stride: Pair)
     case avgpool(kernel: Pair, stride: Pair)
     case globalAvgPool
@@ -41,11 +42,12 @@ public struct LayerSpec: Equatable, Sendable {
 
     public static func render(_ kind: LayerKind) -> String {
         switch kind {
-        case let .conv(out, k, s, p, b):
+        case let .conv(out, k, s, p, b, groups):
             var t = "conv(\(out),\(k)"
             if s != Pair(1, 1) { t += ",stride=\(s)" }
             if p != Pair(0, 0) { t += ",pad=\(p)" }
             if !b { t += ",bias=false" }
+            if groups != 1 { t += ",groups=\(groups)" }
             return t + ")"
         case let .maxpool(k, s): return "maxpool(\(k)" + (s == k ? "" : ",stride=\(s)") + ")"
         case let .avgpool(k, s): return "avgpool(\(k)" + (s == k ? "" : ",stride=\(s)") + ")"
@@ -56,6 +58,11 @@ public struct LayerSpec: Equatable, Sendable {
         case .activation(.leakyRelu(let a)): return a == 0.01 ? "leakyrelu" : "leakyrelu(alpha=\(a))"
         case .activation(.sigmoid): return "sigmoid"
         case .activation(.tanh): return "tanh"
+        case .activation(.relu6): return "relu6"
+        case .activation(.hardSigmoid): return "hardsigmoid"
+        case .activation(.hardSwish): return "hardswish"
+        case .activation(.silu): return "silu"
+        case .activation(.gelu): return "gelu"
         case .dropout(let p): return "dropout(\(p))"
         case let .batchnorm(eps, m):
             var args: [String] = []

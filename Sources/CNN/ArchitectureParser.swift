@@ -124,13 +124,15 @@ struct ArchitectureParser {
         case "input":
             throw error(t, "input(...) may appear only once, as the first layer")
         case "conv", "conv2d":
-            let a = try arguments(t, positional: ["out", "kernel"], keywords: ["stride", "pad", "bias"], required: 2)
+            let a = try arguments(t, positional: ["out", "kernel"], keywords: ["stride", "pad", "bias", "groups"], required: 2)
             let out = try int(try need(a, "out", t), t, "out", min: 1)
             let k = try pair(try need(a, "kernel", t), t, "kernel", min: 1)
             let s = try a["stride"].map { try pair($0, t, "stride", min: 1) } ?? Pair(1, 1)
             let p = try a["pad"].map { try pair($0, t, "pad", min: 0) } ?? Pair(0, 0)
             let b = try a["bias"].map { try bool($0, t, "bias") } ?? true
-            return .conv(out: out, kernel: k, stride: s, pad: p, bias: b)
+            let groups = try a["groups"].map { try int($0, t, "groups", min: 1) } ?? 1
+            guard out % groups == 0 else { throw error(t, "out (\(out)) must be a multiple of groups (\(groups))") }
+            return .conv(out: out, kernel: k, stride: s, pad: p, bias: b, groups: groups)
         case "maxpool", "avgpool":
             let a = try arguments(t, positional: ["kernel"], keywords: ["stride"], required: 1)
             let k = try pair(try need(a, "kernel", t), t, "kernel", min: 1)
@@ -147,9 +149,12 @@ struct ArchitectureParser {
             let out = try int(try need(a, "out", t), t, "out", min: 1)
             let b = try a["bias"].map { try bool($0, t, "bias") } ?? true
             return .dense(out: out, bias: b)
-        case "relu", "sigmoid", "tanh":
+        case "relu", "sigmoid", "tanh", "relu6", "hardsigmoid", "hardswish", "silu", "swish", "gelu":
             _ = try arguments(t, positional: [], keywords: [], required: 0)
-            return .activation(t.name == "relu" ? .relu : t.name == "sigmoid" ? .sigmoid : .tanh)
+            let kinds: [String: ActivationKind] = ["relu": .relu, "sigmoid": .sigmoid, "tanh": .tanh, "relu6": .relu6,
+                                                   "hardsigmoid": .hardSigmoid, "hardswish": .hardSwish, "silu": .silu,
+                                                   "swish": .silu, "gelu": .gelu]
+            return .activation(kinds[t.name]!)
         case "leakyrelu":
             let a = try arguments(t, positional: ["alpha"], keywords: [], required: 0)
             let alpha = try a["alpha"].map { try float($0, t, "alpha", in: 0...1) } ?? 0.01
@@ -164,7 +169,7 @@ struct ArchitectureParser {
             let m = try a["momentum"].map { try float($0, t, "momentum", in: 0...1) } ?? 0.1
             return .batchnorm(eps: eps, momentum: m)
         default:
-            throw error(t, "unknown layer '\(t.name)'; expected one of conv, maxpool, avgpool, globalavgpool, flatten, dense, relu, leakyrelu, sigmoid, tanh, dropout, batchnorm")
+            throw error(t, "unknown layer '\(t.name)'; expected one of conv, maxpool, avgpool, globalavgpool, flatten, dense, relu, leakyrelu, sigmoid, tanh, relu6, hardsigmoid, hardswish, silu, gelu, dropout, batchnorm")
         }
     }
 

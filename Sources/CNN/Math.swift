@@ -12,5 +12,6 @@ import Darwin
 @inline(__always) func _expf(_ x: Float) -> Float { expf(x) }
 @inline(__always) func _logf(_ x: Float) -> Float { logf(x) }
 @inline(__always) func _tanhf(_ x: Float) -> Float { tanhf(x) }
+@inline(__always) func _erff(_ x: Float) -> Float { erff(x) }
 @inline(__always) func _powf(_ x: Float, _ y: Float) -> Float { powf(x, y) }
 @inline(__always) func _cosf(_ x: Float) -> Float { cosf(x) }

@@ -226,18 +226,25 @@ public final class Model {
             CNNError(.invalidArgument, "architecture: layer \(index) (\(spec.text)) on input \(input): \(what)")
         }
         switch spec.kind {
-        case let .conv(out, k, s, p, bias):
+        case let .conv(out, k, s, p, bias, groups):
             guard !input.flat else { throw fail("conv needs an image input (C,H,W), not a vector") }
             guard input.h + 2 * p.h >= k.h, input.w + 2 * p.w >= k.w else {
                 throw fail("the kernel \(k) is larger than the padded input")
             }
+            guard input.c % groups == 0 else {
+                throw fail("the input's \(input.c) channels are not a multiple of groups (\(groups))")
+            }
             // Checked before the weights are allocated.
-            let (a, o1) = out.multipliedReportingOverflow(by: input.c)
+            let (a, o1) = out.multipliedReportingOverflow(by: input.c / groups)
             let (b, o2) = a.multipliedReportingOverflow(by: k.h)
             let (weights, o3) = b.multipliedReportingOverflow(by: k.w)
             guard !o1, !o2, !o3, weights <= maxParameters else { throw fail("too many weights") }
             let (rows, o4) = input.c.multipliedReportingOverflow(by: k.h * k.w)
             guard !o4, rows <= maxWorkspacePerSample else { throw fail("the im2col matrix is too large") }
+            if groups > 1 {
+                return GroupedConv2D(spec: spec, input: input, outChannels: out, groups: groups, kernel: (k.h, k.w),
+                                     stride: (s.h, s.w), padding: (p.h, p.w), bias: bias)
+            }
             return Conv2D(spec: spec, input: input, outChannels: out, kernel: (k.h, k.w),
                           stride: (s.h, s.w), padding: (p.h, p.w), bias: bias)
         case let .maxpool(k, s), let .avgpool(k, s):
@@ -276,6 +283,12 @@ public final class Model {
                 let k = conv.geometry.kh * conv.geometry.kw
                 fanIn = conv.geometry.c * k
                 fanOut = conv.outputShape.c * k
+            } else if let conv = layer as? GroupedConv2D {
+                // As PyTorch counts them, from the weight's shape (OC, C / groups, KH, KW).
+                weight = conv.weight
+                let k = conv.geometry.kh * conv.geometry.kw
+                fanIn = conv.geometry.c / conv.groups * k
+                fanOut = conv.outputShape.c * k
             } else if let dense = layer as? Dense {
                 weight = dense.weight
                 fanIn = dense.inputShape.count
@@ -286,7 +299,12 @@ public final class Model {
             var gain: Float? = nil
             for next in layers[(i + 1)...] {
                 if let a = next as? Activation {
-                    if case .relu = a.kind { gain = 2 }
+                    // He initialization for ReLU and the activations shaped like it (as torchvision's
+                    // MobileNets and EfficientNets do), Glorot otherwise.
+                    switch a.kind {
+                    case .relu, .relu6, .hardSwish, .silu, .gelu: gain = 2
+                    default: break
+                    }
                     if case .leakyRelu(let alpha) = a.kind { gain = 2 / (1 + alpha * alpha) }
                     break
                 }

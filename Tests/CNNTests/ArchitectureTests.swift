@@ -28,6 +28,19 @@ struct ArchitectureTests {
         #expect(m.layers[0].outputShape == Shape(c: 16, h: 16, w: 16))
     }
 
+    /// The newer layers round-trip through their text and name their tensors as PyTorch does:
+    /// a depthwise conv's weight is (C, 1, K, K), a grouped one's (OC, C / groups, K, K).
+    @Test func groupsAndNewerActivations() throws {
+        let text = "input(8,16,16) conv(8,3,pad=1,groups=8,bias=false) batchnorm relu6 conv(16,1,groups=2) hardswish silu gelu hardsigmoid swish globalavgpool flatten dense(3)"
+        let a = try Architecture(parsing: text)
+        #expect(a.text == "input(8,16,16) conv(8,3,pad=1,bias=false,groups=8) batchnorm relu6 conv(16,1,groups=2) hardswish silu gelu hardsigmoid silu globalavgpool flatten dense(3)")
+        #expect(try Architecture(parsing: a.text) == a)
+        let m = try Model(architecture: a, seed: 1)
+        #expect(m.namedParameters.map(\.parameter.shape).prefix(2) == [[8, 1, 3, 3], [8]])
+        #expect(m.namedParameters.first { $0.name == "3.weight" }?.parameter.shape == [16, 4, 1, 1])
+        #expect(m.layers[0].flops == 2 * 8 * 16 * 16 * 9)
+    }
+
     @Test(arguments: [
         ("", "empty"),
         ("conv(32,3) dense(10)", "expected input(C,H,W) as the first layer"),
@@ -42,6 +55,8 @@ struct ArchitectureTests {
         ("input(1,28,28) relu(3) flatten dense(10)", "takes no positional arguments"),
         ("input(1,28,28) @ dense(10)", "unexpected '@'"),
         ("input(1,28,28)\n  conv(32,99999999999999999999) flatten dense(10)", "line 2 column 3"),
+        ("input(4,8,8) conv(6,3,groups=4) flatten dense(2)", "out (6) must be a multiple of groups (4)"),
+        ("input(4,8,8) conv(4,3,groups=0) flatten dense(2)", "groups must be"),
     ])
     func parseErrors(_ text: String, _ expected: String) {
         do {
@@ -66,6 +81,7 @@ struct ArchitectureTests {
         ("input(16,1024,1024) conv(8,5,pad=2) flatten dense(2)", "im2col matrix"),
         ("input(1,1,65536) flatten dense(65536)", "too many weights"),
         ("input(1,1,1) conv(65536,65535,pad=32767) flatten dense(2)", "too many weights"),
+        ("input(6,8,8) conv(4,3,groups=4) flatten dense(2)", "6 channels are not a multiple of groups (4)"),
     ])
     func shapeErrors(_ text: String, _ expected: String) {
         do {

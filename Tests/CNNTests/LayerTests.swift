@@ -22,6 +22,28 @@ struct LayerTests {
         checkLayer(layer, batch: 2)
     }
 
+    /// Grouped and depthwise convolutions (their own direct kernel): strides, padding, rectangular
+    /// kernels, channel multipliers, without bias, on one and two threads.
+    @Test(arguments: [
+        "input(4,7,6) conv(4,3,pad=1,groups=4) flatten",                 // depthwise
+        "input(6,9,8) conv(6,3,stride=2,pad=1,groups=6) flatten",        // depthwise, stride 2
+        "input(3,8,7) conv(6,3x2,pad=2x0,groups=3,bias=false) flatten",  // multiplier 2
+        "input(8,6,6) conv(4,1,groups=2) flatten",                       // grouped 1×1
+        "input(6,10,9) conv(9,5,stride=3x2,pad=2,groups=3) flatten",     // wide kernel, odd strides
+        "input(4,5,5) conv(4,3,stride=1,pad=3,groups=4) flatten",        // padding past the kernel's reach
+    ])
+    func groupedConv(_ text: String) throws {
+        let (_, layer) = try makeLayer(text)
+        #expect(layer is GroupedConv2D)
+        try threadSettingLock.with {
+            for threads in [1, 2] {
+                ThreadPool.setThreads(threads)
+                defer { ThreadPool.setThreads(1) }
+                checkLayer(layer, batch: 3)
+            }
+        }
+    }
+
     /// Inference runs 3×3 stride-1 convolutions by Winograd's F(2×2, 3×3): forward against the
     /// reference, one image and several, with the fused ReLU, on one and two threads.
     @Test(arguments: [
@@ -133,10 +155,47 @@ struct LayerTests {
         }
     }
 
-    @Test(arguments: ["relu", "leakyrelu", "leakyrelu(alpha=0.2)", "sigmoid", "tanh"])
+    @Test(arguments: ["relu", "leakyrelu", "leakyrelu(alpha=0.2)", "sigmoid", "tanh", "relu6", "hardsigmoid", "hardswish", "silu", "gelu"])
     func activations(_ name: String) throws {
         let (_, layer) = try makeLayer("input(2,3,4) \(name) flatten")
         checkLayer(layer, batch: 3)
+        // Again over -8...8, through every piece of the piecewise ones (their kinks at -3, 0, 3
+        // and 6 kept 0.05 away, where finite differences are meaningful), on a batch long enough
+        // to be split between threads.
+        let (_, wide) = try makeLayer("input(4,64,64) \(name) flatten")
+        var r = TestRandom(7)
+        let x: [Float] = (0..<(5 * wide.inputShape.count)).map { _ in
+            var v: Float
+            repeat { v = r.rng.uniform() * 16 - 8 } while [-3, 0, 3, 6].contains { abs(v - $0) < 0.05 }
+            return v
+        }
+        try threadSettingLock.with {
+            ThreadPool.setThreads(2)
+            defer { ThreadPool.setThreads(1) }
+            let (_, small) = try makeLayer("input(1,1,60) \(name) flatten")
+            checkLayer(small, batch: 2, inputs: Array(x.prefix(120)))
+            var rng = Random(seed: 1)
+            let y = wide.forward(FloatBuffer(x), batch: 5, training: true, rng: &rng).array
+            let expected = Reference.forward(wide, x.map(Double.init), batch: 5, [], training: true)
+            #expect(maxRelativeError(y.map(Double.init), expected) < 1e-5)
+        }
+    }
+
+    /// At the kinks the gradient is PyTorch's: ReLU6 (hardtanh) and HardSigmoid pass nothing at
+    /// their ends, HardSwish is x/3 + 1/2 on [-3, 3], ends included.
+    @Test func activationKinks() throws {
+        let cases: [(String, [Float], [Float])] = [
+            ("relu6", [0, 6, -1, 3, 7], [0, 0, 0, 1, 0]),
+            ("hardsigmoid", [-3, 3, 0, -4, 4], [0, 0, Float(1) / 6, 0, 0]),
+            ("hardswish", [-3, 3, 0, -4, 4], [-0.5, 1.5, 0.5, 0, 1]),
+        ]
+        for (name, x, expected) in cases {
+            let (_, layer) = try makeLayer("input(1,1,5) \(name) flatten")
+            var rng = Random(seed: 1)
+            _ = layer.forward(FloatBuffer(x), batch: 1, training: true, rng: &rng)
+            let dx = layer.backward(FloatBuffer([Float](repeating: 1, count: 5)), batch: 1, needInputGradient: true)!.array
+            #expect(Array(dx.prefix(5)) == expected, "\(name)")
+        }
     }
 
     @Test func flatten() throws {

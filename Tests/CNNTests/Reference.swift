@@ -7,14 +7,16 @@ enum Reference {
     static func forward(_ layer: Layer, _ x: [Double], batch: Int, _ p: [[Double]], training: Bool) -> [Double] {
         let s = layer.inputShape, o = layer.outputShape
         switch layer.spec.kind {
-        case let .conv(out, k, st, pad, bias):
+        case let .conv(out, k, st, pad, bias, groups):
             var y = [Double](repeating: 0, count: batch * o.count)
+            let cg = s.c / groups, og = out / groups
             for n in 0..<batch { for oc in 0..<out { for oy in 0..<o.h { for ox in 0..<o.w {
                 var acc = bias ? p[1][oc] : 0
-                for c in 0..<s.c { for ki in 0..<k.h { for kj in 0..<k.w {
+                for j in 0..<cg { for ki in 0..<k.h { for kj in 0..<k.w {
+                    let c = oc / og * cg + j
                     let iy = oy * st.h - pad.h + ki, ix = ox * st.w - pad.w + kj
                     if iy < 0 || iy >= s.h || ix < 0 || ix >= s.w { continue }
-                    acc += p[0][((oc * s.c + c) * k.h + ki) * k.w + kj] * x[((n * s.c + c) * s.h + iy) * s.w + ix]
+                    acc += p[0][((oc * cg + j) * k.h + ki) * k.w + kj] * x[((n * s.c + c) * s.h + iy) * s.w + ix]
                 } } }
                 y[((n * out + oc) * o.h + oy) * o.w + ox] = acc
             } } } }
@@ -42,6 +44,11 @@ enum Reference {
                 case .leakyRelu(let a): return v > 0 ? v : Double(a) * v
                 case .sigmoid: return 1 / (1 + exp(-v))
                 case .tanh: return tanh(v)
+                case .relu6: return min(max(v, 0), 6)
+                case .hardSigmoid: return min(max(v + 3, 0), 6) / 6
+                case .hardSwish: return v * min(max(v + 3, 0), 6) / 6
+                case .silu: return v / (1 + exp(-v))
+                case .gelu: return 0.5 * v * (1 + erf(v / 2.0.squareRoot()))
                 }
             }
         case .dropout:

@@ -1,12 +1,25 @@
-/// The elementwise non-linearities.
+/// The elementwise non-linearities, defined as PyTorch defines them (forward and gradient, also at
+/// the kinks: ReLU6 and HardSigmoid pass no gradient at their ends, HardSwish passes 1/2 at -3... 3
+/// inclusive of 3).
 public enum ActivationKind: Equatable, Sendable {
     case relu
     case leakyRelu(alpha: Float)
     case sigmoid
     case tanh
+    /// min(max(x, 0), 6)
+    case relu6
+    /// relu6(x + 3) / 6
+    case hardSigmoid
+    /// x · relu6(x + 3) / 6
+    case hardSwish
+    /// x · sigmoid(x), also called swish
+    case silu
+    /// x · Φ(x), Φ the standard normal distribution (erf, not the tanh approximation)
+    case gelu
 }
 
-/// An elementwise activation: y = f(x). Backward needs x (ReLU, LeakyReLU) or y (Sigmoid, Tanh).
+/// An elementwise activation: y = f(x). Backward needs x (ReLU, LeakyReLU and the newer ones) or
+/// y (Sigmoid, Tanh).
 public final class Activation: Layer {
     public let spec: LayerSpec
     public let inputShape: Shape
@@ -57,6 +70,12 @@ public final class Activation: Layer {
         case .tanh:
             for i in 0..<count { yp[i] = _tanhf(xp[i]) }
             saved = y
+        case .relu6, .hardSigmoid, .hardSwish, .silu, .gelu:
+            let kind = kind
+            parallelChunks(count, chunk: 1 << 14) { lo, hi in
+                for i in lo..<hi { yp[i] = Activation.value(kind, xp[i]) }
+            }
+            saved = x
         }
         return y
     }
@@ -76,8 +95,53 @@ public final class Activation: Layer {
             for i in 0..<count { dxp[i] = dyp[i] * s[i] * (1 - s[i]) }
         case .tanh:
             for i in 0..<count { dxp[i] = dyp[i] * (1 - s[i] * s[i]) }
+        case .relu6, .hardSigmoid, .hardSwish, .silu, .gelu:
+            let kind = kind
+            parallelChunks(count, chunk: 1 << 14) { lo, hi in
+                for i in lo..<hi { dxp[i] = dyp[i] * Activation.derivative(kind, s[i]) }
+            }
         }
         return dx
+    }
+
+    /// f(x) of the activations whose backward keeps x (the plain-loop definitions).
+    @inline(__always)
+    static func value(_ kind: ActivationKind, _ x: Float) -> Float {
+        switch kind {
+        case .relu6: return min(max(x, 0), 6)
+        case .hardSigmoid: return min(max(x + 3, 0), 6) / 6
+        case .hardSwish: return x * min(max(x + 3, 0), 6) / 6
+        case .silu: return x / (1 + _expf(-x))
+        case .gelu: return 0.5 * x * (1 + _erff(x * 0.70710678118654752))
+        case .relu: return max(x, 0)
+        case .leakyRelu(let a): return x > 0 ? x : a * x
+        case .sigmoid: return 1 / (1 + _expf(-x))
+        case .tanh: return _tanhf(x)
+        }
+    }
+
+    /// f'(x), with PyTorch's choice at the kinks.
+    @inline(__always)
+    static func derivative(_ kind: ActivationKind, _ x: Float) -> Float {
+        switch kind {
+        case .relu6: return x > 0 && x < 6 ? 1 : 0
+        case .hardSigmoid: return x > -3 && x < 3 ? 1 / 6 : 0
+        case .hardSwish: return x < -3 ? 0 : x <= 3 ? x / 3 + 0.5 : 1
+        case .silu:
+            let s = 1 / (1 + _expf(-x))
+            return s * (1 + x * (1 - s))
+        case .gelu:
+            // Φ(x) + x φ(x)
+            return 0.5 * (1 + _erff(x * 0.70710678118654752)) + x * 0.39894228040143268 * _expf(-0.5 * x * x)
+        case .relu: return x > 0 ? 1 : 0
+        case .leakyRelu(let a): return x > 0 ? 1 : a
+        case .sigmoid:
+            let s = 1 / (1 + _expf(-x))
+            return s * (1 - s)
+        case .tanh:
+            let t = _tanhf(x)
+            return 1 - t * t
+        }
     }
 }
 
