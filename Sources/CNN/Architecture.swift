@@ -15,6 +15,7 @@
 ///     relu6   hardsigmoid   hardswish   silu (or swish)   gelu
 ///     dropout(P)                         0 <= P < 1
 ///     batchnorm(eps=1e-5, momentum=0.1)
+///     se(S, act=relu, gate=sigmoid)      squeeze-and-excitation through S channels
 public enum LayerKind: Equatable, Sendable {
     case conv(out: Int, kernel: Pair, stride: Pair, pad: Pair, bias: Bool, groups: Int = 1)
     case maxpool(kernel: Pair, stride: Pair)
@@ -25,6 +26,9 @@ public enum LayerKind: Equatable, Sendable {
     case activation(ActivationKind)
     case dropout(p: Float)
     case batchnorm(eps: Float, momentum: Float)
+    /// Squeeze-and-excitation: `squeeze` hidden channels, `act` after the first 1×1 convolution,
+    /// `gate` (sigmoid or hardsigmoid) after the second.
+    case squeezeExcite(squeeze: Int, act: ActivationKind, gate: ActivationKind)
 }
 
 /// A height × width pair such as a kernel size, written `3` or `3x5`.
@@ -69,6 +73,11 @@ public struct LayerSpec: Equatable, Sendable {
             if eps != 1e-5 { args.append("eps=\(eps)") }
             if m != 0.1 { args.append("momentum=\(m)") }
             return args.isEmpty ? "batchnorm" : "batchnorm(" + args.joined(separator: ",") + ")"
+        case let .squeezeExcite(squeeze, act, gate):
+            var t = "se(\(squeeze)"
+            if act != .relu { t += ",act=" + render(.activation(act)) }
+            if gate != .sigmoid { t += ",gate=" + render(.activation(gate)) }
+            return t + ")"
         }
     }
 }

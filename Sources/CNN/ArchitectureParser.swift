@@ -119,6 +119,12 @@ struct ArchitectureParser {
 
     // MARK: Layers
 
+    /// The activations without arguments, by name.
+    private static let activations: [String: ActivationKind] = [
+        "relu": .relu, "sigmoid": .sigmoid, "tanh": .tanh, "relu6": .relu6, "hardsigmoid": .hardSigmoid,
+        "hardswish": .hardSwish, "silu": .silu, "swish": .silu, "gelu": .gelu,
+    ]
+
     private func kind(of t: Token) throws -> LayerKind {
         switch t.name {
         case "input":
@@ -151,10 +157,20 @@ struct ArchitectureParser {
             return .dense(out: out, bias: b)
         case "relu", "sigmoid", "tanh", "relu6", "hardsigmoid", "hardswish", "silu", "swish", "gelu":
             _ = try arguments(t, positional: [], keywords: [], required: 0)
-            let kinds: [String: ActivationKind] = ["relu": .relu, "sigmoid": .sigmoid, "tanh": .tanh, "relu6": .relu6,
-                                                   "hardsigmoid": .hardSigmoid, "hardswish": .hardSwish, "silu": .silu,
-                                                   "swish": .silu, "gelu": .gelu]
-            return .activation(kinds[t.name]!)
+            return .activation(Self.activations[t.name]!)
+        case "se":
+            let a = try arguments(t, positional: ["squeeze"], keywords: ["act", "gate"], required: 1)
+            let squeeze = try int(try need(a, "squeeze", t), t, "squeeze", min: 1)
+            func activation(_ key: String, _ allowed: [String], default kind: ActivationKind) throws -> ActivationKind {
+                guard let name = a[key]?.lowercased() else { return kind }
+                guard allowed.contains(name), let kind = Self.activations[name] else {
+                    throw error(t, "\(key) must be one of \(allowed.joined(separator: ", ")), not '\(name)'")
+                }
+                return kind
+            }
+            let act = try activation("act", ["relu", "relu6", "silu", "swish", "hardswish", "gelu", "sigmoid", "tanh"], default: .relu)
+            let gate = try activation("gate", ["sigmoid", "hardsigmoid"], default: .sigmoid)
+            return .squeezeExcite(squeeze: squeeze, act: act, gate: gate)
         case "leakyrelu":
             let a = try arguments(t, positional: ["alpha"], keywords: [], required: 0)
             let alpha = try a["alpha"].map { try float($0, t, "alpha", in: 0...1) } ?? 0.01
@@ -169,7 +185,7 @@ struct ArchitectureParser {
             let m = try a["momentum"].map { try float($0, t, "momentum", in: 0...1) } ?? 0.1
             return .batchnorm(eps: eps, momentum: m)
         default:
-            throw error(t, "unknown layer '\(t.name)'; expected one of conv, maxpool, avgpool, globalavgpool, flatten, dense, relu, leakyrelu, sigmoid, tanh, relu6, hardsigmoid, hardswish, silu, gelu, dropout, batchnorm")
+            throw error(t, "unknown layer '\(t.name)'; expected one of conv, maxpool, avgpool, globalavgpool, flatten, dense, relu, leakyrelu, sigmoid, tanh, relu6, hardsigmoid, hardswish, silu, gelu, dropout, batchnorm, se")
         }
     }
 

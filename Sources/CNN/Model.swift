@@ -270,6 +270,11 @@ public final class Model {
             return Dropout(spec: spec, input: input, p: p)
         case let .batchnorm(eps, momentum):
             return BatchNorm(spec: spec, input: input, eps: eps, momentum: momentum)
+        case let .squeezeExcite(squeeze, act, gate):
+            guard !input.flat else { throw fail("se needs an image input (C,H,W), not a vector") }
+            let (weights, overflow) = squeeze.multipliedReportingOverflow(by: input.c)
+            guard !overflow, weights <= maxParameters / 2 else { throw fail("too many weights") }
+            return SqueezeExcite(spec: spec, input: input, squeeze: squeeze, act: act, gate: gate)
         }
     }
 
@@ -278,6 +283,10 @@ public final class Model {
     public func initialize(rng: inout Random) {
         for (i, layer) in layers.enumerated() {
             let weight: Parameter, fanIn: Int, fanOut: Int
+            if let se = layer as? SqueezeExcite {
+                se.initialize(rng: &rng)
+                continue
+            }
             if let conv = layer as? Conv2D {
                 weight = conv.weight
                 let k = conv.geometry.kh * conv.geometry.kw

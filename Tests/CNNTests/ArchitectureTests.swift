@@ -39,6 +39,13 @@ struct ArchitectureTests {
         #expect(m.namedParameters.map(\.parameter.shape).prefix(2) == [[8, 1, 3, 3], [8]])
         #expect(m.namedParameters.first { $0.name == "3.weight" }?.parameter.shape == [16, 4, 1, 1])
         #expect(m.layers[0].flops == 2 * 8 * 16 * 16 * 9)
+        let se = try Model(architecture: Architecture(parsing: "input(16,4,4) se(4,act=silu,gate=hardsigmoid) se(2) flatten dense(2)"), seed: 1)
+        #expect(se.architecture.text == "input(16,4,4) se(4,act=silu,gate=hardsigmoid) se(2) flatten dense(2)")
+        #expect(se.namedParameters.map(\.name).prefix(4) == ["0.fc1.weight", "0.fc1.bias", "0.fc2.weight", "0.fc2.bias"])
+        #expect(se.namedParameters.map(\.parameter.shape).prefix(4) == [[4, 16, 1, 1], [4], [16, 4, 1, 1], [16]])
+        // Initialized: neither 1×1 convolution starts at zero (a zero fc2 would pass no gradient).
+        #expect(se.namedParameters[0].parameter.value.array.contains { $0 != 0 })
+        #expect(se.namedParameters[2].parameter.value.array.contains { $0 != 0 })
     }
 
     @Test(arguments: [
@@ -57,6 +64,8 @@ struct ArchitectureTests {
         ("input(1,28,28)\n  conv(32,99999999999999999999) flatten dense(10)", "line 2 column 3"),
         ("input(4,8,8) conv(6,3,groups=4) flatten dense(2)", "out (6) must be a multiple of groups (4)"),
         ("input(4,8,8) conv(4,3,groups=0) flatten dense(2)", "groups must be"),
+        ("input(4,8,8) se(2,gate=relu) flatten dense(2)", "gate must be one of sigmoid, hardsigmoid, not 'relu'"),
+        ("input(4,8,8) se(2,act=magic) flatten dense(2)", "act must be one of"),
     ])
     func parseErrors(_ text: String, _ expected: String) {
         do {

@@ -44,6 +44,25 @@ struct LayerTests {
         }
     }
 
+    /// Squeeze-and-excitation against the reference and finite differences, with the activations
+    /// EfficientNet (SiLU, sigmoid) and MobileNetV3 (ReLU, hard sigmoid) use, one and two threads.
+    @Test(arguments: ["input(6,5,4) se(3) flatten", "input(8,3,7) se(2,act=silu) flatten",
+                      "input(4,6,6) se(4,act=relu,gate=hardsigmoid) flatten", "input(5,1,1) se(1,act=gelu) flatten"])
+    func squeezeExcite(_ text: String) throws {
+        let (_, layer) = try makeLayer(text)
+        let se = try #require(layer as? SqueezeExcite)
+        #expect(se.parameters.map(\.name) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"])
+        var r = TestRandom(5)
+        for p in se.parameters { p.value.copy(from: FloatBuffer(r.values(p.count))) }
+        try threadSettingLock.with {
+            for threads in [1, 2] {
+                ThreadPool.setThreads(threads)
+                defer { ThreadPool.setThreads(1) }
+                checkLayer(layer, batch: 3)
+            }
+        }
+    }
+
     /// Inference runs 3×3 stride-1 convolutions by Winograd's F(2×2, 3×3): forward against the
     /// reference, one image and several, with the fused ReLU, on one and two threads.
     @Test(arguments: [

@@ -38,19 +38,7 @@ enum Reference {
             } }
             return y
         case .activation(let kind):
-            return x.map { v in
-                switch kind {
-                case .relu: return max(v, 0)
-                case .leakyRelu(let a): return v > 0 ? v : Double(a) * v
-                case .sigmoid: return 1 / (1 + exp(-v))
-                case .tanh: return tanh(v)
-                case .relu6: return min(max(v, 0), 6)
-                case .hardSigmoid: return min(max(v + 3, 0), 6) / 6
-                case .hardSwish: return v * min(max(v + 3, 0), 6) / 6
-                case .silu: return v / (1 + exp(-v))
-                case .gelu: return 0.5 * v * (1 + erf(v / 2.0.squareRoot()))
-                }
-            }
+            return x.map { activation(kind, $0) }
         case .dropout:
             guard training, let d = layer as? Dropout else { return x }
             return x.indices.map { x[$0] * Double(d.mask[$0]) }
@@ -73,6 +61,33 @@ enum Reference {
                 } }
             }
             return y
+        case let .squeezeExcite(sq, act, gate):
+            // p: fc1.weight (sq, c), fc1.bias, fc2.weight (c, sq), fc2.bias
+            let c = s.c, hw = s.h * s.w
+            var y = x
+            for n in 0..<batch {
+                let means = (0..<c).map { ch in (0..<hw).reduce(0.0) { $0 + x[(n * c + ch) * hw + $1] } / Double(hw) }
+                let h = (0..<sq).map { r in activation(act, p[1][r] + (0..<c).reduce(0.0) { $0 + p[0][r * c + $1] * means[$1] }) }
+                for ch in 0..<c {
+                    let g = activation(gate, p[3][ch] + (0..<sq).reduce(0.0) { $0 + p[2][ch * sq + $1] * h[$1] })
+                    for i in 0..<hw { y[(n * c + ch) * hw + i] = x[(n * c + ch) * hw + i] * g }
+                }
+            }
+            return y
+        }
+    }
+
+    static func activation(_ kind: ActivationKind, _ v: Double) -> Double {
+        switch kind {
+        case .relu: return max(v, 0)
+        case .leakyRelu(let a): return v > 0 ? v : Double(a) * v
+        case .sigmoid: return 1 / (1 + exp(-v))
+        case .tanh: return tanh(v)
+        case .relu6: return min(max(v, 0), 6)
+        case .hardSigmoid: return min(max(v + 3, 0), 6) / 6
+        case .hardSwish: return v * min(max(v + 3, 0), 6) / 6
+        case .silu: return v / (1 + exp(-v))
+        case .gelu: return 0.5 * v * (1 + erf(v / 2.0.squareRoot()))
         }
     }
 
