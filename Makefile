@@ -18,6 +18,7 @@ BIN = .build/release
 VENV = build/venv
 # module=distribution, for the test dependencies whose names differ
 PY_TEST_DEPS = numpy safetensors pytest PIL=pillow
+TORCH_CPU = 2.13.0+cpu
 
 # The library's version is the header's.
 MAJOR := $(shell awk '/define CNN_VERSION_MAJOR/ {print $$3}' include/cnn.h)
@@ -141,8 +142,11 @@ test-faults: lib
 	Tests/faults/run.sh build/lib
 
 # Threads predicting while others train, load, save and free models: same results as alone, no
-# growth of the resident size. SOAK_SECONDS=300 for a long run.
-SOAK_SECONDS ?= 20
+# growth of the resident size. SOAK_SECONDS=300 for a long run. The resident size settles after
+# about 8 s here (workspaces, allocator arenas of each job's thread): with 20 s the peak of the
+# second quarter (5-10 s) was sometimes still below the plateau (+1.04 % at 20 s, 0.00 % at 30 s
+# and 60 s in three runs each), so the default run is 30 s.
+SOAK_SECONDS ?= 30
 test-soak: lib
 	mkdir -p build/bin
 	cc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude bindings/c/soak.c $(LINK_C) -o build/bin/soak
@@ -163,12 +167,16 @@ test-python: build lib $(VENV)/ready
 	CNN_LIBRARY=$(CURDIR)/build/lib/libcnn.so CNN_TOOL=$(CURDIR)/$(BIN)/cnn $(VENV)/bin/python -m pytest -q bindings/python/tests
 
 # The Python the tests use: a virtual environment under build/ (made once) that sees the system's
-# packages and gets what is missing of numpy, safetensors, pytest and pillow from PyPI.
+# packages and gets what is missing of numpy, safetensors, pytest and pillow from PyPI, and PyTorch's
+# CPU build for the parity tests (bindings/python/tests/test_pytorch_parity.py) from the local wheel
+# pip's find-links offer here (/opt/wheels; about 30 s); where there is none they are skipped.
 $(VENV)/ready:
 	rm -rf $(VENV)
 	python3 -m venv --system-site-packages $(VENV) || { echo "make: python3 -m venv failed: install python3-venv (Debian)"; exit 1; }
 	missing=$$(for m in $(PY_TEST_DEPS); do $(VENV)/bin/python -c "import $${m%%=*}" 2>/dev/null || echo $${m#*=}; done); \
 	if [ -n "$$missing" ]; then $(VENV)/bin/python -m pip install -q --disable-pip-version-check $$missing; fi
+	$(VENV)/bin/python -c "import torch" 2>/dev/null || $(VENV)/bin/python -m pip install -q --disable-pip-version-check "torch==$(TORCH_CPU)" \
+		|| echo "make: torch $(TORCH_CPU) is not available: the PyTorch parity tests will be skipped"
 	touch $@
 
 # The Python wheel (distribution swiftcnn): the portable library bundled in a platform wheel, in
