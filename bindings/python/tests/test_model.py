@@ -199,7 +199,7 @@ def test_folders_and_jpeg_prediction(tmp_path):
     assert probabilities.shape == (10,) and abs(probabilities.sum() - 1) < 1e-5
     top = model.predict_jpeg([file, open(file, "rb").read()], top=3)
     assert top[0] == top[1] and len(top[0]) == 3 and top[0][0][1] >= top[0][1][1]
-    with pytest.raises(cnn.BadFormatError, match="not a JPEG"):
+    with pytest.raises(cnn.BadFormatError, match="neither a JPEG nor a PNG"):
         model.predict_jpeg(b"hello")
     with pytest.raises(cnn.CNNIOError):
         model.predict_jpeg(tmp_path / "missing.jpg")
