@@ -396,6 +396,10 @@ typedef struct cnn_train_params {
     const char *save_best;     /* a path, or NULL: the model is saved there (atomically) at the end
                                   of every epoch whose monitored metric is the best so far. Needs
                                   validation. */
+    int32_t decay_bias_and_norm; /* default 1 (as PyTorch): weight_decay applies to every parameter;
+                                  0: not to biases and batch-norm parameters */
+    float augment_erase;       /* random erasing's probability, default 0: a rectangle of 2-33 % of
+                                  the image, aspect 0.3-3.3, filled with the image's mean */
 } cnn_train_params;
 
 enum { CNN_MONITOR_VAL_LOSS = 0, CNN_MONITOR_VAL_ACCURACY = 1 };

@@ -16,6 +16,9 @@
 ///     dropout(P)                         0 <= P < 1
 ///     batchnorm(eps=1e-5, momentum=0.1)
 ///     se(S, act=relu, gate=sigmoid)      squeeze-and-excitation through S channels
+///     residual[BODY]  residual[BODY | SHORTCUT]   body(x) + x, or body(x) + shortcut(x)
+///     concat[A | B | ...]                the branches side by side along channels
+///     repeat(N)[LAYERS]                  the layers N times (written out in the canonical text)
 public enum LayerKind: Equatable, Sendable {
     case conv(out: Int, kernel: Pair, stride: Pair, pad: Pair, bias: Bool, groups: Int = 1)
     case maxpool(kernel: Pair, stride: Pair)
@@ -29,6 +32,10 @@ public enum LayerKind: Equatable, Sendable {
     /// Squeeze-and-excitation: `squeeze` hidden channels, `act` after the first 1×1 convolution,
     /// `gate` (sigmoid or hardsigmoid) after the second.
     case squeezeExcite(squeeze: Int, act: ActivationKind, gate: ActivationKind)
+    /// body(x) + shortcut(x), or body(x) + x without a shortcut.
+    case residual(body: [LayerSpec], shortcut: [LayerSpec]?)
+    /// The branches' outputs side by side along the channels (an empty branch is x itself).
+    case concat(branches: [[LayerSpec]])
 }
 
 /// A height × width pair such as a kernel size, written `3` or `3x5`.
@@ -43,6 +50,15 @@ public struct Pair: Equatable, Sendable, CustomStringConvertible {
 public struct LayerSpec: Equatable, Sendable {
     public var kind: LayerKind
     public var text: String { LayerSpec.render(kind) }
+
+    /// Layers that hold no others: 1, or those inside a block.
+    public var leafCount: Int {
+        switch kind {
+        case let .residual(body, shortcut): return (body + (shortcut ?? [])).reduce(0) { $0 + $1.leafCount }
+        case let .concat(branches): return branches.joined().reduce(0) { $0 + $1.leafCount }
+        default: return 1
+        }
+    }
 
     public static func render(_ kind: LayerKind) -> String {
         switch kind {
@@ -73,6 +89,10 @@ public struct LayerSpec: Equatable, Sendable {
             if eps != 1e-5 { args.append("eps=\(eps)") }
             if m != 0.1 { args.append("momentum=\(m)") }
             return args.isEmpty ? "batchnorm" : "batchnorm(" + args.joined(separator: ",") + ")"
+        case let .residual(body, shortcut):
+            return "residual[" + ([body] + (shortcut.map { [$0] } ?? [])).map { $0.map(\.text).joined(separator: " ") }.joined(separator: " | ") + "]"
+        case let .concat(branches):
+            return "concat[" + branches.map { $0.map(\.text).joined(separator: " ") }.joined(separator: " | ") + "]"
         case let .squeezeExcite(squeeze, act, gate):
             var t = "se(\(squeeze)"
             if act != .relu { t += ",act=" + render(.activation(act)) }

@@ -30,14 +30,74 @@ struct ArchitectureParser {
         }
         let dims = try positional(first, count: 3, names: ["C", "H", "W"]).map { try int($0, first, "input size", min: 1) }
         let input = Shape(c: dims[0], h: dims[1], w: dims[2])
-        var layers: [LayerSpec] = []
-        for token in tokens.dropFirst() {
-            layers.append(LayerSpec(kind: try kind(of: token)))
+        var position = 1, leaves = 0
+        let layers = try sequence(tokens, &position, depth: 0, leaves: &leaves)
+        if position < tokens.count {
+            throw error(tokens[position], "unexpected '\(tokens[position].name)' outside a block")
         }
         if layers.isEmpty {
             throw CNNError(.parse, "architecture: no layers after \(first.text); expected at least one layer such as dense(10)")
         }
         return Architecture(input: input, layers: layers)
+    }
+
+    // MARK: Blocks
+
+    /// The deepest nesting of blocks accepted (a hostile text must not exhaust the stack).
+    static let maxDepth = 16
+
+    /// Layers up to the end of the text, a `|` or a `]` (left for the caller). `leaves` counts
+    /// the layers that hold no others, after repeats, against `Architecture.maxLayers`.
+    private func sequence(_ tokens: [Token], _ i: inout Int, depth: Int, leaves: inout Int) throws -> [LayerSpec] {
+        var layers: [LayerSpec] = []
+        while i < tokens.count {
+            let t = tokens[i]
+            if t.name == "]" || t.name == "|" { break }
+            if t.name == "[" { throw error(t, "unexpected '['; blocks are residual[...], concat[... | ...] and repeat(N)[...]") }
+            i += 1
+            guard ["residual", "concat", "repeat"].contains(t.name) else {
+                if i < tokens.count, tokens[i].name == "[" { throw error(tokens[i], "'\(t.text)' takes no block; blocks are residual[...], concat[... | ...] and repeat(N)[...]") }
+                layers.append(LayerSpec(kind: try kind(of: t)))
+                leaves += 1
+                guard leaves <= Architecture.maxLayers else { throw error(t, "more than \(Architecture.maxLayers) layers") }
+                continue
+            }
+            guard depth < Self.maxDepth else { throw error(t, "blocks nested more than \(Self.maxDepth) deep") }
+            guard i < tokens.count, tokens[i].name == "[" else { throw error(t, "\(t.name) needs a block: \(t.name)[ ... ]") }
+            i += 1
+            var branches = [try sequence(tokens, &i, depth: depth + 1, leaves: &leaves)]
+            while i < tokens.count, tokens[i].name == "|" {
+                i += 1
+                branches.append(try sequence(tokens, &i, depth: depth + 1, leaves: &leaves))
+            }
+            guard i < tokens.count, tokens[i].name == "]" else { throw error(t, "\(t.name)[ has no closing ']'") }
+            i += 1
+            switch t.name {
+            case "residual":
+                _ = try arguments(t, positional: [], keywords: [], required: 0)
+                guard branches.count <= 2 else { throw error(t, "residual[BODY | SHORTCUT] has at most one '|'") }
+                guard !branches[0].isEmpty else { throw error(t, "residual[...] needs layers in its body") }
+                if branches.count == 2 && branches[1].isEmpty { throw error(t, "residual[BODY | ] has an empty shortcut; leave out the '|' for the identity") }
+                layers.append(LayerSpec(kind: .residual(body: branches[0], shortcut: branches.count == 2 ? branches[1] : nil)))
+            case "concat":
+                _ = try arguments(t, positional: [], keywords: [], required: 0)
+                guard branches.count >= 2 else { throw error(t, "concat[A | B ...] needs at least two branches separated by '|'") }
+                guard branches.contains(where: { !$0.isEmpty }) else { throw error(t, "concat[...] has only empty branches") }
+                layers.append(LayerSpec(kind: .concat(branches: branches)))
+            default:   // repeat: the block's layers, n times
+                let a = try arguments(t, positional: ["n"], keywords: [], required: 1)
+                let n = try int(try need(a, "n", t), t, "n", min: 1)
+                guard branches.count == 1 else { throw error(t, "repeat(N)[...] takes one sequence, no '|'") }
+                guard !branches[0].isEmpty else { throw error(t, "repeat(N)[...] is empty") }
+                let inside = branches[0].reduce(0) { $0 + $1.leafCount }
+                guard n <= Architecture.maxLayers, leaves - inside + n * inside <= Architecture.maxLayers else {
+                    throw error(t, "more than \(Architecture.maxLayers) layers once repeated")
+                }
+                leaves += (n - 1) * inside
+                for _ in 0..<n { layers += branches[0] }
+            }
+        }
+        return layers
     }
 
     // MARK: Tokens
@@ -64,6 +124,11 @@ struct ArchitectureParser {
         skipSpaceAndComments()
         guard index < chars.count else { return nil }
         let startLine = line, startColumn = column
+        if chars[index] == "[" || chars[index] == "]" || chars[index] == "|" {
+            let c = String(chars[index])
+            advance()
+            return Token(name: c, args: [], line: startLine, column: startColumn, text: c)
+        }
         var name = ""
         while index < chars.count, chars[index].isLetter || chars[index].isNumber || chars[index] == "_" {
             name.append(chars[index])
@@ -185,7 +250,7 @@ struct ArchitectureParser {
             let m = try a["momentum"].map { try float($0, t, "momentum", in: 0...1) } ?? 0.1
             return .batchnorm(eps: eps, momentum: m)
         default:
-            throw error(t, "unknown layer '\(t.name)'; expected one of conv, maxpool, avgpool, globalavgpool, flatten, dense, relu, leakyrelu, sigmoid, tanh, relu6, hardsigmoid, hardswish, silu, gelu, dropout, batchnorm, se")
+            throw error(t, "unknown layer '\(t.name)'; expected one of conv, maxpool, avgpool, globalavgpool, flatten, dense, relu, leakyrelu, sigmoid, tanh, relu6, hardsigmoid, hardswish, silu, gelu, dropout, batchnorm, se, residual[...], concat[...|...], repeat(N)[...]")
         }
     }
 

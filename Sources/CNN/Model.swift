@@ -54,6 +54,35 @@ public final class Model {
         for (index, spec) in architecture.layers.enumerated() {
             let layer = try Model.makeLayer(spec, input: shape, index: index)
             shape = layer.outputShape
+            try Model.account(layer, index: index, workspace: &workspace)
+            totalParameters += layer.parameters.reduce(0) { $0 + $1.count }
+            guard totalParameters <= Model.maxParameters else {
+                throw CNNError(.invalidArgument, "architecture: more than \(Model.maxParameters) parameters at layer \(index) (\(spec.text))")
+            }
+            layers.append(layer)
+        }
+        guard shape.flat else {
+            throw CNNError(.invalidArgument, "architecture: the network must end with a vector of class scores (dense, or flatten), but its output is \(shape)")
+        }
+        if fusing { Model.fuse(layers) }
+        self.layers = layers
+        workspacePerSample = workspace
+        parameterFloats = layers.reduce(0) { $0 + $1.parameters.reduce(0) { $0 + $1.allocationCount } }
+        classNames = (0..<shape.c).map { String($0) }
+        mean = [Float](repeating: 0, count: architecture.input.c)
+        std = [Float](repeating: 1, count: architecture.input.c)
+        if allocate { try allocateParameters() }
+    }
+
+    /// Adds a layer's working memory per sample (and its sequences' layers', for a block) to
+    /// `workspace`, checking every size against the limits before anything is allocated.
+    private static func account(_ layer: Layer, index: Int, workspace: inout Int) throws {
+        let spec = layer.spec
+        if let block = layer as? Block {
+            for (_, sequence) in block.sequences { for inner in sequence { try account(inner, index: index, workspace: &workspace) } }
+        }
+        do {
+            let shape = layer.outputShape
             let (c1, o1) = shape.c.multipliedReportingOverflow(by: shape.h)
             let (c2, o2) = c1.multipliedReportingOverflow(by: shape.w)
             guard !o1, !o2, c2 <= Model.maxActivationsPerSample, c2 > 0 else {
@@ -82,18 +111,17 @@ public final class Model {
             guard workspace <= Model.maxWorkspacePerSample else {
                 throw CNNError(.invalidArgument, "architecture: the network needs more than \(Model.maxWorkspacePerSample) floats of working memory per sample at layer \(index) (\(spec.text))")
             }
-            totalParameters += layer.parameters.reduce(0) { $0 + $1.count }
-            guard totalParameters <= Model.maxParameters else {
-                throw CNNError(.invalidArgument, "architecture: more than \(Model.maxParameters) parameters at layer \(index) (\(spec.text))")
-            }
-            layers.append(layer)
         }
-        guard shape.flat else {
-            throw CNNError(.invalidArgument, "architecture: the network must end with a vector of class scores (dense, or flatten), but its output is \(shape)")
+    }
+
+    /// Fuses neighbours of one sequence, and of every sequence inside its blocks.
+    private static func fuse(_ layers: [Layer]) {
+        for layer in layers {
+            if let block = layer as? Block { for (_, sequence) in block.sequences { fuse(sequence) } }
         }
         // A ReLU right after a convolution is applied in the convolution's output write; one right
         // before max pooling has its backward mask applied by the pooling's backward.
-        for (layer, next) in zip(layers, layers.dropFirst()) where fusing {
+        for (layer, next) in zip(layers, layers.dropFirst()) {
             if let conv = layer as? Conv2D, let act = next as? Activation, act.kind == .relu {
                 conv.fusedReLU = true
                 act.fusedIntoPrevious = true
@@ -105,7 +133,7 @@ public final class Model {
         }
         // 2×2 max pooling right after a convolution (and its fused ReLU) is done by the
         // convolution as it writes its output: the full-size output never goes to memory.
-        for (i, layer) in layers.enumerated() where fusing {
+        for (i, layer) in layers.enumerated() {
             guard let conv = layer as? Conv2D else { continue }
             let next = i + (conv.fusedReLU ? 2 : 1)
             if next < layers.count, let pool = layers[next] as? MaxPool2D, pool.isTwoByTwo {
@@ -113,13 +141,6 @@ public final class Model {
                 pool.fusedIntoConv = true
             }
         }
-        self.layers = layers
-        workspacePerSample = workspace
-        parameterFloats = layers.reduce(0) { $0 + $1.parameters.reduce(0) { $0 + $1.allocationCount } }
-        classNames = (0..<shape.c).map { String($0) }
-        mean = [Float](repeating: 0, count: architecture.input.c)
-        std = [Float](repeating: 1, count: architecture.input.c)
-        if allocate { try allocateParameters() }
     }
 
     /// Floats the parameters take (values, and gradients of the trained ones).
@@ -143,8 +164,8 @@ public final class Model {
             b.parameter.value.copy(from: a.parameter.value)
             b.parameter.version += 1
         }
-        for (a, b) in zip(layers, m.layers) {
-            if let x = a as? BatchNorm, let y = b as? BatchNorm { y.batchesTracked = x.batchesTracked }
+        for (a, b) in zip(namedLayers, m.namedLayers) {
+            if let x = a.layer as? BatchNorm, let y = b.layer as? BatchNorm { y.batchesTracked = x.batchesTracked }
         }
         return m
     }
@@ -162,8 +183,8 @@ public final class Model {
             b.parameter.value.copy(from: a.parameter.value)
             b.parameter.version += 1
         }
-        for (a, b) in zip(other.layers, layers) {
-            if let x = a as? BatchNorm, let y = b as? BatchNorm { y.batchesTracked = x.batchesTracked }
+        for (a, b) in zip(other.namedLayers, namedLayers) {
+            if let x = a.layer as? BatchNorm, let y = b.layer as? BatchNorm { y.batchesTracked = x.batchesTracked }
         }
     }
 
@@ -183,7 +204,19 @@ public final class Model {
 
     /// The tensors of the model file, named as in PyTorch's `nn.Sequential` state dict.
     public var namedParameters: [(name: String, parameter: Parameter)] {
-        layers.enumerated().flatMap { i, layer in layer.parameters.map { ("\(i).\($0.name)", $0) } }
+        namedLayers.flatMap { prefix, layer in layer.parameters.map { (prefix + $0.name, $0) } }
+    }
+
+    /// The layers that hold no others, in order, each with the prefix of its tensors' names: "3."
+    /// at the top, "3.body.0." inside a block (PyTorch's module paths).
+    public var namedLayers: [(prefix: String, layer: Layer)] {
+        func walk(_ layers: [Layer], _ prefix: String) -> [(prefix: String, layer: Layer)] {
+            layers.enumerated().flatMap { i, layer -> [(prefix: String, layer: Layer)] in
+                guard let block = layer as? Block else { return [("\(prefix)\(i).", layer)] }
+                return block.sequences.flatMap { walk($0.layers, "\(prefix)\(i).\($0.name).") }
+            }
+        }
+        return walk(layers, "")
     }
 
     /// The number of trainable values (PyTorch's `sum(p.numel() for p in model.parameters())`).
@@ -275,14 +308,55 @@ public final class Model {
             let (weights, overflow) = squeeze.multipliedReportingOverflow(by: input.c)
             guard !overflow, weights <= maxParameters / 2 else { throw fail("too many weights") }
             return SqueezeExcite(spec: spec, input: input, squeeze: squeeze, act: act, gate: gate)
+        case let .residual(bodySpecs, shortcutSpecs):
+            let body = try sequence(bodySpecs, input: input, index: index)
+            let shortcut = try sequence(shortcutSpecs ?? [], input: input, index: index)
+            let a = body.last?.outputShape ?? input, b = shortcut.last?.outputShape ?? input
+            guard a == b else {
+                throw fail("the body's output \(a) and the \(shortcutSpecs == nil ? "input" : "shortcut's output") \(b) must have one shape to be added" +
+                           (shortcutSpecs == nil ? " (a body that changes the shape needs a shortcut: residual[BODY | conv(...) batchnorm])" : ""))
+            }
+            return Residual(spec: spec, input: input, body: body, shortcut: shortcut)
+        case let .concat(branchSpecs):
+            let branches = try branchSpecs.map { try sequence($0, input: input, index: index) }
+            let shapes = branches.map { $0.last?.outputShape ?? input }
+            if branches.contains(where: \.isEmpty), let other = shapes.first(where: { $0.h != input.h || $0.w != input.w }) {
+                throw fail("an empty branch passes the input \(input), another branch gives \(other)")
+            }
+            guard shapes.allSatisfy({ !$0.flat && $0.h == shapes[0].h && $0.w == shapes[0].w }) else {
+                throw fail("the branches give \(shapes.map(\.description).joined(separator: ", ")): concatenating along channels needs images of one height and width")
+            }
+            let channels = shapes.reduce(0) { $0 + $1.c }
+            guard channels <= Architecture.maxDimension else { throw fail("more than \(Architecture.maxDimension) channels") }
+            return Concat(spec: spec, input: input, branches: branches)
+        }
+    }
+
+    /// The layers of a block's sequence, each on the previous one's output.
+    private static func sequence(_ specs: [LayerSpec], input: Shape, index: Int) throws -> [Layer] {
+        var shape = input
+        return try specs.map { spec in
+            let layer = try makeLayer(spec, input: shape, index: index)
+            shape = layer.outputShape
+            return layer
         }
     }
 
     /// He (Kaiming) normal init for conv/dense layers followed by ReLU or LeakyReLU (looking past
     /// batch norm, dropout, pooling and flatten), Glorot uniform otherwise; biases start at zero.
     public func initialize(rng: inout Random) {
+        Model.initialize(layers, after: [], rng: &rng)
+    }
+
+    /// Initializes a sequence; `after` is what follows it (the layers after its block), where the
+    /// activation that decides the initialization may be.
+    private static func initialize(_ layers: [Layer], after: [Layer], rng: inout Random) {
         for (i, layer) in layers.enumerated() {
             let weight: Parameter, fanIn: Int, fanOut: Int
+            if let block = layer as? Block {
+                for (_, sequence) in block.sequences { initialize(sequence, after: Array(layers[(i + 1)...]) + after, rng: &rng) }
+                continue
+            }
             if let se = layer as? SqueezeExcite {
                 se.initialize(rng: &rng)
                 continue
@@ -306,7 +380,7 @@ public final class Model {
                 continue
             }
             var gain: Float? = nil
-            for next in layers[(i + 1)...] {
+            for next in Array(layers[(i + 1)...]) + after {
                 if let a = next as? Activation {
                     // He initialization for ReLU and the activations shaped like it (as torchvision's
                     // MobileNets and EfficientNets do), Glorot otherwise.

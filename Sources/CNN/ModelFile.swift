@@ -19,10 +19,10 @@ extension Model {
         // Tensors in state-dict order; batch norm's counter is an I64 scalar, kept in `counters`.
         var entries: [(name: String, dtype: Safetensors.DType, shape: [Int], buffer: FloatBuffer?, counter: Int)] = []
         var counters: [UInt8] = []
-        for (i, layer) in layers.enumerated() {
-            for p in layer.parameters { entries.append(("\(i).\(p.name)", .f32, p.shape, p.value, 0)) }
+        for (prefix, layer) in namedLayers {
+            for p in layer.parameters { entries.append((prefix + p.name, .f32, p.shape, p.value, 0)) }
             if let bn = layer as? BatchNorm {
-                entries.append(("\(i).num_batches_tracked", .i64, [], nil, counters.count))
+                entries.append((prefix + "num_batches_tracked", .i64, [], nil, counters.count))
                 for b in 0..<8 { counters.append(UInt8(truncatingIfNeeded: bn.batchesTracked >> (8 * Int64(b)))) }
             }
         }
@@ -66,16 +66,16 @@ extension Model {
         // Every tensor the architecture has must be in the file, with its shape, before any of
         // them is allocated (the file's byte ranges were checked when it was read).
         var expected = Set<String>()
-        for (i, layer) in model.layers.enumerated() {
+        for (prefix, layer) in model.namedLayers {
             for p in layer.parameters {
-                let name = "\(i).\(p.name)"
+                let name = prefix + p.name
                 expected.insert(name)
                 guard let t = file.tensors[name] else { throw bad("tensor '\(name)' is missing") }
                 guard t.dtype == .f32, t.shape == p.shape else {
                     throw bad("tensor '\(name)' is \(t.dtype.rawValue) \(t.shape), the architecture needs F32 \(p.shape)")
                 }
             }
-            if layer is BatchNorm { expected.insert("\(i).num_batches_tracked") }
+            if layer is BatchNorm { expected.insert(prefix + "num_batches_tracked") }
         }
         for name in file.tensors.keys where !expected.contains(name) && !name.hasPrefix("optimizer.") {
             throw bad("unexpected tensor '\(name)' for architecture \(model.architecture.text)")
@@ -98,9 +98,9 @@ extension Model {
             guard let f = ImageFit(rawValue: fit) else { throw bad("the metadata 'image_fit' is '\(fit)'; expected crop, stretch or pad") }
             model.imageFit = f
         }
-        for (i, layer) in model.layers.enumerated() {
+        for (prefix, layer) in model.namedLayers {
             for p in layer.parameters {
-                let name = "\(i).\(p.name)"
+                let name = prefix + p.name
                 file.copyFloats(name, into: p.value)
                 guard allowNonFinite || p.value.allFinite else {
                     throw bad("tensor '\(name)' holds NaN or infinite values (a diverged model? loading it anyway needs CNN_LOAD_ALLOW_NON_FINITE)")
@@ -108,12 +108,12 @@ extension Model {
                 p.version += 1
             }
             if let bn = layer as? BatchNorm {
-                let name = "\(i).num_batches_tracked"
+                let name = prefix + "num_batches_tracked"
                 if file.tensors[name] != nil {
                     guard let v = file.int64(name), v >= 0 else { throw bad("tensor '\(name)' must be an I64 scalar >= 0") }
                     bn.batchesTracked = v
                 }
-                if bn.runningVar.value.array.contains(where: { $0 < 0 }) { throw bad("tensor '\(i).running_var' has negative values") }
+                if bn.runningVar.value.array.contains(where: { $0 < 0 }) { throw bad("tensor '\(prefix)running_var' has negative values") }
             }
         }
         return model

@@ -9,6 +9,9 @@ public struct OptimizerSettings: Equatable, Sendable {
     public var momentum: Float = 0
     public var nesterov = false
     public var weightDecay: Float = 0
+    /// false: biases and normalization parameters (batch norm's scale and shift) get no weight
+    /// decay, as the best ImageNet recipes do; true (PyTorch's default): every parameter does.
+    public var decayBiasAndNorm = true
     public var beta1: Float = 0.9
     public var beta2: Float = 0.999
     /// RMSProp's smoothing constant.
@@ -26,6 +29,8 @@ public struct OptimizerSettings: Equatable, Sendable {
 public final class Optimizer {
     public let settings: OptimizerSettings
     let parameters: [(name: String, parameter: Parameter)]
+    /// Each trained parameter's weight decay (0 for biases and norms when they are left out).
+    let decay: [Float]
     /// Per trainable parameter: first state (momentum / m / s) and second (v, Adam only).
     var first: [FloatBuffer]
     var second: [FloatBuffer]
@@ -47,6 +52,15 @@ public final class Optimizer {
     public init(_ settings: OptimizerSettings, model: Model) throws {
         self.settings = settings
         parameters = model.namedParameters.filter { $0.parameter.trainable }
+        var exempt = Set<ObjectIdentifier>()
+        if !settings.decayBiasAndNorm {
+            for (_, layer) in model.namedLayers {
+                for p in layer.parameters where layer is BatchNorm || p.name == "bias" || p.name.hasSuffix(".bias") {
+                    exempt.insert(ObjectIdentifier(p))
+                }
+            }
+        }
+        decay = parameters.map { exempt.contains(ObjectIdentifier($0.parameter)) ? 0 : settings.weightDecay }
         let needsFirst = settings.kind != .sgd || settings.momentum != 0
         let needsSecond = settings.kind == .adam || settings.kind == .adamw
         first = try parameters.map { try FloatBuffer(count: needsFirst ? $0.parameter.count : 0, for: "optimizer state of \($0.name)") }
@@ -111,7 +125,7 @@ public final class Optimizer {
                 previous[i].first.copy(from: first[i])
                 previous[i].second.copy(from: second[i])
             }
-            let w = p.value.pointer, g = gradBuffer.pointer, count = p.count
+            let w = p.value.pointer, g = gradBuffer.pointer, count = p.count, wd = decay[i]
             let m = first[i].pointer, v = second[i].pointer
             switch s.kind {
             case .sgd:
@@ -122,13 +136,13 @@ public final class Optimizer {
                     let pw = keep ? previous[i].value.pointer : w, pm = keep ? previous[i].first.pointer : m
                     parallelChunks(count, chunk: 1 << 16) { lo, hi in
                         Optimizer.sgdMomentum(w: w, g: g, m: m, from: lo, to: hi, keepingIn: keep ? (pw, pm) : nil,
-                                              lr: lr, momentum: s.momentum, weightDecay: s.weightDecay)
+                                              lr: lr, momentum: s.momentum, weightDecay: wd)
                     }
                     p.version += 1
                     continue
                 }
                 for j in 0..<count {
-                    var d = g[j] + s.weightDecay * w[j]
+                    var d = g[j] + wd * w[j]
                     if s.momentum != 0 {
                         m[j] = step == 1 ? d : s.momentum * m[j] + d
                         d = s.nesterov ? d + s.momentum * m[j] : m[j]
@@ -137,15 +151,15 @@ public final class Optimizer {
                 }
             case .rmsprop:
                 for j in 0..<count {
-                    let d = g[j] + s.weightDecay * w[j]
+                    let d = g[j] + wd * w[j]
                     m[j] = s.alpha * m[j] + (1 - s.alpha) * d * d
                     w[j] -= lr * d / (m[j].squareRoot() + s.eps)
                 }
             case .adam, .adamw:
                 let decoupled = s.kind == .adamw
                 for j in 0..<count {
-                    if decoupled { w[j] -= lr * s.weightDecay * w[j] }
-                    let d = decoupled ? g[j] : g[j] + s.weightDecay * w[j]
+                    if decoupled { w[j] -= lr * wd * w[j] }
+                    let d = decoupled ? g[j] : g[j] + wd * w[j]
                     m[j] = s.beta1 * m[j] + (1 - s.beta1) * d
                     v[j] = s.beta2 * v[j] + (1 - s.beta2) * d * d
                     let mHat = m[j] / bc1, vHat = v[j] / bc2

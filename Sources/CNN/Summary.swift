@@ -9,10 +9,23 @@ extension Model {
     public var summary: String {
         var rows: [[String]] = [["#", "layer", "output", "params", "FLOPs"]]
         rows.append(["", "input", inputShape.description, "0", "0"])
-        for (i, layer) in layers.enumerated() {
+        // A block is a row with its totals, then its sequences' layers indented under their
+        // module paths (body.0, shortcut.1, branches.2.0).
+        func add(_ layer: Layer, _ name: String, _ indent: String) {
             let params = layer.parameters.filter(\.trainable).reduce(0) { $0 + $1.count }
-            rows.append([String(i), layer.spec.text, layer.outputShape.description, grouped(params), grouped(layer.flops)])
+            guard let block = layer as? Block else {
+                rows.append([name, indent + layer.spec.text, layer.outputShape.description, grouped(params), grouped(layer.flops)])
+                return
+            }
+            let kind = block is Residual ? "residual" : "concat"
+            rows.append([name, indent + kind + "[", layer.outputShape.description, grouped(params), grouped(layer.flops)])
+            for (sequence, inner) in block.sequences {
+                if inner.isEmpty { rows.append(["", indent + "  " + sequence + ": identity", layer.inputShape.description, "0", "0"]) }
+                for (j, l) in inner.enumerated() { add(l, "", indent + "  " + sequence + ".\(j) ") }
+            }
+            rows.append(["", indent + "]", "", "", ""])
         }
+        for (i, layer) in layers.enumerated() { add(layer, String(i), "") }
         var widths = [Int](repeating: 0, count: 5)
         for r in rows { for (j, cell) in r.enumerated() { widths[j] = max(widths[j], cell.count) } }
         func line(_ r: [String]) -> String {

@@ -316,7 +316,7 @@ public final class Trainer {
         var labels = [Int32](repeating: 0, count: batchSize)
         var order: [Int32] = []
         var scratch = SampleScratch(shape: train.shape)
-        let batchNorms = model.layers.compactMap { $0 as? BatchNorm }
+        let batchNorms = model.namedLayers.compactMap { $0.layer as? BatchNorm }
         // Batch norm's running statistics before this batch's forward and before the last one's.
         var statistics = BatchNormStatistics(batchNorms), previousStatistics = BatchNormStatistics(batchNorms)
         var results: [EpochResult] = []

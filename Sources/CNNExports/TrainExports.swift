@@ -44,6 +44,8 @@ func cParams(_ s: TrainingSettings) -> cnn_train_params {
     p.early_stopping = Int32(s.earlyStopping)
     p.monitor = cMonitor(s.monitor)
     p.save_best = nil
+    p.decay_bias_and_norm = s.optimizer.decayBiasAndNorm ? 1 : 0
+    p.augment_erase = s.augmentation.erase
     return p
 }
 
@@ -124,6 +126,11 @@ func trainingSettings(_ p: cnn_train_params) throws -> TrainingSettings {
         throw invalid("params.monitor is \(p.monitor); expected CNN_MONITOR_VAL_LOSS or CNN_MONITOR_VAL_ACCURACY")
     }
     s.monitor = monitor
+    guard p.decay_bias_and_norm == 0 || p.decay_bias_and_norm == 1 else {
+        throw invalid("params.decay_bias_and_norm must be 0 or 1, not \(p.decay_bias_and_norm)")
+    }
+    s.optimizer.decayBiasAndNorm = p.decay_bias_and_norm == 1
+    s.augmentation.erase = p.augment_erase
     guard p.threads >= 0, p.threads <= 256 else { throw invalid("params.threads must be from 0 to 256, not \(p.threads)") }
     do { try s.validate() } catch let e as CNNError { throw invalid("params: \(e.message)") }
     return s

@@ -35,6 +35,8 @@ struct Train: ParsableCommand {
     @Option(help: "SGD momentum (default: \(defaults.optimizer.momentum)).") var momentum: Float?
     @Flag(inversion: .prefixedNo, help: "Nesterov momentum (SGD; default: off).") var nesterov: Bool?
     @Option(name: .customLong("weight-decay"), help: "Weight decay (L2; decoupled for adamw; default: \(defaults.optimizer.weightDecay)).") var weightDecay: Float?
+    @Flag(name: .customLong("decay-bias-norm"), inversion: .prefixedNo, help: "Weight decay on biases and batch-norm parameters too (default: on, as in PyTorch; --no-decay-bias-norm leaves them out).")
+    var decayBiasNorm: Bool?
     @Option(help: "Learning-rate schedule: constant, step or cosine (default: \(defaults.schedule.kind.rawValue)).") var schedule: String?
     @Option(name: .customLong("step-epochs"), help: "Step schedule: epochs between decays (default: \(defaults.schedule.stepEpochs)).") var stepEpochs: Int?
     @Option(help: "Step schedule: decay factor (default: \(defaults.schedule.gamma)).") var gamma: Float?
@@ -53,6 +55,7 @@ struct Train: ParsableCommand {
     @Option(help: "Augment: random translation by up to N pixels (pad and crop; default: 0).") var translate: Int?
     @Option(help: "Augment: random brightness change up to this much (pixels in [0, 1]; default: 0).") var brightness: Float?
     @Option(help: "Augment: random contrast change up to this factor (default: 0).") var contrast: Float?
+    @Option(help: "Augment: random erasing with this probability (a rectangle of 2-33 % of the image filled with its mean; default: 0).") var erase: Float?
     @Option(name: .customLong("loader-threads"), help: "Threads preparing batches ahead (decoding, augmentation; default: \(defaults.loaderThreads)).") var loaderThreads: Int?
     @Option(name: .customLong("divergence-factor"), help: "Stop (diverged) when a batch's loss exceeds this multiple of the first batch's; 0: no such bound (NaN or infinity always stops; default: \(defaults.divergenceFactor)).")
     var divergenceFactor: Float?
@@ -88,6 +91,7 @@ struct Train: ParsableCommand {
         set("momentum", momentum) { $0.optimizer.momentum = $1 }
         set("nesterov", nesterov) { $0.optimizer.nesterov = $1 }
         set("weight-decay", weightDecay) { $0.optimizer.weightDecay = $1 }
+        set("decay-bias-norm", decayBiasNorm) { $0.optimizer.decayBiasAndNorm = $1 }
         try set("schedule", schedule) {
             guard let kind = ScheduleKind(rawValue: $1.lowercased()) else {
                 throw CNNError(.invalidArgument, "--schedule must be constant, step or cosine, not '\($1)'")
@@ -117,6 +121,7 @@ struct Train: ParsableCommand {
         set("translate", translate) { $0.augmentation.translate = $1 }
         set("brightness", brightness) { $0.augmentation.brightness = $1 }
         set("contrast", contrast) { $0.augmentation.contrast = $1 }
+        set("erase", erase) { $0.augmentation.erase = $1 }
         set("divergence-factor", divergenceFactor) { $0.divergenceFactor = $1 }
         set("allow-extra-outputs", allowExtraOutputs) { $0.allowExtraOutputs = $1 }
         set("early-stop", earlyStop) { $0.earlyStopping = $1 }

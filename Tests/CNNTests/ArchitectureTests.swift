@@ -48,8 +48,62 @@ struct ArchitectureTests {
         #expect(se.namedParameters[2].parameter.value.array.contains { $0 != 0 })
     }
 
+    /// Blocks: the canonical text round-trips, repeat(N) is written out, tensors take PyTorch's
+    /// module paths, and a model file with blocks saves and loads back the same bytes.
+    @Test func blocks() throws {
+        let text = """
+        input(3,16,16) conv(8,3,pad=1) batchnorm relu
+        repeat(2)[ residual[conv(8,3,pad=1) batchnorm relu conv(8,3,pad=1) batchnorm] relu ]
+        residual[conv(16,3,stride=2,pad=1) batchnorm relu conv(16,3,pad=1) batchnorm | conv(16,1,stride=2) batchnorm] relu
+        concat[conv(4,1) | conv(4,3,pad=1) | ] globalavgpool flatten dense(3)
+        """
+        let a = try Architecture(parsing: text)
+        let block = "residual[conv(8,3,pad=1) batchnorm relu conv(8,3,pad=1) batchnorm] relu"
+        #expect(a.text == "input(3,16,16) conv(8,3,pad=1) batchnorm relu \(block) \(block) residual[conv(16,3,stride=2,pad=1) batchnorm relu conv(16,3,pad=1) batchnorm | conv(16,1,stride=2) batchnorm] relu concat[conv(4,1) | conv(4,3,pad=1) | ] globalavgpool flatten dense(3)")
+        #expect(try Architecture(parsing: a.text) == a)
+        let m = try Model(architecture: a, seed: 3)
+        #expect(m.layers.count == 13)
+        #expect(m.layers[9].outputShape == Shape(c: 24, h: 8, w: 8))
+        let names = m.namedParameters.map(\.name)
+        #expect(names.contains("3.body.0.weight") && names.contains("3.body.4.running_var") && names.contains("7.shortcut.1.bias"))
+        #expect(names.contains("9.branches.1.0.weight") && names.last == "12.bias")
+        #expect(m.summary.contains("shortcut.1 batchnorm") && m.summary.contains("branches.2: identity"))
+        let path = temporaryPath("blocks.safetensors")
+        try m.save(to: path)
+        let back = try Model.load(from: path)
+        #expect(back.namedParameters.map(\.name) == names)
+        #expect(zip(back.namedParameters, m.namedParameters).allSatisfy { $0.parameter.value.array == $1.parameter.value.array })
+    }
+
+    @Test(arguments: [
+        ("input(3,8,8) residual[conv(4,3,pad=1)] flatten dense(2)", "must have one shape to be added (a body that changes the shape needs a shortcut"),
+        ("input(3,8,8) residual[conv(4,3,pad=1) | conv(4,1,stride=2)] flatten dense(2)", "the body's output [4, 8, 8] and the shortcut's output [4, 4, 4]"),
+        ("input(3,8,8) concat[conv(4,3) | conv(4,1)] flatten dense(2)", "needs images of one height and width"),
+        ("input(3,8,8) concat[conv(4,1,stride=2) | ] flatten dense(2)", "an empty branch passes the input"),
+    ])
+    func blockShapeErrors(_ text: String, _ expected: String) {
+        do {
+            _ = try Model(architecture: Architecture(parsing: text), seed: 1)
+            Issue.record("built without error: \(text)")
+        } catch let e as CNNError {
+            #expect(e.message.contains(expected), "\(e.message)")
+        } catch {
+            Issue.record("unexpected error \(error)")
+        }
+    }
+
     @Test(arguments: [
         ("", "empty"),
+        ("input(3,8,8) residual[conv(3,1) flatten dense(2)", "residual[ has no closing ']'"),
+        ("input(3,8,8) residual conv(3,1) flatten dense(2)", "residual needs a block"),
+        ("input(3,8,8) conv(3,1)[relu] flatten dense(2)", "takes no block"),
+        ("input(3,8,8) relu | relu flatten dense(2)", "unexpected '|' outside a block"),
+        ("input(3,8,8) residual[conv(3,1) | conv(3,1) | conv(3,1)] flatten dense(2)", "at most one '|'"),
+        ("input(3,8,8) concat[conv(3,1)] flatten dense(2)", "at least two branches"),
+        ("input(3,8,8) repeat(0)[relu] flatten dense(2)", "n must be"),
+        ("input(3,8,8) repeat(1000)[relu relu] flatten dense(2)", "more than 1024 layers once repeated"),
+        ("input(3,8,8) " + String(repeating: "residual[", count: 17) + "relu" + String(repeating: "]", count: 17) + " flatten dense(2)", "nested more than 16 deep"),
+        ("input(3,8,8) residual[] flatten dense(2)", "needs layers in its body"),
         ("conv(32,3) dense(10)", "expected input(C,H,W) as the first layer"),
         ("input(1,28) dense(10)", "expected input(C,H,W)"),
         ("input(1,28,28) convv(3,3) flatten dense(10)", "unknown layer 'convv'"),

@@ -220,6 +220,41 @@ struct FolderTests {
         }
     }
 
+    /// Random erasing fills one rectangle of 2-33 % of the image with each channel's mean, in about
+    /// `erase` of the samples, and leaves every other pixel; off, it draws nothing (runs without it
+    /// keep their generator's sequence).
+    @Test func randomErasing() {
+        let shape = Shape(c: 2, h: 16, w: 20), count = shape.count
+        let x0: [Float] = (0..<count).map { Float(($0 * 37) % 101) / 100 }
+        var scratch = [Float](repeating: 0, count: count)
+        var a = Augmentation()
+        a.erase = 0.5
+        var erased = 0
+        for seed in 0..<60 {
+            var x = x0
+            var rng = Random(seed: UInt64(seed))
+            x.withUnsafeMutableBufferPointer { a.apply($0.baseAddress!, shape: shape, rng: &rng, scratch: &scratch) }
+            let changed = (0..<count).filter { x[$0] != x0[$0] }
+            guard !changed.isEmpty else { continue }
+            erased += 1
+            for c in 0..<2 {
+                let plane = Array(x0[(c * 320)..<((c + 1) * 320)])
+                let mean = plane.reduce(0, +) / 320
+                let inPlane = changed.filter { $0 / 320 == c }.map { $0 % 320 }
+                #expect(inPlane.allSatisfy { abs(x[c * 320 + $0] - mean) < 1e-6 })
+                // A rectangle: its rows and columns span exactly the changed pixels' count.
+                let rows = Set(inPlane.map { $0 / 20 }), cols = Set(inPlane.map { $0 % 20 })
+                #expect(inPlane.count <= rows.count * cols.count && rows.count * cols.count <= 320 * 33 / 100 + 20)
+            }
+        }
+        #expect(erased > 15 && erased < 45, "\(erased) of 60 erased")
+        var rng = Random(seed: 1), plain = Random(seed: 1)
+        var x = x0
+        x.withUnsafeMutableBufferPointer { Augmentation().apply($0.baseAddress!, shape: shape, rng: &rng, scratch: &scratch) }
+        _ = plain.below(2); _ = plain.uniform(); _ = plain.uniform()   // flip, brightness, contrast
+        #expect(rng.uniform() == plain.uniform(), "without erasing the draws are the same as before")
+    }
+
     @Test func splitIsSeededAndDisjoint() throws {
         let d = try IDX.load(images: sampleDir + "/t10k-images-idx3-ubyte.gz")
         let (a, b) = try d.split(validationFraction: 0.2, seed: 5)

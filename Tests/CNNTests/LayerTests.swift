@@ -63,6 +63,32 @@ struct LayerTests {
         }
     }
 
+    /// Residual and concatenation blocks: the block's forward (its layers fused where they can be:
+    /// conv + ReLU, conv + ReLU + max pooling) against the unfused references, and its backward
+    /// against finite differences for the input and every parameter of every inner layer.
+    @Test(arguments: [
+        "input(4,6,6) residual[conv(4,3,pad=1) batchnorm relu conv(4,3,pad=1) batchnorm] flatten",
+        "input(3,8,8) residual[conv(6,3,stride=2,pad=1) relu conv(6,3,pad=1,groups=2) | conv(6,1,stride=2) batchnorm] flatten",
+        "input(3,6,6) concat[conv(2,1) | conv(3,3,pad=1) relu | ] flatten",
+        "input(2,8,8) residual[concat[conv(1,1,stride=2) | conv(1,3,pad=1) relu maxpool(2) conv(1,1) | conv(2,2,stride=2)] se(2) conv(2,1) | avgpool(2)] flatten",
+        "input(1,1,6) flatten residual[dense(6) tanh dense(6)]",
+    ])
+    func blocks(_ text: String) throws {
+        let (_, layer) = try makeLayer(text, index: text.contains("flatten residual") ? 1 : 0)
+        #expect(layer is Block)
+        var r = TestRandom(9)
+        for p in layer.parameters where p.name.hasSuffix("weight") || p.name.hasSuffix("bias") {
+            p.value.copy(from: FloatBuffer(r.values(p.count, -0.7, 0.7)))
+        }
+        try threadSettingLock.with {
+            for threads in [1, 2] {
+                ThreadPool.setThreads(threads)
+                defer { ThreadPool.setThreads(1) }
+                checkLayer(layer, batch: 3)
+            }
+        }
+    }
+
     /// Inference runs 3×3 stride-1 convolutions by Winograd's F(2×2, 3×3): forward against the
     /// reference, one image and several, with the fused ReLU, on one and two threads.
     @Test(arguments: [

@@ -61,6 +61,31 @@ enum Reference {
                 } }
             }
             return y
+        case .residual, .concat:
+            // The sequences' layers on the block's parameters, split in their order.
+            let block = layer as! Block
+            var offset = 0
+            func run(_ sequence: [Layer], _ x: [Double]) -> [Double] {
+                var h = x
+                for l in sequence {
+                    let n = l.parameters.count
+                    h = forward(l, h, batch: batch, Array(p[offset..<(offset + n)]), training: training)
+                    offset += n
+                }
+                return h
+            }
+            let outputs = block.sequences.map { run($0.layers, x) }
+            if layer is Residual { return outputs.count == 1 ? zip(outputs[0], x).map(+) : zip(outputs[0], outputs[1]).map(+) }
+            let hw = o.h * o.w
+            var y: [Double] = []
+            for n in 0..<batch {
+                for out in outputs {
+                    let per = out.count / batch
+                    y += out[(n * per)..<((n + 1) * per)]
+                }
+            }
+            precondition(y.count == batch * o.c * hw)
+            return y
         case let .squeezeExcite(sq, act, gate):
             // p: fc1.weight (sq, c), fc1.bias, fc2.weight (c, sq), fc2.bias
             let c = s.c, hw = s.h * s.w

@@ -252,6 +252,25 @@ struct OptimizerTests {
         #expect(maxRelativeError(w.value.array.map(Double.init), p) < 1e-5)
     }
 
+    /// Without decay on biases and norms, one update with zero gradients shrinks the conv and dense
+    /// weights by lr·wd (SGD and AdamW's decoupled decay) and leaves biases, batch norm's scale and
+    /// shift, and squeeze-and-excitation's biases exactly as they were; with it, everything shrinks.
+    @Test(arguments: [OptimizerKind.sgd, .adamw], [false, true])
+    func weightDecaySkipsBiasesAndNorms(_ kind: OptimizerKind, _ decayAll: Bool) throws {
+        let m = try Model(architecture: Architecture(parsing: "input(4,3,3) conv(4,1) batchnorm se(2) flatten dense(2)"), seed: 1)
+        for (_, p) in m.namedParameters where p.trainable { p.value.fill(0.5); p.grad?.fill(0) }
+        var s = OptimizerSettings()
+        s.kind = kind
+        s.weightDecay = 0.1
+        s.decayBiasAndNorm = decayAll
+        try Optimizer(s, model: m).update(learningRate: 0.2)
+        for (name, p) in m.namedParameters where p.trainable {
+            let exempt = !decayAll && (name.hasSuffix("bias") || name.hasPrefix("1."))
+            let expected: Float = exempt ? 0.5 : 0.5 - 0.2 * 0.1 * 0.5
+            #expect(p.value.array.allSatisfy { abs($0 - expected) < 1e-6 }, "\(name): \(p.value.array.prefix(2)), expected \(expected)")
+        }
+    }
+
     @Test func schedules() {
         var s = Schedule()
         #expect(s.learningRate(base: 0.1, step: 50, stepsPerEpoch: 10, totalSteps: 100) == 0.1)

@@ -54,6 +54,7 @@ class TrainParams(ctypes.Structure):
         ("loader_threads", ctypes.c_int32), ("divergence_factor", ctypes.c_float),
         ("allow_extra_outputs", ctypes.c_int32), ("early_stopping", ctypes.c_int32),
         ("monitor", ctypes.c_int32), ("save_best", ctypes.c_char_p),
+        ("decay_bias_and_norm", ctypes.c_int32), ("augment_erase", ctypes.c_float),
     ]
 
 

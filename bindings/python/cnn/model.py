@@ -135,9 +135,11 @@ class Model:
             classes: class names for array data (default: "0", "1", ...).
             **settings: the training settings, each defaulting to the library's value
                 (``cnn.train_defaults()``): optimizer ("sgd", "adam", "adamw", "rmsprop"), lr,
-                momentum, nesterov, weight_decay, beta1, beta2, eps, alpha, schedule ("constant",
+                momentum, nesterov, weight_decay, decay_bias_and_norm (False: no weight decay on
+                biases and batch norm), beta1, beta2, eps, alpha, schedule ("constant",
                 "step", "cosine"), step_epochs, gamma, warmup_epochs, loss ("cross-entropy",
                 "mse"), label_smoothing, seed, threads, flip, translate, brightness, contrast,
+                erase (random erasing's probability),
                 loader_threads, divergence_factor (a batch loss over this multiple of the first
                 stops training with DivergedError; 0: no such bound), allow_extra_outputs (accept
                 a model with more outputs than the data has classes), early_stopping (patience in

@@ -36,6 +36,7 @@ _SETTINGS = {
     "epochs": ("epochs", int), "batch_size": ("batch_size", int),
     "optimizer": ("optimizer", _choice(_OPTIMIZERS, "optimizer")), "lr": ("learning_rate", float),
     "momentum": ("momentum", float), "nesterov": ("nesterov", _flag), "weight_decay": ("weight_decay", float),
+    "decay_bias_and_norm": ("decay_bias_and_norm", _flag), "erase": ("augment_erase", float),
     "beta1": ("beta1", float), "beta2": ("beta2", float), "eps": ("eps", float), "alpha": ("alpha", float),
     "schedule": ("schedule", _choice(_SCHEDULES, "schedule")), "step_epochs": ("step_epochs", int),
     "gamma": ("gamma", float), "warmup_epochs": ("warmup_epochs", float),

@@ -29,8 +29,49 @@ class SqueezeExcitation(nn.Module):
         return x * self.gate(self.fc2(self.activation(self.fc1(s))))
 
 
+class Residual(nn.Module):
+    """residual[BODY | SHORTCUT]: body(x) + shortcut(x), or + x without a shortcut."""
+
+    def __init__(self, body, shortcut=None):
+        super().__init__()
+        self.body = nn.Sequential(*body)
+        if shortcut is not None:
+            self.shortcut = nn.Sequential(*shortcut)
+        self.has_shortcut = shortcut is not None
+
+    def forward(self, x):
+        return self.body(x) + (self.shortcut(x) if self.has_shortcut else x)
+
+
+class Concat(nn.Module):
+    """concat[A | B | ...]: the branches' outputs along channels (an empty branch is x)."""
+
+    def __init__(self, *branches):
+        super().__init__()
+        self.branches = nn.ModuleList(nn.Sequential(*b) for b in branches)
+
+    def forward(self, x):
+        return torch.cat([b(x) for b in self.branches], 1)
+
+
 # (architecture, the same network in PyTorch): layer i is module i of the Sequential.
 CASES = {
+    "resnet": (
+        "input(3,10,10) conv(8,3,pad=1,bias=false) batchnorm relu "
+        "repeat(2)[residual[conv(8,3,pad=1,bias=false) batchnorm relu conv(8,3,pad=1,bias=false) batchnorm] relu] "
+        "residual[conv(16,3,stride=2,pad=1,bias=false) batchnorm relu conv(16,3,pad=1,bias=false) batchnorm "
+        "| conv(16,1,stride=2,bias=false) batchnorm] relu "
+        "concat[conv(4,1) relu | conv(4,3,pad=1) maxpool(1) | ] globalavgpool flatten dense(4)",
+        lambda: nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+            *[m for _ in range(2) for m in (
+                Residual([nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)]), nn.ReLU())],
+            Residual([nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                      nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)],
+                     [nn.Conv2d(8, 16, 1, stride=2, bias=False), nn.BatchNorm2d(16)]), nn.ReLU(),
+            Concat([nn.Conv2d(16, 4, 1), nn.ReLU()], [nn.Conv2d(16, 4, 3, padding=1), nn.MaxPool2d(1)], []),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 4))),
     "mobile": (
         "input(3,12,12) conv(8,3,pad=1) batchnorm relu6 conv(8,3,stride=2,pad=1,groups=8,bias=false) batchnorm hardswish "
         "conv(16,1,groups=2) silu se(4,act=silu) gelu globalavgpool flatten dense(6) hardsigmoid dense(4)",

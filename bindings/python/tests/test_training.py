@@ -159,3 +159,23 @@ def test_dataset_says_what_it_holds(tmp_path):
     assert len(d.paths) == 500
     x, y = d.images(0, 3)
     assert cnn.Dataset.from_numpy(x, y).path(0) is None
+
+
+def test_weight_decay_without_biases_and_norms_and_random_erasing(arrays, tmp_path):
+    x, y = arrays
+    defaults = cnn.train_defaults()
+    assert defaults["decay_bias_and_norm"] is True and defaults["erase"] == 0
+    text = "input(1,28,28) conv(4,3) batchnorm relu flatten dense(10)"
+    runs = {}
+    for name, settings in {"plain": {}, "exempt": {"decay_bias_and_norm": False}, "erase": {"erase": 0.5}}.items():
+        model = cnn.Model(text, seed=2)
+        model.fit(x, y, epochs=1, batch_size=50, weight_decay=0.05, verbose=0, **settings)
+        model.save(tmp_path / (name + ".safetensors"))
+        runs[name] = (tmp_path / (name + ".safetensors")).read_bytes()
+    assert len(set(runs.values())) == 3     # each setting changes the result
+    model = cnn.Model(text, seed=2)
+    model.fit(x, y, epochs=1, batch_size=50, weight_decay=0.05, verbose=0, erase=0.5)
+    model.save(tmp_path / "again.safetensors")
+    assert (tmp_path / "again.safetensors").read_bytes() == runs["erase"]   # seeded
+    with pytest.raises(cnn.InvalidArgumentError, match="erase"):
+        cnn.Model(text).fit(x, y, erase=1.5, verbose=0)

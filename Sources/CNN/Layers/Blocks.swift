@@ -1,0 +1,157 @@
+/// A layer made of sequences of layers (`residual[...]`, `concat[...]`). Its sequences' layers are
+/// named as PyTorch modules holding `nn.Sequential`s name them: `body.0.weight`, `shortcut.1.bias`,
+/// `branches.2.0.weight` (see `Model.namedLayers`).
+protocol Block: Layer {
+    /// The sequences, each with its module path ("body", "branches.1").
+    var sequences: [(name: String, layers: [Layer])] { get }
+}
+
+extension Block {
+    public var parameters: [Parameter] { sequences.flatMap { $0.layers.flatMap(\.parameters) } }
+}
+
+/// Runs a sequence forward from x (x itself for an empty one).
+@inline(__always)
+func runForward(_ layers: [Layer], _ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
+    var h = x
+    for layer in layers { h = layer.forward(h, batch: batch, training: training, rng: &rng) }
+    return h
+}
+
+/// Runs a sequence backward: the gradient with respect to its input (dy itself for an empty one),
+/// or nil when `needInputGradient` is false (the parameters' gradients are summed either way).
+@inline(__always)
+func runBackward(_ layers: [Layer], _ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
+    var g = dy
+    var i = layers.count - 1
+    while i >= 0 {
+        guard let dx = layers[i].backward(g, batch: batch, needInputGradient: i > 0 || needInputGradient) else { return nil }
+        g = dx
+        i -= 1
+    }
+    return needInputGradient ? g : nil
+}
+
+/// `residual[BODY]`: y = body(x) + x; `residual[BODY | SHORTCUT]`: y = body(x) + shortcut(x) (a
+/// shortcut such as a strided 1×1 convolution and batch norm, for a body that changes the shape).
+/// Backward sends dy through both and adds what comes back. An activation after the sum is the
+/// next layer (`residual[...] relu`), as in torchvision's ResNets.
+public final class Residual: Block {
+    public let spec: LayerSpec
+    public let inputShape: Shape
+    public let outputShape: Shape
+    let body: [Layer]
+    let shortcut: [Layer]
+    private var output = Workspace()
+    private var inputGrad = Workspace()
+
+    init(spec: LayerSpec, input: Shape, body: [Layer], shortcut: [Layer]) {
+        self.spec = spec
+        inputShape = input
+        outputShape = body.last?.outputShape ?? input
+        self.body = body
+        self.shortcut = shortcut
+    }
+
+    var sequences: [(name: String, layers: [Layer])] {
+        shortcut.isEmpty ? [("body", body)] : [("body", body), ("shortcut", shortcut)]
+    }
+
+    public var flops: Int { (body + shortcut).reduce(outputShape.count) { $0 + $1.flops } }
+
+    public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
+        let a = runForward(body, x, batch: batch, training: training, rng: &rng)
+        let b = runForward(shortcut, x, batch: batch, training: training, rng: &rng)
+        let count = batch * outputShape.count
+        let y = output.reserve(count)
+        add(a.pointer, b.pointer, into: y.pointer, count: count)
+        return y
+    }
+
+    public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
+        let a = runBackward(body, dy, batch: batch, needInputGradient: needInputGradient)
+        let b = runBackward(shortcut, dy, batch: batch, needInputGradient: needInputGradient)
+        guard let a, let b else { return nil }
+        let count = batch * inputShape.count
+        let dx = inputGrad.reserve(count)
+        add(a.pointer, b.pointer, into: dx.pointer, count: count)
+        return dx
+    }
+}
+
+/// z = a + b elementwise, on the pool for large tensors (the same sums in any chunking).
+func add(_ a: UnsafeMutablePointer<Float>, _ b: UnsafeMutablePointer<Float>, into z: UnsafeMutablePointer<Float>, count: Int) {
+    parallelChunks(count, chunk: 1 << 15) { lo, hi in
+        for i in lo..<hi { z[i] = a[i] + b[i] }
+    }
+}
+
+/// `concat[A | B | ...]`: every branch runs on x and their outputs are stacked along the channels
+/// (an empty branch passes x itself), as `torch.cat(dim=1)` of an `nn.ModuleList`'s outputs.
+public final class Concat: Block {
+    public let spec: LayerSpec
+    public let inputShape: Shape
+    public let outputShape: Shape
+    let branches: [[Layer]]
+    private var output = Workspace()
+    private var inputGrad = Workspace()
+    private var slices: [Workspace]   // each branch's part of dy, contiguous
+
+    init(spec: LayerSpec, input: Shape, branches: [[Layer]]) {
+        self.spec = spec
+        inputShape = input
+        self.branches = branches
+        let shapes = branches.map { $0.last?.outputShape ?? input }
+        outputShape = Shape(c: shapes.reduce(0) { $0 + $1.c }, h: shapes[0].h, w: shapes[0].w)
+        slices = branches.map { _ in Workspace() }
+    }
+
+    var sequences: [(name: String, layers: [Layer])] {
+        branches.enumerated().map { ("branches.\($0.offset)", $0.element) }
+    }
+
+    public var flops: Int { branches.joined().reduce(0) { $0 + $1.flops } }
+
+    /// Channels of each branch's output.
+    private var channels: [Int] { branches.map { ($0.last?.outputShape ?? inputShape).c } }
+
+    public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
+        let hw = outputShape.h * outputShape.w, total = outputShape.c
+        let y = output.reserve(batch * outputShape.count), yp = y.pointer
+        var offset = 0
+        for (branch, c) in zip(branches, channels) {
+            let out = runForward(branch, x, batch: batch, training: training, rng: &rng).pointer
+            let first = offset
+            parallelChunks(batch, chunk: 1) { lo, hi in
+                for n in lo..<hi { (yp + (n * total + first) * hw).update(from: out + n * c * hw, count: c * hw) }
+            }
+            offset += c
+        }
+        return y
+    }
+
+    public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
+        let hw = outputShape.h * outputShape.w, total = outputShape.c
+        let dyp = dy.pointer
+        let count = batch * inputShape.count
+        var dx: FloatBuffer? = nil
+        var offset = 0
+        for (b, (branch, c)) in zip(branches, channels).enumerated() {
+            let slice = slices[b].reserve(batch * c * hw), sp = slice.pointer
+            let first = offset
+            parallelChunks(batch, chunk: 1) { lo, hi in
+                for n in lo..<hi { (sp + n * c * hw).update(from: dyp + (n * total + first) * hw, count: c * hw) }
+            }
+            offset += c
+            guard let g = runBackward(branch, slice, batch: batch, needInputGradient: needInputGradient) else { continue }
+            if let sum = dx {
+                add(sum.pointer, g.pointer, into: sum.pointer, count: count)
+            } else {
+                let sum = inputGrad.reserve(count)
+                sum.pointer.update(from: g.pointer, count: count)
+                dx = sum
+            }
+        }
+        return dx
+    }
+}
