@@ -95,15 +95,17 @@ public final class GroupedConv2D: Layer {
                 for o in lo..<hi {
                     let group = o / og
                     if let db {
-                        var sum: Float = 0
-                        for n in 0..<batch { let d = dyp + (n * oc + o) * ohw; for i in 0..<ohw { sum += d[i] } }
-                        db[o] += sum
+                        var sum: Double = 0
+                        for n in 0..<batch { let d = dyp + (n * oc + o) * ohw; for i in 0..<ohw { sum += Double(d[i]) } }
+                        db[o] += Float(sum)
                     }
                     for ic in 0..<cg {
                         for ky in 0..<g.kh {
                             for kx in 0..<g.kw {
+                                // Summed in Double across rows and samples: the tap's gradient is a sum
+                                // of many terms of both signs.
                                 let cols = columns(kx)
-                                var sum: Float = 0
+                                var sum: Double = 0
                                 for n in 0..<batch {
                                     let d = dyp + (n * oc + o) * ohw, src = x + (n * g.c + group * cg + ic) * hw
                                     for oy in 0..<g.oh {
@@ -116,10 +118,10 @@ public final class GroupedConv2D: Layer {
                                         } else {
                                             for ox in cols { s += row[ox] * input[ox * g.sw] }
                                         }
-                                        sum += s
+                                        sum += Double(s)
                                     }
                                 }
-                                dw[(o * cg + ic) * taps + ky * g.kw + kx] += sum
+                                dw[(o * cg + ic) * taps + ky * g.kw + kx] += Float(sum)
                             }
                         }
                     }
