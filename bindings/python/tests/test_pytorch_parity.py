@@ -19,43 +19,20 @@ nn = torch.nn
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 
-class SqueezeExcitation(nn.Module):
-    """torchvision.ops.SqueezeExcitation's tensors and arithmetic (fc1, fc2: 1x1 convolutions)."""
-
-    def __init__(self, channels, squeeze, activation, gate):
-        super().__init__()
-        self.fc1 = nn.Conv2d(channels, squeeze, 1)
-        self.fc2 = nn.Conv2d(squeeze, channels, 1)
-        self.activation, self.gate = activation, gate
-
-    def forward(self, x):
-        s = x.mean((2, 3), keepdim=True)
-        return x * self.gate(self.fc2(self.activation(self.fc1(s))))
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples", "architectures")
 
 
-class Residual(nn.Module):
-    """residual[BODY | SHORTCUT]: body(x) + shortcut(x), or + x without a shortcut."""
-
-    def __init__(self, body, shortcut=None):
-        super().__init__()
-        self.body = nn.Sequential(*body)
-        if shortcut is not None:
-            self.shortcut = nn.Sequential(*shortcut)
-        self.has_shortcut = shortcut is not None
-
-    def forward(self, x):
-        return self.body(x) + (self.shortcut(x) if self.has_shortcut else x)
+def _load_examples_module():
+    """examples/architectures/pytorch.py: the modules (Residual, Concat, SqueezeExcitation) and
+    cnn_to_torch."""
+    spec = importlib.util.spec_from_file_location("architectures_pytorch", os.path.join(EXAMPLES, "pytorch.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-class Concat(nn.Module):
-    """concat[A | B | ...]: the branches' outputs along channels (an empty branch is x)."""
-
-    def __init__(self, *branches):
-        super().__init__()
-        self.branches = nn.ModuleList(nn.Sequential(*b) for b in branches)
-
-    def forward(self, x):
-        return torch.cat([b(x) for b in self.branches], 1)
+modules = _load_examples_module()
+Residual, Concat, SqueezeExcitation = modules.Residual, modules.Concat, modules.SqueezeExcitation
 
 
 # (architecture, the same network in PyTorch): layer i is module i of the Sequential.
@@ -74,7 +51,7 @@ CASES = {
             Residual([nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
                       nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)],
                      [nn.Conv2d(8, 16, 1, stride=2, bias=False), nn.BatchNorm2d(16)]), nn.ReLU(),
-            Concat([nn.Conv2d(16, 4, 1), nn.ReLU()], [nn.Conv2d(16, 4, 3, padding=1), nn.MaxPool2d(1)], []),
+            Concat([[nn.Conv2d(16, 4, 1), nn.ReLU()], [nn.Conv2d(16, 4, 3, padding=1), nn.MaxPool2d(1)], []]),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 4))),
     "mobile": (
         "input(3,12,12) conv(8,3,pad=1) batchnorm relu6 conv(8,3,stride=2,pad=1,groups=8,bias=false) batchnorm hardswish "
@@ -147,15 +124,6 @@ def test_logits_and_one_step_match_pytorch(name, tmp_path):
         assert error < 2e-3, "%s: %s step differs from PyTorch's by %.2e of its size" % (name, key, error)
 
 
-EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples", "architectures")
-
-
-def _examples_builder():
-    spec = importlib.util.spec_from_file_location("architectures_pytorch", os.path.join(EXAMPLES, "pytorch.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.cnn_to_torch
-
 
 # MobileNetV2's step is not compared: at initialization its gradients in training mode are
 # chaotic (inputs changed by 1e-6 of their value move PyTorch's own float64 gradient of some
@@ -180,7 +148,7 @@ def test_shipped_architectures_match_their_pytorch_modules(name, size, compare_s
     y = rng.integers(0, k, size=n).astype(np.int32)
     model.save(tmp_path / "before.safetensors")
     before = tensors(tmp_path / "before.safetensors")
-    net = _examples_builder()(text)
+    net = modules.cnn_to_torch(text)
     net.load_state_dict(before, strict=True)
     net.eval()
     with torch.no_grad():
