@@ -202,4 +202,4 @@ bench:
 	@echo "peers: python3 Benchmarks/peers.py build/bench/net.json (pip install torch onnxruntime onnx)"
 
 clean:
-	rm -rf .build .build-tests .build-lib .build-lib-avx2 .build-lib-address .build-lib-thread .build-asan .build-tsan build demo-out Benchmarks/.build
+	rm -rf .build .build-tests .build-lib .build-lib-avx2 .build-lib-address .build-lib-thread .build-address .build-thread .build-asan .build-tsan build demo-out Benchmarks/.build
