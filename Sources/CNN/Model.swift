@@ -131,6 +131,17 @@ public final class Model {
                 pool.masksNonPositive = true
             }
         }
+        // Batch norm right after a convolution, and a ReLU after it, are folded into the
+        // convolution at inference (see NormFolding).
+        for (i, layer) in layers.enumerated() where i + 1 < layers.count && (layer is Conv2D || layer is GroupedConv2D) {
+            guard let norm = layers[i + 1] as? BatchNorm else { continue }
+            let act = i + 2 < layers.count ? layers[i + 2] as? Activation : nil
+            let folding = NormFolding(norm: norm, relu: act?.kind == .relu)
+            (layer as? Conv2D)?.folding = folding
+            (layer as? GroupedConv2D)?.folding = folding
+            norm.foldedIntoPrevious = true
+            if folding.relu { act?.fusedAtInference = true }
+        }
         // 2×2 max pooling right after a convolution (and its fused ReLU) is done by the
         // convolution as it writes its output: the full-size output never goes to memory.
         for (i, layer) in layers.enumerated() {

@@ -163,4 +163,78 @@ struct KernelTests {
             }
         }
     }
+
+    /// Batch norm after a convolution (im2col, Winograd, strided, 1×1, grouped, depthwise, the
+    /// direct first-layer path, inside a residual block), and a ReLU after it, are folded into the
+    /// convolution at inference: the logits must be the separate layers' up to rounding, the same
+    /// bits at one and two threads, made again when the weights or statistics change; training
+    /// runs the layers as written (the same bits as the separate layers).
+    @Test(arguments: [
+        "input(3,10,12) conv(8,3,pad=1,bias=false) batchnorm relu conv(8,3,stride=2,pad=1) batchnorm flatten dense(4)",
+        "input(4,9,9) conv(8,3,pad=1,groups=4) batchnorm relu6 conv(16,1) batchnorm relu globalavgpool flatten dense(3)",
+        "input(8,8,8) conv(8,3,stride=2,pad=1,groups=8) batchnorm relu flatten dense(3)",
+        "input(1,28,28) conv(16,3,pad=1) batchnorm relu maxpool(2) conv(32,3,pad=1) batchnorm relu flatten dense(3)",
+        "input(4,8,8) residual[conv(4,3,pad=1,bias=false) batchnorm relu conv(4,3,pad=1,bias=false) batchnorm] relu globalavgpool flatten dense(3)",
+    ])
+    func batchNormFoldedAtInference(_ text: String) throws {
+        try threadSettingLock.with {
+            let architecture = try Architecture(parsing: text)
+            let fused = try Model(architecture: architecture, seed: 6)
+            let separate = try Model(architecture: architecture, fusing: false)
+            #expect(fused.namedLayers.contains { ($0.layer as? Conv2D)?.folding != nil || ($0.layer as? GroupedConv2D)?.folding != nil })
+            #expect(!separate.namedLayers.contains { ($0.layer as? Conv2D)?.folding != nil || ($0.layer as? GroupedConv2D)?.folding != nil })
+            let count = fused.inputShape.count, classes = fused.numClasses
+            var r = TestRandom(4)
+            let x = r.values(3 * count), g = r.values(3 * classes)
+            // Statistics and affine parameters far from their initial 0 and 1, biases not zero.
+            func randomize(_ seed: UInt64) {
+                var values = TestRandom(seed)
+                for (name, p) in fused.namedParameters {
+                    let v: [Float]
+                    switch name.split(separator: ".").last ?? "" {
+                    case "running_var": v = values.values(p.count, 0.3, 2)
+                    case "weight" where p.shape.count == 1: v = values.values(p.count, 0.5, 1.5)
+                    case "weight": let scale = values.values(1, 0.8, 1.2)[0]; v = p.value.array.map { $0 * scale }
+                    default: v = values.values(p.count, -0.5, 0.5)
+                    }
+                    p.value.copy(from: FloatBuffer(v))
+                    p.version += 1
+                }
+                for (a, b) in zip(fused.namedParameters, separate.namedParameters) {
+                    b.parameter.value.copy(from: a.parameter.value)
+                    b.parameter.version += 1
+                }
+            }
+            for seed: UInt64 in [5, 9] {
+                randomize(seed)
+                for batch in [1, 3] {
+                    let input = FloatBuffer(Array(x.prefix(batch * count)))
+                    var byThreads: [[Float]] = []
+                    for threads in [1, 2] {
+                        ThreadPool.setThreads(threads)
+                        defer { ThreadPool.setThreads(1) }
+                        var rng = Random(seed: 1)
+                        let y = fused.forward(input, batch: batch, training: false, rng: &rng).array
+                        let z = separate.forward(input, batch: batch, training: false, rng: &rng).array
+                        let scale = z.map { abs($0) }.max() ?? 1
+                        let worst = zip(y, z).map { abs($0 - $1) }.max() ?? 0
+                        #expect(worst <= 1e-5 * max(1, scale), "inference, seed \(seed), batch \(batch), \(threads) threads: \(worst)")
+                        byThreads.append(y)
+                    }
+                    #expect(byThreads[0] == byThreads[1], "inference, seed \(seed), batch \(batch): 1 and 2 threads differ")
+                }
+            }
+            // Training: the batch's statistics, every layer as written.
+            var outputs: [[Float]] = [], gradients: [[[Float]]] = []
+            for model in [fused, separate] {
+                var rng = Random(seed: 1)
+                outputs.append(model.forward(FloatBuffer(x), batch: 3, training: true, rng: &rng).array)
+                model.zeroGradients()
+                model.backward(FloatBuffer(g), batch: 3)
+                gradients.append(model.gradients.map { $0.array })
+            }
+            #expect(outputs[0] == outputs[1], "training logits")
+            #expect(gradients[0] == gradients[1], "training gradients")
+        }
+    }
 }

@@ -34,6 +34,9 @@ public final class Activation: Layer {
     /// Set by the model for a ReLU followed by max pooling, which applies the ReLU's mask in its
     /// own backward: backward then passes the gradient through.
     var maskedByNext = false
+    /// Set by the model for a ReLU after a batch norm folded into its convolution: the convolution
+    /// applies it at inference, when forward passes x through.
+    var fusedAtInference = false
 
     init(spec: LayerSpec, input: Shape, kind: ActivationKind) {
         self.spec = spec
@@ -48,7 +51,7 @@ public final class Activation: Layer {
         let y = output.reserve(count)
         let xp = x.pointer, yp = y.pointer
         switch kind {
-        case .relu where fusedIntoPrevious:
+        case .relu where fusedIntoPrevious || (fusedAtInference && !training):
             saved = x
             return x
         case .relu:

@@ -25,6 +25,9 @@ public final class BatchNorm: Layer {
     // Inference mode keeps only its input; backward through it (frozen statistics) derives x̂.
     private var lastInput: FloatBuffer?
     private var lastTraining = true
+    /// Set by the model when the convolution before applies this norm at inference (NormFolding):
+    /// forward then passes its input through unless training.
+    var foldedIntoPrevious = false
 
     init(spec: LayerSpec, input: Shape, eps: Float, momentum: Float) {
         self.spec = spec
@@ -47,6 +50,7 @@ public final class BatchNorm: Layer {
         lastTraining = training
         if !training {
             lastInput = x
+            if foldedIntoPrevious { lastInput = nil; return x }
             let rm = runningMean.value.pointer, rv = runningVar.value.pointer
             for n in 0..<batch {
                 for ch in 0..<c {

@@ -17,6 +17,8 @@ public final class Conv2D: Layer {
     /// pooling's indices of the maxima; the full-size output never leaves its task's cache. The
     /// pooling passes the output through and runs backward as usual.
     var pooling: MaxPool2D?
+    /// Set by the model when batch norm follows: folded into the weights at inference.
+    var folding: NormFolding?
     /// Winograd with pooling, in training: each tile's top-left output index in the plane, OH·OW,
     /// the pooling's index of a maximum there (tileColumns entries). Fixed by the geometry, so
     /// built on first use.
@@ -65,7 +67,12 @@ public final class Conv2D: Layer {
         let indices = training ? pooling.map { $0.indices(count: batch * outCount) } : nil
         let mask = pooling?.masksNonPositive ?? false
         let y = output.reserve(batch * outCount)
-        let w = weight.value.pointer, b = bias?.value.pointer
+        // Inference through a folded batch norm uses the folded weights (and the ReLU after it).
+        let folded = training ? nil : folding?.folded(weight: weight, bias: bias)
+        let w = folded?.weight ?? UnsafePointer(weight.value.pointer)
+        let b = folded?.bias ?? bias.map { UnsafePointer($0.value.pointer) }
+        let weightKey = folded == nil ? weight.version : folding?.key ?? 0
+        let fusedReLU = self.fusedReLU || (folded != nil && folding?.relu == true)
         let xp = x.pointer, yp = y.pointer
         let strideOne = g.sh == 1 && g.sw == 1
         if g.winograd {
@@ -76,14 +83,14 @@ public final class Conv2D: Layer {
             var panels: UnsafePointer<Float>? = nil
             if pool && !training {
                 let count = 16 * (oc + gemmNR - 1) / gemmNR * gemmNR * g.c
-                if winogradUPanelsVersion != weight.version || winogradUPanels.buffer.count < count {
-                    winogradWeights(weight.value.pointer, oc: oc, c: g.c, layout: .panels, into: winogradUPanels.reserve(count).pointer)
-                    winogradUPanelsVersion = weight.version
+                if winogradUPanelsVersion != weightKey || winogradUPanels.buffer.count < count {
+                    winogradWeights(w, oc: oc, c: g.c, layout: .panels, into: winogradUPanels.reserve(count).pointer)
+                    winogradUPanelsVersion = weightKey
                 }
                 panels = UnsafePointer(winogradUPanels.buffer.pointer)
-            } else if winogradUVersion != weight.version || winogradU.buffer.count < 16 * oc * g.c {
-                winogradWeights(weight.value.pointer, oc: oc, c: g.c, into: winogradU.reserve(16 * oc * g.c).pointer)
-                winogradUVersion = weight.version
+            } else if winogradUVersion != weightKey || winogradU.buffer.count < 16 * oc * g.c {
+                winogradWeights(w, oc: oc, c: g.c, into: winogradU.reserve(16 * oc * g.c).pointer)
+                winogradUVersion = weightKey
             }
             winogradConvolution(xp, g, u: winogradU.buffer.pointer, uPanels: panels, outChannels: oc, bias: b, relu: fusedReLU,
                                 pooling: pooled, batch: batch, into: yp,

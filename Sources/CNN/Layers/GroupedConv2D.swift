@@ -17,6 +17,8 @@ public final class GroupedConv2D: Layer {
     public let bias: Parameter?    // (OC)
     let geometry: ConvGeometry
     let groups: Int
+    /// Set by the model when batch norm follows: folded into the weights at inference.
+    var folding: NormFolding?
     private var saved: FloatBuffer?
     private var output = Workspace()
     private var inputGrad = Workspace()
@@ -50,7 +52,12 @@ public final class GroupedConv2D: Layer {
         let g = geometry, oc = outputShape.c, cg = g.c / groups, og = oc / groups
         let hw = g.h * g.w, ohw = g.oh * g.ow, taps = g.kh * g.kw
         let y = output.reserve(batch * outputShape.count)
-        let xp = x.pointer, yp = y.pointer, w = weight.value.pointer, b = bias?.value.pointer
+        // Inference through a folded batch norm uses the folded weights (and the ReLU after it).
+        let folded = training ? nil : folding?.folded(weight: weight, bias: bias)
+        let w = folded?.weight ?? UnsafePointer(weight.value.pointer)
+        let b = folded?.bias ?? bias.map { UnsafePointer($0.value.pointer) }
+        let relu = folded != nil && folding?.relu == true
+        let xp = x.pointer, yp = y.pointer
         parallelChunks(batch * oc, chunk: max(1, 8192 / max(1, ohw * cg * taps))) { lo, hi in
             for plane in lo..<hi {
                 let n = plane / oc, o = plane % oc, group = o / og
@@ -76,6 +83,7 @@ public final class GroupedConv2D: Layer {
                         }
                     }
                 }
+                if relu { for i in 0..<ohw { dst[i] = reluIf(true, dst[i]) } }
             }
         }
         saved = x

@@ -1,0 +1,45 @@
+/// Batch norm folded into the convolution before it, for inference. With the running statistics a
+/// batch norm is a per-channel affine map, so conv then norm is one convolution:
+///     W'[o] = W[o] · a[o],   b'[o] = (b[o] - μ[o]) · a[o] + β[o],   a[o] = γ[o] / √(σ²[o] + ε)
+/// and a ReLU after the norm goes into the convolution's output write. The batch norm (and that
+/// ReLU) then pass their input through at inference; training runs every layer as written, since
+/// it normalizes with the batch's statistics.
+final class NormFolding {
+    let norm: BatchNorm
+    /// A ReLU follows the batch norm: applied by the convolution at inference.
+    let relu: Bool
+    private var weights = Workspace()
+    private var biases = Workspace()
+    /// The versions of the tensors the folded ones were made from.
+    private var stamp: [Int] = []
+    /// Identifies the folded weights for caches of derived data (Winograd's transformed weights):
+    /// negative, so it never equals a weight's own version, and new whenever they are remade.
+    private(set) var key = -1
+
+    init(norm: BatchNorm, relu: Bool) {
+        self.norm = norm
+        self.relu = relu
+    }
+
+    /// The folded weight (`weight`'s shape) and bias (one per output channel), made again when
+    /// any tensor they come from has changed.
+    func folded(weight: Parameter, bias: Parameter?) -> (weight: UnsafePointer<Float>, bias: UnsafePointer<Float>) {
+        let versions = [weight.version, bias?.version ?? 0, norm.weight.version, norm.bias.version,
+                        norm.runningMean.version, norm.runningVar.version]
+        let oc = norm.inputShape.c, perChannel = weight.count / oc
+        if versions != stamp || weights.buffer.count < weight.count {
+            let w = weights.reserve(weight.count).pointer, b = biases.reserve(oc).pointer
+            let gamma = norm.weight.value.pointer, beta = norm.bias.value.pointer
+            let mean = norm.runningMean.value.pointer, variance = norm.runningVar.value.pointer
+            let source = weight.value.pointer
+            for o in 0..<oc {
+                let a = gamma[o] / (variance[o] + norm.eps).squareRoot()
+                for i in 0..<perChannel { w[o * perChannel + i] = source[o * perChannel + i] * a }
+                b[o] = ((bias?.value.pointer[o] ?? 0) - mean[o]) * a + beta[o]
+            }
+            stamp = versions
+            key -= 1
+        }
+        return (UnsafePointer(weights.buffer.pointer), UnsafePointer(biases.buffer.pointer))
+    }
+}
