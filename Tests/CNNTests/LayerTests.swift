@@ -22,11 +22,16 @@ struct LayerTests {
         checkLayer(layer, batch: 2)
     }
 
-    /// Grouped and depthwise convolutions (their own direct kernel): strides, padding, rectangular
-    /// kernels, channel multipliers, without bias, on one and two threads.
+    /// Grouped and depthwise convolutions (their own direct kernel; depthwise at stride 1 and 2 by
+    /// rows in registers): strides, padding, rectangular kernels, channel multipliers, without
+    /// bias, rows shorter than a vector and longer, on one and two threads.
     @Test(arguments: [
         "input(4,7,6) conv(4,3,pad=1,groups=4) flatten",                 // depthwise
         "input(6,9,8) conv(6,3,stride=2,pad=1,groups=6) flatten",        // depthwise, stride 2
+        "input(3,5,37) conv(3,3,pad=1,groups=3) flatten",                // rows of vectors and a part
+        "input(2,9,34) conv(2,5,stride=2,pad=2,groups=2,bias=false) flatten", // 5×5, stride 2, even width
+        "input(2,7,19) conv(2,3x5,stride=2,pad=1x2,groups=2) flatten",   // rectangular, stride 2
+        "input(3,6,11) conv(3,3,groups=3) flatten",                      // no padding
         "input(3,8,7) conv(6,3x2,pad=2x0,groups=3,bias=false) flatten",  // multiplier 2
         "input(8,6,6) conv(4,1,groups=2) flatten",                       // grouped 1×1
         "input(6,10,9) conv(9,5,stride=3x2,pad=2,groups=3) flatten",     // wide kernel, odd strides
@@ -34,7 +39,9 @@ struct LayerTests {
     ])
     func groupedConv(_ text: String) throws {
         let (_, layer) = try makeLayer(text)
-        #expect(layer is GroupedConv2D)
+        let conv = try #require(layer as? GroupedConv2D)
+        let g = conv.geometry
+        #expect((conv.depthwisePlan != nil) == (g.c == conv.groups && conv.outputShape.c == g.c && g.sh == g.sw && g.sw <= 2))
         try threadSettingLock.with {
             for threads in [1, 2] {
                 ThreadPool.setThreads(threads)
@@ -89,8 +96,9 @@ struct LayerTests {
         }
     }
 
-    /// Inference runs 3×3 stride-1 convolutions by Winograd's F(2×2, 3×3): forward against the
-    /// reference, one image and several, with the fused ReLU, on one and two threads.
+    /// Inference runs 3×3 stride-1 convolutions by Winograd's F(2×2, 3×3), and 1×1 ones on the
+    /// input itself: forward against the reference, one image and several, with the fused ReLU, on
+    /// one and two threads.
     @Test(arguments: [
         "input(8,6,6) conv(16,3,pad=1) flatten",
         "input(9,10,12) conv(5,3,pad=1,bias=false) flatten",
@@ -98,11 +106,13 @@ struct LayerTests {
         "input(8,4,36) conv(8,3,pad=1) relu flatten",     // 18 tiles in a row: more than a vector
         "input(8,6,20) conv(8,3,pad=1) flatten",          // 10 tiles in a row: one vector (AVX-512), two
         "input(8,10,12) conv(16,3,pad=1) relu flatten",   // 6 tiles in a row: two rows in a vector
+        "input(8,6,6) conv(16,1) flatten",                // 1×1: the input is the im2col matrix
+        "input(5,12,13) conv(7,1) relu flatten",          // 1×1, one image split between two threads
     ])
     func convInference(_ text: String) throws {
         let (_, layer) = try makeLayer(text)
         let conv = try #require(layer as? Conv2D)
-        #expect(conv.geometry.winograd)
+        #expect(conv.geometry.winograd != (conv.geometry.kh == 1))
         var r = TestRandom(4)
         let params = layer.parameters
         for p in params { p.value.copy(from: FloatBuffer(r.values(p.count))) }

@@ -18,14 +18,7 @@ import Glibc
 // one broadcast of A and two vector loads of B per k. Each element of C is always summed in the
 // same order, whatever the tiling into tasks, so a parallel product is bit-identical to a serial
 // one. Build flags (see the Makefile): CNN_FMA fuses multiply-adds (vfmadd...ps; without a target
-// CPU Swift would call libm's fmaf instead), CNN_AVX512 selects the 16-wide vectors.
-
-#if CNN_AVX512
-typealias V = SIMD16<Float>
-#else
-typealias V = SIMD8<Float>
-#endif
-typealias V16 = SIMD16<Float>
+// CPU Swift would call libm's fmaf instead), CNN_AVX512 selects the 16-wide vectors (SIMD.swift).
 
 /// Rows and columns of the register block: 8 × 32 with AVX-512 (16 of its 32 vector registers
 /// accumulate), 6 × 16 with AVX2 (12 of 16). 8 rows also divide the layers' usual sizes (32, 64,
@@ -38,30 +31,6 @@ let gemmMR = 6
 let gemmNR = 2 * V.scalarCount
 /// Rows of B packed at a time: KC × NR floats (32 KiB with AVX-512) stay in L1.
 let gemmKC = 320
-
-@inline(__always)
-func fmadd(_ acc: V, _ a: V, _ b: V) -> V {
-    #if CNN_FMA
-    return acc.addingProduct(a, b)
-    #else
-    return acc + a * b
-    #endif
-}
-
-@inline(__always)
-func fmadd(_ acc: Float, _ a: Float, _ b: Float) -> Float {
-    #if CNN_FMA
-    return acc.addingProduct(a, b)
-    #else
-    return acc + a * b
-    #endif
-}
-
-@inline(__always)
-private func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
-
-@inline(__always)
-private func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
 
 /// The largest tile of C one task computes.
 private let maxTileRows = 48
@@ -252,18 +221,6 @@ struct Store {
     var bias: UnsafePointer<Float>?
     var relu: Bool
 }
-
-/// max(x, 0) as the ReLU layer computes it (NaN stays NaN, so divergence is still seen).
-@inline(__always)
-func relu(_ x: V) -> V { x.replacing(with: 0, where: x .< 0) }
-
-/// relu(_:) under another name, for functions whose `relu` parameter hides it (the engine cannot
-/// name itself as `CNN.relu`: it is compiled as several modules, one per kernel level).
-@inline(__always)
-func rectify(_ x: V) -> V { relu(x) }
-
-@inline(__always)
-func reluIf(_ apply: Bool, _ x: Float) -> Float { apply && x < 0 ? 0 : x }
 
 /// Writes an accumulator pair into row `r` of the block, all NR columns or the first `width`.
 @_transparent   // @inline(__always) left some of the eight calls in kernel8 out of line

@@ -43,8 +43,6 @@ private func tailMask(_ first: Int) -> SIMDMask<V.MaskStorage> {
     return SIMDMask(lanes)
 }
 
-@inline(__always)
-private func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
 
 /// Σ_k a[k] · b[k]: whole vectors, then the rest one by one.
 @inline(__always)

@@ -73,7 +73,19 @@ public final class Activation: Layer {
         case .tanh:
             for i in 0..<count { yp[i] = _tanhf(xp[i]) }
             saved = y
-        case .relu6, .hardSigmoid, .hardSwish, .silu, .gelu:
+        case .relu6:
+            Activation.map(count, xp, yp, { $0.replacing(with: 0, where: $0 .< 0).replacing(with: 6, where: $0 .> 6) },
+                           { Activation.value(.relu6, $0) })
+            saved = x
+        case .hardSigmoid:
+            Activation.map(count, xp, yp, { v in let t = v + 3; return t.replacing(with: 0, where: t .< 0).replacing(with: 6, where: t .> 6) / 6 },
+                           { Activation.value(.hardSigmoid, $0) })
+            saved = x
+        case .hardSwish:
+            Activation.map(count, xp, yp, { v in let t = v + 3; return v * t.replacing(with: 0, where: t .< 0).replacing(with: 6, where: t .> 6) / 6 },
+                           { Activation.value(.hardSwish, $0) })
+            saved = x
+        case .silu, .gelu:
             let kind = kind
             parallelChunks(count, chunk: 1 << 14) { lo, hi in
                 for i in lo..<hi { yp[i] = Activation.value(kind, xp[i]) }
@@ -105,6 +117,17 @@ public final class Activation: Layer {
             }
         }
         return dx
+    }
+
+    /// y[i] = f(x[i]) over vectors (`vector`, the same arithmetic as `scalar`), the rest one by one.
+    @inline(__always)
+    private static func map(_ count: Int, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                            _ vector: (V) -> V, _ scalar: (Float) -> Float) {
+        parallelChunks(count, chunk: 1 << 15) { lo, hi in
+            var i = lo
+            while i + V.scalarCount <= hi { store(vector(load(x + i)), y + i); i += V.scalarCount }
+            while i < hi { y[i] = scalar(x[i]); i += 1 }
+        }
     }
 
     /// f(x) of the activations whose backward keeps x (the plain-loop definitions).

@@ -156,6 +156,27 @@ public final class Conv2D: Layer {
             }
             return y
         }
+        // A 1×1 convolution at stride 1 without padding: in inference its im2col matrix is the
+        // input itself (C rows of H·W), multiplied as it is.
+        let pointwise = !training && g.kh == 1 && g.kw == 1 && strideOne && g.ph == 0 && g.pw == 0
+        if pointwise && batch == 1 && p >= 4 * gemmNR && ThreadPool.shared.threads > 1 {
+            let split = (p / 2 + gemmNR - 1) / gemmNR * gemmNR
+            ThreadPool.shared.parallelFor(2) { t in
+                let columns = t == 0 ? 0..<split : split..<p
+                gemmTile(i0: 0, i1: oc, j0: columns.lowerBound, j1: columns.upperBound, k: ckk, a: w, aRow: ckk, aCol: 1,
+                         b: xp, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, relu: fusedReLU)
+            }
+            return y
+        }
+        if pointwise {
+            ThreadPool.shared.parallelFor(tasks) { task in
+                for n in stride(from: task, to: batch, by: tasks) {
+                    gemm(m: oc, n: p, k: ckk, a: w, aRow: ckk, aCol: 1, b: xp + n * inCount, ldb: p, c: yp + n * outCount,
+                         ldc: p, accumulate: false, rowBias: b, relu: fusedReLU)
+                }
+            }
+            return y
+        }
         if batch == 1 && strideOne && p >= 4 * gemmNR && ThreadPool.shared.threads > 1, let padded {
             // One image (a latency-bound prediction): its output positions are split in two at a
             // panel boundary, and each task lowers and multiplies its own columns, so the im2col

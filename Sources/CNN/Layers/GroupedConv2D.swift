@@ -20,6 +20,7 @@ public final class GroupedConv2D: Layer {
     /// Set by the model when batch norm follows: folded into the weights at inference.
     var folding: NormFolding?
     private var saved: FloatBuffer?
+    private var depthwiseScratch = Workspace()
     private var output = Workspace()
     private var inputGrad = Workspace()
 
@@ -58,6 +59,11 @@ public final class GroupedConv2D: Layer {
         let b = folded?.bias ?? bias.map { UnsafePointer($0.value.pointer) }
         let relu = folded != nil && folding?.relu == true
         let xp = x.pointer, yp = y.pointer
+        saved = x
+        if let plan = depthwisePlan {
+            depthwiseForward(xp, plan, weights: w, bias: b, relu: relu, batch: batch, into: yp)
+            return y
+        }
         parallelChunks(batch * oc, chunk: max(1, 8192 / max(1, ohw * cg * taps))) { lo, hi in
             for plane in lo..<hi {
                 let n = plane / oc, o = plane % oc, group = o / og
@@ -86,8 +92,107 @@ public final class GroupedConv2D: Layer {
                 if relu { for i in 0..<ohw { dst[i] = reluIf(true, dst[i]) } }
             }
         }
-        saved = x
         return y
+    }
+
+    /// A depthwise convolution (one input channel per output channel) at stride 1 or 2 runs by
+    /// `depthwiseForward`; nil otherwise.
+    lazy var depthwisePlan: DepthwisePlan? = {
+        let g = geometry
+        guard g.c == groups, outputShape.c == groups, g.sh == g.sw, g.sw == 1 || g.sw == 2 else { return nil }
+        return DepthwisePlan(g)
+    }()
+
+    /// A depthwise weight gradient: dW[o, tap] = Σ over samples and outputs of dy times the input
+    /// the tap reads, from the same bordered scratch plane as forward, so every read is a
+    /// contiguous vector. Per sample, each tap sums in its own vector of lanes, added in Double at
+    /// the sample's end; channel o is one task's, summed over the batch in order.
+    private func depthwiseWeightGradient(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ plan: DepthwisePlan, batch: Int,
+                                         dw: UnsafeMutablePointer<Float>, db: UnsafeMutablePointer<Float>?) {
+        let g = geometry, oc = outputShape.c, hw = g.h * g.w, ohw = g.oh * g.ow, taps = g.kh * g.kw, s = g.sw
+        let tasks = min(oc, max(2, min(batch, ThreadPool.shared.threads)))
+        let scratch = depthwiseScratch.reserve(tasks * plan.scratchCount).pointer
+        ThreadPool.shared.parallelFor(tasks) { task in
+            let own = scratch + task * plan.scratchCount
+            withUnsafeTemporaryAllocation(of: V.self, capacity: taps) { acc in
+                withUnsafeTemporaryAllocation(of: Double.self, capacity: taps) { sums in
+                    for o in stride(from: task, to: oc, by: tasks) {
+                        sums.initialize(repeating: 0)
+                        var biasSum = DoubleSums()
+                        for n in 0..<batch {
+                            let plane = n * oc + o, d = dy + plane * ohw
+                            if db != nil { biasSum.add(d, ohw) }
+                            plan.border(x + plane * hw, into: own)
+                            acc.initialize(repeating: V())
+                            for oy in 0..<g.oh {
+                                var ox = 0
+                                while ox < g.ow {
+                                    var dv = V()
+                                    if ox + V.scalarCount <= g.ow {
+                                        dv = load(d + oy * g.ow + ox)
+                                    } else {
+                                        for l in 0..<(g.ow - ox) { dv[l] = d[oy * g.ow + ox + l] }
+                                    }
+                                    for ky in 0..<g.kh {
+                                        let row = own + (oy * s + ky) * plan.rowStride + ox
+                                        for kx in 0..<g.kw {
+                                            let t = ky * g.kw + kx
+                                            acc[t] = fmadd(acc[t], dv, load(row + (kx % s) * plan.phaseStride + kx / s))
+                                        }
+                                    }
+                                    ox += V.scalarCount
+                                }
+                            }
+                            for t in 0..<taps { sums[t] += Double(acc[t].sum()) }
+                        }
+                        for t in 0..<taps { dw[o * taps + t] += Float(sums[t]) }
+                        if let db { db[o] += Float(biasSum.total) }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each output row is computed in vector registers, V.scalarCount outputs at a time: the bias
+    /// plus, for every tap, the weight times the input row it reads, so each output is written
+    /// once. The input plane is first copied, zero-bordered, into the task's scratch; at stride 2
+    /// its even and odd columns are split apart there, so every tap's read is contiguous. Each
+    /// plane is one task's and is computed the same way whichever task that is.
+    private func depthwiseForward(_ x: UnsafePointer<Float>, _ plan: DepthwisePlan, weights: UnsafePointer<Float>,
+                                  bias: UnsafePointer<Float>?, relu: Bool, batch: Int, into y: UnsafeMutablePointer<Float>) {
+        let g = geometry, oc = outputShape.c, hw = g.h * g.w, ohw = g.oh * g.ow, taps = g.kh * g.kw
+        let s = g.sw, planes = batch * oc
+        // At most max(2, batch) scratch planes, as the model's memory plan counts them.
+        let tasks = min(planes, max(2, min(batch, ThreadPool.shared.threads)))
+        let scratch = depthwiseScratch.reserve(tasks * plan.scratchCount).pointer
+        ThreadPool.shared.parallelFor(tasks) { task in
+            let own = scratch + task * plan.scratchCount
+            for plane in stride(from: task, to: planes, by: tasks) {
+                plan.border(x + plane * hw, into: own)
+                let o = plane % oc, wk = weights + o * taps, dst = y + plane * ohw
+                let start = V(repeating: bias?[o] ?? 0)
+                for oy in 0..<g.oh {
+                    var ox = 0
+                    while ox < g.ow {
+                        var acc = start
+                        for ky in 0..<g.kh {
+                            let row = own + (oy * s + ky) * plan.rowStride + ox
+                            for kx in 0..<g.kw {
+                                acc = fmadd(acc, V(repeating: wk[ky * g.kw + kx]), load(row + (kx % s) * plan.phaseStride + kx / s))
+                            }
+                        }
+                        if relu { acc = rectify(acc) }
+                        let out = dst + oy * g.ow + ox
+                        if ox + V.scalarCount <= g.ow {
+                            store(acc, out)
+                        } else {
+                            for l in 0..<(g.ow - ox) { out[l] = acc[l] }
+                        }
+                        ox += V.scalarCount
+                    }
+                }
+            }
+        }
     }
 
     public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
@@ -97,7 +202,9 @@ public final class GroupedConv2D: Layer {
         let dyp = dy.pointer, w = weight.value.pointer
         // Weight and bias gradients: output channel o's are its task's alone, summed over the
         // batch in order.
-        if let dw = weight.grad?.pointer {
+        if let dw = weight.grad?.pointer, let plan = depthwisePlan {
+            depthwiseWeightGradient(x, dyp, plan, batch: batch, dw: dw, db: bias?.grad?.pointer)
+        } else if let dw = weight.grad?.pointer {
             let db = bias?.grad?.pointer
             parallelChunks(oc, chunk: max(1, 8192 / max(1, batch * ohw * cg * taps))) { lo, hi in
                 for o in lo..<hi {
@@ -169,5 +276,58 @@ public final class GroupedConv2D: Layer {
             }
         }
         return dx
+    }
+}
+
+/// The scratch layout of a depthwise convolution's input plane: rows of the zero-bordered plane
+/// (H + 2·PH of them), each split into `stride` phases (phase p holds columns p, p + stride, ...),
+/// each phase `phaseStride` floats, with room for a whole vector read past the last output.
+struct DepthwisePlan {
+    let g: ConvGeometry
+    let phaseStride: Int
+    let rowStride: Int
+    let scratchCount: Int
+
+    init(_ g: ConvGeometry) {
+        self.g = g
+        phaseStride = g.ow + (g.kw - 1) / g.sw + V.scalarCount
+        rowStride = g.sw * phaseStride
+        scratchCount = (g.h + 2 * g.ph) * rowStride
+    }
+
+    /// Copies input plane `x` (H × W) into `scratch`, bordered with zeros.
+    func border(_ x: UnsafePointer<Float>, into scratch: UnsafeMutablePointer<Float>) {
+        let rows = g.h + 2 * g.ph
+        for r in 0..<rows {
+            let iy = r - g.ph, row = scratch + r * rowStride
+            guard iy >= 0 && iy < g.h else {
+                row.update(repeating: 0, count: rowStride)
+                continue
+            }
+            let src = x + iy * g.w
+            if g.sw == 1 {
+                row.update(repeating: 0, count: g.pw)
+                row.advanced(by: g.pw).update(from: src, count: g.w)
+                row.advanced(by: g.pw + g.w).update(repeating: 0, count: rowStride - g.pw - g.w)
+            } else {
+                // Stride 2: phase 0 holds columns 2j - PW, phase 1 columns 2j + 1 - PW, split from
+                // pairs of vectors where the row has them.
+                let even = row, odd = row + phaseStride
+                var j = 0
+                while j < phaseStride {
+                    let col = 2 * j - g.pw
+                    if col >= 0 && col + 2 * V.scalarCount <= g.w && j + V.scalarCount <= phaseStride {
+                        let pair = UnsafeRawPointer(src + col).loadUnaligned(as: VPair.self)
+                        store(pair.evenHalf, even + j)
+                        store(pair.oddHalf, odd + j)
+                        j += V.scalarCount
+                    } else {
+                        even[j] = col >= 0 && col < g.w ? src[col] : 0
+                        odd[j] = col + 1 >= 0 && col + 1 < g.w ? src[col + 1] : 0
+                        j += 1
+                    }
+                }
+            }
+        }
     }
 }

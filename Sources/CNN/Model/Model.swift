@@ -108,6 +108,9 @@ public final class Model {
                     workspace += back.winogradSlotCount(outChannels: g.c)
                 }
             }
+            if let conv = layer as? GroupedConv2D, let plan = conv.depthwisePlan {
+                workspace += plan.scratchCount  // each task's bordered input plane, at most max(2, batch)
+            }
             guard workspace <= Model.maxWorkspacePerSample else {
                 throw CNNError(.invalidArgument, "architecture: the network needs more than \(Model.maxWorkspacePerSample) floats of working memory per sample at layer \(index) (\(spec.text))")
             }
