@@ -1,7 +1,9 @@
 """Training runs: the settings as the C struct, the progress callback, and Trainer (steps)."""
 import ctypes
 import os
+import signal
 import sys
+import threading
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -167,12 +169,30 @@ class _Run:
         self.reporter = _Reporter(verbose)
         self.callback = callback
         self.raised = []
+        self.interrupted = False
         self.p.progress = _lib.PROGRESS_FN(self._on_progress)
+
+    def _catch_ctrl_c(self):
+        """While the C call runs, Ctrl-C (SIGINT, with Python's default handler) only sets a flag
+        that the next progress callback turns into a cancellation, and KeyboardInterrupt is raised
+        once the call has returned. Python's own handler raises wherever the main thread next runs
+        Python code, which can be the entry of a ctypes callback, before any try: ctypes prints
+        such an exception and drops it, and training would go on. Returns the handler to restore."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return None
+
+        def interrupted(signum, frame):
+            self.interrupted = True
+        return signal.signal(signal.SIGINT, interrupted)
 
     def _on_progress(self, progress_pointer, _):
         # Runs inside the C call, with the GIL. An exception here (Ctrl-C included) cancels
         # training and is raised again once the C call has returned.
         try:
+            if self.interrupted:
+                raise KeyboardInterrupt
             pr = progress_pointer.contents
             info = {k: getattr(pr, k) for k in _BATCH_KEYS}
             if pr.epoch_end:
@@ -195,12 +215,17 @@ class _Run:
 
     def call(self, fn):
         """Runs fn(params pointer), the C training call; returns the history."""
+        previous = self._catch_ctrl_c()
         try:
             code = fn(ctypes.byref(self.p))
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             self.reporter.close()
         if self.raised:
             raise self.raised[0]
+        if self.interrupted:
+            raise KeyboardInterrupt
         if code == CancelledError.status and self.callback is not None:
             return self.history  # stopped by the callback's True
         check(code)

@@ -250,6 +250,15 @@ def test_callback_stops_and_ctrl_c_cancels(sample):
     with pytest.raises(KeyboardInterrupt):
         model.fit(sample[0], epochs=3, verbose=0, callback=signal_self)
     assert model.predict(sample[1].images(0, 1)[0]).shape == (1, 10)   # the model is still usable
+    # SIGINT from another thread reaches Python wherever the main thread next runs Python code,
+    # often the entry of the next progress callback (outside any try, where ctypes would print
+    # the KeyboardInterrupt and drop it): training must stop all the same, every time.
+    for _ in range(5):
+        def signal_from_thread(p):
+            if p["epoch"] == 0 and p["batch"] == 3:
+                threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGINT)).start()
+        with pytest.raises(KeyboardInterrupt):
+            model.fit(sample[0], epochs=3, verbose=0, callback=signal_from_thread)
 
 
 def test_threads_predict_like_one(trained, sample):
