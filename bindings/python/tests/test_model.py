@@ -244,21 +244,27 @@ def test_callback_stops_and_ctrl_c_cancels(sample):
     after = model.predict(sample[1].images(0, 4)[0])
     assert not np.array_equal(before, after)   # updates before the interrupt were kept
     # A real SIGINT during training: the callback sees it, training stops, KeyboardInterrupt rises.
-    def signal_self(p):
-        if p["batch"] == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
-        model.fit(sample[0], epochs=3, verbose=0, callback=signal_self)
-    assert model.predict(sample[1].images(0, 1)[0]).shape == (1, 10)   # the model is still usable
-    # SIGINT from another thread reaches Python wherever the main thread next runs Python code,
-    # often the entry of the next progress callback (outside any try, where ctypes would print
-    # the KeyboardInterrupt and drop it): training must stop all the same, every time.
-    for _ in range(5):
-        def signal_from_thread(p):
-            if p["epoch"] == 0 and p["batch"] == 3:
-                threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGINT)).start()
+    # With Python's own Ctrl-C handler, whatever the test was started with (a shell starts a
+    # background job with SIGINT ignored, and Python then leaves it ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        def signal_self(p):
+            if p["batch"] == 3:
+                os.kill(os.getpid(), signal.SIGINT)
         with pytest.raises(KeyboardInterrupt):
-            model.fit(sample[0], epochs=3, verbose=0, callback=signal_from_thread)
+            model.fit(sample[0], epochs=3, verbose=0, callback=signal_self)
+        assert model.predict(sample[1].images(0, 1)[0]).shape == (1, 10)   # the model is still usable
+        # SIGINT from another thread reaches Python wherever the main thread next runs Python
+        # code, which can be the entry of the next progress callback (outside any try, where
+        # ctypes would print the KeyboardInterrupt and drop it): training must stop all the same.
+        for _ in range(5):
+            def signal_from_thread(p):
+                if p["epoch"] == 0 and p["batch"] == 3:
+                    threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGINT)).start()
+            with pytest.raises(KeyboardInterrupt):
+                model.fit(sample[0], epochs=3, verbose=0, callback=signal_from_thread)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_threads_predict_like_one(trained, sample):
