@@ -237,4 +237,64 @@ struct KernelTests {
             #expect(gradients[0] == gradients[1], "training gradients")
         }
     }
+
+    /// The memory plan (MemoryPlan.swift): layers whose outputs and input gradients take turns on
+    /// shared buffers must compute the same bits as layers that each keep their own, in training
+    /// (logits and every gradient, two steps in a row) and at inference, at one and two threads,
+    /// for every kind of layer and block (what backward reads: a dense layer's, a grouped
+    /// convolution's, SE's input, sigmoid's and tanh's output, dropout's mask; pass-through layers;
+    /// residual and concatenation blocks, nested), and hold less memory.
+    @Test(arguments: [
+        referenceNetwork,
+        "input(3,10,12) conv(8,3,pad=1,bias=false) batchnorm relu conv(8,3,stride=2,pad=1) batchnorm relu6 flatten dense(4)",
+        "input(4,8,8) conv(8,3,pad=1) batchnorm relu residual[conv(8,3,pad=1,bias=false) batchnorm relu conv(8,3,pad=1,bias=false) batchnorm] relu " +
+            "residual[conv(16,3,stride=2,pad=1) batchnorm relu conv(16,3,pad=1) batchnorm | conv(16,1,stride=2) batchnorm] relu globalavgpool flatten dense(3)",
+        "input(4,9,9) conv(8,1) batchnorm relu6 residual[conv(16,1) batchnorm silu conv(16,3,pad=1,groups=16) batchnorm hardswish se(4,act=silu) conv(8,1) batchnorm] " +
+            "conv(8,3,stride=2,pad=1,groups=4) sigmoid globalavgpool flatten dropout(0.5) dense(3)",
+        "input(3,8,8) concat[conv(4,1) relu | conv(4,3,pad=1) tanh | ] maxpool(2) flatten dense(6) relu dropout(0.3) dense(5) sigmoid dense(3)",
+        "input(2,6,6) concat[residual[conv(2,3,pad=1) relu] | conv(3,1) leakyrelu(0.1) | residual[concat[conv(1,1) | conv(1,3,pad=1) gelu] batchnorm]] relu avgpool(2) flatten dense(3)",
+    ])
+    func memoryPlanComputesTheSameBits(_ text: String) throws {
+        try threadSettingLock.with {
+            let architecture = try Architecture(parsing: text)
+            let planned = try Model(architecture: architecture, seed: 6)
+            let own = try Model(architecture: architecture, fusing: true, planning: false)
+            var values = TestRandom(5)
+            for (name, p) in planned.namedParameters where name.hasSuffix("bias") || name.hasSuffix("running_mean") {
+                p.value.copy(from: FloatBuffer(values.values(p.count, -0.3, 0.3)))
+            }
+            try own.assign(from: planned)
+            let count = planned.inputShape.count, classes = planned.numClasses
+            for threads in [1, 2] {
+                ThreadPool.setThreads(threads)
+                defer { ThreadPool.setThreads(1) }
+                for batch in [1, 3] {
+                    for step in 0..<2 {
+                        var r = TestRandom(UInt64(10 * batch + step))
+                        let input = FloatBuffer(r.values(batch * count)), g = r.values(batch * classes)
+                        for training in [true, false] {
+                            var outputs: [[Float]] = [], gradients: [[[Float]]] = []
+                            for model in [planned, own] {
+                                var rng = Random(seed: UInt64(step))
+                                outputs.append(model.forward(input, batch: batch, training: training, rng: &rng).array)
+                                if training {
+                                    model.zeroGradients()
+                                    model.backward(FloatBuffer(g), batch: batch)
+                                    gradients.append(model.gradients.map { $0.array })
+                                }
+                            }
+                            let run = "\(threads) threads, batch \(batch), step \(step), training \(training)"
+                            let logitsDiffer = zip(outputs[0], outputs[1]).filter { $0 != $1 }.count
+                            #expect(logitsDiffer == 0, "logits: \(logitsDiffer) differ, \(run)")
+                            if training {
+                                let differ = zip(gradients[0], gradients[1]).map { zip($0, $1).filter { $0 != $1 }.count }
+                                #expect(differ.allSatisfy { $0 == 0 }, "gradients: \(differ) values differ per tensor, \(run)")
+                            }
+                        }
+                    }
+                }
+            }
+            #expect(planned.bufferFloats < own.bufferFloats, "planned \(planned.bufferFloats) floats, own \(own.bufferFloats)")
+        }
+    }
 }

@@ -20,23 +20,33 @@ public enum ActivationKind: Equatable, Sendable {
 
 /// An elementwise activation: y = f(x). Backward needs x (ReLU, LeakyReLU and the newer ones) or
 /// y (Sigmoid, Tanh).
-public final class Activation: Layer {
+public final class Activation: Layer, PlannedLayer {
     public let spec: LayerSpec
     public let inputShape: Shape
     public var outputShape: Shape { inputShape }
     public let kind: ActivationKind
     private var saved: FloatBuffer?        // kept for backward: x for ReLU/LeakyReLU, y otherwise
-    private var output = Workspace()
-    private var inputGrad = Workspace()
+    let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
     /// Set by the model for a ReLU whose convolution applies it already: forward passes x through
     /// (and keeps it, since ReLU's output says where its input was positive).
     var fusedIntoPrevious = false
     /// Set by the model for a ReLU followed by max pooling, which applies the ReLU's mask in its
     /// own backward: backward then passes the gradient through.
     var maskedByNext = false
-    /// Set by the model for a ReLU after a batch norm folded into its convolution: the convolution
-    /// applies it at inference, when forward passes x through.
-    var fusedAtInference = false
+    /// Set by the model for a ReLU or ReLU6 after a batch norm, which applies it in its output write
+    /// and its mask in backward: forward passes x through and backward dy.
+    var appliedByNorm = false
+
+    var backwardReads: BackwardReads {
+        if appliedByNorm { return .passingThrough }
+        // ReLU's mask applied by the max pooling after it: nothing read.
+        let reads = !(maskedByNext && kind == .relu)
+        if fusedIntoPrevious { return BackwardReads(passesThrough: true, input: reads) }
+        switch kind {
+        case .sigmoid, .tanh: return BackwardReads(input: false, output: true)
+        default: return BackwardReads(input: reads)
+        }
+    }
 
     init(spec: LayerSpec, input: Shape, kind: ActivationKind) {
         self.spec = spec
@@ -47,11 +57,12 @@ public final class Activation: Layer {
     public var flops: Int { inputShape.count }
 
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
+        if appliedByNorm { return x }
         let count = batch * inputShape.count
-        let y = output.reserve(count)
+        let y = buffers.output(count, input: x, training: training)
         let xp = x.pointer, yp = y.pointer
         switch kind {
-        case .relu where fusedIntoPrevious || (fusedAtInference && !training):
+        case .relu where fusedIntoPrevious:
             saved = x
             return x
         case .relu:
@@ -74,8 +85,7 @@ public final class Activation: Layer {
             for i in 0..<count { yp[i] = _tanhf(xp[i]) }
             saved = y
         case .relu6:
-            Activation.map(count, xp, yp, { $0.replacing(with: 0, where: $0 .< 0).replacing(with: 6, where: $0 .> 6) },
-                           { Activation.value(.relu6, $0) })
+            Activation.map(count, xp, yp, Activation.relu6, { Activation.value(.relu6, $0) })
             saved = x
         case .hardSigmoid:
             Activation.map(count, xp, yp, { v in let t = v + 3; return t.replacing(with: 0, where: t .< 0).replacing(with: 6, where: t .> 6) / 6 },
@@ -96,10 +106,12 @@ public final class Activation: Layer {
     }
 
     public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
-        guard needInputGradient, let s = saved?.pointer else { return nil }
+        guard needInputGradient else { return nil }
+        if appliedByNorm { return dy }
+        guard let s = saved?.pointer else { return nil }
         if maskedByNext && kind == .relu { return dy }
         let count = batch * inputShape.count
-        let dx = inputGrad.reserve(count)
+        let dx = buffers.inputGradient(count, dy: dy)
         let dxp = dx.pointer, dyp = dy.pointer
         switch kind {
         case .relu:
@@ -121,7 +133,7 @@ public final class Activation: Layer {
 
     /// y[i] = f(x[i]) over vectors (`vector`, the same arithmetic as `scalar`), the rest one by one.
     @inline(__always)
-    private static func map(_ count: Int, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+    static func map(_ count: Int, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                             _ vector: (V) -> V, _ scalar: (Float) -> Float) {
         parallelChunks(count, chunk: 1 << 15) { lo, hi in
             var i = lo
@@ -129,6 +141,10 @@ public final class Activation: Layer {
             while i < hi { y[i] = scalar(x[i]); i += 1 }
         }
     }
+
+    /// ReLU6 of a vector.
+    @inline(__always)
+    static func relu6(_ v: V) -> V { v.replacing(with: 0, where: v .< 0).replacing(with: 6, where: v .> 6) }
 
     /// f(x) of the activations whose backward keeps x (the plain-loop definitions).
     @inline(__always)
@@ -173,7 +189,7 @@ public final class Activation: Layer {
 
 /// Inverted dropout: in training each value is zeroed with probability p and the survivors are
 /// scaled by 1/(1-p), so inference is the identity. The mask comes from the run's generator.
-public final class Dropout: Layer {
+public final class Dropout: Layer, PlannedLayer {
     public let spec: LayerSpec
     public let inputShape: Shape
     public var outputShape: Shape { inputShape }
@@ -181,9 +197,10 @@ public final class Dropout: Layer {
     /// Kept for backward: 0 or 1/(1-p) per element of the last training batch.
     private var maskBuffer = Workspace()
     public var mask: FloatBuffer { maskBuffer.buffer }
-    private var output = Workspace()
-    private var inputGrad = Workspace()
+    let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
     private var lastWasTraining = false
+
+    var backwardReads: BackwardReads { p > 0 ? .nothing : .passingThrough }
 
     init(spec: LayerSpec, input: Shape, p: Float) {
         self.spec = spec
@@ -197,20 +214,21 @@ public final class Dropout: Layer {
         lastWasTraining = training
         guard training, p > 0 else { return x }
         let count = batch * inputShape.count
-        let m = maskBuffer.reserve(count).pointer, y = output.reserve(count).pointer
+        let out = buffers.output(count, input: x, training: training)
+        let m = maskBuffer.reserve(count).pointer, y = out.pointer
         let keep = 1 / (1 - p)
         for i in 0..<count {
             m[i] = rng.uniform() < p ? 0 : keep
             y[i] = x.pointer[i] * m[i]
         }
-        return output.buffer
+        return out
     }
 
     public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
         guard needInputGradient else { return nil }
         guard lastWasTraining, p > 0 else { return dy }
         let count = batch * inputShape.count
-        let dx = inputGrad.reserve(count)
+        let dx = buffers.inputGradient(count, dy: dy)
         let m = maskBuffer.buffer.pointer
         for i in 0..<count { dx.pointer[i] = dy.pointer[i] * m[i] }
         return dx

@@ -4,7 +4,7 @@
 /// (B, C). Training uses the batch's statistics and updates the running ones (PyTorch's rule:
 /// running = (1 - momentum)·running + momentum·batch, with the unbiased variance); inference uses
 /// the running statistics.
-public final class BatchNorm: Layer {
+public final class BatchNorm: Layer, PlannedLayer {
     public let spec: LayerSpec
     public let inputShape: Shape
     public var outputShape: Shape { inputShape }
@@ -20,14 +20,20 @@ public final class BatchNorm: Layer {
     // Kept for backward: the normalized input x̂ (B, C, S) and 1/σ per channel.
     private var xhat = Workspace()
     private var invStd = Workspace()
-    private var output = Workspace()
-    private var inputGrad = Workspace()
+    let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
     // Inference mode keeps only its input; backward through it (frozen statistics) derives x̂.
     private var lastInput: FloatBuffer?
     private var lastTraining = true
     /// Set by the model when the convolution before applies this norm at inference (NormFolding):
     /// forward then passes its input through unless training.
     var foldedIntoPrevious = false
+    /// Set by the model when a ReLU or ReLU6 follows: applied in this norm's output write, and its
+    /// gradient's mask in backward, from x̂ by the forward's own arithmetic (the activation layer
+    /// passes through, and neither the norm's output nor the activation's is kept for backward).
+    var activation: ActivationKind?
+
+    /// x̂ and 1/σ are its own; backward after an inference forward (frozen statistics) reads the input.
+    var backwardReads: BackwardReads { .nothing }
 
     init(spec: LayerSpec, input: Shape, eps: Float, momentum: Float) {
         self.spec = spec
@@ -45,26 +51,37 @@ public final class BatchNorm: Layer {
 
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         let c = inputShape.c, s = inputShape.h * inputShape.w, count = batch * c * s
-        let y = output.reserve(count).pointer, xp = x.pointer
-        let gamma = weight.value.pointer, beta = bias.value.pointer
         lastTraining = training
+        // The convolution before applied a folded norm, and a ReLU after it; a ReLU6 is applied here.
+        if !training && foldedIntoPrevious && activation != .relu6 {
+            lastInput = nil
+            return x
+        }
+        let out = buffers.output(count, input: x, training: training), y = out.pointer, xp = x.pointer
+        let gamma = weight.value.pointer, beta = bias.value.pointer
+        let six = activation == .relu6
         if !training {
             lastInput = x
-            if foldedIntoPrevious { lastInput = nil; return x }
+            if foldedIntoPrevious {
+                lastInput = nil
+                Activation.map(count, xp, y, Activation.relu6, { Activation.value(.relu6, $0) })
+                return out
+            }
             let rm = runningMean.value.pointer, rv = runningVar.value.pointer
+            let act = activation
             for n in 0..<batch {
                 for ch in 0..<c {
                     let a = gamma[ch] / (rv[ch] + eps).squareRoot(), b = beta[ch] - rm[ch] * a
                     let base = (n * c + ch) * s
-                    for i in 0..<s { y[base + i] = xp[base + i] * a + b }
+                    for i in 0..<s { y[base + i] = BatchNorm.activate(act, xp[base + i] * a + b) }
                 }
             }
-            return output.buffer
+            return out
         }
         let xh = xhat.reserve(count).pointer, istd = invStd.reserve(c).pointer
         let m = Float(batch * s)
         let rm = runningMean.value.pointer, rv = runningVar.value.pointer
-        let momentum = self.momentum, eps = self.eps
+        let momentum = self.momentum, eps = self.eps, act = activation != nil
         parallelChunks(c, chunk: 4) { c0, c1 in
             for ch in c0..<c1 {
                 // The channel's sums in Double: a deep network in training mode amplifies the
@@ -78,13 +95,10 @@ public final class BatchNorm: Layer {
                 let variance = Float(sq.total / Double(m))
                 let inv = 1 / (variance + eps).squareRoot()
                 istd[ch] = inv
+                let g = gamma[ch], b = beta[ch]
                 for n in 0..<batch {
                     let base = (n * c + ch) * s
-                    for i in 0..<s {
-                        let v = (xp[base + i] - mean) * inv
-                        xh[base + i] = v
-                        y[base + i] = gamma[ch] * v + beta[ch]
-                    }
+                    BatchNorm.normalize(xp + base, mean: mean, inv: inv, g, b, xhat: xh + base, y + base, s, activation: act, six: six)
                 }
                 let unbiased = m > 1 ? variance * m / (m - 1) : variance
                 rm[ch] = (1 - momentum) * rm[ch] + momentum * mean
@@ -94,7 +108,7 @@ public final class BatchNorm: Layer {
         runningMean.version += 1
         runningVar.version += 1
         batchesTracked += 1
-        return output.buffer
+        return out
     }
 
     public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
@@ -105,44 +119,55 @@ public final class BatchNorm: Layer {
         if !lastTraining {
             return backwardFrozen(dy, batch: batch, needInputGradient: needInputGradient)
         }
-        let dx = needInputGradient ? inputGrad.reserve(count).pointer : nil
+        // With a fused activation, its masked dy is written to dx first and read from there.
+        let act = activation != nil, six = activation == .relu6, beta = bias.value.pointer
+        let dxBuffer = needInputGradient || act ? buffers.inputGradient(count, dy: dy) : nil, dx = dxBuffer?.pointer
         let m = Float(batch * s)
         parallelChunks(c, chunk: 4) { c0, c1 in
             for ch in c0..<c1 {
                 var sumDy = DoubleSums(), sumDyXhat = DoubleSums()
                 for n in 0..<batch {
                     let base = (n * c + ch) * s
-                    sumDy.add(dyp + base, s)
-                    sumDyXhat.addProducts(dyp + base, xh + base, s)
+                    var g = dyp + base
+                    if act, let dx {
+                        BatchNorm.mask(g, xhat: xh + base, gamma[ch], beta[ch], dx + base, s, six: six)
+                        g = dx + base
+                    }
+                    sumDy.add(g, s)
+                    sumDyXhat.addProducts(g, xh + base, s)
                 }
                 dgamma[ch] += Float(sumDyXhat.total)
                 dbeta[ch] += Float(sumDy.total)
-                guard let dx else { continue }
+                guard needInputGradient, let dx else { continue }
                 // dx = γ/σ · (dy - mean(dy) - x̂ · mean(dy · x̂))
                 let k = gamma[ch] * istd[ch]
                 let meanDy = Float(sumDy.total / Double(m)), meanDyXhat = Float(sumDyXhat.total / Double(m))
                 for n in 0..<batch {
                     let base = (n * c + ch) * s
-                    for i in 0..<s { dx[base + i] = k * (dyp[base + i] - meanDy - xh[base + i] * meanDyXhat) }
+                    let g = act ? UnsafePointer(dx + base) : UnsafePointer(dyp + base)
+                    for i in 0..<s { dx[base + i] = k * (g[i] - meanDy - xh[base + i] * meanDyXhat) }
                 }
             }
         }
-        return needInputGradient ? inputGrad.buffer : nil
+        return needInputGradient ? dxBuffer : nil
     }
 
     /// Backward through inference mode: y = γ (x - μ_running) / σ_running + β, a per-channel affine map.
     private func backwardFrozen(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
         guard let x = lastInput?.pointer, let dgamma = weight.grad?.pointer, let dbeta = bias.grad?.pointer else { return nil }
         let c = inputShape.c, s = inputShape.h * inputShape.w
-        let dx = needInputGradient ? inputGrad.reserve(batch * c * s).pointer : nil
+        let dxBuffer = needInputGradient ? buffers.inputGradient(batch * c * s, dy: dy) : nil, dx = dxBuffer?.pointer
         let rm = runningMean.value.pointer, rv = runningVar.value.pointer, gamma = weight.value.pointer
+        let beta = bias.value.pointer, act = activation
         for ch in 0..<c {
             let inv = 1 / (rv[ch] + eps).squareRoot()
+            let a = gamma[ch] / (rv[ch] + eps).squareRoot(), b = beta[ch] - rm[ch] * a  // as forward
             var sumDy: Float = 0, sumDyXhat: Float = 0
             for n in 0..<batch {
                 let base = (n * c + ch) * s
                 for i in 0..<s {
-                    let g = dy.pointer[base + i]
+                    // A fused activation's mask, from the forward's output before it.
+                    let g = act.map { Activation.derivative($0, x[base + i] * a + b) } == 0 ? 0 : dy.pointer[base + i]
                     sumDy += g
                     sumDyXhat += g * (x[base + i] - rm[ch]) * inv
                     dx?[base + i] = g * gamma[ch] * inv
@@ -151,7 +176,61 @@ public final class BatchNorm: Layer {
             dgamma[ch] += sumDyXhat
             dbeta[ch] += sumDy
         }
-        return needInputGradient ? inputGrad.buffer : nil
+        return dxBuffer
+    }
+}
+
+extension BatchNorm {
+    /// A fused activation applied to one value (the activation layer's own definitions).
+    @inline(__always)
+    static func activate(_ kind: ActivationKind?, _ v: Float) -> Float {
+        guard let kind else { return v }
+        return kind == .relu ? reluIf(true, v) : Activation.value(kind, v)
+    }
+
+    /// x̂ = (x - mean) · inv and y = γ x̂ + β (then the fused ReLU or ReLU6) over one plane of n
+    /// values, in vectors as the activation layer computes them.
+    @inline(__always)
+    static func normalize(_ x: UnsafePointer<Float>, mean: Float, inv: Float, _ gamma: Float, _ beta: Float,
+                          xhat: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int, activation: Bool, six: Bool) {
+        var i = 0
+        while i + V.scalarCount <= n {
+            let v = (load(x + i) - mean) * inv
+            store(v, xhat + i)
+            var out = gamma * v + beta
+            if activation {
+                out = relu(out)
+                if six { out = out.replacing(with: 6, where: out .> 6) }
+            }
+            store(out, y + i)
+            i += V.scalarCount
+        }
+        while i < n {
+            let v = (x[i] - mean) * inv
+            xhat[i] = v
+            y[i] = activation ? activate(six ? .relu6 : .relu, gamma * v + beta) : gamma * v + beta
+            i += 1
+        }
+    }
+
+    /// dy where the fused activation passes a gradient (ReLU: γ x̂ + β > 0; ReLU6: inside (0, 6)),
+    /// zero elsewhere, into `out`.
+    @inline(__always)
+    static func mask(_ dy: UnsafePointer<Float>, xhat: UnsafePointer<Float>, _ gamma: Float, _ beta: Float,
+                     _ out: UnsafeMutablePointer<Float>, _ n: Int, six: Bool) {
+        var i = 0
+        while i + V.scalarCount <= n {
+            let v = gamma * load(xhat + i) + beta
+            var pass = v .> 0
+            if six { pass = pass .& (v .< 6) }
+            store(V(repeating: 0).replacing(with: load(dy + i), where: pass), out + i)
+            i += V.scalarCount
+        }
+        while i < n {
+            let v = gamma * xhat[i] + beta
+            out[i] = Activation.derivative(six ? .relu6 : .relu, v) == 0 ? 0 : dy[i]
+            i += 1
+        }
     }
 }
 

@@ -36,14 +36,16 @@ func runBackward(_ layers: [Layer], _ dy: FloatBuffer, batch: Int, needInputGrad
 /// shortcut such as a strided 1×1 convolution and batch norm, for a body that changes the shape).
 /// Backward sends dy through both and adds what comes back. An activation after the sum is the
 /// next layer (`residual[...] relu`), as in torchvision's ResNets.
-public final class Residual: Block {
+public final class Residual: Block, PlannedLayer {
     public let spec: LayerSpec
     public let inputShape: Shape
     public let outputShape: Shape
     let body: [Layer]
     let shortcut: [Layer]
-    private var output = Workspace()
-    private var inputGrad = Workspace()
+    let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
+
+    /// Its sequences' first layers may read the input: see MemoryPlanner.readsInput.
+    var backwardReads: BackwardReads { .nothing }
 
     init(spec: LayerSpec, input: Shape, body: [Layer], shortcut: [Layer]) {
         self.spec = spec
@@ -63,7 +65,7 @@ public final class Residual: Block {
         let a = runForward(body, x, batch: batch, training: training, rng: &rng)
         let b = runForward(shortcut, x, batch: batch, training: training, rng: &rng)
         let count = batch * outputShape.count
-        let y = output.reserve(count)
+        let y = buffers.output(count, input: x, training: training)
         add(a.pointer, b.pointer, into: y.pointer, count: count)
         return y
     }
@@ -73,7 +75,7 @@ public final class Residual: Block {
         let b = runBackward(shortcut, dy, batch: batch, needInputGradient: needInputGradient)
         guard let a, let b else { return nil }
         let count = batch * inputShape.count
-        let dx = inputGrad.reserve(count)
+        let dx = buffers.inputGradient(count, dy: dy)
         add(a.pointer, b.pointer, into: dx.pointer, count: count)
         return dx
     }
@@ -88,14 +90,15 @@ func add(_ a: UnsafeMutablePointer<Float>, _ b: UnsafeMutablePointer<Float>, int
 
 /// `concat[A | B | ...]`: every branch runs on x and their outputs are stacked along the channels
 /// (an empty branch passes x itself), as `torch.cat(dim=1)` of an `nn.ModuleList`'s outputs.
-public final class Concat: Block {
+public final class Concat: Block, PlannedLayer {
     public let spec: LayerSpec
     public let inputShape: Shape
     public let outputShape: Shape
     let branches: [[Layer]]
-    private var output = Workspace()
-    private var inputGrad = Workspace()
+    let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
     private var slices: [Workspace]   // each branch's part of dy, contiguous
+
+    var backwardReads: BackwardReads { .nothing }
 
     init(spec: LayerSpec, input: Shape, branches: [[Layer]]) {
         self.spec = spec
@@ -117,7 +120,7 @@ public final class Concat: Block {
 
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         let hw = outputShape.h * outputShape.w, total = outputShape.c
-        let y = output.reserve(batch * outputShape.count), yp = y.pointer
+        let y = buffers.output(batch * outputShape.count, input: x, training: training), yp = y.pointer
         var offset = 0
         for (branch, c) in zip(branches, channels) {
             let out = runForward(branch, x, batch: batch, training: training, rng: &rng).pointer
@@ -147,7 +150,7 @@ public final class Concat: Block {
             if let sum = dx {
                 add(sum.pointer, g.pointer, into: sum.pointer, count: count)
             } else {
-                let sum = inputGrad.reserve(count)
+                let sum = buffers.inputGradient(count, dy: dy)
                 sum.pointer.update(from: g.pointer, count: count)
                 dx = sum
             }

@@ -2,7 +2,7 @@
 // CKK = C·KH·KW (rows of the im2col matrix), P = OH·OW (its columns).
 
 /// 2-D convolution (cross-correlation, as in PyTorch) with stride, zero padding and optional bias.
-public final class Conv2D: Layer {
+public final class Conv2D: Layer, PlannedLayer {
     public let spec: LayerSpec
     public let inputShape: Shape
     public let outputShape: Shape
@@ -31,18 +31,22 @@ public final class Conv2D: Layer {
     // Kept by forward for backward: the im2col matrix of every sample, (B, CKK, P) (Winograd
     // layers keep each sample's zero-bordered input in `padded` instead).
     private var col = Workspace()
-    private var output = Workspace()     // (B, OC, OH, OW), or (B, OC, OH / 2, OW / 2) when pooling
+    /// The output (B, OC, OH, OW), or (B, OC, OH / 2, OW / 2) when pooling, and the input gradient.
+    let buffers = LayerBuffers()
     private var padded = Workspace()     // stride 1: each sample zero-bordered (paddedCount floats)
     private var winogradU = Workspace()  // 3×3, stride 1: the transformed weights, 16 × (OC, C)
     private var winogradUVersion = -1
     private var winogradUPanels = Workspace()  // pooled inference: Uᵀ as the GEMM's panels (see Winograd.swift)
     private var winogradUPanelsVersion = -1
-    private var winogradSlots = Workspace()
+    /// Winograd's per-task slots and the weight gradient's transposed dy: used within one call,
+    /// so the model's plan gives every convolution the same one.
+    var scratch = ConvScratch()
     private var unpooled = Workspace()   // im2col with pooling: each task's full-size output
     private var winogradUBackward = Workspace()  // the input gradient's: 16 × (C, OC)
-    private var inputGrad = Workspace()  // (B, C, H, W)
     private var dwT = Workspace()        // (CKK, OC): the weight gradient of one step, transposed
-    private var dyT = Workspace()        // (B, P, OC): dy transposed, sample by sample
+
+    /// Its own bordered copy of the input or im2col matrix.
+    var backwardReads: BackwardReads { .nothing }
 
     init(spec: LayerSpec, input: Shape, outChannels: Int, kernel: (Int, Int), stride: (Int, Int),
          padding: (Int, Int), bias hasBias: Bool) {
@@ -66,7 +70,7 @@ public final class Conv2D: Layer {
         // Training keeps the pooling's indices; a ReLU before it masks non-positive maxima.
         let indices = training ? pooling.map { $0.indices(count: batch * outCount) } : nil
         let mask = pooling?.masksNonPositive ?? false
-        let y = output.reserve(batch * outCount)
+        let y = buffers.output(batch * outCount, input: x, training: training)
         // Inference through a folded batch norm uses the folded weights (and the ReLU after it).
         let folded = training ? nil : folding?.folded(weight: weight, bias: bias)
         let w = folded?.weight ?? UnsafePointer(weight.value.pointer)
@@ -237,7 +241,7 @@ public final class Conv2D: Layer {
         }
         guard needInputGradient else { return nil }
         let inCount = inputShape.count
-        let dx = inputGrad.reserve(batch * inCount)
+        let dx = buffers.inputGradient(batch * inCount, dy: dy)
         // For 3×3 at stride 1, dx is a convolution of dy: by Winograd when it applies, no col2im.
         if let back = g.inputGradientWinograd(outChannels: oc) {
             let u = winogradUBackward.reserve(16 * oc * g.c).pointer
@@ -289,7 +293,7 @@ public final class Conv2D: Layer {
     private func weightGradientByProduct(_ dy: FloatBuffer, batch: Int, into dw: UnsafeMutablePointer<Float>) {
         let oc = outputShape.c, ckk = geometry.colRows, p = geometry.colCols, outCount = outputShape.count
         let col = self.col.buffer.pointer, dyp = dy.pointer
-        let dyT = self.dyT.reserve(batch * outCount).pointer
+        let dyT = scratch.transposed.reserve(batch * outCount).pointer
         ThreadPool.shared.parallelFor(batch) { n in
             transpose(dyp + n * outCount, rows: oc, cols: p, into: dyT + n * outCount)
         }
@@ -321,10 +325,10 @@ public final class Conv2D: Layer {
         let nr = gemmNR, panels = (oc + nr - 1) / nr, perSample = panels * pp * nr
         let padded = self.padded.buffer.pointer, dyp = dy.pointer
         let slots = min(batch, max(2, ThreadPool.shared.threads))
-        let dyT = self.dyT.reserve(batch * perSample + slots * p * oc).pointer
-        let scratch = dyT + batch * perSample
+        let dyT = scratch.transposed.reserve(batch * perSample + slots * p * oc).pointer
+        let perTask = dyT + batch * perSample
         ThreadPool.shared.parallelFor(slots) { slot in
-            let t = scratch + slot * p * oc
+            let t = perTask + slot * p * oc
             for n in stride(from: slot, to: batch, by: slots) {
                 transpose(dyp + n * outCount, rows: oc, cols: p, into: t)
                 let panel0 = dyT + n * perSample
@@ -388,7 +392,7 @@ public final class Conv2D: Layer {
         let half = halfInBlocks(oc, of: byTiles ? nr : gemmMR)
         let split = batch == 1 && kept == nil && half < oc && ThreadPool.shared.threads > 1
         let slots = split ? 2 : min(batch, max(2, ThreadPool.shared.threads))
-        let base = winogradSlots.reserve(slots * slotSize).pointer
+        let base = scratch.slots.reserve(slots * slotSize).pointer
         func run(_ sample: Int, slot: Int, rows: Range<Int>) {
             let own = base + slot * slotSize, v = own + g.paddedCount, m = v + vCount
             let padded = kept.map { $0 + sample * g.paddedCount } ?? own
@@ -431,6 +435,12 @@ public final class Conv2D: Layer {
             }
         }
     }
+}
+
+/// Memory a convolution uses only within a call (see `Conv2D.scratch`).
+final class ConvScratch {
+    var slots = Workspace()       // Winograd: each task's bordered input, transformed input, products
+    var transposed = Workspace()  // the weight gradient's dy transposed, (B, P, OC) or as panels
 }
 
 /// Where `rows` are cut for two tasks: half of them, rounded up to whole blocks (register blocks,

@@ -1,7 +1,7 @@
 // B = batch, I = input features, O = output features.
 
 /// Fully connected layer: y = W x + b, W is (O, I) as in PyTorch's nn.Linear.
-public final class Dense: Layer {
+public final class Dense: Layer, PlannedLayer {
     public let spec: LayerSpec
     public let inputShape: Shape
     public let outputShape: Shape
@@ -9,8 +9,7 @@ public final class Dense: Layer {
     public let bias: Parameter?    // (O)
 
     private var input: FloatBuffer?       // kept for backward: x (B, I)
-    private var output = Workspace()      // (B, O)
-    private var inputGrad = Workspace()   // (B, I)
+    let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
     // Wᵀ (I, O) as the GEMM's packed panels, rebuilt when the weights change: NR columns of O
     // each (the last zero-padded), I rows of NR. The product reads them in place (no packing),
     // and each panel is one contiguous stream: at batch 1 a core's share of the weights (two
@@ -41,7 +40,7 @@ public final class Dense: Layer {
             }
             weightPanelsVersion = weight.version
         }
-        let y = output.reserve(batch * o)
+        let y = buffers.output(batch * o, input: x, training: training)
         for n in 0..<batch {
             if let b = bias { (y.pointer + n * o).update(from: b.value.pointer, count: o) }
             else { (y.pointer + n * o).update(repeating: 0, count: o) }
@@ -82,7 +81,7 @@ public final class Dense: Layer {
         }
         guard needInputGradient else { return nil }
         // dx (B, I) = dy (B, O) · W (O, I)
-        let dx = inputGrad.reserve(batch * i)
+        let dx = buffers.inputGradient(batch * i, dy: dy)
         gemm(m: batch, n: i, k: o, a: dy.pointer, aRow: o, aCol: 1, b: weight.value.pointer, ldb: i,
              c: dx.pointer, ldc: i, accumulate: false, parallel: true)
         return dx

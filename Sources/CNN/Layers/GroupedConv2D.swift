@@ -9,7 +9,7 @@
 /// contiguous, an axpy the compiler vectorizes at every kernel level. Each output plane is one
 /// task's and sums in a fixed order, so the result does not depend on the number of threads;
 /// backward keeps the input and nothing else.
-public final class GroupedConv2D: Layer {
+public final class GroupedConv2D: Layer, PlannedLayer {
     public let spec: LayerSpec
     public let inputShape: Shape
     public let outputShape: Shape
@@ -21,8 +21,7 @@ public final class GroupedConv2D: Layer {
     var folding: NormFolding?
     private var saved: FloatBuffer?
     private var depthwiseScratch = Workspace()
-    private var output = Workspace()
-    private var inputGrad = Workspace()
+    let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
 
     init(spec: LayerSpec, input: Shape, outChannels: Int, groups: Int, kernel: (Int, Int), stride: (Int, Int),
          padding: (Int, Int), bias hasBias: Bool) {
@@ -52,7 +51,7 @@ public final class GroupedConv2D: Layer {
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         let g = geometry, oc = outputShape.c, cg = g.c / groups, og = oc / groups
         let hw = g.h * g.w, ohw = g.oh * g.ow, taps = g.kh * g.kw
-        let y = output.reserve(batch * outputShape.count)
+        let y = buffers.output(batch * outputShape.count, input: x, training: training)
         // Inference through a folded batch norm uses the folded weights (and the ReLU after it).
         let folded = training ? nil : folding?.folded(weight: weight, bias: bias)
         let w = folded?.weight ?? UnsafePointer(weight.value.pointer)
@@ -246,7 +245,7 @@ public final class GroupedConv2D: Layer {
         guard needInputGradient else { return nil }
         // Input gradient: input channel c is written by its group's output channels only; one
         // task per (sample, input channel).
-        let dx = inputGrad.reserve(batch * inputShape.count)
+        let dx = buffers.inputGradient(batch * inputShape.count, dy: dy)
         let dxp = dx.pointer
         parallelChunks(batch * g.c, chunk: max(1, 8192 / max(1, hw * og * taps))) { lo, hi in
             for plane in lo..<hi {

@@ -59,6 +59,19 @@ extension Layer {
     public var parameters: [Parameter] { [] }
 }
 
+/// What the model's memory plan needs of a layer (every layer of the engine is one).
+protocol PlannedLayer: Layer {
+    /// Its output and input-gradient buffers (see MemoryPlan).
+    var buffers: LayerBuffers { get }
+    /// What its backward reads of its forward in training.
+    var backwardReads: BackwardReads { get }
+}
+
+extension PlannedLayer {
+    /// The input, unless the layer says otherwise.
+    var backwardReads: BackwardReads { .input }
+}
+
 /// Runs `body(first, end)` over fixed chunks of `count` items, in parallel on the shared pool.
 /// The chunking depends only on `count` and `chunk`, never on the number of threads.
 @inline(__always)

@@ -1,13 +1,12 @@
 // B = batch, C = channels, H×W input, OH×OW output, KH×KW window, SH×SW stride.
 
 /// Max pooling over KH×KW windows (no padding; the output size rounds down, as in PyTorch).
-public final class MaxPool2D: Layer {
+public final class MaxPool2D: Layer, PlannedLayer {
     public let spec: LayerSpec
     public let inputShape: Shape
     public let outputShape: Shape
     let kh: Int, kw: Int, sh: Int, sw: Int
-    private var output = Workspace()
-    private var inputGrad = Workspace()
+    let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
     // Kept for backward: the input index of every output's maximum, (B, C, OH, OW).
     private let argmax = IndexWorkspace()
     /// Set by the model when a ReLU comes before: backward also applies the ReLU's mask (a
@@ -20,6 +19,8 @@ public final class MaxPool2D: Layer {
 
     /// Where forward keeps the index of each of `count` outputs' maximum, for backward.
     func indices(count: Int) -> UnsafeMutablePointer<Int32> { argmax.reserve(count) }
+
+    var backwardReads: BackwardReads { fusedIntoConv ? .passingThrough : .nothing }
 
     init(spec: LayerSpec, input: Shape, kernel: (Int, Int), stride: (Int, Int)) {
         self.spec = spec
@@ -38,7 +39,7 @@ public final class MaxPool2D: Layer {
         if fusedIntoConv { return x }
         let h = inputShape.h, w = inputShape.w, oh = outputShape.h, ow = outputShape.w
         let planes = batch * inputShape.c
-        let y = output.reserve(planes * oh * ow)
+        let y = buffers.output(planes * oh * ow, input: x, training: training)
         let mask = masksNonPositive
         let amp = argmax.reserve(planes * oh * ow)
         let (kh, kw, sh, sw) = (self.kh, self.kw, self.sh, self.sw)
@@ -76,7 +77,7 @@ public final class MaxPool2D: Layer {
         guard needInputGradient else { return nil }
         let hw = inputShape.h * inputShape.w, ohw = outputShape.h * outputShape.w
         let planes = batch * inputShape.c
-        let dx = inputGrad.reserve(planes * hw)
+        let dx = buffers.inputGradient(planes * hw, dy: dy)
         let dxp = dx.pointer, dyp = dy.pointer
         let w = inputShape.w, oh = outputShape.h, ow = outputShape.w
         let direct = isTwoByTwo && inputShape.h == 2 * oh && w == 2 * ow
@@ -100,13 +101,14 @@ public final class MaxPool2D: Layer {
 }
 
 /// Average pooling over KH×KW windows (no padding). `global` averages each whole channel.
-public final class AvgPool2D: Layer {
+public final class AvgPool2D: Layer, PlannedLayer {
     public let spec: LayerSpec
     public let inputShape: Shape
     public let outputShape: Shape
     let kh: Int, kw: Int, sh: Int, sw: Int
-    private var output = Workspace()
-    private var inputGrad = Workspace()
+    let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
+
+    var backwardReads: BackwardReads { .nothing }
 
     init(spec: LayerSpec, input: Shape, kernel: (Int, Int), stride: (Int, Int)) {
         self.spec = spec
@@ -121,7 +123,7 @@ public final class AvgPool2D: Layer {
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         let h = inputShape.h, w = inputShape.w, oh = outputShape.h, ow = outputShape.w
         let planes = batch * inputShape.c
-        let y = output.reserve(planes * oh * ow)
+        let y = buffers.output(planes * oh * ow, input: x, training: training)
         let scale = 1 / Float(kh * kw)
         let (kh, kw, sh, sw) = (self.kh, self.kw, self.sh, self.sw)
         let xp = x.pointer, yp = y.pointer
@@ -147,7 +149,7 @@ public final class AvgPool2D: Layer {
         guard needInputGradient else { return nil }
         let h = inputShape.h, w = inputShape.w, oh = outputShape.h, ow = outputShape.w
         let planes = batch * inputShape.c
-        let dx = inputGrad.reserve(planes * h * w)
+        let dx = buffers.inputGradient(planes * h * w, dy: dy)
         let scale = 1 / Float(kh * kw)
         let (kh, kw, sh, sw) = (self.kh, self.kw, self.sh, self.sw)
         let dxp = dx.pointer, dyp = dy.pointer
@@ -171,10 +173,13 @@ public final class AvgPool2D: Layer {
 }
 
 /// Flatten: (C, H, W) -> (C·H·W). The data is already in that order, so nothing moves.
-public final class Flatten: Layer {
+public final class Flatten: Layer, PlannedLayer {
     public let spec: LayerSpec
     public let inputShape: Shape
     public let outputShape: Shape
+
+    let buffers = LayerBuffers()  // unused: it passes its input through
+    var backwardReads: BackwardReads { .passingThrough }
 
     init(spec: LayerSpec, input: Shape) {
         self.spec = spec

@@ -10,7 +10,7 @@
 /// `fc1.bias`, `fc2.weight` (C, S, 1, 1), `fc2.bias`. The vectors are a few hundred floats a
 /// sample: the products are plain loops; the scaling of x and its gradient run per channel plane
 /// on every thread.
-public final class SqueezeExcite: Layer {
+public final class SqueezeExcite: Layer, PlannedLayer {
     public let spec: LayerSpec
     public let inputShape: Shape
     public var outputShape: Shape { inputShape }
@@ -22,7 +22,7 @@ public final class SqueezeExcite: Layer {
     // Per sample, kept for backward: the means s (C), fc1's output a (S), fc2's output z (C), the
     // gate g (C).
     private var means = Workspace(), hidden = Workspace(), gateInput = Workspace(), gates = Workspace()
-    private var output = Workspace(), inputGrad = Workspace()
+    let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
     private var vectorGrads = Workspace()  // dg and ds (C each), dh (S), per sample
 
     init(spec: LayerSpec, input: Shape, squeeze: Int, act: ActivationKind, gate: ActivationKind) {
@@ -63,7 +63,7 @@ public final class SqueezeExcite: Layer {
 
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         let c = inputShape.c, s = squeeze, hw = inputShape.h * inputShape.w
-        let xp = x.pointer, y = output.reserve(batch * inputShape.count), yp = y.pointer
+        let xp = x.pointer, y = buffers.output(batch * inputShape.count, input: x, training: training), yp = y.pointer
         let m = means.reserve(batch * c).pointer, a = hidden.reserve(batch * s).pointer
         let z = gateInput.reserve(batch * c).pointer, g = gates.reserve(batch * c).pointer
         let w1 = fc1Weight.value.pointer, b1 = fc1Bias.value.pointer
@@ -145,7 +145,7 @@ public final class SqueezeExcite: Layer {
         }
         guard needInputGradient else { return nil }
         // dx = dy · g + ds / (H·W): the scaling's gradient and the mean's.
-        let dx = inputGrad.reserve(batch * inputShape.count), dxp = dx.pointer
+        let dx = buffers.inputGradient(batch * inputShape.count, dy: dy), dxp = dx.pointer
         let scale = 1 / Float(hw)
         parallelChunks(batch * c, chunk: max(1, 16384 / hw)) { lo, hi in
             for plane in lo..<hi {

@@ -41,7 +41,8 @@ public final class Model {
     /// fused ones). The layers are built from shapes alone; their parameters are allocated only
     /// after the whole network's sizes have been checked against the limits (`allocate: false`
     /// leaves that to `allocateParameters()`, for a loader that first checks its file).
-    init(architecture: Architecture, fusing: Bool, allocate: Bool = true) throws {
+    /// `planning: false` gives every layer buffers of its own (the tests' reference for the plan).
+    init(architecture: Architecture, fusing: Bool, planning: Bool? = nil, allocate: Bool = true) throws {
         self.architecture = architecture
         var layers: [Layer] = []
         var shape = architecture.input
@@ -65,6 +66,12 @@ public final class Model {
             throw CNNError(.invalidArgument, "architecture: the network must end with a vector of class scores (dense, or flatten), but its output is \(shape)")
         }
         if fusing { Model.fuse(layers) }
+        if planning ?? fusing {
+            var planner = MemoryPlanner()
+            planner.plan(layers)
+            memorySlots = Array(planner.pairs.values)
+            convScratch = planner.convScratch
+        }
         self.layers = layers
         workspacePerSample = workspace
         parameterFloats = layers.reduce(0) { $0 + $1.parameters.reduce(0) { $0 + $1.allocationCount } }
@@ -134,16 +141,21 @@ public final class Model {
                 pool.masksNonPositive = true
             }
         }
+        // A ReLU or ReLU6 right after a batch norm is applied by the norm (forward and mask).
+        for (layer, next) in zip(layers, layers.dropFirst()) {
+            if let norm = layer as? BatchNorm, let act = next as? Activation, act.kind == .relu || act.kind == .relu6 {
+                norm.activation = act.kind
+                act.appliedByNorm = true
+            }
+        }
         // Batch norm right after a convolution, and a ReLU after it, are folded into the
         // convolution at inference (see NormFolding).
         for (i, layer) in layers.enumerated() where i + 1 < layers.count && (layer is Conv2D || layer is GroupedConv2D) {
             guard let norm = layers[i + 1] as? BatchNorm else { continue }
-            let act = i + 2 < layers.count ? layers[i + 2] as? Activation : nil
-            let folding = NormFolding(norm: norm, relu: act?.kind == .relu)
+            let folding = NormFolding(norm: norm, relu: norm.activation == .relu)
             (layer as? Conv2D)?.folding = folding
             (layer as? GroupedConv2D)?.folding = folding
             norm.foldedIntoPrevious = true
-            if folding.relu { act?.fusedAtInference = true }
         }
         // 2×2 max pooling right after a convolution (and its fused ReLU) is done by the
         // convolution as it writes its output: the full-size output never goes to memory.
@@ -154,6 +166,25 @@ public final class Model {
                 conv.pooling = pool
                 pool.fusedIntoConv = true
             }
+        }
+    }
+
+    /// The buffers the layers' sequences take turns on (see MemoryPlan).
+    private var memorySlots: [SlotPair] = []
+    private var convScratch: ConvScratch?
+
+    /// Floats of working memory held now: the layers' own outputs and input gradients and the
+    /// shared buffers (not the convolutions' own scratch and kept copies).
+    var bufferFloats: Int {
+        (namedLayers.map(\.layer) + Model.blocks(layers)).reduce(memorySlots.reduce(0) { $0 + $1.floats }) {
+            $0 + (($1 as? PlannedLayer)?.buffers.floats ?? 0)
+        }
+    }
+
+    private static func blocks(_ layers: [Layer]) -> [Layer] {
+        layers.flatMap { layer -> [Layer] in
+            guard let block = layer as? Block else { return [] }
+            return [layer] + block.sequences.flatMap { blocks($0.layers) }
         }
     }
 

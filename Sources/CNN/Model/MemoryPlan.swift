@@ -1,0 +1,134 @@
+/// Memory planned over the network (the convolutions also share their scratch): a layer's output and input gradient live in buffers of its
+/// own only when something reads them later; every other one lives in one of two buffers that the
+/// layers of a sequence take turns on.
+///
+/// In training, a layer's output is kept (its own buffer) when backward reads it: the layer itself
+/// (sigmoid keeps y), or the next layer that writes an output (past those that pass their input
+/// through) keeps its input (a dense layer, a grouped convolution, an activation that keeps x). A
+/// convolution keeps its own bordered copy or im2col matrix, batch norm x̂, pooling its indices:
+/// their inputs are not kept, so a convolution's output, a batch norm's and an activation's before
+/// a convolution need no memory of their own. At inference only the network's output is kept.
+/// Input gradients are used once, by the layer before, and always take turns.
+///
+/// The two buffers of a sequence serve its forward and its backward (what backward reads is never
+/// in them). Sequences that can be alive together (the top level, a block's body and its shortcut,
+/// the branches of a concatenation, the blocks inside those) have their own pair; sequences at the
+/// same depth and position in different blocks share one.
+final class SlotPair {
+    private var a = Workspace(), b = Workspace()
+
+    /// `count` floats in whichever buffer does not hold `other`, the one live value of the sequence.
+    func take(_ count: Int, avoiding other: FloatBuffer) -> FloatBuffer {
+        a.buffer !== other ? a.reserve(count) : b.reserve(count)
+    }
+
+    /// Floats held.
+    var floats: Int { a.buffer.count + b.buffer.count }
+}
+
+/// What a layer's backward (in training) reads of its forward: planned over by the model.
+struct BackwardReads {
+    /// Forward returns its input (a flatten, a ReLU applied by the layer before): writes nothing.
+    var passesThrough = false
+    /// Backward reads the buffer forward received.
+    var input = true
+    /// Backward reads the buffer forward returned.
+    var output = false
+
+    static let nothing = BackwardReads(input: false)
+    static let input = BackwardReads()
+    static let passingThrough = BackwardReads(passesThrough: true, input: false)
+}
+
+/// A layer's output and input-gradient buffers: its own, or its sequence's pair once the model has
+/// planned them (`plan`). A layer on its own (the layer tests) keeps both, as before planning.
+final class LayerBuffers {
+    private var ownOutput = Workspace(), ownGradient = Workspace()
+    private var pair: SlotPair?
+    private var keptInTraining = true, keptAtInference = true
+
+    func plan(_ pair: SlotPair, keptInTraining: Bool, keptAtInference: Bool) {
+        self.pair = pair
+        self.keptInTraining = keptInTraining
+        self.keptAtInference = keptAtInference
+    }
+
+    /// Where forward on `input` writes `count` floats.
+    func output(_ count: Int, input: FloatBuffer, training: Bool) -> FloatBuffer {
+        if let pair, !(training ? keptInTraining : keptAtInference) { return pair.take(count, avoiding: input) }
+        return ownOutput.reserve(count)
+    }
+
+    /// Where backward from `dy` writes the input gradient, `count` floats.
+    func inputGradient(_ count: Int, dy: FloatBuffer) -> FloatBuffer {
+        if let pair { return pair.take(count, avoiding: dy) }
+        return ownGradient.reserve(count)
+    }
+
+    /// Floats held of its own.
+    var floats: Int { ownOutput.buffer.count + ownGradient.buffer.count }
+}
+
+/// Assigns every layer of the network its buffers (see SlotPair).
+struct MemoryPlanner {
+    /// The pairs, by depth and position among the sequences of a block.
+    private(set) var pairs: [[Int]: SlotPair] = [:]
+
+    /// The scratch every convolution shares.
+    let convScratch = ConvScratch()
+
+    mutating func plan(_ layers: [Layer]) {
+        plan(layers, key: [0], topLevel: true)
+    }
+
+    private mutating func pair(_ key: [Int]) -> SlotPair {
+        if let p = pairs[key] { return p }
+        let p = SlotPair()
+        pairs[key] = p
+        return p
+    }
+
+    private mutating func plan(_ layers: [Layer], key: [Int], topLevel: Bool) {
+        let pair = self.pair(key)
+        for (i, layer) in layers.enumerated() {
+            if let block = layer as? Block {
+                for (b, sequence) in block.sequences.enumerated() { plan(sequence.layers, key: key + [b], topLevel: false) }
+            }
+            (layer as? Conv2D)?.scratch = convScratch
+            guard let buffers = (layer as? PlannedLayer)?.buffers else { continue }
+            // Training: kept when backward reads it (the layer, or a layer after it up to the next
+            // writer, or the network at the top level).
+            let rest = layers[(i + 1)...]
+            let kept = MemoryPlanner.reads(layer).output || (MemoryPlanner.readsInput(rest) ?? topLevel)
+            // Inference: only the network's output, which is what the last layer that can write one
+            // writes (every layer after it may pass its input through at inference).
+            let last = topLevel && rest.allSatisfy(MemoryPlanner.mayPassThroughAtInference)
+            buffers.plan(pair, keptInTraining: kept, keptAtInference: last)
+        }
+    }
+
+    /// Whether backward reads what the first of `layers` gets in forward: it or the layers after it
+    /// up to the first that writes an output (nil when every one passes it through).
+    static func readsInput(_ layers: ArraySlice<Layer>) -> Bool? {
+        for layer in layers {
+            if readsInput(layer) { return true }
+            if !reads(layer).passesThrough { return false }
+        }
+        return nil
+    }
+
+    /// Whether backward reads `layer`'s input (a block: what its sequences' first layers read).
+    static func readsInput(_ layer: Layer) -> Bool {
+        guard let block = layer as? Block else { return reads(layer).input }
+        return block.sequences.contains { readsInput($0.layers[...]) ?? false }
+    }
+
+    /// What backward reads (all it could, for a layer that does not say).
+    static func reads(_ layer: Layer) -> BackwardReads {
+        (layer as? PlannedLayer)?.backwardReads ?? BackwardReads(input: true, output: true)
+    }
+
+    private static func mayPassThroughAtInference(_ layer: Layer) -> Bool {
+        layer is Flatten || layer is Activation || layer is MaxPool2D || layer is Dropout || layer is BatchNorm
+    }
+}
