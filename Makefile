@@ -14,7 +14,7 @@ ifeq ($(TARGET_CPU),portable)
 else
   RELEASE_FLAGS = -c release -Xswiftc -target-cpu -Xswiftc $(TARGET_CPU) -Xcc -march=$(TARGET_CPU)
 endif
-BIN = .build/release
+BIN = $(LIB_BUILD)/release
 VENV = build/venv
 # module=distribution, for the test dependencies whose names differ
 PY_TEST_DEPS = numpy safetensors pytest PIL=pillow
@@ -29,11 +29,14 @@ PREFIX ?= /usr/local
 # libcnn.so is self-contained: the Swift runtime is linked in statically, only the cnn_* symbols
 # are exported (version script, linked with lld, which keeps no other dynamic symbol), the soname
 # carries the ABI version, and -z nodelete keeps the runtime's state alive across a dlclose.
-LIB_BUILD ?= .build-lib
+# The tool is built with the same flags in the same scratch path (the version script and soname
+# change nothing in an executable), so the engine is compiled once for both.
+LIB_BUILD ?= .build
 LIB_OUT ?= build/lib
-LIB_FLAGS = $(RELEASE_FLAGS) --scratch-path $(LIB_BUILD) --product CNNC -Xswiftc -static-stdlib \
+LINK_FLAGS = $(RELEASE_FLAGS) --scratch-path $(LIB_BUILD) -Xswiftc -static-stdlib \
 	-Xswiftc -use-ld=lld -Xlinker --version-script=$(CURDIR)/bindings/c/libcnn.map \
 	-Xlinker -soname=libcnn.so.$(MAJOR) -Xlinker -z -Xlinker nodelete
+LIB_FLAGS = $(LINK_FLAGS) --product CNNC
 CFLAGS_C = -std=c99 -O2 -Wall -Wextra -Werror -Iinclude
 LINK_C = -Lbuild/lib -lcnn -Wl,-rpath,$(CURDIR)/build/lib -lpthread -lm
 
@@ -89,7 +92,7 @@ install: lib build
 # The tool links the Swift runtime, Foundation, libjpeg-turbo, libpng and zlib statically (about
 # 90 MB): it runs, and installs, without a Swift toolchain or the -dev packages.
 build: $(STATIC_DEPS)/ready
-	PKG_CONFIG_PATH=$(CURDIR)/$(STATIC_DEPS) $(SWIFT) build $(RELEASE_FLAGS) --product cnn -Xswiftc -static-stdlib
+	PKG_CONFIG_PATH=$(CURDIR)/$(STATIC_DEPS) $(SWIFT) build $(LINK_FLAGS) --product cnn
 
 demo: build
 	scripts/demo.sh $(BIN)/cnn
