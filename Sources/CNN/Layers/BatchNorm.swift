@@ -126,15 +126,10 @@ public final class BatchNorm: Layer, PlannedLayer {
         parallelChunks(c, chunk: 4) { c0, c1 in
             for ch in c0..<c1 {
                 var sumDy = DoubleSums(), sumDyXhat = DoubleSums()
+                let mask = act ? (gamma[ch], beta[ch], six) : nil
                 for n in 0..<batch {
                     let base = (n * c + ch) * s
-                    var g = dyp + base
-                    if act, let dx {
-                        BatchNorm.mask(g, xhat: xh + base, gamma[ch], beta[ch], dx + base, s, six: six)
-                        g = dx + base
-                    }
-                    sumDy.add(g, s)
-                    sumDyXhat.addProducts(g, xh + base, s)
+                    DoubleSums.add(dyp + base, times: xh + base, s, &sumDy, &sumDyXhat, mask: mask, masked: dx.map { $0 + base })
                 }
                 dgamma[ch] += Float(sumDyXhat.total)
                 dbeta[ch] += Float(sumDy.total)
@@ -212,26 +207,6 @@ extension BatchNorm {
             i += 1
         }
     }
-
-    /// dy where the fused activation passes a gradient (ReLU: γ x̂ + β > 0; ReLU6: inside (0, 6)),
-    /// zero elsewhere, into `out`.
-    @inline(__always)
-    static func mask(_ dy: UnsafePointer<Float>, xhat: UnsafePointer<Float>, _ gamma: Float, _ beta: Float,
-                     _ out: UnsafeMutablePointer<Float>, _ n: Int, six: Bool) {
-        var i = 0
-        while i + V.scalarCount <= n {
-            let v = gamma * load(xhat + i) + beta
-            var pass = v .> 0
-            if six { pass = pass .& (v .< 6) }
-            store(V(repeating: 0).replacing(with: load(dy + i), where: pass), out + i)
-            i += V.scalarCount
-        }
-        while i < n {
-            let v = gamma * xhat[i] + beta
-            out[i] = Activation.derivative(six ? .relu6 : .relu, v) == 0 ? 0 : dy[i]
-            i += 1
-        }
-    }
 }
 
 /// A sum in Double of float terms: the terms are added in float, eight lanes at a time, over runs
@@ -261,6 +236,46 @@ struct DoubleSums {
         }
     }
 
+    /// sums += g[i] and products += g[i]·x[i] in one pass, each in `add`'s order (runs, lanes). With `mask` (γ, β, ReLU6), g is dy where batch norm's fused ReLU or ReLU6 passes a
+    /// gradient (γ x̂ + β > 0, and < 6 for ReLU6) and zero elsewhere, written to `masked`.
+    @inline(__always)
+    static func add(_ dy: UnsafePointer<Float>, times x: UnsafePointer<Float>, _ n: Int, _ sums: inout DoubleSums,
+                    _ products: inout DoubleSums, mask: (Float, Float, Bool)?, masked: UnsafeMutablePointer<Float>?) {
+        var start = 0
+        while start < n {
+            let end = min(n, start + run)
+            var a = V8(), b = V8(), i = start
+            while i + 8 <= end {
+                var g = DoubleSums.load(dy + i)
+                let xv = DoubleSums.load(x + i)
+                if let (gamma, beta, six) = mask {
+                    let v = gamma * xv + beta
+                    var pass = v .> 0
+                    if six { pass = pass .& (v .< 6) }
+                    g = V8(repeating: 0).replacing(with: g, where: pass)
+                    if let masked { UnsafeMutableRawPointer(masked + i).storeBytes(of: g, as: V8.self) }
+                }
+                a += g
+                b += g * xv
+                i += 8
+            }
+            var ta: Float = 0, tb: Float = 0
+            while i < end {
+                var g = dy[i]
+                if let (gamma, beta, six) = mask {
+                    g = Activation.derivative(six ? .relu6 : .relu, gamma * x[i] + beta) == 0 ? 0 : g
+                    masked?[i] = g
+                }
+                ta += g
+                tb += g * x[i]
+                i += 1
+            }
+            sums.total += Double(a.sum()) + Double(ta)
+            products.total += Double(b.sum()) + Double(tb)
+            start = end
+        }
+    }
+
     @inline(__always)
     mutating func add(_ x: UnsafePointer<Float>, _ n: Int) {
         add(n, vector: { DoubleSums.load(x + $0) }, scalar: { x[$0] })
@@ -270,11 +285,5 @@ struct DoubleSums {
     @inline(__always)
     mutating func addSquares(_ x: UnsafePointer<Float>, _ n: Int, minus: Float) {
         add(n, vector: { let d = DoubleSums.load(x + $0) - minus; return d * d }, scalar: { let d = x[$0] - minus; return d * d })
-    }
-
-    /// Adds x[i]·y[i].
-    @inline(__always)
-    mutating func addProducts(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) {
-        add(n, vector: { DoubleSums.load(x + $0) * DoubleSums.load(y + $0) }, scalar: { x[$0] * y[$0] })
     }
 }
