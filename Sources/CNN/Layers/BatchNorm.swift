@@ -192,12 +192,8 @@ extension BatchNorm {
         while i + V.scalarCount <= n {
             let v = (load(x + i) - mean) * inv
             store(v, xhat + i)
-            var out = gamma * v + beta
-            if activation {
-                out = relu(out)
-                if six { out = out.replacing(with: 6, where: out .> 6) }
-            }
-            store(out, y + i)
+            let out = gamma * v + beta
+            store(activation ? (six ? Activation.relu6(out) : relu(out)) : out, y + i)
             i += V.scalarCount
         }
         while i < n {
@@ -236,8 +232,9 @@ struct DoubleSums {
         }
     }
 
-    /// sums += g[i] and products += g[i]·x[i] in one pass, each in `add`'s order (runs, lanes). With `mask` (γ, β, ReLU6), g is dy where batch norm's fused ReLU or ReLU6 passes a
-    /// gradient (γ x̂ + β > 0, and < 6 for ReLU6) and zero elsewhere, written to `masked`.
+    /// sums += g[i] and products += g[i]·x[i] in one pass, each in `add`'s order (runs, lanes).
+    /// With `mask` (γ, β, ReLU6), g is dy where batch norm's fused ReLU or ReLU6 passes a gradient
+    /// (γ x̂ + β > 0, and < 6 for ReLU6) and zero elsewhere, written to `masked`.
     @inline(__always)
     static func add(_ dy: UnsafePointer<Float>, times x: UnsafePointer<Float>, _ n: Int, _ sums: inout DoubleSums,
                     _ products: inout DoubleSums, mask: (Float, Float, Bool)?, masked: UnsafeMutablePointer<Float>?) {

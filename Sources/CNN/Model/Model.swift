@@ -70,7 +70,6 @@ public final class Model {
             var planner = MemoryPlanner()
             planner.plan(layers)
             memorySlots = Array(planner.pairs.values)
-            convScratch = planner.convScratch
         }
         self.layers = layers
         workspacePerSample = workspace
@@ -171,7 +170,6 @@ public final class Model {
 
     /// The buffers the layers' sequences take turns on (see MemoryPlan).
     private var memorySlots: [SlotPair] = []
-    private var convScratch: ConvScratch?
 
     /// Floats of working memory held now: the layers' own outputs and input gradients and the
     /// shared buffers (not the convolutions' own scratch and kept copies).
