@@ -41,3 +41,8 @@ start=$(date +%s)
 end=$(date +%s)
 echo "training took $((end - start)) s (wall time); the log of every epoch: $OUT/fashion-best.csv"
 "$CNN" eval --model "$OUT/fashion-best.safetensors" --data "$FULL/t10k-images-idx3-ubyte.gz" ${THREADS:+--threads "$THREADS"}
+# Test-time augmentation: each test image's logits averaged with its mirror's (the network was
+# trained with flips), one more forward pass per image.
+echo
+echo "with each test image's mirror (cnn eval --tta flip):"
+"$CNN" eval --tta flip --model "$OUT/fashion-best.safetensors" --data "$FULL/t10k-images-idx3-ubyte.gz" ${THREADS:+--threads "$THREADS"} | sed -n 2,3p

@@ -11,6 +11,8 @@ struct Eval: ParsableCommand {
     @Option(help: "Use only the first N samples.") var limit: Int?
     @Flag(name: .customLong("map-classes"), help: "Match the data's classes to the model's by name (a test set that lacks some classes or orders them otherwise); default: they must be the model's, in its order.")
     var mapClasses = false
+    @Option(help: "Test-time augmentation: 'flip' averages each image's logits with its mirror's (for a model trained with --flip).")
+    var tta: String?
     @OptionGroup var images: ImageOptions
     @OptionGroup var common: CommonOptions
 
@@ -27,8 +29,9 @@ struct Eval: ParsableCommand {
                 guard limit >= 1 else { throw CNNError(.invalidArgument, "--limit must be at least 1") }
                 dataset = try dataset.prefix(limit)
             }
+            guard tta == nil || tta == "flip" else { throw CNNError(.invalidArgument, "--tta must be 'flip', not '\(tta!)'") }
             let start = Date()
-            let e = try evaluate(model: m, on: dataset)
+            let e = try evaluate(model: m, on: dataset, flipAverage: tta == "flip")
             let seconds = Date().timeIntervalSince(start)
             let names = m.classNames
             if json {

@@ -45,6 +45,42 @@ struct TrainingTests {
         #expect(after.confusion.flatMap { $0 }.reduce(0, +) == test.count)
     }
 
+    /// Test-time flips: each image's logits are the mean of its own and its mirror's, computed
+    /// here by mirroring the pixels by hand; loss and accuracy follow from those logits.
+    @Test func flipAverageIsTheMeanOfEachImageAndItsMirror() throws {
+        let (train, test) = try sample(600)
+        let m = try Model(architecture: Architecture(parsing: Self.small), seed: 2)
+        try Trainer(model: m, settings: settings()).fit(train)
+        let data = try test.prefix(70)
+        let e = try evaluate(model: m, on: data, batchSize: 32, flipAverage: true)
+        let plain = try evaluate(model: m, on: data, batchSize: 32)
+        let n = data.count, d = m.inputShape.count, k = m.numClasses
+        let x = FloatBuffer(count: n * d), mirrored = FloatBuffer(count: n * d)
+        var labels = [Int32](repeating: 0, count: n)
+        try labels.withUnsafeMutableBufferPointer { l in
+            try data.fill(Array(0..<Int32(n))[...], mean: m.mean, std: m.std, into: x.pointer, labels: l.baseAddress!)
+        }
+        for row in 0..<(n * m.inputShape.h) {
+            for c in 0..<m.inputShape.w {
+                mirrored.pointer[row * m.inputShape.w + c] = x.pointer[row * m.inputShape.w + m.inputShape.w - 1 - c]
+            }
+        }
+        var rng = Random(seed: 0)
+        let z1 = Array(UnsafeBufferPointer(start: m.forward(x, batch: n, training: false, rng: &rng).pointer, count: n * k))
+        let z2 = Array(UnsafeBufferPointer(start: m.forward(mirrored, batch: n, training: false, rng: &rng).pointer, count: n * k))
+        let mean = zip(z1, z2).map { ($0 + $1) * 0.5 }
+        var correct = 0
+        for i in 0..<n where mean[(i * k)..<(i * k + k)].enumerated().max(by: { $0.element < $1.element })?.offset == Int(labels[i]) {
+            correct += 1
+        }
+        let loss = mean.withUnsafeBufferPointer { z in
+            labels.withUnsafeBufferPointer { computeLoss(.crossEntropy, logits: z.baseAddress!, labels: $0.baseAddress!, batch: n, classes: k).sum }
+        } / Double(n)
+        #expect(e.accuracy == Double(correct) / Double(n))
+        #expect(abs(e.loss - loss) < 1e-5 * max(1, loss), "\(e.loss) vs \(loss)")
+        #expect(abs(e.loss - plain.loss) > 1e-4, "the mirrors changed nothing: \(e.loss)")
+    }
+
     @Test func sameSeedSameWeightsWhateverTheThreads() throws {
         let (data, _) = try sample(300)
         let a = try train(data, settings(), threads: 1)

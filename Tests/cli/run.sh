@@ -83,6 +83,12 @@ echo "$REF   # the reference network" >"$T/ref.spec"
 cmp -s "$T/straight.safetensors" "$T/resumed.safetensors" && ok "resumed run equals the uninterrupted run" || fail "resumed run equals the uninterrupted run"
 [[ $(wc -l <"$T/log.csv") -eq 3 ]] && head -1 "$T/log.csv" | grep -q "^epoch,loss,accuracy" && ok "CSV log has a header and one line per epoch" || fail "CSV log" "$(cat "$T/log.csv")"
 
+# eval --tta flip averages each image with its mirror: a different loss on the same images.
+"$CNN" eval --model "$T/a.safetensors" --data "$TEST" --json >"$T/plain.json"
+"$CNN" eval --model "$T/a.safetensors" --data "$TEST" --json --tta flip >"$T/tta.json"
+python3 -c "import json,sys; a,b=(json.load(open(f)) for f in sys.argv[1:]); assert a['count']==b['count'] and a['loss']!=b['loss'] and b['accuracy']>0.5" "$T/plain.json" "$T/tta.json" \
+    && ok "eval --tta flip" || fail "eval --tta flip" "$(cat "$T/tta.json")"
+expect_error "eval --tta names no augmentation" "$CNN" eval --model "$T/a.safetensors" --data "$TEST" --tta crop
 # eval --json and predict --json are JSON with the promised keys.
 "$CNN" eval --model "$T/a.safetensors" --data "$TEST" --json >"$T/eval.json"
 if python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert 0.5 < d['accuracy'] <= 1 and d['loss'] > 0 and len(d['confusion']) == 10 and d['count'] == 500" "$T/eval.json"; then

@@ -14,8 +14,11 @@ public struct Evaluation: Sendable {
     }
 }
 
-/// Evaluates in inference mode (dropout off, batch norm on running statistics).
-public func evaluate(model: Model, on data: Dataset, loss: LossKind = .crossEntropy, batchSize: Int = 256) throws -> Evaluation {
+/// Evaluates in inference mode (dropout off, batch norm on running statistics). With
+/// `flipAverage`, each image's logits are the mean of its own and its left-right mirror's
+/// (test-time augmentation, for a model trained with flips; twice the forward work).
+public func evaluate(model: Model, on data: Dataset, loss: LossKind = .crossEntropy, batchSize: Int = 256,
+                     flipAverage: Bool = false) throws -> Evaluation {
     guard data.shape.c == model.inputShape.c, data.shape.h == model.inputShape.h, data.shape.w == model.inputShape.w else {
         throw CNNError(.shapeMismatch, "the data has images of \(data.shape), the model takes \(model.inputShape)")
     }
@@ -23,6 +26,7 @@ public func evaluate(model: Model, on data: Dataset, loss: LossKind = .crossEntr
     let k = model.numClasses, b = max(1, min(batchSize, data.count, model.maxBatch))
     let x = FloatBuffer(count: b * model.inputShape.count)
     var labels = [Int32](repeating: 0, count: b)
+    let plain = try FloatBuffer(count: flipAverage ? b * k : 0, for: "the mirrored images' logits")
     var confusion = [[Int]](repeating: [Int](repeating: 0, count: k), count: k)
     var total = 0.0
     var rng = Random(seed: 0)
@@ -33,7 +37,13 @@ public func evaluate(model: Model, on data: Dataset, loss: LossKind = .crossEntr
         try labels.withUnsafeMutableBufferPointer { l in
             try data.fill(indices[lo..<(lo + n)], mean: model.mean, std: model.std, into: x.pointer, labels: l.baseAddress!)
         }
-        let logits = model.forward(x, batch: n, training: false, rng: &rng)
+        var logits = model.forward(x, batch: n, training: false, rng: &rng)
+        if flipAverage {
+            plain.pointer.update(from: logits.pointer, count: n * k)
+            mirror(x.pointer, images: n * model.inputShape.c, height: model.inputShape.h, width: model.inputShape.w)
+            logits = model.forward(x, batch: n, training: false, rng: &rng)
+            for i in 0..<(n * k) { logits.pointer[i] = (plain.pointer[i] + logits.pointer[i]) * 0.5 }
+        }
         let r = labels.withUnsafeBufferPointer { l in
             computeLoss(loss, logits: logits.pointer, labels: l.baseAddress!, batch: n, classes: k)
         }
@@ -49,6 +59,15 @@ public func evaluate(model: Model, on data: Dataset, loss: LossKind = .crossEntr
     let correct = (0..<k).reduce(0) { $0 + confusion[$1][$1] }
     return Evaluation(count: data.count, loss: total / Double(data.count),
                       accuracy: Double(correct) / Double(data.count), confusion: confusion)
+}
+
+/// Mirrors `images` planes of height × width left-right, in place.
+private func mirror(_ x: UnsafeMutablePointer<Float>, images: Int, height: Int, width: Int) {
+    for row in 0..<(images * height) {
+        let p = x + row * width
+        var i = 0, j = width - 1
+        while i < j { let t = p[i]; p[i] = p[j]; p[j] = t; i += 1; j -= 1 }
+    }
 }
 
 extension Model {
