@@ -36,12 +36,17 @@ struct LayerTests {
         "input(8,6,6) conv(4,1,groups=2) flatten",                       // grouped 1×1
         "input(6,10,9) conv(9,5,stride=3x2,pad=2,groups=3) flatten",     // wide kernel, odd strides
         "input(4,5,5) conv(4,3,stride=1,pad=3,groups=4) flatten",        // padding past the kernel's reach
+        "input(3,9,21) conv(3,5,pad=2,groups=3,bias=false) flatten",     // depthwise 5×5: input gradient by the forward's kernel
+        "input(2,7,19) conv(2,3x5,pad=1x2,groups=2) flatten",            // rectangular, stride 1
+        "input(3,6,10) conv(3,3,pad=2,groups=3) flatten",                // padding 2 with a 3×3 kernel: a larger output
+        "input(3,4,5) conv(3,1,groups=3) flatten",                       // depthwise 1×1
     ])
     func groupedConv(_ text: String) throws {
         let (_, layer) = try makeLayer(text)
         let conv = try #require(layer as? GroupedConv2D)
         let g = conv.geometry
         #expect((conv.depthwisePlan != nil) == (g.c == conv.groups && conv.outputShape.c == g.c && g.sh == g.sw && g.sw <= 2))
+        #expect((conv.depthwiseGradientPlan != nil) == (conv.depthwisePlan != nil && g.sw == 1 && g.ph < g.kh && g.pw < g.kw))
         try threadSettingLock.with {
             for threads in [1, 2] {
                 ThreadPool.setThreads(threads)

@@ -21,6 +21,7 @@ public final class GroupedConv2D: Layer, PlannedLayer {
     var folding: NormFolding?
     private var saved: FloatBuffer?
     private var depthwiseScratch = Workspace()
+    private var turnedWeights = Workspace()  // the input gradient's kernels, turned by 180°
     let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
 
     init(spec: LayerSpec, input: Shape, outChannels: Int, groups: Int, kernel: (Int, Int), stride: (Int, Int),
@@ -60,7 +61,7 @@ public final class GroupedConv2D: Layer, PlannedLayer {
         let xp = x.pointer, yp = y.pointer
         saved = x
         if let plan = depthwisePlan {
-            depthwiseForward(xp, plan, weights: w, bias: b, relu: relu, batch: batch, into: yp)
+            depthwise(xp, plan, weights: w, bias: b, relu: relu, batch: batch, into: yp)
             return y
         }
         parallelChunks(batch * oc, chunk: max(1, 8192 / max(1, ohw * cg * taps))) { lo, hi in
@@ -100,6 +101,17 @@ public final class GroupedConv2D: Layer, PlannedLayer {
         let g = geometry
         guard g.c == groups, outputShape.c == groups, g.sh == g.sw, g.sw == 1 || g.sw == 2 else { return nil }
         return DepthwisePlan(g)
+    }()
+
+    /// At stride 1 a depthwise convolution's input gradient is a depthwise convolution too: dy,
+    /// bordered by KH-1-PH rows and KW-1-PW columns, correlated with each kernel turned by 180°
+    /// (an H × W result), so it runs by `depthwise` as the forward does. nil at stride 2 and
+    /// where the padding reaches past the kernel.
+    lazy var depthwiseGradientPlan: DepthwisePlan? = {
+        let g = geometry
+        guard depthwisePlan != nil, g.sh == 1, g.sw == 1, g.ph < g.kh, g.pw < g.kw else { return nil }
+        return DepthwisePlan(ConvGeometry(c: outputShape.c, h: g.oh, w: g.ow, kh: g.kh, kw: g.kw,
+                                          sh: 1, sw: 1, ph: g.kh - 1 - g.ph, pw: g.kw - 1 - g.pw))
     }()
 
     /// A depthwise weight gradient: dW[o, tap] = Σ over samples and outputs of dy times the input
@@ -157,9 +169,10 @@ public final class GroupedConv2D: Layer, PlannedLayer {
     /// once. The input plane is first copied, zero-bordered, into the task's scratch; at stride 2
     /// its even and odd columns are split apart there, so every tap's read is contiguous. Each
     /// plane is one task's and is computed the same way whichever task that is.
-    private func depthwiseForward(_ x: UnsafePointer<Float>, _ plan: DepthwisePlan, weights: UnsafePointer<Float>,
-                                  bias: UnsafePointer<Float>?, relu: Bool, batch: Int, into y: UnsafeMutablePointer<Float>) {
-        let g = geometry, oc = outputShape.c, hw = g.h * g.w, ohw = g.oh * g.ow, taps = g.kh * g.kw
+    /// The plan's geometry is the forward's, or the input gradient's (`depthwiseGradientPlan`).
+    private func depthwise(_ x: UnsafePointer<Float>, _ plan: DepthwisePlan, weights: UnsafePointer<Float>,
+                           bias: UnsafePointer<Float>?, relu: Bool, batch: Int, into y: UnsafeMutablePointer<Float>) {
+        let g = plan.g, oc = g.c, hw = g.h * g.w, ohw = g.oh * g.ow, taps = g.kh * g.kw
         let s = g.sw, planes = batch * oc
         // At most max(2, batch) scratch planes, as the model's memory plan counts them.
         let tasks = min(planes, max(2, min(batch, ThreadPool.shared.threads)))
@@ -247,6 +260,12 @@ public final class GroupedConv2D: Layer, PlannedLayer {
         // task per (sample, input channel).
         let dx = buffers.inputGradient(batch * inputShape.count, dy: dy)
         let dxp = dx.pointer
+        if let plan = depthwiseGradientPlan {
+            let turned = turnedWeights.reserve(oc * taps).pointer
+            for o in 0..<oc { for t in 0..<taps { turned[o * taps + t] = w[o * taps + taps - 1 - t] } }
+            depthwise(dyp, plan, weights: turned, bias: nil, relu: false, batch: batch, into: dxp)
+            return dx
+        }
         parallelChunks(batch * g.c, chunk: max(1, 8192 / max(1, hw * og * taps))) { lo, hi in
             for plane in lo..<hi {
                 let n = plane / g.c, c = plane % g.c, group = c / cg, ic = c % cg

@@ -115,7 +115,8 @@ public final class Model {
                 }
             }
             if let conv = layer as? GroupedConv2D, let plan = conv.depthwisePlan {
-                workspace += plan.scratchCount  // each task's bordered input plane, at most max(2, batch)
+                // Each task's bordered input (or dy) plane, at most max(2, batch) of them.
+                workspace += max(plan.scratchCount, conv.depthwiseGradientPlan?.scratchCount ?? 0)
             }
             guard workspace <= Model.maxWorkspacePerSample else {
                 throw CNNError(.invalidArgument, "architecture: the network needs more than \(Model.maxWorkspacePerSample) floats of working memory per sample at layer \(index) (\(spec.text))")
