@@ -19,6 +19,7 @@ struct Eval: ParsableCommand {
     func run() throws {
         try CNNCommandRun {
             try common.apply()
+            guard tta == nil || tta == "flip" else { throw CNNError(.invalidArgument, "--tta must be 'flip', not '\(tta!)'") }
             let m = try Model.load(from: model)
             var options = try images.options()
             options.fit = m.imageFit
@@ -29,7 +30,6 @@ struct Eval: ParsableCommand {
                 guard limit >= 1 else { throw CNNError(.invalidArgument, "--limit must be at least 1") }
                 dataset = try dataset.prefix(limit)
             }
-            guard tta == nil || tta == "flip" else { throw CNNError(.invalidArgument, "--tta must be 'flip', not '\(tta!)'") }
             let start = Date()
             let e = try evaluate(model: m, on: dataset, flipAverage: tta == "flip")
             let seconds = Date().timeIntervalSince(start)

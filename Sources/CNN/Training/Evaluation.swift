@@ -26,7 +26,7 @@ public func evaluate(model: Model, on data: Dataset, loss: LossKind = .crossEntr
     let k = model.numClasses, b = max(1, min(batchSize, data.count, model.maxBatch))
     let x = FloatBuffer(count: b * model.inputShape.count)
     var labels = [Int32](repeating: 0, count: b)
-    let plain = try FloatBuffer(count: flipAverage ? b * k : 0, for: "the mirrored images' logits")
+    let plain = try FloatBuffer(count: flipAverage ? b * k : 0, for: "the logits kept while the mirrored images run")
     var confusion = [[Int]](repeating: [Int](repeating: 0, count: k), count: k)
     var total = 0.0
     var rng = Random(seed: 0)
