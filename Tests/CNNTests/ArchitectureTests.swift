@@ -28,6 +28,14 @@ struct ArchitectureTests {
         #expect(m.layers[0].outputShape == Shape(c: 16, h: 16, w: 16))
     }
 
+    /// Max pooling with padding (ResNet-18's stem): its text, its output size as PyTorch's.
+    @Test func maxPoolingWithPadding() throws {
+        let a = try Architecture(parsing: "input(3,224,224) conv(64,7,stride=2,pad=3) maxpool(3, stride=2, pad=1) flatten dense(2)")
+        #expect(a.text == "input(3,224,224) conv(64,7,stride=2,pad=3) maxpool(3,stride=2,pad=1) flatten dense(2)")
+        let m = try Model(architecture: a)
+        #expect(m.layers[1].outputShape == Shape(c: 64, h: 56, w: 56))
+    }
+
     /// The newer layers round-trip through their text and name their tensors as PyTorch does:
     /// a depthwise conv's weight is (C, 1, K, K), a grouped one's (OC, C / groups, K, K).
     @Test func groupsAndNewerActivations() throws {
@@ -120,6 +128,8 @@ struct ArchitectureTests {
         ("input(4,8,8) conv(4,3,groups=0) flatten dense(2)", "groups must be"),
         ("input(4,8,8) se(2,gate=relu) flatten dense(2)", "gate must be one of sigmoid, hardsigmoid, not 'relu'"),
         ("input(4,8,8) se(2,act=magic) flatten dense(2)", "act must be one of"),
+        ("input(1,8,8) maxpool(3,pad=2) flatten dense(2)", "pad (2) must be at most half the kernel (3)"),
+        ("input(1,8,8) avgpool(2,pad=1) flatten dense(2)", "unknown argument 'pad'"),
     ])
     func parseErrors(_ text: String, _ expected: String) {
         do {

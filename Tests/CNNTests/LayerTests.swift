@@ -144,6 +144,8 @@ struct LayerTests {
         "input(2,12,40) maxpool(2) flatten",         // rows long enough for the vector path
         "input(2,7,5) maxpool(3,stride=2) flatten",
         "input(1,6,8) maxpool(2x4) flatten",
+        "input(2,7,6) maxpool(3,stride=2,pad=1) flatten",   // ResNet-18's stem pooling
+        "input(1,5,6) maxpool(2x3,stride=1,pad=1) flatten",
         "input(2,6,6) avgpool(2) flatten",
         "input(2,7,5) avgpool(3,stride=1) flatten",
         "input(3,5,4) globalavgpool flatten",

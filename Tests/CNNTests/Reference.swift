@@ -21,9 +21,10 @@ enum Reference {
                 y[((n * out + oc) * o.h + oy) * o.w + ox] = acc
             } } } }
             return y
-        case let .maxpool(k, st), let .avgpool(k, st):
-            let isMax: Bool = { if case .maxpool = layer.spec.kind { return true }; return false }()
-            return pool(x, batch: batch, s, o, k, st, isMax)
+        case let .maxpool(k, st, pad):
+            return pool(x, batch: batch, s, o, k, st, true, pad: pad)
+        case let .avgpool(k, st):
+            return pool(x, batch: batch, s, o, k, st, false)
         case .globalAvgPool:
             return pool(x, batch: batch, s, o, Pair(s.h, s.w), Pair(s.h, s.w), false)
         case .flatten:
@@ -116,12 +117,14 @@ enum Reference {
         }
     }
 
-    static func pool(_ x: [Double], batch: Int, _ s: Shape, _ o: Shape, _ k: Pair, _ st: Pair, _ isMax: Bool) -> [Double] {
+    static func pool(_ x: [Double], batch: Int, _ s: Shape, _ o: Shape, _ k: Pair, _ st: Pair, _ isMax: Bool, pad: Pair = Pair(0, 0)) -> [Double] {
         var y = [Double](repeating: 0, count: batch * o.count)
         for n in 0..<batch { for c in 0..<s.c { for oy in 0..<o.h { for ox in 0..<o.w {
             var acc = isMax ? -Double.infinity : 0
             for ki in 0..<k.h { for kj in 0..<k.w {
-                let v = x[((n * s.c + c) * s.h + oy * st.h + ki) * s.w + ox * st.w + kj]
+                let iy = oy * st.h - pad.h + ki, ix = ox * st.w - pad.w + kj
+                if iy < 0 || iy >= s.h || ix < 0 || ix >= s.w { continue }  // padding: -infinity
+                let v = x[((n * s.c + c) * s.h + iy) * s.w + ix]
                 acc = isMax ? max(acc, v) : acc + v
             } }
             y[((n * s.c + c) * o.h + oy) * o.w + ox] = isMax ? acc : acc / Double(k.h * k.w)

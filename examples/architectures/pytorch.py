@@ -154,8 +154,9 @@ class _Builder:
             c, h, w = shape
             k = _pair(args["kernel"])
             s = _pair(args.get("stride", args["kernel"]))
-            module = (nn.MaxPool2d if name == "maxpool" else nn.AvgPool2d)(k, stride=s)
-            return module, (c, (h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1)
+            p = _pair(args.get("pad", "0"))
+            module = nn.MaxPool2d(k, stride=s, padding=p) if name == "maxpool" else nn.AvgPool2d(k, stride=s)
+            return module, (c, (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1)
         if name == "globalavgpool":
             return nn.AdaptiveAvgPool2d(1), (shape[0], 1, 1)
         if name == "flatten":

@@ -1,11 +1,12 @@
 // B = batch, C = channels, H×W input, OH×OW output, KH×KW window, SH×SW stride.
 
-/// Max pooling over KH×KW windows (no padding; the output size rounds down, as in PyTorch).
+/// Max pooling over KH×KW windows, with PH×PW padding that never wins (-infinity, as in PyTorch;
+/// at most half the window, so every window holds an input); the output size rounds down.
 public final class MaxPool2D: Layer, PlannedLayer {
     public let spec: LayerSpec
     public let inputShape: Shape
     public let outputShape: Shape
-    let kh: Int, kw: Int, sh: Int, sw: Int
+    let kh: Int, kw: Int, sh: Int, sw: Int, ph: Int, pw: Int
     let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
     // Kept for backward: the input index of every output's maximum, (B, C, OH, OW).
     private let argmax = IndexWorkspace()
@@ -22,18 +23,19 @@ public final class MaxPool2D: Layer, PlannedLayer {
 
     var backwardReads: BackwardReads { fusedIntoConv ? .passingThrough : .nothing }
 
-    init(spec: LayerSpec, input: Shape, kernel: (Int, Int), stride: (Int, Int)) {
+    init(spec: LayerSpec, input: Shape, kernel: (Int, Int), stride: (Int, Int), padding: (Int, Int) = (0, 0)) {
         self.spec = spec
         inputShape = input
         (kh, kw) = kernel
         (sh, sw) = stride
-        outputShape = Shape(c: input.c, h: (input.h - kh) / sh + 1, w: (input.w - kw) / sw + 1)
+        (ph, pw) = padding
+        outputShape = Shape(c: input.c, h: (input.h + 2 * ph - kh) / sh + 1, w: (input.w + 2 * pw - kw) / sw + 1)
     }
 
     public var flops: Int { outputShape.count * kh * kw }
 
     /// The 2×2 window at stride 2, the one a convolution can pool as it writes its output.
-    var isTwoByTwo: Bool { kh == 2 && kw == 2 && sh == 2 && sw == 2 }
+    var isTwoByTwo: Bool { kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 }
 
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         if fusedIntoConv { return x }
@@ -42,7 +44,7 @@ public final class MaxPool2D: Layer, PlannedLayer {
         let y = buffers.output(planes * oh * ow, input: x, training: training)
         let mask = masksNonPositive
         let amp = argmax.reserve(planes * oh * ow)
-        let (kh, kw, sh, sw) = (self.kh, self.kw, self.sh, self.sw)
+        let (kh, kw, sh, sw, ph, pw) = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw)
         let xp = x.pointer, yp = y.pointer
         parallelChunks(planes, chunk: min(64, max(1, planes / 4))) { p0, p1 in
             for plane in p0..<p1 {
@@ -53,14 +55,16 @@ public final class MaxPool2D: Layer, PlannedLayer {
                     continue
                 }
                 for oy in 0..<oh {
+                    // The window's rows and columns inside the input (never empty: pad <= kernel / 2).
+                    let y0 = max(oy * sh - ph, 0), y1 = min(oy * sh - ph + kh, h)
                     for ox in 0..<ow {
-                        var bestIndex = (oy * sh) * w + ox * sw
+                        let x0 = max(ox * sw - pw, 0), x1 = min(ox * sw - pw + kw, w)
+                        var bestIndex = y0 * w + x0
                         var best = src[bestIndex]
-                        for ki in 0..<kh {
-                            let row = (oy * sh + ki) * w + ox * sw
-                            for kj in 0..<kw where src[row + kj] > best {
-                                best = src[row + kj]
-                                bestIndex = row + kj
+                        for iy in y0..<y1 {
+                            for ix in x0..<x1 where src[iy * w + ix] > best {
+                                best = src[iy * w + ix]
+                                bestIndex = iy * w + ix
                             }
                         }
                         let o = (plane * oh + oy) * ow + ox

@@ -9,7 +9,7 @@
 ///
 ///     input(C,H,W)                       first, exactly once
 ///     conv(OUT,K, stride=1, pad=0, bias=true, groups=1)   groups=C: depthwise
-///     maxpool(K, stride=K)   avgpool(K, stride=K)   globalavgpool
+///     maxpool(K, stride=K, pad=0)   avgpool(K, stride=K)   globalavgpool   (pad <= K/2, as PyTorch)
 ///     flatten   dense(OUT, bias=true)
 ///     relu   leakyrelu(alpha=0.01)   sigmoid   tanh
 ///     relu6   hardsigmoid   hardswish   silu (or swish)   gelu
@@ -21,7 +21,8 @@
 ///     repeat(N)[LAYERS]                  the layers N times (written out in the canonical text)
 public enum LayerKind: Equatable, Sendable {
     case conv(out: Int, kernel: Pair, stride: Pair, pad: Pair, bias: Bool, groups: Int = 1)
-    case maxpool(kernel: Pair, stride: Pair)
+    /// Padding never wins a maximum (PyTorch's and ONNX's -infinity).
+    case maxpool(kernel: Pair, stride: Pair, pad: Pair = Pair(0, 0))
     case avgpool(kernel: Pair, stride: Pair)
     case globalAvgPool
     case flatten
@@ -69,7 +70,7 @@ public struct LayerSpec: Equatable, Sendable {
             if !b { t += ",bias=false" }
             if groups != 1 { t += ",groups=\(groups)" }
             return t + ")"
-        case let .maxpool(k, s): return "maxpool(\(k)" + (s == k ? "" : ",stride=\(s)") + ")"
+        case let .maxpool(k, s, p): return "maxpool(\(k)" + (s == k ? "" : ",stride=\(s)") + (p == Pair(0, 0) ? "" : ",pad=\(p)") + ")"
         case let .avgpool(k, s): return "avgpool(\(k)" + (s == k ? "" : ",stride=\(s)") + ")"
         case .globalAvgPool: return "globalavgpool"
         case .flatten: return "flatten"

@@ -205,10 +205,12 @@ struct ArchitectureParser {
             guard out % groups == 0 else { throw error(t, "out (\(out)) must be a multiple of groups (\(groups))") }
             return .conv(out: out, kernel: k, stride: s, pad: p, bias: b, groups: groups)
         case "maxpool", "avgpool":
-            let a = try arguments(t, positional: ["kernel"], keywords: ["stride"], required: 1)
+            let a = try arguments(t, positional: ["kernel"], keywords: t.name == "maxpool" ? ["stride", "pad"] : ["stride"], required: 1)
             let k = try pair(try need(a, "kernel", t), t, "kernel", min: 1)
             let s = try a["stride"].map { try pair($0, t, "stride", min: 1) } ?? k
-            return t.name == "maxpool" ? .maxpool(kernel: k, stride: s) : .avgpool(kernel: k, stride: s)
+            let p = try a["pad"].map { try pair($0, t, "pad", min: 0) } ?? Pair(0, 0)
+            guard 2 * p.h <= k.h, 2 * p.w <= k.w else { throw error(t, "pad (\(p)) must be at most half the kernel (\(k))") }
+            return t.name == "maxpool" ? .maxpool(kernel: k, stride: s, pad: p) : .avgpool(kernel: k, stride: s)
         case "globalavgpool":
             _ = try arguments(t, positional: [], keywords: [], required: 0)
             return .globalAvgPool

@@ -324,12 +324,13 @@ public final class Model {
             }
             return Conv2D(spec: spec, input: input, outChannels: out, kernel: (k.h, k.w),
                           stride: (s.h, s.w), padding: (p.h, p.w), bias: bias)
-        case let .maxpool(k, s), let .avgpool(k, s):
+        case let .maxpool(k, s, p):
+            guard !input.flat else { throw fail("pooling needs an image input (C,H,W), not a vector") }
+            guard input.h + 2 * p.h >= k.h, input.w + 2 * p.w >= k.w else { throw fail("the window \(k) is larger than the input (with its padding)") }
+            return MaxPool2D(spec: spec, input: input, kernel: (k.h, k.w), stride: (s.h, s.w), padding: (p.h, p.w))
+        case let .avgpool(k, s):
             guard !input.flat else { throw fail("pooling needs an image input (C,H,W), not a vector") }
             guard input.h >= k.h, input.w >= k.w else { throw fail("the window \(k) is larger than the input") }
-            if case .maxpool = spec.kind {
-                return MaxPool2D(spec: spec, input: input, kernel: (k.h, k.w), stride: (s.h, s.w))
-            }
             return AvgPool2D(spec: spec, input: input, kernel: (k.h, k.w), stride: (s.h, s.w))
         case .globalAvgPool:
             guard !input.flat else { throw fail("globalavgpool needs an image input (C,H,W), not a vector") }
