@@ -267,8 +267,11 @@ typedef struct cnn_model cnn_model;
  * CNN_INVALID_ARGUMENT for layers that do not fit together (e.g. dense on an image). */
 cnn_status cnn_model_create(const char *architecture, uint64_t seed, cnn_model **model);
 
-/* Loads a model file (safetensors). The file is untrusted: every offset, size and shape is
- * checked against its architecture before use. Returns CNN_IO_ERROR or CNN_BAD_FORMAT. */
+/* Loads a model file (safetensors), or imports an ONNX model when path ends in ".onnx" (what
+ * torch.onnx.export or cnn_model_export_onnx writes; the supported ops are listed in README.md).
+ * The file is untrusted: every offset, size and shape is checked before use; an ONNX graph the
+ * engine cannot express fails whole, naming the first unsupported node, its op and why.
+ * Returns CNN_IO_ERROR or CNN_BAD_FORMAT. */
 cnn_status cnn_model_load(const char *path, cnn_model **model);
 
 /* Flags of cnn_model_load_flags. */
@@ -282,6 +285,13 @@ cnn_status cnn_model_load_flags(const char *path, uint32_t flags, cnn_model **mo
 /* Saves the model as safetensors, atomically: a temporary file beside path is written, flushed
  * and renamed, so an existing file at path is either replaced whole or left as it was. */
 cnn_status cnn_model_save(cnn_model *model, const char *path);
+
+/* Writes the model as ONNX (opset 17), atomically, for ONNX Runtime and other runtimes: input
+ * "pixels" (batch, C, H, W) of values in [0, 1] as cnn_model_predict takes them (the model's
+ * normalization is the graph's first nodes), outputs "logits" and "probabilities", the batch
+ * dimension dynamic; class names and the architecture text in its metadata. Loading the file back
+ * (cnn_model_load) gives the same architecture and the same weights, bit for bit. */
+cnn_status cnn_model_export_onnx(cnn_model *model, const char *path);
 
 /* Frees a model. NULL is a harmless no-op. Returns nothing; a model being trained by another
  * thread is freed when that training returns. */

@@ -19,7 +19,7 @@ cnn \- train, evaluate and run convolutional networks (SwiftCNN)
 .nf
 HEAD
 "$CNN" --help | roff
-for command in train eval predict summary idx2jpeg; do
+for command in train eval predict summary export import idx2jpeg; do
     echo ".fi"
     echo ".SH \"CNN $(echo $command | tr a-z A-Z)\""
     echo ".nf"

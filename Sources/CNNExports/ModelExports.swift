@@ -40,6 +40,15 @@ public func exportModelSave(_ model: OpaquePointer?, _ path: UnsafePointer<CChar
     }
 }
 
+// export: cnn_model_export_onnx
+public func exportModelExportONNX(_ model: OpaquePointer?, _ path: UnsafePointer<CChar>?) -> cnn_status {
+    guarded("cnn_model_export_onnx") {
+        let handle = try Registry.model(model)
+        let path = try string(path, "path")
+        try handle.reading { try $0.exportONNX(to: path) }
+    }
+}
+
 // export: cnn_model_free
 public func exportModelFree(_ model: OpaquePointer?) { Registry.remove(model) }
 

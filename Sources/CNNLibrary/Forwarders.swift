@@ -249,6 +249,17 @@ public func exportModelEvaluate(_ model: OpaquePointer?, _ data: OpaquePointer?,
     }
 }
 
+@_cdecl("cnn_model_export_onnx")
+public func exportModelExportONNX(_ model: OpaquePointer?, _ path: UnsafePointer<CChar>?) -> cnn_status {
+    switch dispatchLevel {
+#if CNN_ALL_LEVELS
+    case .avx512: CNNExportsAVX512.exportModelExportONNX(model, path)
+    case .avx2: CNNExportsAVX2.exportModelExportONNX(model, path)
+#endif
+    default: CNNExports.exportModelExportONNX(model, path)
+    }
+}
+
 @_cdecl("cnn_model_free")
 public func exportModelFree(_ model: OpaquePointer?) {
     switch dispatchLevel {

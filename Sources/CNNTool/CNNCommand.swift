@@ -18,7 +18,7 @@ struct CNNCommand: ParsableCommand {
         commandName: "cnn",
         abstract: "Train, evaluate and run convolutional networks (SwiftCNN).",
         version: versionText,
-        subcommands: [Train.self, Eval.self, Predict.self, Summary.self, IDXToJPEG.self])
+        subcommands: [Train.self, Eval.self, Predict.self, Summary.self, Export.self, Import.self, IDXToJPEG.self])
 
     /// Like ParsableCommand's main, but every error is one line on stderr (help still prints whole).
     static func main() {

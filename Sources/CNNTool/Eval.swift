@@ -5,7 +5,7 @@ import Foundation
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Evaluate a model: loss, accuracy, per-class accuracy, confusion matrix.")
 
-    @Option(help: "Model file (.safetensors).") var model: String
+    @Option(help: "Model file (.safetensors, or an ONNX file to import: .onnx).") var model: String
     @Option(help: "Data: a folder of class sub-folders of JPEGs, or an IDX images file.") var data: String
     @Flag(help: "Print one JSON object.") var json = false
     @Option(help: "Use only the first N samples.") var limit: Int?

@@ -7,7 +7,7 @@ struct Predict: ParsableCommand {
         abstract: "Print the most likely classes of images, by name, with their probabilities.",
         discussion: "cnn predict --model fashion.safetensors shirt.jpg boot.jpg --top 3")
 
-    @Option(help: "Model file (.safetensors).") var model: String
+    @Option(help: "Model file (.safetensors, or an ONNX file to import: .onnx).") var model: String
     @Argument(help: "JPEG files to classify.") var files: [String] = []
     @Option(help: "Or a dataset: a folder of class sub-folders of JPEGs, or an IDX images file.") var data: String?
     @Option(help: "How many classes to show per image.") var top: Int = 1

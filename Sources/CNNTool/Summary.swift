@@ -5,7 +5,7 @@ import Foundation
 struct Summary: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show a network's layers, output shapes, parameters and FLOPs.")
 
-    @Argument(help: "An architecture text, a file holding one, or a model file (.safetensors).")
+    @Argument(help: "An architecture text, a file holding one, or a model file (.safetensors, or .onnx to import).")
     var specOrModel: String
 
     @OptionGroup var common: CommonOptions
@@ -13,7 +13,7 @@ struct Summary: ParsableCommand {
     func run() throws {
         try CNNCommandRun {
             try common.apply()
-            if specOrModel.hasSuffix(".safetensors") || isSafetensors(specOrModel) {
+            if specOrModel.hasSuffix(".safetensors") || Model.isONNXPath(specOrModel) || isSafetensors(specOrModel) {
                 let model = try Model.load(from: specOrModel)
                 print(model.architecture.text)
                 print(model.summary)

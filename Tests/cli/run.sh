@@ -102,6 +102,24 @@ if python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert len(d) ==
 else fail "predict --json" "$(head -c 300 "$T/pred.json")"; fi
 "$CNN" summary "$T/a.safetensors" | grep -q "dense(128)" && ok "summary of a model file" || fail "summary of a model file"
 
+# ONNX: export, import back (same architecture, same weights bit for bit), and the .onnx file
+# taken directly by eval and summary.
+if "$CNN" export "$T/a.safetensors" "$T/a.onnx" >/dev/null && "$CNN" import "$T/a.onnx" "$T/a-back.safetensors" >/dev/null; then
+    "$CNN" eval --model "$T/a.onnx" --data "$TEST" --json >"$T/onnx.json"
+    if python3 -c "import json,sys; a,b=(json.load(open(p)) for p in sys.argv[1:]); a.pop('seconds'); b.pop('seconds'); assert a == b" "$T/eval.json" "$T/onnx.json"; then
+        ok "export, then eval of the .onnx file: the model's results"
+    else fail "eval of the .onnx file" "$(head -c 300 "$T/onnx.json")"; fi
+    "$CNN" export "$T/a-back.safetensors" "$T/a-back.onnx" >/dev/null
+    cmp -s "$T/a.onnx" "$T/a-back.onnx" && ok "export -> import -> export gives the same ONNX bytes" || fail "export -> import -> export"
+    "$CNN" summary "$T/a.onnx" | grep -q "dense(128)" && ok "summary of an ONNX file" || fail "summary of an ONNX file"
+else
+    fail "cnn export / cnn import"
+fi
+expect_error "export to a name that is not .onnx" "$CNN" export "$T/a.safetensors" "$T/a.bin"
+head -c 700 "$T/a.onnx" >"$T/trunc.onnx"
+expect_error "truncated ONNX file" "$CNN" import "$T/trunc.onnx" "$T/x.safetensors"
+[[ ! -e $T/x.safetensors ]] && ok "a failed import writes nothing" || fail "a failed import writes nothing"
+
 # numpy users read the weights with the safetensors package, with PyTorch's names and shapes.
 if python3 -c "import safetensors" 2>/dev/null; then
     if python3 - "$T/a.safetensors" <<'PY'
@@ -309,7 +327,7 @@ cmp -s "$T/a.safetensors" "$T/keep.safetensors" && ok "previous model intact" ||
 # The documentation agrees with the tool: every option of every command's --help is in README.md,
 # and the manual page (scripts/man.sh, what make install installs) holds each command's help.
 missing=""
-for command in train eval predict summary idx2jpeg; do
+for command in train eval predict summary export import idx2jpeg; do
     for option in $("$CNN" help $command | grep -oE -- '--[a-z][a-z0-9-]+' | sort -u); do
         [[ $option == --help || $option == --version ]] && continue
         grep -qF -- "$option" "$ROOT/README.md" || missing+=" $command $option"

@@ -2,14 +2,14 @@
 // (`make fuzz`): every input must end in a value or a CNNError, never a trap, a leak or a memory
 // error (AddressSanitizer), and never allocate out of proportion (-malloc_limit_mb, -rss_limit_mb).
 // One binary; the harness is chosen by the name it runs under (fuzz-architecture, fuzz-model,
-// fuzz-idx, fuzz-jpeg, fuzz-png), so each keeps its own corpus and crash files replay with the same name.
+// fuzz-idx, fuzz-jpeg, fuzz-png, fuzz-onnx), so each keeps its own corpus and crash files replay with the same name.
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// What one input exercises.
 enum Harness: String, CaseIterable {
-    case architecture, model, idx, jpeg, png
+    case architecture, model, idx, jpeg, png, onnx
 }
 
 nonisolated(unsafe) var harness = Harness.architecture
@@ -38,6 +38,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     case .idx: fuzzIDX(bytes)
     case .jpeg: fuzzJPEG(bytes)
     case .png: fuzzPNG(bytes)
+    case .onnx: fuzzONNX(bytes)
     }
     return 0
 }
@@ -65,6 +66,19 @@ func fuzzModel(_ bytes: [UInt8]) {
     if model.inputShape.count <= 4096, model.flops <= 1 << 22 {
         let x = [Float](repeating: 0.5, count: model.inputShape.count)
         _ = x.withUnsafeBufferPointer { model.predict($0.baseAddress!, batch: 1) }
+    }
+}
+
+/// ONNX files: the protobuf reader, the graph walk into an architecture, the weights' checks,
+/// and (for a small model) a prediction and the export of what was imported.
+func fuzzONNX(_ bytes: [UInt8]) {
+    guard let file = try? ONNXFile.parse(bytes, path: "input") else { return }
+    guard var importer = try? ONNXImporter(file), let model = try? importer.model() else { return }
+    _ = model.summary
+    if model.inputShape.count <= 4096, model.flops <= 1 << 22 {
+        let x = [Float](repeating: 0.5, count: model.inputShape.count)
+        _ = x.withUnsafeBufferPointer { model.predict($0.baseAddress!, batch: 1) }
+        _ = try? model.onnxBytes()
     }
 }
 

@@ -7,6 +7,9 @@ extension Model {
 
     /// Saves the model (and, for a checkpoint, the training state) atomically.
     public func save(to path: String, training state: TrainingState? = nil) throws {
+        guard !Model.isONNXPath(path) else {
+            throw CNNError(.invalidArgument, "\(path): model files are safetensors; write ONNX with export (cnn export, cnn_model_export_onnx)")
+        }
         var metadata: [(String, String)] = [
             ("format", Model.fileFormat),
             ("format_version", Model.fileFormatVersion),
@@ -45,8 +48,10 @@ extension Model {
     /// Loads a model file, treating it as untrusted: the architecture is parsed and every tensor
     /// checked against it (name, dtype, shape, byte range) before anything is copied. A tensor
     /// holding NaN or infinity is refused by name unless `allowNonFinite` (to inspect a broken file).
+    /// A path ending in `.onnx` is imported (`importONNX`).
     public static func load(from path: String, allowNonFinite: Bool = false) throws -> Model {
-        try load(file: Safetensors.read(path), path: path, allowNonFinite: allowNonFinite)
+        if isONNXPath(path) { return try importONNX(from: path, allowNonFinite: allowNonFinite) }
+        return try load(file: Safetensors.read(path), path: path, allowNonFinite: allowNonFinite)
     }
 
     static func load(file: Safetensors.File, path: String, allowNonFinite: Bool = false) throws -> Model {

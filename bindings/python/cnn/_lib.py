@@ -102,6 +102,7 @@ _FUNCTIONS = {
     "cnn_model_load": (status, [ctypes.c_char_p, handle_p]),
     "cnn_model_load_flags": (status, [ctypes.c_char_p, ctypes.c_uint32, handle_p]),
     "cnn_model_save": (status, [handle, ctypes.c_char_p]),
+    "cnn_model_export_onnx": (status, [handle, ctypes.c_char_p]),
     "cnn_model_free": (None, [handle]),
     "cnn_model_input_shape": (status, [handle, c_int32_p, c_int32_p, c_int32_p]),
     "cnn_model_num_classes": (status, [handle, c_int32_p]),

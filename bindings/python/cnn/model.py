@@ -36,8 +36,9 @@ class Model:
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike], allow_non_finite: bool = False) -> "Model":
-        """Loads a model file (safetensors). A tensor holding NaN or infinity raises BadFormatError
-        naming it, unless ``allow_non_finite``."""
+        """Loads a model file (safetensors), or imports an ONNX model (a path ending in ``.onnx``:
+        what ``torch.onnx.export`` or ``export_onnx`` writes). A tensor holding NaN or infinity
+        raises BadFormatError naming it, unless ``allow_non_finite``."""
         out = ctypes.c_void_p()
         check(lib.cnn_model_load_flags(os.fsencode(path), 1 if allow_non_finite else 0, ctypes.byref(out)))
         model = cls.__new__(cls)
@@ -47,6 +48,11 @@ class Model:
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Saves the model as safetensors, atomically (also allowed from fit's epoch-end callback)."""
         check(lib.cnn_model_save(self._native.pointer(), os.fsencode(path)))
+
+    def export_onnx(self, path: Union[str, os.PathLike]) -> None:
+        """Writes the model as ONNX (opset 17), atomically: input ``pixels`` (batch, C, H, W) in
+        [0, 1], as ``predict`` takes it; outputs ``logits`` and ``probabilities``."""
+        check(lib.cnn_model_export_onnx(self._native.pointer(), os.fsencode(path)))
 
     def close(self):
         """Frees the model now (later uses raise ValueError)."""

@@ -1,0 +1,292 @@
+/// ONNX import, node by node: each supported op (with one data input) becomes layers, its
+/// attributes checked against what the layer computes.
+extension ONNXImporter {
+    /// Translates node `n` reading data value `x` of `shape`; returns the value it leaves.
+    mutating func translate(_ n: Int, input x: String, shape: inout Shape, into piece: inout Piece) throws -> String {
+        let node = nodes[n]
+        guard !used[n] else { throw error(n, "it is reached twice (a cycle in the graph?)") }
+        used[n] = true
+        guard let out = node.outputs.first, !out.isEmpty else { throw error(n, "it has no output") }
+        let data = dataInputs(n)
+        guard data == [x] else {
+            throw error(n, "it reads \(data.count) data values (\(data.joined(separator: ", "))); one is supported here")
+        }
+        guard node.inputs.first == x || ["Mul", "Add"].contains(node.opType) else {
+            throw error(n, "its data input must be its first input")
+        }
+        let attrs = node.attributes
+        func int(_ name: String, _ fallback: Int) -> Int { attrs[name]?.i ?? fallback }
+        func intList(_ name: String) -> [Int]? { attrs[name]?.ints }
+        /// Adds a leaf layer, checking it against the current shape.
+        func add(_ kind: LayerKind, _ weights: [[Float]] = []) throws {
+            let spec = LayerSpec(kind: kind)
+            let layer: Layer
+            do { layer = try Model.makeLayer(spec, input: shape, index: piece.specs.count) } catch let e as CNNError {
+                throw error(n, "as \(spec.text) on \(shape): \(e.message)")
+            }
+            let expected = layer.parameters.map(\.count)
+            guard expected == weights.map(\.count) else {
+                throw error(n, "its weights have \(weights.map(\.count)) values, \(spec.text) on \(shape) needs \(expected)")
+            }
+            piece.append(spec, weights)
+            shape = layer.outputShape
+        }
+        func noExtraOutputs() throws {
+            for o in node.outputs.dropFirst() where !o.isEmpty && consumers[o] != nil {
+                throw error(n, "its output '\(o)' is used, which is not supported")
+            }
+        }
+        try noExtraOutputs()
+
+        switch node.opType {
+        case "Identity":
+            break
+        case "Conv":
+            guard !shape.flat else { throw error(n, "a convolution of a vector \(shape)") }
+            guard let wt = constants[node.inputs.count > 1 ? node.inputs[1] : ""] else { throw error(n, "its weights are not a constant") }
+            let w = try file.floatValues(wt)
+            guard wt.dims.count == 4 else { throw error(n, "its weights have dims \(wt.dims), not (out, in / groups, kH, kW)") }
+            let groups = int("group", 1)
+            let (oc, k) = (wt.dims[0], Pair(wt.dims[2], wt.dims[3]))
+            if let ks = intList("kernel_shape"), ks != [k.h, k.w] { throw error(n, "kernel_shape \(ks) differs from the weights' \(k)") }
+            guard (intList("dilations") ?? [1, 1]).allSatisfy({ $0 == 1 }) else { throw error(n, "dilation \(intList("dilations")!) is not supported") }
+            let strides = intList("strides") ?? [1, 1]
+            let pads = try padding(n, attrs, shape: shape, kernel: k, strides: strides)
+            guard strides.count == 2, strides.allSatisfy({ $0 >= 1 && $0 <= Architecture.maxDimension }) else { throw error(n, "strides \(strides)") }
+            guard groups >= 1, wt.dims[1] * groups == shape.c, oc % groups == 0 else {
+                throw error(n, "weights \(wt.dims) with group \(groups) do not fit an input of \(shape.c) channels")
+            }
+            var weights = [w]
+            if node.inputs.count > 2, !node.inputs[2].isEmpty {
+                guard let bt = constants[node.inputs[2]] else { throw error(n, "its bias is not a constant") }
+                weights.append(try file.floatValues(bt))
+            }
+            try add(.conv(out: oc, kernel: k, stride: Pair(strides[0], strides[1]), pad: pads, bias: weights.count == 2, groups: groups), weights)
+        case "BatchNormalization":
+            guard node.inputs.count == 5 else { throw error(n, "\(node.inputs.count) inputs (5 expected)") }
+            var weights: [[Float]] = []
+            for name in node.inputs.dropFirst() {
+                guard let t = constants[name] else { throw error(n, "its parameter '\(name)' is not a constant") }
+                weights.append(try file.floatValues(t))
+            }
+            guard int("training_mode", 0) == 0 else { throw error(n, "training_mode 1 (export the model in eval mode)") }
+            let eps = attrs["epsilon"]?.f ?? 1e-5
+            let momentum = ONNXImporter.torchMomentum(attrs["momentum"]?.f ?? 0.9)
+            guard eps > 0, eps.isFinite, momentum > 0, momentum <= 1 else { throw error(n, "epsilon \(eps) / momentum \(momentum)") }
+            try add(.batchnorm(eps: eps, momentum: momentum), weights)
+        case "Relu": try add(.activation(.relu))
+        case "Sigmoid": try add(.activation(.sigmoid))
+        case "Tanh": try add(.activation(.tanh))
+        case "HardSwish": try add(.activation(.hardSwish))
+        case "Silu": try add(.activation(.silu))
+        case "LeakyRelu": try add(.activation(.leakyRelu(alpha: attrs["alpha"]?.f ?? 0.01)))
+        case "HardSigmoid":
+            let alpha = attrs["alpha"]?.f ?? 0.2, beta = attrs["beta"]?.f ?? 0.5
+            guard abs(alpha - 1.0 / 6) < 1e-6, abs(beta - 0.5) < 1e-6 else {
+                throw error(n, "alpha \(alpha) and beta \(beta): PyTorch's hardsigmoid (alpha 1/6, beta 0.5) is supported")
+            }
+            try add(.activation(.hardSigmoid))
+        case "Clip":
+            var low = attrs["min"]?.f, high = attrs["max"]?.f
+            if node.inputs.count > 1, !node.inputs[1].isEmpty { low = try scalar(n, node.inputs[1]) }
+            if node.inputs.count > 2, !node.inputs[2].isEmpty { high = try scalar(n, node.inputs[2]) }
+            if low == 0 && high == 6 { try add(.activation(.relu6)) }
+            else if low == 0 && (high == nil || high == .infinity) { try add(.activation(.relu)) }
+            else { throw error(n, "a clip to [\(low.map { "\($0)" } ?? "-inf"), \(high.map { "\($0)" } ?? "inf")]: [0, 6] (ReLU6) and [0, inf) are supported") }
+        case "Gelu":
+            guard (attrs["approximate"]?.s ?? "none") == "none" else { throw error(n, "the tanh approximation of GELU is not supported") }
+            try add(.activation(.gelu))
+        case "MaxPool", "AveragePool":
+            guard !shape.flat else { throw error(n, "pooling a vector \(shape)") }
+            guard let ks = intList("kernel_shape"), ks.count == 2 else { throw error(n, "kernel_shape must have two values") }
+            let k = Pair(ks[0], ks[1]), strides = intList("strides") ?? [1, 1]
+            guard strides.count == 2, strides.allSatisfy({ $0 >= 1 }) else { throw error(n, "strides \(strides)") }
+            guard (intList("dilations") ?? [1, 1]).allSatisfy({ $0 == 1 }) else { throw error(n, "dilation is not supported") }
+            let pads = try padding(n, attrs, shape: shape, kernel: k, strides: strides)
+            guard pads == Pair(0, 0) || node.opType == "MaxPool" && 2 * pads.h <= k.h && 2 * pads.w <= k.w else {
+                throw error(n, node.opType == "MaxPool" ? "padding \(pads) is more than half the window \(k)" : "padding \(pads) is not supported for average pooling")
+            }
+            if int("ceil_mode", 0) != 0 {
+                let (eh, ew) = (shape.h + 2 * pads.h - k.h, shape.w + 2 * pads.w - k.w)
+                let floor = (eh / strides[0], ew / strides[1])
+                let ceil = ((eh + strides[0] - 1) / strides[0], (ew + strides[1] - 1) / strides[1])
+                guard floor == ceil else { throw error(n, "ceil_mode 1 changes the output size here, which is not supported") }
+            }
+            let s = Pair(strides[0], strides[1])
+            try add(node.opType == "MaxPool" ? .maxpool(kernel: k, stride: s, pad: pads) : .avgpool(kernel: k, stride: s))
+        case "GlobalAveragePool":
+            try add(.globalAvgPool)
+        case "ReduceMean":
+            var axes = intList("axes")
+            if node.inputs.count > 1, !node.inputs[1].isEmpty {
+                guard let t = constants[node.inputs[1]] else { throw error(n, "its axes are not a constant") }
+                axes = try file.intValues(t)
+            }
+            guard !shape.flat, let a = axes, Set(a.map { $0 < 0 ? $0 + 4 : $0 }) == [2, 3] else {
+                throw error(n, "a mean over axes \(axes.map { "\($0)" } ?? "all") of \(shape); the mean over height and width (2, 3) is supported")
+            }
+            try add(.globalAvgPool)
+            if int("keepdims", 1) == 0 { try add(.flatten) }
+        case "Flatten":
+            guard int("axis", 1) == 1 else { throw error(n, "axis \(int("axis", 1)); flattening from axis 1 is supported") }
+            if !shape.flat { try add(.flatten) }
+        case "Reshape":
+            guard node.inputs.count == 2, let target = try ints(of: node.inputs[1], node: n) else {
+                throw error(n, "its target shape is not a constant or a computation on Shape")
+            }
+            // To (batch, features): the batch as 0, -1 or the batch size read by Shape.
+            let features = shape.count
+            // (A model exported without a dynamic batch has its batch size as a constant there.)
+            guard target.count == 2, target[0] == nil || target[0] == 0 || target[0] == -1 || target[0] == fixedBatch || target[1] != -1,
+                  target[1] == -1 && target[0] != -1 || target[1] == features else {
+                throw error(n, "a reshape of \(shape) to \(target.map { $0.map(String.init) ?? "batch" }); to (batch, \(features)) is supported")
+            }
+            if !shape.flat { try add(.flatten) }
+        case "Gemm":
+            guard shape.flat else { throw error(n, "a Gemm of \(shape): flatten it first") }
+            guard int("transA", 0) == 0, attrs["alpha"].map({ $0.f == 1 }) ?? true, attrs["beta"].map({ $0.f == 1 }) ?? true else {
+                throw error(n, "transA, alpha and beta must be 0, 1 and 1")
+            }
+            guard node.inputs.count >= 2, let bt = constants[node.inputs[1]], bt.dims.count == 2 else { throw error(n, "its weights are not a constant matrix") }
+            var w = try file.floatValues(bt)
+            let transB = int("transB", 0) != 0
+            let (outputs, inputs) = transB ? (bt.dims[0], bt.dims[1]) : (bt.dims[1], bt.dims[0])
+            guard inputs == shape.c else { throw error(n, "weights \(bt.dims) for \(shape.c) inputs") }
+            if !transB { w = ONNXImporter.transposed(w, rows: inputs, cols: outputs) }
+            var weights = [w]
+            if node.inputs.count > 2, !node.inputs[2].isEmpty {
+                guard let ct = constants[node.inputs[2]] else { throw error(n, "its bias is not a constant") }
+                let b = try file.floatValues(ct)
+                guard b.count == outputs else { throw error(n, "a bias of \(b.count) values for \(outputs) outputs (broadcasting is not supported)") }
+                weights.append(b)
+            }
+            try add(.dense(out: outputs, bias: weights.count == 2), weights)
+        case "MatMul":
+            guard shape.flat else { throw error(n, "a MatMul of \(shape): flatten it first") }
+            guard node.inputs[0] == x, let bt = constants[node.inputs[1]], bt.dims.count == 2, bt.dims[0] == shape.c else {
+                throw error(n, "a product with a constant (\(shape.c), out) matrix is supported")
+            }
+            let outputs = bt.dims[1]
+            var weights = [ONNXImporter.transposed(try file.floatValues(bt), rows: shape.c, cols: outputs)]
+            var result = out
+            // The Add of a bias right after it.
+            if let a = (consumers[out] ?? []).first, consumers[out]!.count == 1, nodes[a].opType == "Add", !used[a],
+               let biasName = nodes[a].inputs.first(where: { $0 != out }), let ct = constants[biasName] {
+                let b = try file.floatValues(ct)
+                if b.count == outputs {
+                    used[a] = true
+                    weights.append(b)
+                    result = nodes[a].outputs[0]
+                }
+            }
+            try add(.dense(out: outputs, bias: weights.count == 2), weights)
+            return result
+        case "Dropout":
+            var p = attrs["ratio"]?.f ?? 0.5
+            if node.inputs.count > 1, !node.inputs[1].isEmpty { p = try scalar(n, node.inputs[1]) }
+            guard p >= 0, p < 1 else { throw error(n, "ratio \(p)") }
+            try add(.dropout(p: p))
+        case "Softmax":
+            throw error(n, "a softmax is supported only as the graph's last node, over the classes")
+        default:
+            let known = ONNXImporter.supportedOps.contains(node.opType)
+            throw error(n, known ? "this use of \(node.opType) is not supported (on \(shape))"
+                                  : "the op is not supported; supported: \(ONNXImporter.supportedOps.joined(separator: ", "))")
+        }
+        return out
+    }
+
+    /// Symmetric padding from `pads` (top, left, bottom, right) or auto_pad.
+    private func padding(_ n: Int, _ attrs: [String: ONNXFile.Attribute], shape: Shape, kernel k: Pair, strides: [Int]) throws -> Pair {
+        let auto = attrs["auto_pad"]?.s ?? "NOTSET"
+        switch auto {
+        case "NOTSET":
+            let pads = attrs["pads"]?.ints ?? [0, 0, 0, 0]
+            guard pads.count == 4, pads.allSatisfy({ $0 >= 0 && $0 <= Architecture.maxDimension }) else { throw error(n, "pads \(pads)") }
+            guard pads[0] == pads[2], pads[1] == pads[3] else { throw error(n, "asymmetric padding \(pads) is not supported") }
+            return Pair(pads[0], pads[1])
+        case "VALID": return Pair(0, 0)
+        default:
+            // SAME_UPPER / SAME_LOWER: symmetric when the total padding is even.
+            guard strides.count == 2, strides.allSatisfy({ $0 >= 1 }) else { throw error(n, "strides \(strides)") }
+            func total(_ size: Int, _ kk: Int, _ s: Int) -> Int { max(0, ((size + s - 1) / s - 1) * s + kk - size) }
+            let th = total(shape.h, k.h, strides[0]), tw = total(shape.w, k.w, strides[1])
+            guard th % 2 == 0, tw % 2 == 0 else { throw error(n, "auto_pad \(auto) pads asymmetrically here, which is not supported") }
+            return Pair(th / 2, tw / 2)
+        }
+    }
+
+    private func scalar(_ n: Int, _ name: String) throws -> Float {
+        guard let t = constants[name] else { throw error(n, "its input '\(name)' is not a constant") }
+        let v = t.dataType == ONNXFile.floatType || t.dataType == ONNXFile.doubleType ? try file.floatValues(t) : try file.intValues(t).map(Float.init)
+        guard v.count == 1 else { throw error(n, "its input '\(name)' holds \(v.count) values, not one") }
+        return v[0]
+    }
+
+    /// ONNX's batch-norm momentum weighs the running statistics, PyTorch's the batch's: 1 - m,
+    /// rounded to six decimals when that is within float error (0.9 comes back as 0.1, not 0.10000002).
+    static func torchMomentum(_ m: Float) -> Float {
+        let d = 1 - Double(m)
+        let snapped = (d * 1e6).rounded() / 1e6
+        return Float(abs(d - snapped) < 1e-7 ? snapped : d)
+    }
+
+    static func transposed(_ w: [Float], rows: Int, cols: Int) -> [Float] {
+        var t = [Float](repeating: 0, count: w.count)
+        for r in 0..<rows { for c in 0..<cols { t[c * rows + r] = w[r * cols + c] } }
+        return t
+    }
+}
+
+extension ONNXImporter {
+    /// The integers a value holds: a constant, or a small computation on Shape (Gather, Unsqueeze,
+    /// Squeeze, Concat, Slice, Cast) as `x.view(x.size(0), -1)` writes without constant folding.
+    /// The batch size, unknown here, is nil. Nodes evaluated are marked used.
+    mutating func ints(of value: String, node n: Int, depth: Int = 0) throws -> [Int?]? {
+        if let t = constants[value] { return try file.intValues(t).map { $0 } }
+        if let v = intMemo[value] { return v }
+        guard depth < 32, let p = producer[value] else { return nil }
+        let node = nodes[p]
+        func input(_ k: Int) throws -> [Int?]? {
+            guard k < node.inputs.count, !node.inputs[k].isEmpty else { return nil }
+            return try ints(of: node.inputs[k], node: n, depth: depth + 1)
+        }
+        var result: [Int?]
+        switch node.opType {
+        case "Shape":
+            guard let s = knownShapes[node.inputs.first ?? ""] else { return nil }
+            let start = node.attributes["start"]?.i ?? 0, end = node.attributes["end"]?.i ?? s.count
+            let a = max(0, min(s.count, start < 0 ? start + s.count : start)), b = max(a, min(s.count, end < 0 ? end + s.count : end))
+            result = Array(s[a..<b])
+        case "Cast", "Identity":
+            guard let a = try input(0) else { return nil }
+            result = a
+        case "Gather":
+            guard let data = try input(0), let idx = try input(1), (node.attributes["axis"]?.i ?? 0) == 0 else { return nil }
+            result = []
+            for i in idx {
+                guard let i, i >= -data.count, i < data.count else { return nil }
+                result.append(data[i < 0 ? i + data.count : i])
+            }
+        case "Unsqueeze", "Squeeze":
+            guard let a = try input(0), a.count <= 1 || node.opType == "Squeeze" else { return nil }
+            result = a
+        case "Concat":
+            result = []
+            for k in node.inputs.indices {
+                guard let a = try input(k), result.count + a.count <= 16 else { return nil }
+                result += a
+            }
+        case "Slice":
+            guard let a = try input(0), let s = try input(1), let e = try input(2), s.count == 1, e.count == 1,
+                  let start = s[0], let end = e[0], (try input(3)).map({ $0 == [0] }) ?? true, (try input(4)).map({ $0 == [1] }) ?? true else { return nil }
+            let lo = max(0, min(a.count, start < 0 ? start + a.count : start)), hi = max(lo, min(a.count, end < 0 ? end + a.count : end))
+            result = Array(a[lo..<hi])
+        default:
+            return nil
+        }
+        used[p] = true
+        intMemo[value] = result
+        return result
+    }
+}

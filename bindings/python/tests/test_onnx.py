@@ -1,0 +1,407 @@
+"""ONNX export and import: our files in ONNX Runtime and the checker, export -> import bit for bit,
+networks built in PyTorch and exported with torch.onnx.export, and hostile files."""
+import importlib.util
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+import cnn
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+safetensors_numpy = pytest.importorskip("safetensors.numpy")
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples", "architectures")
+
+# Every layer kind, the blocks, and the shipped architectures.
+ARCHITECTURES = {
+    "plain": "input(1,28,28) conv(8,3,pad=1) relu maxpool(2) conv(16,3,pad=1,bias=false) batchnorm relu "
+             "avgpool(2) flatten dense(32) relu dropout(0.25) dense(10)",
+    "activations": "input(3,16,16) conv(8,3,pad=1,stride=2) relu6 conv(8,3,pad=1,groups=8) hardswish conv(16,1) silu "
+                   "conv(16,3,pad=1) gelu conv(16,1) hardsigmoid conv(8,1) sigmoid conv(8,1) tanh "
+                   "conv(8,3x1,pad=1x0) leakyrelu(alpha=0.2) maxpool(3,stride=2,pad=1) globalavgpool flatten "
+                   "batchnorm(eps=0.001,momentum=0.01) dense(5)",
+    "blocks": "input(3,16,16) conv(8,3,pad=1) batchnorm relu residual[conv(8,3,pad=1) batchnorm relu conv(8,3,pad=1) batchnorm] relu "
+              "residual[conv(16,3,stride=2,pad=1) batchnorm relu | conv(16,1,stride=2) batchnorm] "
+              "concat[conv(8,1) | | conv(4,3,pad=1) relu] se(4) se(6,act=silu,gate=hardsigmoid) globalavgpool flatten dense(3,bias=false)",
+}
+for _name in ("resnet20", "mobilenetv2", "efficientnet-small"):
+    with open(os.path.join(EXAMPLES, _name + ".txt")) as _f:
+        ARCHITECTURES[_name] = re.sub(r"input\(3,224,224\)", "input(3,64,64)", _f.read())
+
+
+def _randomized(text, seed, path):
+    """A model with random weights and batch-norm statistics, and a normalization."""
+    model = cnn.Model(text, seed=seed)
+    model.save(path)
+    tensors = safetensors_numpy.load_file(str(path))
+    with open(path, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    meta = header["__metadata__"]
+    rng = np.random.default_rng(seed)
+    for name, t in tensors.items():
+        if name.endswith("running_mean") or name.endswith("bias"):
+            tensors[name] = rng.uniform(-0.3, 0.3, t.shape).astype(np.float32)
+        elif name.endswith("running_var"):
+            tensors[name] = rng.uniform(0.5, 2, t.shape).astype(np.float32)
+    c = model.input_shape[0]
+    meta["normalization_mean"] = json.dumps([round(0.1 * (i + 1), 3) for i in range(c)])
+    meta["normalization_std"] = json.dumps([round(0.2 + 0.05 * i, 3) for i in range(c)])
+    meta["classes"] = json.dumps(["class %d" % i for i in range(model.num_classes)])
+    safetensors_numpy.save_file(tensors, str(path), metadata=meta)
+    return cnn.Model.load(path)
+
+
+def _tensors(path):
+    return safetensors_numpy.load_file(str(path))
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_export_runs_in_onnxruntime_and_imports_back_bit_for_bit(name, tmp_path):
+    model = _randomized(ARCHITECTURES[name], 3, tmp_path / "model.safetensors")
+    model.export_onnx(tmp_path / "model.onnx")
+    proto = onnx.load(str(tmp_path / "model.onnx"))
+    onnx.checker.check_model(proto, full_check=True)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["architecture"] == model.architecture
+    assert json.loads(meta["classes"]) == model.classes
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(5)
+    for batch in (1, 3):  # the batch dimension is dynamic
+        x = rng.random((batch,) + tuple(model.input_shape), dtype=np.float32)
+        logits, probabilities = session.run(["logits", "probabilities"], {"pixels": x})
+        ours = model.predict(x, logits=True)
+        scale = np.abs(ours).max()
+        assert np.abs(logits - ours).max() <= 1e-5 * scale, name
+        np.testing.assert_allclose(probabilities, model.predict(x), atol=1e-6)
+    # Import: the same architecture, names and normalization; the same weights bit for bit.
+    back = cnn.Model.load(tmp_path / "model.onnx")
+    assert back.architecture == model.architecture
+    assert back.classes == model.classes
+    back.save(tmp_path / "back.safetensors")
+    a, b = _tensors(tmp_path / "model.safetensors"), _tensors(tmp_path / "back.safetensors")
+    assert sorted(a) == sorted(b)
+    for key in a:
+        if not key.endswith("num_batches_tracked"):  # not in ONNX
+            assert a[key].tobytes() == b[key].tobytes(), key
+    x = rng.random((2,) + tuple(model.input_shape), dtype=np.float32)
+    assert np.array_equal(back.predict(x, logits=True), model.predict(x, logits=True))
+
+
+# ---- networks built in PyTorch ----
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.relu(out)
+
+
+class ResNet18(nn.Module):
+    """torchvision's resnet18, written out (stem conv 7x7/2, max pool 3x3/2 with padding 1)."""
+
+    def __init__(self, classes=10, width=64):
+        super().__init__()
+        w = width
+        self.conv1 = nn.Conv2d(3, w, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        layers, cin = [], w
+        for i, cout in enumerate([w, 2 * w, 4 * w, 8 * w]):
+            layers += [BasicBlock(cin, cout, 1 if i == 0 else 2), BasicBlock(cout, cout, 1)]
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.avgpool(self.layers(x))
+        return self.fc(torch.flatten(x, 1))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin, cout, stride, expand):
+        super().__init__()
+        hidden = cin * expand
+        layers = []
+        if expand != 1:
+            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True)]
+        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
+                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.conv = nn.Sequential(*layers)
+        self.use_res = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """torchvision's mobilenet_v2 (width 1.0), written out."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+        layers = [nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6(inplace=True)]
+        cin = 32
+        for t, c, n, s in settings:
+            for i in range(n):
+                layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        layers += [nn.Conv2d(cin, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU6(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, classes))
+
+    def forward(self, x):
+        x = nn.functional.adaptive_avg_pool2d(self.features(x), (1, 1))
+        return self.classifier(torch.flatten(x, 1))
+
+
+class SE(nn.Module):
+    """torchvision.ops.SqueezeExcitation."""
+
+    def __init__(self, c, s):
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.fc2 = nn.Conv2d(c, s, 1), nn.Conv2d(s, c, 1)
+        self.activation, self.scale_activation = nn.SiLU(), nn.Sigmoid()
+
+    def forward(self, x):
+        return self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x))))) * x
+
+
+class MBConv(nn.Module):
+    def __init__(self, cin, cout, k, stride, expand):
+        super().__init__()
+        hidden = cin * expand
+        layers = []
+        if expand != 1:
+            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden, eps=1e-3, momentum=0.01), nn.SiLU()]
+        layers += [nn.Conv2d(hidden, hidden, k, stride, k // 2, groups=hidden, bias=False), nn.BatchNorm2d(hidden, eps=1e-3, momentum=0.01),
+                   nn.SiLU(), SE(hidden, max(1, cin // 4)), nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01)]
+        self.block = nn.Sequential(*layers)
+        self.use_res = stride == 1 and cin == cout
+
+    def forward(self, x):
+        out = self.block(x)
+        return out + x if self.use_res else out
+
+
+class EfficientNetB0(nn.Module):
+    """torchvision's efficientnet_b0 without stochastic depth (an identity at inference)."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        settings = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
+                    (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1)]
+        layers = [nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32, eps=1e-3, momentum=0.01), nn.SiLU()]
+        for e, k, s, cin, cout, n in settings:
+            for i in range(n):
+                layers.append(MBConv(cin if i == 0 else cout, cout, k, s if i == 0 else 1, e))
+        layers += [nn.Conv2d(320, 1280, 1, bias=False), nn.BatchNorm2d(1280, eps=1e-3, momentum=0.01), nn.SiLU()]
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def _randomize(net, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.4 - 0.2)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.2 - 0.1)
+    return net.eval()
+
+
+# (network, input size, the export settings: opsets 13 to 20, with and without constant folding)
+TORCH_CASES = [
+    ("resnet18", 64, dict(opset_version=13)),
+    ("resnet18", 64, dict(opset_version=17, do_constant_folding=False)),
+    ("mobilenetv2", 64, dict(opset_version=13)),
+    ("mobilenetv2", 64, dict(opset_version=18, do_constant_folding=False)),
+    ("efficientnet-b0", 64, dict(opset_version=17)),
+    ("efficientnet-b0", 64, dict(opset_version=20, do_constant_folding=False)),
+]
+NETWORKS = {"resnet18": ResNet18, "mobilenetv2": MobileNetV2, "efficientnet-b0": EfficientNetB0}
+
+
+@pytest.mark.parametrize("name, size, settings", TORCH_CASES)
+def test_torch_onnx_export_imports_and_matches_onnxruntime(name, size, settings, tmp_path):
+    net = _randomize(NETWORKS[name](), 7)
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    path = str(tmp_path / "net.onnx")
+    torch.onnx.export(net, (x,), path, dynamo=False, input_names=["image"], output_names=["scores"],
+                      dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}}, **settings)
+    expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+    model = cnn.Model.load(path)
+    assert model.input_shape == (3, size, size) and model.num_classes == 10
+    got = model.predict(x.numpy(), logits=True)
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max(), (name, settings)
+    # The imported model trains and saves like any other.
+    model.fit(x.numpy(), np.array([1, 2], dtype=np.int32), epochs=1, batch_size=2, lr=0.001, verbose=0, allow_extra_outputs=True)
+    model.save(tmp_path / "net.safetensors")
+
+
+class ViewNet(nn.Module):
+    """x.view(x.size(0), -1) (Shape, Gather, Unsqueeze, Concat, Reshape without constant folding),
+    and activations written as several nodes at a fork: SiLU and GELU first in concat branches."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.side = nn.Conv2d(4, 2, 1)
+        self.fc = nn.Linear(10 * 6 * 6, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        y = torch.cat([nn.functional.silu(y), nn.functional.gelu(self.side(y)), nn.functional.hardswish(y)], 1)
+        return self.fc(y.view(y.size(0), -1))
+
+
+@pytest.mark.parametrize("settings", [dict(opset_version=13, do_constant_folding=False), dict(opset_version=13),
+                                      dict(opset_version=17, do_constant_folding=False)])
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_torch_view_and_activations_at_a_fork(settings, dynamic, tmp_path):
+    net = ViewNet().eval()
+    x = torch.rand(1, 2, 6, 6, generator=torch.Generator().manual_seed(3))
+    path = str(tmp_path / "view.onnx")
+    axes = dict(dynamic_axes={"x": {0: "batch"}}) if dynamic else {}
+    torch.onnx.export(net, (x,), path, dynamo=False, input_names=["x"], **axes, **settings)
+    model = cnn.Model.load(path)
+    assert "concat[silu | conv(2,1) gelu | hardswish]" in model.architecture
+    with torch.no_grad():
+        expected = net(x).numpy()
+    np.testing.assert_allclose(model.predict(x.numpy(), logits=True), expected, rtol=1e-5, atol=1e-5)
+
+
+# ---- hostile and unsupported files ----
+
+def _node_model(nodes, initializers=(), opset=17, inputs=None, outputs=None):
+    from onnx import TensorProto, helper
+    inputs = inputs or [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 4, 4])]
+    outputs = outputs or [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _weights(name, *shape):
+    from onnx import numpy_helper
+    return numpy_helper.from_array(np.ones(shape, dtype=np.float32), name)
+
+
+def _external(name, dims):
+    """A float tensor without data (for external data, or data set by hand)."""
+    from onnx import TensorProto
+    t = TensorProto()
+    t.name, t.data_type = name, TensorProto.FLOAT
+    t.dims.extend(dims)
+    return t
+
+
+def _load_error(tmp_path, data, name="bad.onnx"):
+    path = tmp_path / name
+    path.write_bytes(data if isinstance(data, bytes) else data.SerializeToString())
+    with pytest.raises(cnn.CNNError) as e:
+        cnn.Model.load(path)
+    return str(e.value)
+
+
+def test_unsupported_nodes_are_named_with_their_op_and_why(tmp_path):
+    from onnx import helper
+    w = _weights("w", 3, 2, 3, 3)
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="Conv_17", dilations=[2, 2])
+    flat = helper.make_node("Flatten", ["y"], ["z"])
+    message = _load_error(tmp_path, _node_model([conv, flat], [w]))
+    assert "node 'Conv_17' (Conv): dilation [2, 2] is not supported" in message
+    lstm = helper.make_node("LSTM", ["x"], ["y"], name="rnn")
+    assert "node 'rnn' (LSTM): the op is not supported" in _load_error(tmp_path, _node_model([lstm, flat]))
+    pad = helper.make_node("Conv", ["x", "w"], ["y"], name="c", pads=[1, 1, 0, 0])
+    assert "asymmetric padding" in _load_error(tmp_path, _node_model([pad, flat], [w]))
+    # A second head: never a partial model.
+    dense = helper.make_node("Flatten", ["x"], ["f"], name="head1")
+    other = helper.make_node("Relu", ["x"], ["r"], name="head2")
+    message = _load_error(tmp_path, _node_model([dense, other]))
+    assert "head" in message
+
+
+def test_hostile_files_give_errors(tmp_path):
+    from onnx import TensorProto, helper
+    w = _weights("w", 3, 2, 3, 3)
+    good = _node_model([helper.make_node("Conv", ["x", "w"], ["y"]), helper.make_node("Flatten", ["y"], ["z"])], [w])
+    data = good.SerializeToString()
+    cnn.Model.load  # the good file imports
+    (tmp_path / "good.onnx").write_bytes(data)
+    assert cnn.Model.load(tmp_path / "good.onnx").num_classes == 3 * 2 * 2
+    for cut in (1, 7, len(data) // 2, len(data) - 1):
+        _load_error(tmp_path, data[:cut])
+    # A length past the end: the graph's length raised.
+    corrupt = bytearray(data)
+    i = corrupt.index(0x3a)  # field 7 (graph), wire type 2
+    corrupt[i + 1] = 0x7f
+    _load_error(tmp_path, bytes(corrupt))
+    assert "not a valid ONNX file" in _load_error(tmp_path, b"\x00" * 64)
+    # Huge dims, and data that does not match them.
+    huge = _external("w", [1 << 20, 1 << 20, 3, 3])
+    huge.raw_data = b"\0" * 36
+    assert "more than" in _load_error(tmp_path, _node_model(good.graph.node, [huge]))
+    short = _external("w", [3, 2, 3, 3])
+    short.raw_data = b"\0" * 36
+    assert "bytes of raw_data" in _load_error(tmp_path, _node_model(good.graph.node, [short]))
+    # A cycle: y = Relu(z), z = Relu(y).
+    cycle = [helper.make_node("Relu", ["x", "z"], ["y"]), helper.make_node("Relu", ["y"], ["z"])]
+    _load_error(tmp_path, _node_model(cycle))
+    # External data outside the model's folder.
+    ext = _external("w", [3, 2, 3, 3])
+    ext.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "../../etc/passwd"), ("offset", "0")):
+        entry = ext.external_data.add()
+        entry.key, entry.value = key, value
+    assert "outside the model's folder" in _load_error(tmp_path, _node_model(good.graph.node, [ext]))
+    # A model with functions, other domains, or unknown ops fails whole.
+    custom = helper.make_node("Relu", ["x"], ["y"], domain="com.example")
+    assert "domain" in _load_error(tmp_path, _node_model([custom, helper.make_node("Flatten", ["y"], ["z"])]))
+
+
+def test_external_data_inside_the_folder_is_read(tmp_path):
+    from onnx import TensorProto, helper
+    weights = np.arange(3 * 2 * 3 * 3, dtype=np.float32) / 10
+    (tmp_path / "weights.bin").write_bytes(b"\0" * 8 + weights.tobytes())
+    ext = _external("w", [3, 2, 3, 3])
+    ext.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "weights.bin"), ("offset", "8"), ("length", str(weights.nbytes))):
+        entry = ext.external_data.add()
+        entry.key, entry.value = key, value
+    model = _node_model([helper.make_node("Conv", ["x", "w"], ["y"]), helper.make_node("Flatten", ["y"], ["z"])], [ext])
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    m = cnn.Model.load(tmp_path / "m.onnx")
+    x = np.random.default_rng(0).random((1, 2, 4, 4), dtype=np.float32)
+    w = weights.reshape(3, 2, 3, 3)
+    expected = np.array([[(x[0, :, i:i + 3, j:j + 3] * w[o]).sum() for o in range(3) for i in range(2) for j in range(2)]])
+    np.testing.assert_allclose(m.predict(x, logits=True), expected, rtol=1e-5)
