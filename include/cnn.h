@@ -293,6 +293,12 @@ cnn_status cnn_model_save(cnn_model *model, const char *path);
  * (cnn_model_load) gives the same architecture and the same weights, bit for bit. */
 cnn_status cnn_model_export_onnx(cnn_model *model, const char *path);
 
+/* Fine-tuning: a new model that is MODEL with its last layer, a dense layer, replaced by a new one
+ * for CLASSES outputs, initialized from SEED as a new model's would be; every other tensor, the
+ * normalization and the image fit are kept, and the class names are 0, 1, ... until training names
+ * them. Free it with cnn_model_free. Train it with freeze_until set to keep what came before. */
+cnn_status cnn_model_new_head(cnn_model *model, int32_t classes, uint64_t seed, cnn_model **out);
+
 /* Frees a model. NULL is a harmless no-op. Returns nothing; a model being trained by another
  * thread is freed when that training returns. */
 void cnn_model_free(cnn_model *model);
@@ -410,6 +416,10 @@ typedef struct cnn_train_params {
                                   0: not to biases and batch-norm parameters */
     float augment_erase;       /* random erasing's probability, default 0: a rectangle of 2-33 % of
                                   the image, aspect 0.3-3.3, filled with the image's mean */
+    int32_t freeze_until;      /* fine-tuning: only layers from this index of the top sequence on
+                                  train (cnn_model_summary numbers them); the layers before run as at
+                                  inference (batch norm on its running statistics, no dropout) and
+                                  get no gradients and no updates. Default 0: none frozen. */
 } cnn_train_params;
 
 enum { CNN_MONITOR_VAL_LOSS = 0, CNN_MONITOR_VAL_ACCURACY = 1 };

@@ -40,6 +40,17 @@ public func exportModelSave(_ model: OpaquePointer?, _ path: UnsafePointer<CChar
     }
 }
 
+// export: cnn_model_new_head
+public func exportModelNewHead(_ model: OpaquePointer?, _ classes: Int32, _ seed: UInt64,
+                               _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
+    guarded("cnn_model_new_head") {
+        let handle = try Registry.model(model)
+        let out = try required(out, "out")
+        let m = try handle.reading { try $0.replacingHead(classes: Int(classes), seed: seed) }
+        out.pointee = Registry.add(ModelHandle(m))
+    }
+}
+
 // export: cnn_model_export_onnx
 public func exportModelExportONNX(_ model: OpaquePointer?, _ path: UnsafePointer<CChar>?) -> cnn_status {
     guarded("cnn_model_export_onnx") {

@@ -46,6 +46,7 @@ func cParams(_ s: TrainingSettings) -> cnn_train_params {
     p.save_best = nil
     p.decay_bias_and_norm = s.optimizer.decayBiasAndNorm ? 1 : 0
     p.augment_erase = s.augmentation.erase
+    p.freeze_until = Int32(s.freezeUntil)
     return p
 }
 
@@ -131,6 +132,7 @@ func trainingSettings(_ p: cnn_train_params) throws -> TrainingSettings {
     }
     s.optimizer.decayBiasAndNorm = p.decay_bias_and_norm == 1
     s.augmentation.erase = p.augment_erase
+    s.freezeUntil = Int(p.freeze_until)
     guard p.threads >= 0, p.threads <= 256 else { throw invalid("params.threads must be from 0 to 256, not \(p.threads)") }
     do { try s.validate() } catch let e as CNNError { throw invalid("params: \(e.message)") }
     return s

@@ -304,6 +304,17 @@ public func exportModelLoadFlags(_ path: UnsafePointer<CChar>?, _ flags: UInt32,
     }
 }
 
+@_cdecl("cnn_model_new_head")
+public func exportModelNewHead(_ model: OpaquePointer?, _ classes: Int32, _ seed: UInt64, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> cnn_status {
+    switch dispatchLevel {
+#if CNN_ALL_LEVELS
+    case .avx512: CNNExportsAVX512.exportModelNewHead(model, classes, seed, out)
+    case .avx2: CNNExportsAVX2.exportModelNewHead(model, classes, seed, out)
+#endif
+    default: CNNExports.exportModelNewHead(model, classes, seed, out)
+    }
+}
+
 @_cdecl("cnn_model_num_classes")
 public func exportModelNumClasses(_ model: OpaquePointer?, _ classes: UnsafeMutablePointer<Int32>?) -> cnn_status {
     switch dispatchLevel {

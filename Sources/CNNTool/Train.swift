@@ -49,6 +49,12 @@ struct Train: ParsableCommand {
     @Option(help: "Output model file (.safetensors).") var out: String
     @Option(help: "Write a checkpoint (model + optimizer state + settings) to this file after every epoch.") var checkpoint: String?
     @Option(help: "Resume training from a checkpoint written with --checkpoint (or by Ctrl-C).") var resume: String?
+    @Option(name: .customLong("init"), help: "Fine-tuning: start from this model's weights and normalization (.safetensors, or .onnx to import); --spec may be left out.")
+    var initial: String?
+    @Option(name: .customLong("new-head"), help: "Fine-tuning: replace the last layer (a dense layer) of --init's model by a new one for this many classes.")
+    var newHead: Int?
+    @Option(name: .customLong("freeze-until"), help: "Fine-tuning: train only layers from this index on (cnn summary numbers them); the layers before run as at inference, and get no gradients or updates (default: 0, none frozen).")
+    var freezeUntil: Int?
     @Option(help: "Write a CSV log of every epoch to this file.") var log: String?
     @Option(help: "Use only the first N training samples.") var limit: Int?
     @Flag(inversion: .prefixedNo, help: "Augment: random horizontal flips (default: off).") var flip: Bool?
@@ -129,6 +135,7 @@ struct Train: ParsableCommand {
             guard let m = Monitor(rawValue: $1) else { throw CNNError(.invalidArgument, "--monitor must be val_loss or val_accuracy, not '\($1)'") }
             $0.monitor = m
         }
+        set("freeze-until", freezeUntil) { $0.freezeUntil = $1 }
         if let loaderThreads { s.loaderThreads = loaderThreads }
         return (s, given)
     }
@@ -180,6 +187,9 @@ struct Train: ParsableCommand {
     }
 
     private func train(settings: TrainingSettings) throws {
+        var settings = settings
+        if newHead != nil && initial == nil { throw CNNError(.invalidArgument, "--new-head replaces the head of the --init model: give --init") }
+        if initial != nil && resume != nil { throw CNNError(.invalidArgument, "--init and --resume exclude each other (a checkpoint holds its model)") }
         guard let data else { throw CNNError(.invalidArgument, "--data is required (the training data)") }
         if let limit, limit < 1 { throw CNNError(.invalidArgument, "--limit must be at least 1") }
         if (saveBest != nil || settings.earlyStopping > 0) && val == nil && split == nil {
@@ -195,8 +205,20 @@ struct Train: ParsableCommand {
                     throw CNNError(.invalidArgument, "--spec differs from the architecture of the checkpoint \(resume)")
                 }
             }
+        } else if let initial {
+            var start = try Model.load(from: initial)
+            if let newHead { start = try start.replacingHead(classes: newHead, seed: settings.seed) }
+            if let spec {
+                let wanted = try Architecture(parsing: architectureText(spec))
+                guard wanted == start.architecture else {
+                    throw CNNError(.invalidArgument, "--spec differs from the architecture of --init \(initial)\(newHead == nil ? "" : " with its new head"): \(start.architecture.text)")
+                }
+            }
+            model = start
+            // The weights were trained on inputs normalized this way.
+            if settings.normalization == nil { settings.normalization = (model.mean, model.std) }
         } else {
-            guard let spec else { throw CNNError(.invalidArgument, "--spec is required (or --resume a checkpoint)") }
+            guard let spec else { throw CNNError(.invalidArgument, "--spec is required (or --init a model, or --resume a checkpoint)") }
             model = try Model(architecture: Architecture(parsing: architectureText(spec)), seed: settings.seed)
         }
         var train = try loadDataset(data, input: model.inputShape, options: dataOptions, quiet: quiet)

@@ -115,6 +115,22 @@ if "$CNN" export "$T/a.safetensors" "$T/a.onnx" >/dev/null && "$CNN" import "$T/
 else
     fail "cnn export / cnn import"
 fi
+# Fine-tuning from the exported model: a new head for 10 classes, layers 0-5 frozen (their
+# tensors stay as they were), the rest trained.
+if train --init "$T/a.onnx" --new-head 10 --freeze-until 6 --out "$T/ft.safetensors" && "$CNN" summary "$T/ft.safetensors" | grep -q "dense(10)"; then
+    if python3 - "$T/a.safetensors" "$T/ft.safetensors" <<'PY'
+import sys
+from safetensors.numpy import load_file
+a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
+for name in a:
+    assert (a[name] == b[name]).all() == (int(name.split(".")[0]) < 6), name
+PY
+    then ok "train --init MODEL.onnx --new-head --freeze-until: frozen layers kept, the rest trained"; else fail "fine-tuning keeps the frozen layers"; fi
+else
+    fail "train --init --new-head --freeze-until"
+fi
+expect_error "--new-head without --init" train --spec "$REF" --new-head 3 --out "$T/x.safetensors"
+expect_error "--freeze-until past the last layer" train --init "$T/a.safetensors" --freeze-until 10 --out "$T/x.safetensors"
 expect_error "export to a name that is not .onnx" "$CNN" export "$T/a.safetensors" "$T/a.bin"
 head -c 700 "$T/a.onnx" >"$T/trunc.onnx"
 expect_error "truncated ONNX file" "$CNN" import "$T/trunc.onnx" "$T/x.safetensors"

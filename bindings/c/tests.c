@@ -645,6 +645,43 @@ static void test_folders(cnn_model *m) {
     cnn_dataset_free(train);
 }
 
+/* ONNX export and import (bit for bit), a new head, and training with frozen layers. */
+static void test_onnx_and_fine_tuning(cnn_model *m, cnn_dataset *test) {
+    enum { N = 8, K = 10 };
+    static float images[N * 28 * 28], a[N * K], b[N * K];
+    char path[300];
+    snprintf(path, sizeof path, "%s/model.onnx", tmpdir);
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_export_onnx(NULL, path));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_export_onnx(m, NULL));
+    EXPECT_STATUS(CNN_OK, cnn_model_export_onnx(m, path));
+    cnn_model *back = NULL;
+    EXPECT_STATUS(CNN_OK, cnn_model_load(path, &back));
+    EXPECT_STATUS(CNN_OK, cnn_dataset_get(test, 0, N, images, NULL));
+    EXPECT_STATUS(CNN_OK, cnn_model_predict_logits(m, images, N, a));
+    if (back) {
+        EXPECT_STATUS(CNN_OK, cnn_model_predict_logits(back, images, N, b));
+        CHECK(memcmp(a, b, sizeof a) == 0, "the imported model predicts as the exported one");
+    }
+    cnn_model_free(back);
+
+    cnn_model *tuned = NULL;
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_new_head(NULL, 10, 1, &tuned));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_new_head(m, 10, 1, NULL));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_new_head(m, 0, 1, &tuned));
+    EXPECT_STATUS(CNN_OK, cnn_model_new_head(m, 10, 7, &tuned));
+    if (!tuned) return;
+    cnn_train_params p;
+    cnn_train_params_default(&p);
+    p.freeze_until = 5;   /* every layer of the trained network (SMALL): nothing would train */
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_train(tuned, test, &p));
+    p.freeze_until = 4;   /* the dense layer trains */
+    p.threads = 1;
+    EXPECT_STATUS(CNN_OK, cnn_model_train(tuned, test, &p));
+    EXPECT_STATUS(CNN_OK, cnn_model_predict_logits(tuned, images, N, b));
+    CHECK(memcmp(a, b, sizeof a) != 0, "the new head predicts otherwise");
+    cnn_model_free(tuned);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: %s DATA-DIR\n", argv[0]);
@@ -667,6 +704,7 @@ int main(int argc, char **argv) {
     if (test) test_steps(test);
     if (model && test) test_inference(model, test);
     if (model) test_folders(model);
+    if (model && test) test_onnx_and_fine_tuning(model, test);
     cnn_model_free(model);
     cnn_dataset_free(test);
 

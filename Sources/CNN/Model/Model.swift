@@ -271,22 +271,81 @@ public final class Model {
     /// Forward FLOPs per sample.
     public var flops: Int { layers.reduce(0) { $0 + $1.flops } }
 
+    /// Fine-tuning: the first `frozenLayers` layers of the top sequence are not trained. In training
+    /// they run as at inference (batch norm on its running statistics, no dropout) and backward
+    /// stops before them: no weight gradients, no input gradients, no updates. Set by training
+    /// from `TrainingSettings.freezeUntil`.
+    public internal(set) var frozenLayers = 0
+    /// The frozen layers' output, which the first trained layer's backward may read: copied out of
+    /// the buffers the frozen layers (at inference) take turns on.
+    private var frozenOutput = Workspace()
+
+    /// The parameters training updates (those of the layers not frozen).
+    var trainedParameters: [(name: String, parameter: Parameter)] {
+        let frozen = Set(layers.prefix(frozenLayers).flatMap(\.parameters).map(ObjectIdentifier.init))
+        return namedParameters.filter { $0.parameter.trainable && !frozen.contains(ObjectIdentifier($0.parameter)) }
+    }
+
     /// Runs the network on `batch` samples of `x` (B, C, H, W); returns the logits (B, classes).
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         var h = x
-        for layer in layers { h = layer.forward(h, batch: batch, training: training, rng: &rng) }
+        for (i, layer) in layers.enumerated() {
+            h = layer.forward(h, batch: batch, training: training && i >= frozenLayers, rng: &rng)
+            if training && i + 1 == frozenLayers {
+                let count = batch * layer.outputShape.count
+                let kept = frozenOutput.reserve(count)
+                kept.pointer.update(from: h.pointer, count: count)
+                h = kept
+            }
+        }
         return h
     }
 
-    /// Backpropagates the gradient of the loss with respect to the logits: the forward, in reverse.
+    /// Backpropagates the gradient of the loss with respect to the logits: the forward, in reverse
+    /// (down to the first layer that is not frozen).
     public func backward(_ dLogits: FloatBuffer, batch: Int) {
         var g = dLogits
         var i = layers.count - 1
-        while i >= 0 {
-            guard let dx = layers[i].backward(g, batch: batch, needInputGradient: i > 0) else { return }
+        while i >= frozenLayers {
+            guard let dx = layers[i].backward(g, batch: batch, needInputGradient: i > frozenLayers) else { return }
             g = dx
             i -= 1
         }
+    }
+
+    /// Sets the layers training leaves alone (see `frozenLayers`); at least the last layer trains.
+    public func freeze(until layer: Int) throws {
+        guard layer >= 0, layer < layers.count else {
+            throw CNNError(.invalidArgument, "freeze until layer \(layer): the network has layers 0 to \(layers.count - 1), and at least the last one must train")
+        }
+        frozenLayers = layer
+    }
+
+    /// A copy of this model whose last layer, a dense layer, is replaced by a new one for `classes`
+    /// outputs, initialized from `seed` as a new model's would be (the class names become 0, 1, ...
+    /// until training names them). Every other tensor, the normalization and the image fit are kept.
+    public func replacingHead(classes: Int, seed: UInt64) throws -> Model {
+        guard case .dense(_, let bias)? = architecture.layers.last?.kind else {
+            throw CNNError(.invalidArgument, "the network's last layer is \(architecture.layers.last?.text ?? "missing"), not a dense layer to replace")
+        }
+        guard classes >= 1, classes <= Architecture.maxDimension else {
+            throw CNNError(.invalidArgument, "a new head needs 1 to \(Architecture.maxDimension) classes, not \(classes)")
+        }
+        var a = architecture
+        a.layers[a.layers.count - 1] = LayerSpec(kind: .dense(out: classes, bias: bias))
+        let m = try Model(architecture: a, seed: seed)
+        let head = Set(m.layers.last!.parameters.map(ObjectIdentifier.init))
+        for (from, to) in zip(namedParameters, m.namedParameters) where !head.contains(ObjectIdentifier(to.parameter)) {
+            to.parameter.value.copy(from: from.parameter.value)
+            to.parameter.version += 1
+        }
+        for (from, to) in zip(namedLayers, m.namedLayers) {
+            if let x = from.layer as? BatchNorm, let y = to.layer as? BatchNorm { y.batchesTracked = x.batchesTracked }
+        }
+        m.mean = mean
+        m.std = std
+        m.imageFit = imageFit
+        return m
     }
 
     /// The gradient buffers of the trainable parameters (listed once: a training step allocates nothing).

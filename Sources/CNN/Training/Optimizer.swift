@@ -43,7 +43,7 @@ public final class Optimizer {
 
     /// Floats of state `settings` keeps for `model` (what `init` allocates, without the guard's copy).
     static func stateFloats(_ settings: OptimizerSettings, model: Model) -> Int {
-        let trainable = model.parameterCount
+        let trainable = model.trainedParameters.reduce(0) { $0 + $1.parameter.count }
         let needsFirst = settings.kind != .sgd || settings.momentum != 0
         let needsSecond = settings.kind == .adam || settings.kind == .adamw
         return trainable * ((needsFirst ? 1 : 0) + (needsSecond ? 1 : 0))
@@ -51,7 +51,7 @@ public final class Optimizer {
 
     public init(_ settings: OptimizerSettings, model: Model) throws {
         self.settings = settings
-        parameters = model.namedParameters.filter { $0.parameter.trainable }
+        parameters = model.trainedParameters
         var exempt = Set<ObjectIdentifier>()
         if !settings.decayBiasAndNorm {
             for (_, layer) in model.namedLayers {

@@ -32,6 +32,8 @@ public struct TrainingSettings: Equatable, Sendable {
     public var earlyStopping = 0
     /// The validation metric that early stopping and "best" watch.
     public var monitor = Monitor.valLoss
+    /// Fine-tuning: the first this-many layers of the top sequence are frozen (see `Model.frozenLayers`).
+    public var freezeUntil = 0
     public init() {}
 
     public static func == (a: TrainingSettings, b: TrainingSettings) -> Bool {
@@ -40,7 +42,7 @@ public struct TrainingSettings: Equatable, Sendable {
             && a.labelSmoothing == b.labelSmoothing && a.seed == b.seed
             && a.augmentation == b.augmentation && a.loaderThreads == b.loaderThreads
             && a.divergenceFactor == b.divergenceFactor && a.allowExtraOutputs == b.allowExtraOutputs
-            && a.earlyStopping == b.earlyStopping && a.monitor == b.monitor
+            && a.earlyStopping == b.earlyStopping && a.monitor == b.monitor && a.freezeUntil == b.freezeUntil
             && a.normalization?.mean == b.normalization?.mean && a.normalization?.std == b.normalization?.std
     }
 
@@ -65,6 +67,7 @@ public struct TrainingSettings: Equatable, Sendable {
         guard divergenceFactor.isFinite, divergenceFactor == 0 || divergenceFactor >= 1 else {
             throw bad("divergence factor must be 0 (off) or at least 1, not \(divergenceFactor)")
         }
+        guard freezeUntil >= 0, freezeUntil <= Architecture.maxLayers else { throw bad("freeze until must be a layer index from 0, not \(freezeUntil)") }
         guard earlyStopping >= 0, earlyStopping <= 1_000_000 else { throw bad("early stopping patience must be from 0 (off) to 1000000 epochs, not \(earlyStopping)") }
         if let n = normalization {
             guard n.mean.allSatisfy(\.isFinite), n.std.allSatisfy({ $0.isFinite && $0 > 0 }) else {
@@ -177,6 +180,7 @@ public final class Trainer {
 
     public init(model: Model, settings: TrainingSettings) throws {
         try settings.validate()
+        try model.freeze(until: settings.freezeUntil)
         self.model = model
         self.settings = settings
         state = TrainingState(optimizer: try Optimizer(settings.optimizer, model: model), epoch: 0,

@@ -46,6 +46,7 @@ extension TrainingSettings {
         ("allow-extra-outputs", { flag($0.allowExtraOutputs) }, { s, v in parseFlag(v).map { s.allowExtraOutputs = $0 } != nil }),
         ("early-stop", { String($0.earlyStopping) }, { s, v in Int(v).map { s.earlyStopping = $0 } != nil }),
         ("monitor", { $0.monitor.rawValue }, { s, v in Monitor(rawValue: v).map { s.monitor = $0 } != nil }),
+        ("freeze-until", { String($0.freezeUntil) }, { s, v in Int(v).map { s.freezeUntil = $0 } != nil }),
     ]
 
     /// The settings as (option name, value) pairs, in a fixed order.

@@ -55,6 +55,7 @@ class TrainParams(ctypes.Structure):
         ("allow_extra_outputs", ctypes.c_int32), ("early_stopping", ctypes.c_int32),
         ("monitor", ctypes.c_int32), ("save_best", ctypes.c_char_p),
         ("decay_bias_and_norm", ctypes.c_int32), ("augment_erase", ctypes.c_float),
+        ("freeze_until", ctypes.c_int32),
     ]
 
 
@@ -103,6 +104,7 @@ _FUNCTIONS = {
     "cnn_model_load_flags": (status, [ctypes.c_char_p, ctypes.c_uint32, handle_p]),
     "cnn_model_save": (status, [handle, ctypes.c_char_p]),
     "cnn_model_export_onnx": (status, [handle, ctypes.c_char_p]),
+    "cnn_model_new_head": (status, [handle, ctypes.c_int32, ctypes.c_uint64, handle_p]),
     "cnn_model_free": (None, [handle]),
     "cnn_model_input_shape": (status, [handle, c_int32_p, c_int32_p, c_int32_p]),
     "cnn_model_num_classes": (status, [handle, c_int32_p]),

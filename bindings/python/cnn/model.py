@@ -49,6 +49,16 @@ class Model:
         """Saves the model as safetensors, atomically (also allowed from fit's epoch-end callback)."""
         check(lib.cnn_model_save(self._native.pointer(), os.fsencode(path)))
 
+    def new_head(self, classes: int, seed: int = 1) -> "Model":
+        """Fine-tuning: a new model with the last layer (a dense layer) replaced by a new one for
+        ``classes`` outputs, initialized from ``seed``; every other tensor, the normalization and
+        the image fit are kept. Train it with ``freeze_until`` to keep the layers before."""
+        out = ctypes.c_void_p()
+        check(lib.cnn_model_new_head(self._native.pointer(), int(classes), int(seed), ctypes.byref(out)))
+        model = Model.__new__(Model)
+        model._native = _Native(out.value)
+        return model
+
     def export_onnx(self, path: Union[str, os.PathLike]) -> None:
         """Writes the model as ONNX (opset 17), atomically: input ``pixels`` (batch, C, H, W) in
         [0, 1], as ``predict`` takes it; outputs ``logits`` and ``probabilities``."""
@@ -150,7 +160,9 @@ class Model:
                 stops training with DivergedError; 0: no such bound), allow_extra_outputs (accept
                 a model with more outputs than the data has classes), early_stopping (patience in
                 epochs; needs validation), monitor ("val_loss" or "val_accuracy"), save_best (a
-                path: the model is saved there whenever the monitored metric is the best so far).
+                path: the model is saved there whenever the monitored metric is the best so far),
+                freeze_until (fine-tuning: only layers from this index on train; those before run
+                as at inference and get no gradients or updates).
 
         Ctrl-C stops at the end of the batch: the model keeps its last completed update and
         KeyboardInterrupt is raised. A NaN or infinite loss, gradient or weight raises

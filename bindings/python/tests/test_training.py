@@ -179,3 +179,30 @@ def test_weight_decay_without_biases_and_norms_and_random_erasing(arrays, tmp_pa
     assert (tmp_path / "again.safetensors").read_bytes() == runs["erase"]   # seeded
     with pytest.raises(cnn.InvalidArgumentError, match="erase"):
         cnn.Model(text).fit(x, y, erase=1.5, verbose=0)
+
+
+def test_new_head_and_frozen_layers(arrays, tmp_path):
+    """Fine-tuning: a new head for other classes, the layers before it frozen (bit for bit, batch
+    norm's statistics included) while the head trains; freezing every layer is refused."""
+    from safetensors.numpy import load_file
+    x, y = arrays
+    text = "input(1,28,28) conv(4,3,bias=false) batchnorm relu maxpool(2) flatten dense(16) relu dense(10)"
+    base = cnn.Model(text, seed=3)
+    base.fit(x, y, epochs=1, batch_size=50, verbose=0)
+    model = base.new_head(4, seed=5)
+    assert model.architecture == text.replace("dense(10)", "dense(4)") and model.classes == ["0", "1", "2", "3"]
+    model.save(tmp_path / "before.safetensors")
+    keep = y < 4
+    model.fit(x[keep], y[keep], epochs=2, batch_size=20, lr=0.05, momentum=0.9, weight_decay=0.01, freeze_until=5, verbose=0)
+    model.save(tmp_path / "after.safetensors")
+    before, after = load_file(str(tmp_path / "before.safetensors")), load_file(str(tmp_path / "after.safetensors"))
+    for name in before:
+        frozen = int(name.split(".")[0]) < 5
+        if name.endswith("num_batches_tracked"):
+            continue
+        assert np.array_equal(before[name], after[name]) == frozen, name
+    assert model.evaluate(x[keep], y[keep])["accuracy"] > 0.5
+    with pytest.raises(cnn.InvalidArgumentError, match="at least the last one must train"):
+        model.fit(x[keep], y[keep], freeze_until=8, verbose=0)
+    with pytest.raises(cnn.InvalidArgumentError, match="not a dense layer"):
+        cnn.Model("input(1,28,28) flatten dense(10) relu").new_head(3)
