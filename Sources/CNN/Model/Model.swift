@@ -200,17 +200,7 @@ public final class Model {
     /// An independent copy: same architecture, weights, statistics, names and normalization.
     public func copy() throws -> Model {
         let m = try Model(architecture: architecture)
-        m.classNames = classNames
-        m.mean = mean
-        m.std = std
-        m.imageFit = imageFit
-        for (a, b) in zip(namedParameters, m.namedParameters) {
-            b.parameter.value.copy(from: a.parameter.value)
-            b.parameter.version += 1
-        }
-        for (a, b) in zip(namedLayers, m.namedLayers) {
-            if let x = a.layer as? BatchNorm, let y = b.layer as? BatchNorm { y.batchesTracked = x.batchesTracked }
-        }
+        try m.assign(from: self)
         return m
     }
 
@@ -223,7 +213,13 @@ public final class Model {
         mean = other.mean
         std = other.std
         imageFit = other.imageFit
-        for (a, b) in zip(other.namedParameters, namedParameters) {
+        takeTensors(from: other)
+    }
+
+    /// Copies another model's tensors, and batch norm's counters, into this one's, in model-file
+    /// order, except the parameters in `skipping` (the caller has checked that the layers match).
+    private func takeTensors(from other: Model, skipping: Set<ObjectIdentifier> = []) {
+        for (a, b) in zip(other.namedParameters, namedParameters) where !skipping.contains(ObjectIdentifier(b.parameter)) {
             b.parameter.value.copy(from: a.parameter.value)
             b.parameter.version += 1
         }
@@ -334,14 +330,7 @@ public final class Model {
         var a = architecture
         a.layers[a.layers.count - 1] = LayerSpec(kind: .dense(out: classes, bias: bias))
         let m = try Model(architecture: a, seed: seed)
-        let head = Set(m.layers.last!.parameters.map(ObjectIdentifier.init))
-        for (from, to) in zip(namedParameters, m.namedParameters) where !head.contains(ObjectIdentifier(to.parameter)) {
-            to.parameter.value.copy(from: from.parameter.value)
-            to.parameter.version += 1
-        }
-        for (from, to) in zip(namedLayers, m.namedLayers) {
-            if let x = from.layer as? BatchNorm, let y = to.layer as? BatchNorm { y.batchesTracked = x.batchesTracked }
-        }
+        m.takeTensors(from: self, skipping: Set(m.layers.last!.parameters.map(ObjectIdentifier.init)))
         m.mean = mean
         m.std = std
         m.imageFit = imageFit

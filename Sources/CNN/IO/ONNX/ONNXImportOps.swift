@@ -231,9 +231,14 @@ extension ONNXImporter {
         return Float(abs(d - snapped) < 1e-7 ? snapped : d)
     }
 
+    /// w (rows × cols) transposed, by the engine's transpose. Values of another count (an
+    /// external tensor left empty) come back as they are, for the layer's size check to refuse.
     static func transposed(_ w: [Float], rows: Int, cols: Int) -> [Float] {
+        guard !w.isEmpty, w.count == rows * cols else { return w }
         var t = [Float](repeating: 0, count: w.count)
-        for r in 0..<rows { for c in 0..<cols { t[c * rows + r] = w[r * cols + c] } }
+        w.withUnsafeBufferPointer { src in
+            t.withUnsafeMutableBufferPointer { transpose(src.baseAddress!, rows: rows, cols: cols, into: $0.baseAddress!) }
+        }
         return t
     }
 }
