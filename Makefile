@@ -40,7 +40,7 @@ LIB_FLAGS = $(LINK_FLAGS) --product CNNC
 CFLAGS_C = -std=c99 -O2 -Wall -Wextra -Werror -Iinclude
 LINK_C = -Lbuild/lib -lcnn -Wl,-rpath,$(CURDIR)/build/lib -lpthread -lm
 
-.PHONY: all build lib wheel example demo fashion-best test test-swift test-kernels test-cli test-c test-portable test-wheel test-faults test-soak test-python \
+.PHONY: all build lib wheel example demo fashion-best test test-swift test-kernels test-cli test-c test-portable test-wheel test-faults test-soak test-mpi test-python \
 	fuzz sanitize install bench clean
 
 all: build lib
@@ -101,7 +101,7 @@ demo: build
 fashion-best: build
 	scripts/fashion-best.sh $(BIN)/cnn
 
-test: test-swift test-cli test-c test-portable test-faults test-soak test-python test-wheel
+test: test-swift test-cli test-c test-portable test-faults test-soak test-mpi test-python test-wheel
 
 # Every Swift suite on the optimized build, the code the library runs (bounds and overflow checks
 # stay on; -Ounchecked is never used), the kernel and layer suites once per kernel level (CNNTests,
@@ -174,6 +174,11 @@ sanitize:
 	SWIFT=$(SWIFT) scripts/sanitize.sh
 
 # The Python binding's tests, against build/lib/libcnn.so and the cnn tool just built.
+# Data-parallel training under Open MPI's mpirun (openmpi-bin): 2 ranks against one process,
+# repeatability, checkpoints, errors, a killed rank, the C API and Python (about a minute).
+test-mpi: build lib $(VENV)/ready
+	PYTHON=$(CURDIR)/$(VENV)/bin/python Tests/mpi/run.sh $(BIN)/cnn build/lib
+
 test-python: build lib $(VENV)/ready
 	CNN_LIBRARY=$(CURDIR)/build/lib/libcnn.so CNN_TOOL=$(CURDIR)/$(BIN)/cnn $(VENV)/bin/python -m pytest -q bindings/python/tests
 

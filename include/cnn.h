@@ -420,6 +420,18 @@ typedef struct cnn_train_params {
                                   train (cnn_model_summary numbers them); the layers before run as at
                                   inference (batch norm on its running statistics, no dropout) and
                                   get no gradients and no updates. Default 0: none frozen. */
+    int32_t distributed;       /* 1: data-parallel training over MPI. This process is one rank of
+                                  mpi_comm; every rank calls cnn_model_train with the same model,
+                                  settings and data; batch_size is the global batch, which must
+                                  split evenly over the ranks; gradients are summed across ranks
+                                  before every update, so every rank ends with the same model.
+                                  Open MPI (libmpi.so.40, or CNN_MPI_LIBRARY) is loaded at run time;
+                                  MPI is initialized (and finalized at exit) unless the program did.
+                                  Errors inside training stop every rank at the same batch; a rank
+                                  that fails before training starts (bad params) leaves the others
+                                  waiting: call MPI_Abort on an error. Default 0: alone. */
+    void *mpi_comm;            /* with distributed: the communicator (Open MPI's MPI_Comm), or NULL
+                                  for MPI_COMM_WORLD */
 } cnn_train_params;
 
 enum { CNN_MONITOR_VAL_LOSS = 0, CNN_MONITOR_VAL_ACCURACY = 1 };

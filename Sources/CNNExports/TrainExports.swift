@@ -47,6 +47,8 @@ func cParams(_ s: TrainingSettings) -> cnn_train_params {
     p.decay_bias_and_norm = s.optimizer.decayBiasAndNorm ? 1 : 0
     p.augment_erase = s.augmentation.erase
     p.freeze_until = Int32(s.freezeUntil)
+    p.distributed = 0
+    p.mpi_comm = nil
     return p
 }
 

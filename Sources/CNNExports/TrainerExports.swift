@@ -17,6 +17,8 @@ final class TrainingRun {
     let saveBest: String?
     /// Whether the caller's cnn_progress has the 0.4 fields (best, stops_early).
     let progressHasBest: Bool
+    /// Data-parallel training: this process's place in it.
+    let distributed: Distributed?
 
     init(_ model: OpaquePointer?, _ data: OpaquePointer?, _ params: UnsafePointer<cnn_train_params>?) throws {
         handle = try Registry.model(model)
@@ -33,7 +35,14 @@ final class TrainingRun {
         progress = p.progress
         userData = p.user_data
         saveBest = try p.save_best.map { try string($0, "params.save_best") }
-        progressHasBest = size >= MemoryLayout<cnn_train_params>.size
+        progressHasBest = size > MemoryLayout<cnn_train_params>.offset(of: \.allow_extra_outputs)!
+        guard p.distributed == 0 || p.distributed == 1 else { throw invalid("params.distributed must be 0 or 1, not \(p.distributed)") }
+        if p.distributed == 1 {
+            distributed = try p.mpi_comm.map { try Distributed.communicator($0) } ?? Distributed.world()
+        } else {
+            guard p.mpi_comm == nil else { throw invalid("params.mpi_comm is set but params.distributed is 0") }
+            distributed = nil
+        }
         if (saveBest != nil || settings.earlyStopping > 0) && validation == nil {
             throw invalid("params.\(saveBest != nil ? "save_best" : "early_stopping") watches \(settings.monitor.rawValue): it needs params.validation")
         }
@@ -43,6 +52,7 @@ final class TrainingRun {
     /// Trains with `trainer` (whose model is the handle's, held exclusively by the caller) until
     /// `until` epochs in all (nil: the run's end).
     func train(_ trainer: Trainer, until: Int?) throws {
+        trainer.distributed = distributed
         try data.using { trainData in
             try (validation ?? data).using { _ in
                 var progress = cnn_progress()

@@ -73,6 +73,8 @@ struct Train: ParsableCommand {
     var monitor: String?
     @Option(name: .customLong("save-best"), help: "Save the model to this file whenever the monitored validation metric is the best so far.")
     var saveBest: String?
+    @Flag(inversion: .prefixedNo, help: "Data-parallel training over MPI: each process trains on its share of every batch (--batch-size is the global batch) and rank 0 prints, logs and saves. Default: on when an MPI launcher (mpirun -np N, N > 1) started the process.")
+    var distributed: Bool?
     @OptionGroup var images: ImageOptions
     @Flag(help: "No progress output.") var quiet = false
     @OptionGroup var common: CommonOptions
@@ -187,7 +189,28 @@ struct Train: ParsableCommand {
     }
 
     private func train(settings: TrainingSettings) throws {
+        guard distributed ?? (Distributed.launcherSize ?? 1 > 1) else { return try train(settings: settings, on: nil) }
+        let world = try Distributed.world()
+        do {
+            try train(settings: settings, on: world)
+        } catch let e as ExitCode {
+            throw e  // Ctrl-C: every rank stopped at the same batch
+        } catch {
+            // The other ranks would wait for this one in their next exchange: end the whole job.
+            // A failure every rank saw (divergence, another rank's error) is told by rank 0 alone.
+            let e = error as? CNNError
+            let shared = world.othersFailed || e?.kind == .diverged || e?.kind == .cancelled
+            if world.rank == 0 || !shared { printError("cnn: rank \(world.rank) of \(world.size): \(e?.message ?? "\(error)")") }
+            world.abort(1)
+        }
+    }
+
+    private func train(settings: TrainingSettings, on world: Distributed?) throws {
         var settings = settings
+        // Distributed: rank 0 alone prints, logs and saves.
+        let leader = (world?.rank ?? 0) == 0
+        let quiet = quiet || !leader
+        let (log, saveBest, checkpoint) = leader ? (log, saveBest, checkpoint) : (nil, nil, nil)
         if newHead != nil && initial == nil { throw CNNError(.invalidArgument, "--new-head replaces the head of the --init model: give --init") }
         if initial != nil && resume != nil { throw CNNError(.invalidArgument, "--init and --resume exclude each other (a checkpoint holds its model)") }
         guard let data else { throw CNNError(.invalidArgument, "--data is required (the training data)") }
@@ -229,6 +252,7 @@ struct Train: ParsableCommand {
             (train, validation) = try train.split(validationFraction: split, seed: settings.seed)
         }
         let trainer = try Trainer(model: model, settings: settings)
+        trainer.distributed = world
         if let resume { try trainer.resume(from: resume) }
         trainer.state.data = dataRecord
 
@@ -237,7 +261,7 @@ struct Train: ParsableCommand {
         var lastDraw = 0.0
         if !quiet {
             printError("training \(model.architecture.text)")
-            printError("\(train.count) training images in \(train.numClasses) classes\(validation.map { ", \($0.count) validation images" } ?? ""), \(model.parameterCount) parameters, \(ThreadPool.shared.threads) thread(s)")
+            printError("\(train.count) training images in \(train.numClasses) classes\(validation.map { ", \($0.count) validation images" } ?? ""), \(model.parameterCount) parameters, \(ThreadPool.shared.threads) thread(s)\(world.map { " in each of \($0.size) processes (a batch of \(settings.batchSize) is \(settings.batchSize / $0.size) per process)" } ?? "")")
         }
         interrupts.store(0, ordering: .relaxed)
         let previous = signal(SIGINT) { _ in
@@ -281,12 +305,17 @@ struct Train: ParsableCommand {
         } catch let e as CNNError where e.kind == .cancelled && interrupts.load(ordering: .relaxed) > 0 {
             // Ctrl-C: the model as it stands, and a checkpoint that goes on from the next batch.
             let checkpointPath = checkpoint ?? Train.checkpointPath(for: out)
+            guard leader else { throw ExitCode(130) }
             try model.save(to: out)
             try model.save(to: checkpointPath, training: trainer.state)
             if terminal && !quiet { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
             printError("cnn: interrupted at epoch \(trainer.state.epoch + 1), batch \(trainer.state.batch): saved the model to \(out) and a checkpoint to \(checkpointPath) (go on with: cnn train --resume \(checkpointPath) --out \(out))")
             throw ExitCode(130)
         }
+        if let world, world.size > 1, !quiet {
+            printError("exchanging gradients: \(format(trainer.exchangeWaitSeconds, 2)) s waited after backward (the rest ran behind it)")
+        }
+        guard leader else { return }
         try model.save(to: out)
         if !quiet { printError("saved \(out)") }
     }

@@ -32,17 +32,21 @@ final class Prefetcher {
     private var consumed = 0
     private var stopping = false
 
+    /// A rank of a distributed run builds only its part of each batch (`Trainer.share`).
+    private let part: (rank: Int, of: Int)
+
     init(dataset: Dataset, batchSize: Int, mean: [Float], std: [Float], augmentation: Augmentation?,
-         workers: Int, depth: Int = 4) {
+         workers: Int, depth: Int = 4, part: (rank: Int, of: Int) = (0, 1)) {
         self.dataset = dataset
         self.batchSize = batchSize
+        self.part = part
         self.mean = mean
         self.std = std
         self.augmentation = augmentation
         self.depth = max(2, depth)
         slots = (0..<max(2, depth)).map { _ in
-            Slot(x: FloatBuffer(count: batchSize * dataset.shape.count),
-                 labels: UnsafeMutablePointer<Int32>.allocate(capacity: batchSize))
+            Slot(x: FloatBuffer(count: batchSize / part.of * dataset.shape.count),
+                 labels: UnsafeMutablePointer<Int32>.allocate(capacity: batchSize / part.of))
         }
         order = UnsafeMutablePointer<Int32>.allocate(capacity: max(dataset.count, 1))
         pthread_mutex_init(mutex, nil)
@@ -97,7 +101,7 @@ final class Prefetcher {
         while !(slots[slot].job == j && slots[slot].ready) { pthread_cond_wait(changed, mutex) }
         if let e = slots[slot].error { throw e }
         let n = min(batchSize, dataset.count - j * batchSize)
-        return (slots[slot].x, slots[slot].labels, n)
+        return (slots[slot].x, slots[slot].labels, Trainer.share(of: n, rank: part.rank, ranks: part.of).count)
     }
 
     /// Hands the current batch's buffers back to the workers.
@@ -126,7 +130,8 @@ final class Prefetcher {
             pthread_mutex_unlock(mutex)
 
             var failure: CNNError? = nil
-            let lo = j * batchSize, n = min(batchSize, dataset.count - lo)
+            let share = Trainer.share(of: min(batchSize, dataset.count - j * batchSize), rank: part.rank, ranks: part.of)
+            let lo = j * batchSize + share.first, n = share.count
             for b in 0..<n {
                 let position = lo + b, index = Int(order[position])
                 labels[b] = dataset.labels[index]

@@ -199,6 +199,9 @@ public final class Dropout: Layer, PlannedLayer {
     public var mask: FloatBuffer { maskBuffer.buffer }
     let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
     private var lastWasTraining = false
+    /// A rank of a distributed run holds samples [first, first + batch) of a global batch of
+    /// `total`: it draws the whole batch's mask (the same draws as one process) and keeps its part.
+    var batchSlice: (first: Int, total: Int)? = nil
 
     var backwardReads: BackwardReads { p > 0 ? .nothing : .passingThrough }
 
@@ -217,10 +220,13 @@ public final class Dropout: Layer, PlannedLayer {
         let out = buffers.output(count, input: x, training: training)
         let m = maskBuffer.reserve(count).pointer, y = out.pointer
         let keep = 1 / (1 - p)
+        let slice = batchSlice ?? (0, batch)
+        for _ in 0..<(slice.first * inputShape.count) { _ = rng.uniform() }
         for i in 0..<count {
             m[i] = rng.uniform() < p ? 0 : keep
             y[i] = x.pointer[i] * m[i]
         }
+        for _ in 0..<((slice.total - slice.first - batch) * inputShape.count) { _ = rng.uniform() }
         return out
     }
 

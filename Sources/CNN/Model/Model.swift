@@ -298,12 +298,15 @@ public final class Model {
     }
 
     /// Backpropagates the gradient of the loss with respect to the logits: the forward, in reverse
-    /// (down to the first layer that is not frozen).
-    public func backward(_ dLogits: FloatBuffer, batch: Int) {
+    /// (down to the first layer that is not frozen). `afterLayer` is told each top-level layer
+    /// whose backward is done (its parameters' gradients are then final).
+    public func backward(_ dLogits: FloatBuffer, batch: Int, afterLayer: ((Int) -> Void)? = nil) {
         var g = dLogits
         var i = layers.count - 1
         while i >= frozenLayers {
-            guard let dx = layers[i].backward(g, batch: batch, needInputGradient: i > frozenLayers) else { return }
+            let dx = layers[i].backward(g, batch: batch, needInputGradient: i > frozenLayers)
+            afterLayer?(i)
+            guard let dx else { return }
             g = dx
             i -= 1
         }

@@ -16,14 +16,16 @@ public struct LossResult {
 }
 
 /// Computes the loss of a batch and, when `gradient` is given, d(mean loss)/d(logits) into it.
-/// With cross-entropy the gradient is (p - y) / B, y the (smoothed) one-hot target.
+/// With cross-entropy the gradient is (p - y) / B, y the (smoothed) one-hot target. `meanOver`
+/// replaces B in the gradient's divisor: a rank of a distributed run holds part of a global batch
+/// of that size, and the ranks' gradients summed are the global batch's mean.
 public func computeLoss(_ kind: LossKind, logits: UnsafePointer<Float>, labels: UnsafePointer<Int32>,
                         batch: Int, classes k: Int, labelSmoothing: Float = 0,
                         gradient: UnsafeMutablePointer<Float>? = nil,
-                        probabilities: UnsafeMutablePointer<Float>? = nil) -> LossResult {
+                        probabilities: UnsafeMutablePointer<Float>? = nil, meanOver: Int? = nil) -> LossResult {
     var total: Double = 0
     var correct = 0
-    let invBatch = 1 / Float(batch)
+    let invBatch = 1 / Float(meanOver ?? batch)
     let off = labelSmoothing / Float(k), on = 1 - labelSmoothing + off
     for n in 0..<batch {
         let z = logits + n * k
@@ -49,7 +51,7 @@ public func computeLoss(_ kind: LossKind, logits: UnsafePointer<Float>, labels: 
             total += Double(loss)
         case .mse:
             var loss: Float = 0
-            let scale = 2 / Float(batch * k)
+            let scale = 2 / Float((meanOver ?? batch) * k)
             for j in 0..<k {
                 let d = z[j] - (j == label ? 1 : 0)
                 loss += d * d

@@ -177,6 +177,19 @@ public final class Trainer {
     public let model: Model
     public let settings: TrainingSettings
     public private(set) var state: TrainingState
+    /// Data-parallel training: this process is one rank of it (see `Distributed`). nil: alone.
+    public var distributed: Distributed?
+    /// Distributed runs: seconds backward waited for the gradient exchange to finish, in all (the
+    /// part of the exchange that computing did not hide).
+    public private(set) var exchangeWaitSeconds = 0.0
+
+    /// A rank's part of a global batch of `n` samples: samples [first, first + count). The parts
+    /// are as equal as can be, in rank order, so one process would see the same samples in the
+    /// same order.
+    public static func share(of n: Int, rank: Int, ranks: Int) -> (first: Int, count: Int) {
+        let first = n * rank / ranks
+        return (first, n * (rank + 1) / ranks - first)
+    }
 
     public init(model: Model, settings: TrainingSettings) throws {
         try settings.validate()
@@ -263,16 +276,28 @@ public final class Trainer {
                     onBatch: (TrainingProgress) -> Bool = { _ in true },
                     onEpoch: (EpochResult, TrainingState) throws -> Void = { _, _ in }) throws -> [EpochResult] {
         let batchSize = min(settings.batchSize, train.count)
-        guard batchSize <= model.maxBatch else {
-            throw CNNError(.outOfMemory, "a batch of \(batchSize) needs more working memory than the limit of \(Memory.describe(Memory.limit)) for this network; use a batch size of at most \(model.maxBatch) (or raise the limit with cnn_set_memory_limit or CNN_MEMORY_LIMIT)")
+        let (rank, ranks) = (distributed?.rank ?? 0, distributed?.size ?? 1)
+        // Each rank runs its share of a global batch.
+        let localBatch = batchSize / ranks
+        if ranks > 1 {
+            guard settings.batchSize % ranks == 0 else {
+                throw CNNError(.invalidArgument, "the batch size \(settings.batchSize) does not split evenly over \(ranks) processes: use a multiple of \(ranks)")
+            }
+            guard batchSize == settings.batchSize else {
+                throw CNNError(.invalidArgument, "the training data has \(train.count) samples, fewer than the batch size \(settings.batchSize), which \(ranks) processes split")
+            }
+        }
+        guard localBatch <= model.maxBatch else {
+            throw CNNError(.outOfMemory, "a batch of \(localBatch) needs more working memory than the limit of \(Memory.describe(Memory.limit)) for this network; use a batch size of at most \(model.maxBatch * ranks) (or raise the limit with cnn_set_memory_limit or CNN_MEMORY_LIMIT)")
         }
         // Everything a run takes, from the shapes, before any of it is allocated: parameters and
         // gradients, optimizer state and the guard's copy of it and of the weights, the batch's
         // working memory, its input and the loss gradient.
         let stateFloats = Optimizer.stateFloats(settings.optimizer, model: model)
-        let (batchFloats, o1) = batchSize.multipliedReportingOverflow(by: model.workspacePerSample + model.inputShape.count + model.numClasses)
-        let runFloats = o1 ? Int.max / 4 : model.parameterFloats + 2 * stateFloats + model.parameterCount + batchFloats
-        try Memory.check(runFloats &* 4, for: "training at a batch of \(batchSize)")
+        let (batchFloats, o1) = localBatch.multipliedReportingOverflow(by: model.workspacePerSample + model.inputShape.count + model.numClasses)
+        // A distributed run packs the gradients into buckets for the exchange: once more.
+        let runFloats = o1 ? Int.max / 4 : model.parameterFloats + 2 * stateFloats + model.parameterCount * (ranks > 1 ? 2 : 1) + batchFloats
+        try Memory.check(runFloats &* 4, for: "training at a batch of \(localBatch)")
         try state.optimizer.enableGuard()
         guard train.shape.c == model.inputShape.c, train.shape.h == model.inputShape.h, train.shape.w == model.inputShape.w else {
             throw CNNError(.shapeMismatch, "training data has images of \(train.shape), the model takes \(model.inputShape)")
@@ -315,9 +340,9 @@ public final class Trainer {
             throw CNNError(.shapeMismatch, "the run stopped after batch \(state.batch) of an epoch, but this data makes epochs of \(batches) batches: go on with the same data")
         }
         let totalSteps = batches * settings.epochs
-        let x = FloatBuffer(count: batchSize * sample)
-        let dLogits = FloatBuffer(count: batchSize * k)
-        var labels = [Int32](repeating: 0, count: batchSize)
+        let x = FloatBuffer(count: localBatch * sample)
+        let dLogits = FloatBuffer(count: localBatch * k)
+        var labels = [Int32](repeating: 0, count: localBatch)
         var order: [Int32] = []
         var scratch = SampleScratch(shape: train.shape)
         let batchNorms = model.namedLayers.compactMap { $0.layer as? BatchNorm }
@@ -332,9 +357,20 @@ public final class Trainer {
         if case .files = train.pixels { streamed = true }
         let prefetcher = augment != nil || streamed
             ? Prefetcher(dataset: train, batchSize: batchSize, mean: model.mean, std: model.std,
-                         augmentation: augment, workers: settings.loaderThreads)
+                         augmentation: augment, workers: settings.loaderThreads, part: (rank, ranks))
             : nil
         defer { prefetcher?.stop() }
+        let dropouts = model.namedLayers.compactMap { $0.layer as? Dropout }
+        var buckets: Distributed.Buckets?
+        if let distributed {
+            try checkAgreement(distributed, train: train)
+            buckets = Distributed.Buckets(model: model, distributed: distributed)
+        }
+        defer {
+            for d in dropouts { d.batchSlice = nil }
+            exchangeWaitSeconds += buckets?.waitSeconds ?? 0
+        }
+        let runningStatistics = FloatBuffer(count: distributed == nil ? 0 : batchNorms.reduce(0) { $0 + 2 * $1.runningMean.count })
 
         let last = min(until ?? settings.epochs, settings.epochs)
         while state.epoch < last && !state.stoppedEarly {
@@ -351,26 +387,55 @@ public final class Trainer {
             prefetcher?.startEpoch(order, seed: augmentSeed, firstBatch: first)
             var lossSum = state.partial.loss, correct = state.partial.correct, seen = state.partial.seen, seenHere = 0
             for b in first..<batches {
-                let lo = b * batchSize
-                var n = min(batchSize, train.count - lo)
+                // The global batch's size, and this rank's part of it (all of it alone).
+                let global = min(batchSize, train.count - b * batchSize)
+                let share = Trainer.share(of: global, rank: rank, ranks: ranks)
+                let lo = b * batchSize + share.first
+                var n = share.count
                 var input = x
-                var labelPointer: UnsafePointer<Int32>
-                if let prefetcher {
-                    let batch = try prefetcher.next()
-                    (input, labelPointer, n) = (batch.x, UnsafePointer(batch.labels), batch.count)
-                } else {
-                    try labels.withUnsafeMutableBufferPointer { l in
-                        try train.fill(order[lo..<(lo + n)], mean: model.mean, std: model.std, into: x.pointer,
-                                       labels: l.baseAddress!, scratch: &scratch)
+                var labelPointer: UnsafePointer<Int32> = labels.withUnsafeBufferPointer { $0.baseAddress! }
+                func place() -> String { "at epoch \(epoch + 1), batch \(b + 1)" }  // built only for an error
+                var failure: Error? = nil
+                do {
+                    if let prefetcher {
+                        let batch = try prefetcher.next()
+                        (input, labelPointer, n) = (batch.x, UnsafePointer(batch.labels), batch.count)
+                    } else {
+                        try labels.withUnsafeMutableBufferPointer { l in
+                            try train.fill(order[lo..<(lo + n)], mean: model.mean, std: model.std, into: x.pointer,
+                                           labels: l.baseAddress!, scratch: &scratch)
+                        }
                     }
-                    labelPointer = labels.withUnsafeBufferPointer { $0.baseAddress! }
+                } catch {
+                    // Alone: the error as it is. Distributed: after the other ranks hear of it (below).
+                    guard distributed != nil else { throw error }
+                    failure = error
                 }
                 swap(&statistics, &previousStatistics)
                 statistics.save(batchNorms)
-                let logits = model.forward(input, batch: n, training: true, rng: &rng)
-                let result = computeLoss(settings.loss, logits: logits.pointer, labels: labelPointer, batch: n, classes: k,
-                                         labelSmoothing: settings.labelSmoothing, gradient: dLogits.pointer)
-                func place() -> String { "at epoch \(epoch + 1), batch \(b + 1)" }  // built only for an error
+                for d in dropouts where distributed != nil { d.batchSlice = (share.first, global) }
+                var result = LossResult(sum: 0, correct: 0)
+                if failure == nil && n > 0 {
+                    let logits = model.forward(input, batch: n, training: true, rng: &rng)
+                    result = computeLoss(settings.loss, logits: logits.pointer, labels: labelPointer, batch: n, classes: k,
+                                         labelSmoothing: settings.labelSmoothing, gradient: dLogits.pointer,
+                                         meanOver: distributed == nil ? nil : global)
+                }
+                if let distributed {
+                    // The batch's loss and hits over all ranks, and whether one of them failed: every
+                    // rank then takes the same decisions below.
+                    var status = [result.sum, Double(result.correct), failure == nil ? 0 : 1]
+                    distributed.reduce(&status, distributed.mpi.sum)
+                    if status[2] > 0 {
+                        prefetcher?.release()
+                        statistics.restore(batchNorms)
+                        if let failure { throw failure }
+                        distributed.othersFailed = true
+                        throw CNNError(.internal, "training stopped \(place()): another process of the distributed run failed (its message says why)")
+                    }
+                    result = LossResult(sum: status[0], correct: Int(status[1]))
+                    n = global
+                }
                 let meanLoss = result.sum / Double(n)
                 if state.lossReference == nil, meanLoss.isFinite { state.lossReference = meanLoss }
                 let bound = Double(settings.divergenceFactor) * max(state.lossReference ?? 1, 1)
@@ -386,7 +451,15 @@ public final class Trainer {
                     throw CNNError(.diverged, "training diverged \(place()): \(what); the model keeps \(undone ? "the weights from before the last update" : "its weights"), whose loss was finite (try a lower learning rate)")
                 }
                 model.zeroGradients()
-                model.backward(dLogits, batch: n)
+                if let buckets {
+                    if share.count > 0 {
+                        model.backward(dLogits, batch: share.count, afterLayer: buckets.layerDone)
+                    }
+                    buckets.finish()
+                    averageRunningStatistics(batchNorms, into: runningStatistics, weight: Float(share.count) / Float(global))
+                } else {
+                    model.backward(dLogits, batch: n)
+                }
                 prefetcher?.release()
                 guard model.gradients.allSatisfy({ $0.allFinite }) else {
                     statistics.restore(batchNorms)
@@ -408,7 +481,9 @@ public final class Trainer {
                 let progress = TrainingProgress(epoch: epoch, epochs: settings.epochs, batch: b, batches: batches,
                                                 loss: lossSum / Double(seen), accuracy: Double(correct) / Double(seen),
                                                 imagesPerSecond: Double(seenHere) / elapsed, learningRate: lr)
-                if !onBatch(progress) {
+                var goOn = onBatch(progress)
+                if let distributed { goOn = !distributed.any(!goOn) }  // one rank's cancel stops all
+                if !goOn {
                     // Where the run stands, so that it can go on from the next batch (a checkpoint
                     // saved now resumes exactly).
                     state.batch = b + 1
@@ -439,9 +514,80 @@ public final class Trainer {
             state.epoch += 1
             state.rng = rng
             results.append(result)
-            try onEpoch(result, state)
+            if let distributed {
+                // A callback that fails on one rank stops every rank at the same point.
+                var failure: Error? = nil
+                do { try onEpoch(result, state) } catch { failure = error }
+                if distributed.any(failure != nil) {
+                    if failure == nil { distributed.othersFailed = true }
+                    throw failure ?? CNNError(.cancelled, "training stopped after epoch \(epoch + 1): another process of the distributed run stopped there (its message says why)")
+                }
+            } else {
+                try onEpoch(result, state)
+            }
         }
         return results
+    }
+
+    /// Distributed runs: each rank's batch-norm running statistics, from its own part of the batch,
+    /// are averaged over the ranks (weighted by their samples) after every update, so that every
+    /// rank keeps the same model. The batch statistics themselves stay per rank (PyTorch's
+    /// DistributedDataParallel without SyncBatchNorm).
+    private func averageRunningStatistics(_ layers: [BatchNorm], into buffer: FloatBuffer, weight: Float) {
+        guard let distributed, buffer.count > 0 else { return }
+        var offset = 0
+        for bn in layers {
+            for t in [bn.runningMean.value, bn.runningVar.value] {
+                for i in 0..<t.count { buffer.pointer[offset + i] = t.pointer[i] * weight }
+                offset += t.count
+            }
+        }
+        distributed.sum(buffer.pointer, count: buffer.count)
+        offset = 0
+        for bn in layers {
+            for t in [bn.runningMean.value, bn.runningVar.value] {
+                t.pointer.update(from: buffer.pointer + offset, count: t.count)
+                offset += t.count
+            }
+        }
+    }
+
+    /// Distributed runs start only when every rank has the same network, weights, settings, data
+    /// size and place in the run; otherwise every rank says what differs.
+    private func checkAgreement(_ distributed: Distributed, train: Dataset) throws {
+        var weights = Fingerprint()
+        for (name, p) in model.namedParameters {
+            weights.add(name)
+            weights.add(UnsafeRawBufferPointer(start: p.value.pointer, count: p.value.count * 4))
+        }
+        var settingsPrint = Fingerprint()
+        for (key, value) in settings.record { settingsPrint.add(key); settingsPrint.add(value) }
+        let items: [(name: String, value: UInt64)] = [
+            ("the architecture", Fingerprint(model.architecture.text).value),
+            ("the weights", weights.value),
+            ("the training settings (seed, batch size, optimizer, ...)", settingsPrint.value),
+            ("the training data's size and classes", Fingerprint("\(train.count) \(train.numClasses) \(train.shape)").value),
+            ("the place in the run (epoch, step)", Fingerprint("\(state.epoch) \(state.batch) \(state.optimizer.step)").value),
+        ]
+        let differ = distributed.disagreements(items)
+        guard differ.isEmpty else {
+            throw CNNError(.invalidArgument, "the \(distributed.size) processes of the distributed run differ in \(differ.joined(separator: ", ")): every rank must start from the same model, settings and data")
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: equal inputs give equal values on every rank.
+struct Fingerprint {
+    private(set) var value: UInt64 = 0xCBF2_9CE4_8422_2325
+    init() {}
+    init(_ text: String) { add(text) }
+    mutating func add(_ bytes: UnsafeRawBufferPointer) {
+        for byte in bytes { value = (value ^ UInt64(byte)) &* 0x100_0000_01B3 }
+    }
+    mutating func add(_ text: String) {
+        var t = text
+        t.withUTF8 { add(UnsafeRawBufferPointer($0)) }
+        value = (value ^ 0xFF) &* 0x100_0000_01B3  // a separator: ("ab", "c") differs from ("a", "bc")
     }
 }
 

@@ -29,6 +29,18 @@ def runtime_info():
     return lib.cnn_runtime_info().decode()
 
 
+def launcher_rank():
+    """(rank, size) of this process as an MPI launcher (mpirun -np N) started it, from the
+    environment it sets; (0, 1) when none did. With fit(..., distributed=True) every rank trains
+    the same model: let rank 0 alone print and save."""
+    import os
+    for rank, size in (("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"), ("PMIX_RANK", "PMIX_SIZE"),
+                       ("PMI_RANK", "PMI_SIZE")):
+        if rank in os.environ and size in os.environ:
+            return int(os.environ[rank]), int(os.environ[size])
+    return 0, 1
+
+
 def set_num_threads(threads):
     """Threads used by the library (1-256); results do not depend on it."""
     from ._lib import check
@@ -52,6 +64,6 @@ def get_memory_limit():
 
 
 __all__ = ["Model", "Dataset", "Trainer", "History", "top_k", "set_num_threads", "get_num_threads", "set_memory_limit",
-           "get_memory_limit", "library_version", "runtime_info", "train_defaults",
+           "get_memory_limit", "launcher_rank", "library_version", "runtime_info", "train_defaults",
            "library_path", "CNNError", "InvalidArgumentError", "ParseError", "CNNIOError", "BadFormatError",
            "ShapeMismatchError", "CNNMemoryError", "DivergedError", "CancelledError", "BusyError", "InternalError"]

@@ -162,7 +162,11 @@ class Model:
                 epochs; needs validation), monitor ("val_loss" or "val_accuracy"), save_best (a
                 path: the model is saved there whenever the monitored metric is the best so far),
                 freeze_until (fine-tuning: only layers from this index on train; those before run
-                as at inference and get no gradients or updates).
+                as at inference and get no gradients or updates), distributed (True: data-parallel
+                training over MPI, run under ``mpirun -np N python script.py``: every rank calls fit
+                with the same model, data and settings, batch_size is the global batch; see
+                ``cnn.launcher_rank()``), mpi_comm (with distributed: a communicator of the
+                program's, ``MPI._handleof(comm)`` with mpi4py; default MPI_COMM_WORLD).
 
         Ctrl-C stops at the end of the batch: the model keeps its last completed update and
         KeyboardInterrupt is raised. A NaN or infinite loss, gradient or weight raises

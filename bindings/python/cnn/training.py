@@ -48,7 +48,8 @@ _SETTINGS = {
     "contrast": ("augment_contrast", float), "loader_threads": ("loader_threads", int),
     "divergence_factor": ("divergence_factor", float), "allow_extra_outputs": ("allow_extra_outputs", _flag),
     "early_stopping": ("early_stopping", int), "monitor": ("monitor", _choice(_MONITORS, "monitor")),
-    "freeze_until": ("freeze_until", int),
+    "freeze_until": ("freeze_until", int), "distributed": ("distributed", _flag),
+    "mpi_comm": ("mpi_comm", lambda v: v),
 }
 
 

@@ -1,0 +1,173 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Data-parallel training over MPI: every process (rank) holds the whole model and trains on its
+/// share of each global batch; the gradients are summed across ranks before every update, so all
+/// ranks make the same update and keep the same weights. See `Trainer.fit` for how a batch is split
+/// and README ("Training on many processes") for the design and its limits.
+public final class Distributed {
+    public let rank: Int
+    public let size: Int
+    let mpi: MPILibrary
+    let comm: UnsafeMutableRawPointer
+    /// Training stopped because another rank failed or stopped (its own message says why).
+    public internal(set) var othersFailed = false
+
+    /// MPI_COMM_WORLD, initializing MPI (and finalizing it at exit) if the program did not.
+    public static func world() throws -> Distributed {
+        let mpi = try MPILibrary.shared()
+        try mpi.initializeIfNeeded()
+        return try Distributed(mpi, mpi.commWorld)
+    }
+
+    /// A communicator of the program's own: Open MPI's MPI_Comm (MPI initialized by the program).
+    public static func communicator(_ comm: UnsafeMutableRawPointer) throws -> Distributed {
+        let mpi = try MPILibrary.shared()
+        var flag: Int32 = 0
+        _ = mpi.initialized(&flag)
+        guard flag != 0 else { throw CNNError(.invalidArgument, "an MPI communicator was given but MPI is not initialized") }
+        return try Distributed(mpi, comm)
+    }
+
+    private init(_ mpi: MPILibrary, _ comm: UnsafeMutableRawPointer) throws {
+        self.mpi = mpi
+        self.comm = comm
+        var r: Int32 = 0, n: Int32 = 0
+        guard mpi.commRank(comm, &r) == 0, mpi.commSize(comm, &n) == 0, n >= 1, r >= 0, r < n else {
+            throw CNNError(.invalidArgument, "MPI_Comm_rank / MPI_Comm_size failed on the communicator")
+        }
+        rank = Int(r)
+        size = Int(n)
+    }
+
+    /// The number of processes an MPI launcher (mpirun, srun with PMIx) started, from the
+    /// environment it gives each process; nil when this process was not started by one.
+    public static var launcherSize: Int? {
+        for name in ["OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"] {
+            if let v = getenv(name), let n = Int(String(cString: v)), n >= 1 { return n }
+        }
+        return nil
+    }
+
+    /// Ends every process of the job (MPI_Abort): for the tool, whose other ranks would otherwise
+    /// wait in a collective for one that stopped.
+    public func abort(_ code: Int32) -> Never {
+        _ = mpi.abort(comm, code)
+        exit(code)
+    }
+
+    /// Sums `count` floats across ranks, in place: every rank gets the same bits.
+    func sum(_ p: UnsafeMutablePointer<Float>, count: Int) {
+        var done = 0
+        while done < count {
+            let n = min(count - done, Int(Int32.max))
+            _ = mpi.allreduce(MPILibrary.inPlace, p + done, Int32(n), mpi.float, mpi.sum, comm)
+            done += n
+        }
+    }
+
+    /// Reduces doubles across ranks, in place (`op`: mpi.sum, .min or .max).
+    func reduce(_ values: inout [Double], _ op: UnsafeMutableRawPointer) {
+        let n = Int32(values.count)
+        values.withUnsafeMutableBufferPointer { _ = mpi.allreduce(MPILibrary.inPlace, $0.baseAddress!, n, mpi.double, op, comm) }
+    }
+
+    /// Whether any rank passes true.
+    func any(_ flag: Bool) -> Bool {
+        var v: [Double] = [flag ? 1 : 0]
+        reduce(&v, mpi.max)
+        return v[0] > 0
+    }
+
+    /// The names of the items whose value differs between ranks (each a 64-bit fingerprint).
+    func disagreements(_ items: [(name: String, value: UInt64)]) -> [String] {
+        // Two exact halves per fingerprint (a double holds 32-bit integers exactly).
+        let halves = items.flatMap { [Double($0.value >> 32), Double($0.value & 0xFFFF_FFFF)] }
+        var low = halves, high = halves
+        reduce(&low, mpi.min)
+        reduce(&high, mpi.max)
+        return items.indices.filter { low[2 * $0] != high[2 * $0] || low[2 * $0 + 1] != high[2 * $0 + 1] }.map { items[$0].name }
+    }
+
+    // MARK: Gradient buckets
+
+    /// The gradients in buckets of about `bucketFloats`, in the order backward produces them (last
+    /// layer first), each summed across ranks as soon as backward has produced all of it
+    /// (MPI_Iallreduce), so that the exchange runs behind the remaining backward work.
+    final class Buckets {
+        struct Bucket {
+            var tensors: [FloatBuffer]
+            /// The top-level layer whose backward completes the bucket.
+            var layer: Int
+            let buffer: FloatBuffer
+        }
+        let buckets: [Bucket]
+        private let distributed: Distributed
+        private var requests: [UnsafeMutableRawPointer?]
+        private var started = 0
+        /// Seconds spent waiting for the exchange after backward (what it did not hide), this run.
+        var waitSeconds = 0.0
+
+        init(model: Model, distributed: Distributed, bucketFloats: Int = 1 << 18) {
+            self.distributed = distributed
+            var out: [Bucket] = []
+            var tensors: [FloatBuffer] = [], floats = 0, layer = 0
+            func close() {
+                guard !tensors.isEmpty else { return }
+                out.append(Bucket(tensors: tensors, layer: layer, buffer: FloatBuffer(count: floats)))
+                tensors = []
+                floats = 0
+            }
+            for i in stride(from: model.layers.count - 1, through: model.frozenLayers, by: -1) {
+                for p in model.layers[i].parameters.reversed() where p.trainable {
+                    guard let g = p.grad else { continue }
+                    tensors.append(g)
+                    floats += g.count
+                    layer = i
+                    if floats >= bucketFloats { close() }
+                }
+            }
+            close()
+            buckets = out
+            requests = Array(repeating: nil, count: out.count)
+        }
+
+        /// Called after top-level layer `layer`'s backward: starts the buckets it completes, and
+        /// lets MPI progress the ones under way.
+        func layerDone(_ layer: Int) {
+            while started < buckets.count && buckets[started].layer >= layer {
+                let b = buckets[started]
+                var offset = 0
+                for t in b.tensors {
+                    (b.buffer.pointer + offset).update(from: t.pointer, count: t.count)
+                    offset += t.count
+                }
+                let mpi = distributed.mpi
+                _ = mpi.iallreduce(MPILibrary.inPlace, b.buffer.pointer, Int32(b.buffer.count), mpi.float, mpi.sum,
+                                   distributed.comm, &requests[started])
+                started += 1
+            }
+            if started > 0 {
+                var flag: Int32 = 0
+                _ = distributed.mpi.testall(Int32(started), &requests, &flag, nil)
+            }
+        }
+
+        /// Starts what is left, waits for every bucket and copies the sums back into the gradients.
+        func finish() {
+            layerDone(-1)
+            let t0 = monotonicSeconds()
+            _ = distributed.mpi.waitall(Int32(started), &requests, nil)
+            waitSeconds += monotonicSeconds() - t0
+            for b in buckets {
+                var offset = 0
+                for t in b.tensors {
+                    t.pointer.update(from: b.buffer.pointer + offset, count: t.count)
+                    offset += t.count
+                }
+            }
+            started = 0
+        }
+    }
+}
