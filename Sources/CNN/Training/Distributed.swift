@@ -57,16 +57,6 @@ public final class Distributed {
         exit(code)
     }
 
-    /// Sums `count` floats across ranks, in place: every rank gets the same bits.
-    func sum(_ p: UnsafeMutablePointer<Float>, count: Int) {
-        var done = 0
-        while done < count {
-            let n = min(count - done, Int(Int32.max))
-            _ = mpi.allreduce(MPILibrary.inPlace, p + done, Int32(n), mpi.float, mpi.sum, comm)
-            done += n
-        }
-    }
-
     /// Reduces doubles across ranks, in place (`op`: mpi.sum, .min or .max).
     func reduce(_ values: inout [Double], _ op: UnsafeMutableRawPointer) {
         let n = Int32(values.count)
@@ -92,9 +82,12 @@ public final class Distributed {
 
     // MARK: Gradient buckets
 
-    /// The gradients in buckets of about `bucketFloats`, in the order backward produces them (last
-    /// layer first), each summed across ranks as soon as backward has produced all of it
-    /// (MPI_Iallreduce), so that the exchange runs behind the remaining backward work.
+    /// A step's exchange. After forward: the batch's status (loss sum, hits, failure) and the
+    /// batch-norm running statistics, weighted by the rank's share. During backward: the gradients
+    /// in buckets of about `bucketFloats`, in the order backward produces them (last layer first),
+    /// each summed across ranks as soon as backward has produced all of it. All non-blocking
+    /// (MPI_Iallreduce), waited for at the end of backward: the ranks meet once per step, and the
+    /// exchange runs behind the remaining backward work.
     final class Buckets {
         struct Bucket {
             var tensors: [FloatBuffer]
@@ -106,11 +99,19 @@ public final class Distributed {
         private let distributed: Distributed
         private var requests: [UnsafeMutableRawPointer?]
         private var started = 0
+        /// The step's status (loss sum, hits, failed ranks), summed; then its statistics.
+        private let status = UnsafeMutablePointer<Double>.allocate(capacity: 3)
+        private var statusRequests: [UnsafeMutableRawPointer?] = [nil, nil]
+        private var statusStarted = 0
+        private let batchNorms: [BatchNorm]
+        private let statistics: FloatBuffer
         /// Seconds spent waiting for the exchange after backward (what it did not hide), this run.
         var waitSeconds = 0.0
 
         init(model: Model, distributed: Distributed, bucketFloats: Int = 1 << 18) {
             self.distributed = distributed
+            batchNorms = model.namedLayers.compactMap { $0.layer as? BatchNorm }
+            statistics = FloatBuffer(count: batchNorms.reduce(0) { $0 + 2 * $1.runningMean.count })
             var out: [Bucket] = []
             var tensors: [FloatBuffer] = [], floats = 0, layer = 0
             func close() {
@@ -133,6 +134,30 @@ public final class Distributed {
             requests = Array(repeating: nil, count: out.count)
         }
 
+        deinit { status.deallocate() }
+
+        /// After forward: starts summing the batch's loss, hits and failure, and the running
+        /// statistics weighted by `weight` (the rank's share of the batch: their weighted mean, so
+        /// every rank keeps the same model; the batch statistics stay per rank, as in PyTorch's
+        /// DistributedDataParallel without SyncBatchNorm).
+        func startStatus(loss: Double, correct: Int, failed: Bool, weight: Float) {
+            let mpi = distributed.mpi
+            (status[0], status[1], status[2]) = (loss, Double(correct), failed ? 1 : 0)
+            _ = mpi.iallreduce(MPILibrary.inPlace, status, 3, mpi.double, mpi.sum, distributed.comm, &statusRequests[0])
+            statusStarted = 1
+            guard statistics.count > 0 else { return }
+            var offset = 0
+            for bn in batchNorms {
+                for t in [bn.runningMean.value, bn.runningVar.value] {
+                    for i in 0..<t.count { statistics.pointer[offset + i] = t.pointer[i] * weight }
+                    offset += t.count
+                }
+            }
+            _ = mpi.iallreduce(MPILibrary.inPlace, statistics.pointer, Int32(statistics.count), mpi.float, mpi.sum,
+                               distributed.comm, &statusRequests[1])
+            statusStarted = 2
+        }
+
         /// Called after top-level layer `layer`'s backward: starts the buckets it completes, and
         /// lets MPI progress the ones under way.
         func layerDone(_ layer: Int) {
@@ -148,18 +173,27 @@ public final class Distributed {
                                    distributed.comm, &requests[started])
                 started += 1
             }
-            if started > 0 {
-                var flag: Int32 = 0
-                _ = distributed.mpi.testall(Int32(started), &requests, &flag, nil)
-            }
+            var flag: Int32 = 0
+            if started > 0 { _ = distributed.mpi.testall(Int32(started), &requests, &flag, nil) }
+            if statusStarted > 0 { _ = distributed.mpi.testall(Int32(statusStarted), &statusRequests, &flag, nil) }
         }
 
-        /// Starts what is left, waits for every bucket and copies the sums back into the gradients.
-        func finish() {
+        /// Starts what is left, waits for everything, copies the sums back into the gradients and
+        /// the running statistics, and returns the batch's status summed over the ranks.
+        func finish() -> (loss: Double, correct: Int, failed: Bool) {
             layerDone(-1)
             let t0 = monotonicSeconds()
             _ = distributed.mpi.waitall(Int32(started), &requests, nil)
+            _ = distributed.mpi.waitall(Int32(statusStarted), &statusRequests, nil)
             waitSeconds += monotonicSeconds() - t0
+            var offset = 0
+            for bn in batchNorms where statusStarted == 2 {
+                for t in [bn.runningMean.value, bn.runningVar.value] {
+                    t.pointer.update(from: statistics.pointer + offset, count: t.count)
+                    offset += t.count
+                }
+            }
+            statusStarted = 0
             for b in buckets {
                 var offset = 0
                 for t in b.tensors {
@@ -168,6 +202,7 @@ public final class Distributed {
                 }
             }
             started = 0
+            return (status[0], Int(status[1]), status[2] > 0)
         }
     }
 }

@@ -370,7 +370,6 @@ public final class Trainer {
             for d in dropouts { d.batchSlice = nil }
             exchangeWaitSeconds += buckets?.waitSeconds ?? 0
         }
-        let runningStatistics = FloatBuffer(count: distributed == nil ? 0 : batchNorms.reduce(0) { $0 + 2 * $1.runningMean.count })
 
         let last = min(until ?? settings.epochs, settings.epochs)
         while state.epoch < last && !state.stoppedEarly {
@@ -421,19 +420,26 @@ public final class Trainer {
                                          labelSmoothing: settings.labelSmoothing, gradient: dLogits.pointer,
                                          meanOver: distributed == nil ? nil : global)
                 }
-                if let distributed {
-                    // The batch's loss and hits over all ranks, and whether one of them failed: every
-                    // rank then takes the same decisions below.
-                    var status = [result.sum, Double(result.correct), failure == nil ? 0 : 1]
-                    distributed.reduce(&status, distributed.mpi.sum)
-                    if status[2] > 0 {
+                if let distributed, let buckets {
+                    // The step's one exchange: the batch's loss and hits over all ranks, whether one
+                    // of them failed, the running statistics and the gradients (backward computes
+                    // this rank's part meanwhile). Every rank then takes the same decisions below,
+                    // which need nothing of backward but its gradients.
+                    model.zeroGradients()
+                    buckets.startStatus(loss: result.sum, correct: result.correct, failed: failure != nil,
+                                        weight: Float(n) / Float(global))
+                    if failure == nil && n > 0 {
+                        model.backward(dLogits, batch: n, afterLayer: buckets.layerDone)
+                    }
+                    let status = buckets.finish()
+                    if status.failed {
                         prefetcher?.release()
                         statistics.restore(batchNorms)
                         if let failure { throw failure }
                         distributed.othersFailed = true
                         throw CNNError(.internal, "training stopped \(place()): another process of the distributed run failed (its message says why)")
                     }
-                    result = LossResult(sum: status[0], correct: Int(status[1]))
+                    result = LossResult(sum: status.loss, correct: status.correct)
                     n = global
                 }
                 let meanLoss = result.sum / Double(n)
@@ -450,14 +456,8 @@ public final class Trainer {
                         : "the loss became NaN or infinite"
                     throw CNNError(.diverged, "training diverged \(place()): \(what); the model keeps \(undone ? "the weights from before the last update" : "its weights"), whose loss was finite (try a lower learning rate)")
                 }
-                model.zeroGradients()
-                if let buckets {
-                    if share.count > 0 {
-                        model.backward(dLogits, batch: share.count, afterLayer: buckets.layerDone)
-                    }
-                    buckets.finish()
-                    averageRunningStatistics(batchNorms, into: runningStatistics, weight: Float(share.count) / Float(global))
-                } else {
+                if distributed == nil {
+                    model.zeroGradients()
                     model.backward(dLogits, batch: n)
                 }
                 prefetcher?.release()
@@ -527,29 +527,6 @@ public final class Trainer {
             }
         }
         return results
-    }
-
-    /// Distributed runs: each rank's batch-norm running statistics, from its own part of the batch,
-    /// are averaged over the ranks (weighted by their samples) after every update, so that every
-    /// rank keeps the same model. The batch statistics themselves stay per rank (PyTorch's
-    /// DistributedDataParallel without SyncBatchNorm).
-    private func averageRunningStatistics(_ layers: [BatchNorm], into buffer: FloatBuffer, weight: Float) {
-        guard let distributed, buffer.count > 0 else { return }
-        var offset = 0
-        for bn in layers {
-            for t in [bn.runningMean.value, bn.runningVar.value] {
-                for i in 0..<t.count { buffer.pointer[offset + i] = t.pointer[i] * weight }
-                offset += t.count
-            }
-        }
-        distributed.sum(buffer.pointer, count: buffer.count)
-        offset = 0
-        for bn in layers {
-            for t in [bn.runningMean.value, bn.runningVar.value] {
-                t.pointer.update(from: buffer.pointer + offset, count: t.count)
-                offset += t.count
-            }
-        }
     }
 
     /// Distributed runs start only when every rank has the same network, weights, settings, data
