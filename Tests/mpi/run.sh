@@ -46,6 +46,14 @@ sys.exit(0 if set(a) == set(b) and worst <= float(sys.argv[3]) else 1)
 EOF
 }
 
+# 0. libcnn.so does not link MPI; without Open MPI a distributed run is an error that says so.
+if ldd "$LIBDIR/libcnn.so" | grep -qi mpi; then fail "libcnn.so links MPI" "$(ldd "$LIBDIR/libcnn.so" | grep -i mpi)"
+else ok "ldd libcnn.so lists no MPI library"; fi
+CNN_MPI_LIBRARY=/nonexistent/libmpi.so.40 "$CNN" train --spec "$PLAIN" --data "$TRAIN" --distributed --out "$T/x.safetensors" 2>"$T/err"
+if [[ $? -ne 0 ]] && grep -q "needs Open MPI, and /nonexistent/libmpi.so.40 could not be loaded" "$T/err" && [[ ! -e "$T/x.safetensors" ]]; then
+    ok "no Open MPI: $(head -c 200 "$T/err")"
+else fail "no Open MPI" "$(cat "$T/err")"; fi
+
 # 1. One process asked to be distributed (MPI initialized alone) trains exactly as without MPI:
 # the flips and translations (prefetched), dropout and batch norm, bit for bit.
 if train --spec "$NORM" --flip --translate 2 --out "$T/alone.safetensors" && train --spec "$NORM" --flip --translate 2 --out "$T/one.safetensors" --distributed \

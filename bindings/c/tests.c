@@ -4,6 +4,7 @@
  *
  * Ends with "N passed, N failed" and exits non-zero on any failure. Runs under valgrind in CI.
  */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include "testing.h"
 
 #include <math.h>
@@ -682,6 +683,32 @@ static void test_onnx_and_fine_tuning(cnn_model *m, cnn_dataset *test) {
     cnn_model_free(tuned);
 }
 
+/* Data-parallel training's settings (Tests/mpi/run.sh trains under mpirun): wrong values are
+ * refused, and a missing Open MPI is an error that names it, never a crash. */
+static void test_distributed_params(cnn_dataset *test) {
+    cnn_model *m = NULL;
+    EXPECT_STATUS(CNN_OK, cnn_model_create(SMALL, 3, &m));
+    if (!m) return;
+    cnn_train_params p;
+    cnn_train_params_default(&p);
+    CHECK(p.distributed == 0 && p.mpi_comm == NULL, "not distributed by default");
+    p.distributed = 2;
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_train(m, test, &p));
+    CHECK(strstr(cnn_last_error(), "params.distributed must be 0 or 1") != NULL, "message: %s", cnn_last_error());
+    p.distributed = 0;
+    p.mpi_comm = &p;
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_train(m, test, &p));
+    CHECK(strstr(cnn_last_error(), "mpi_comm is set but params.distributed is 0") != NULL, "message: %s", cnn_last_error());
+    p.mpi_comm = NULL;
+    p.distributed = 1;
+    setenv("CNN_MPI_LIBRARY", "/nonexistent/libmpi.so.40", 1);
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_train(m, test, &p));
+    CHECK(strstr(cnn_last_error(), "needs Open MPI, and /nonexistent/libmpi.so.40 could not be loaded") != NULL,
+          "message: %s", cnn_last_error());
+    unsetenv("CNN_MPI_LIBRARY");
+    cnn_model_free(m);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: %s DATA-DIR\n", argv[0]);
@@ -705,6 +732,7 @@ int main(int argc, char **argv) {
     if (model && test) test_inference(model, test);
     if (model) test_folders(model);
     if (model && test) test_onnx_and_fine_tuning(model, test);
+    if (test) test_distributed_params(test);
     cnn_model_free(model);
     cnn_dataset_free(test);
 

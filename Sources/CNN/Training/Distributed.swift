@@ -80,6 +80,10 @@ public final class Distributed {
         return items.indices.filter { low[2 * $0] != high[2 * $0] || low[2 * $0 + 1] != high[2 * $0 + 1] }.map { items[$0].name }
     }
 
+    /// Whether gradient buckets start during backward (the default), or all after it:
+    /// CNN_DISTRIBUTED_OVERLAP=0, to measure what the overlap hides.
+    static let overlap = getenv("CNN_DISTRIBUTED_OVERLAP").map { String(cString: $0) != "0" } ?? true
+
     // MARK: Gradient buckets
 
     /// A step's exchange. After forward: the batch's status (loss sum, hits, failure) and the

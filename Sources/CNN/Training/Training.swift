@@ -429,7 +429,7 @@ public final class Trainer {
                     buckets.startStatus(loss: result.sum, correct: result.correct, failed: failure != nil,
                                         weight: Float(n) / Float(global))
                     if failure == nil && n > 0 {
-                        model.backward(dLogits, batch: n, afterLayer: buckets.layerDone)
+                        model.backward(dLogits, batch: n, afterLayer: Distributed.overlap ? buckets.layerDone : nil)
                     }
                     let status = buckets.finish()
                     if status.failed {

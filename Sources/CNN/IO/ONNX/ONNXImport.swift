@@ -128,7 +128,7 @@ struct ONNXImporter {
         for (i, div) in nodes.enumerated() where div.opType == "Div" && div.inputs.count == 2 && div.outputs.count == 1 {
             let x = div.inputs[0]
             guard let c = value(div.inputs[1]), abs(c - 1.4142135) < 1e-5,
-                  let erf = readers[div.outputs[0]].flatMap({ $0.count == 1 && nodes[$0[0]].opType == "Erf" ? $0[0] : nil }),
+                  let erf = readers[div.outputs[0]].flatMap({ $0.count == 1 && nodes[$0[0]].opType == "Erf" && nodes[$0[0]].outputs.count == 1 ? $0[0] : nil }),
                   let add = next(nodes[erf].outputs[0], "Add", constant: 1),
                   let mul = next(nodes[add].outputs[0], "Mul", other: x),
                   let half = next(nodes[mul].outputs[0], "Mul", constant: 0.5) else { continue }
@@ -267,7 +267,7 @@ struct ONNXImporter {
               let m = try perChannel(nodes[sub].inputs, x, c),
               let afterSub = nodes[sub].outputs.first, let div = onlyConsumer(afterSub),
               ["Div", "Mul"].contains(nodes[div].opType),
-              let s = try perChannel(nodes[div].inputs, afterSub, c) else { return (mean, std) }
+              let s = try perChannel(nodes[div].inputs, afterSub, c), let normalized = nodes[div].outputs.first else { return (mean, std) }
         let isDiv = nodes[div].opType == "Div"
         guard nodes[sub].inputs[0] == x, nodes[div].inputs[0] == afterSub, s.allSatisfy({ $0.isFinite && $0 > 0 }) else {
             return (mean, std)
@@ -276,7 +276,7 @@ struct ONNXImporter {
         std = isDiv ? s : s.map { 1 / $0 }
         used[sub] = true
         used[div] = true
-        x = nodes[div].outputs[0]
+        x = normalized
         return (mean, std)
     }
 

@@ -163,7 +163,7 @@ extension ONNXImporter {
             try add(.dense(out: outputs, bias: weights.count == 2), weights)
         case "MatMul":
             guard shape.flat else { throw error(n, "a MatMul of \(shape): flatten it first") }
-            guard node.inputs[0] == x, let bt = constants[node.inputs[1]], bt.dims.count == 2, bt.dims[0] == shape.c else {
+            guard node.inputs.count == 2, node.inputs[0] == x, let bt = constants[node.inputs[1]], bt.dims.count == 2, bt.dims[0] == shape.c else {
                 throw error(n, "a product with a constant (\(shape.c), out) matrix is supported")
             }
             let outputs = bt.dims[1]
@@ -171,12 +171,13 @@ extension ONNXImporter {
             var result = out
             // The Add of a bias right after it.
             if let a = (consumers[out] ?? []).first, consumers[out]!.count == 1, nodes[a].opType == "Add", !used[a],
-               let biasName = nodes[a].inputs.first(where: { $0 != out }), let ct = constants[biasName] {
+               let biasName = nodes[a].inputs.first(where: { $0 != out }), let ct = constants[biasName],
+               let sum = nodes[a].outputs.first, !sum.isEmpty {
                 let b = try file.floatValues(ct)
                 if b.count == outputs {
                     used[a] = true
                     weights.append(b)
-                    result = nodes[a].outputs[0]
+                    result = sum
                 }
             }
             try add(.dense(out: outputs, bias: weights.count == 2), weights)
