@@ -128,6 +128,13 @@ if [[ -n ${PYTHON:-} ]]; then
        && cmp -s "$T/py.0.safetensors" "$T/py.1.safetensors" && [[ $(grep -c "^rank 0" "$T/out") -ge 1 ]]; then
         ok "Python: fit(distributed=True) under mpirun, same model on both ranks ($(grep -m1 "^rank 0" "$T/out"))"
     else fail "Python under mpirun" "$(tail -5 "$T/out")"; fi
+    # One rank's callback stops the run: both ranks stop at the same batch, and going on gives
+    # the uninterrupted run's bytes.
+    if $MPI env PYTHONPATH="$ROOT/bindings/python" CNN_LIBRARY="$LIBDIR/libcnn.so" "$PYTHON" "$ROOT/Tests/mpi/cancel.py" "$T/cancel" >"$T/out" 2>&1 \
+       && cmp -s "$T/cancel.stopped.0.safetensors" "$T/cancel.stopped.1.safetensors" \
+       && cmp -s "$T/cancel.0.safetensors" "$T/cancel.whole.0.safetensors" && cmp -s "$T/cancel.1.safetensors" "$T/cancel.whole.1.safetensors"; then
+        ok "Python: $(grep -m1 "^cancel" "$T/out")"
+    else fail "one rank's cancel" "$(tail -5 "$T/out")"; fi
 fi
 
 echo "$passed passed, $failed failed"

@@ -103,8 +103,9 @@ public final class Distributed {
         private let distributed: Distributed
         private var requests: [UnsafeMutableRawPointer?]
         private var started = 0
-        /// The step's status (loss sum, hits, failed ranks), summed; then its statistics.
-        private let status = UnsafeMutablePointer<Double>.allocate(capacity: 3)
+        /// The step's status (loss sum, hits, failed ranks, ranks asking to stop), summed; then
+        /// the running statistics.
+        private let status = UnsafeMutablePointer<Double>.allocate(capacity: 4)
         private var statusRequests: [UnsafeMutableRawPointer?] = [nil, nil]
         private var statusStarted = 0
         private let batchNorms: [BatchNorm]
@@ -140,14 +141,15 @@ public final class Distributed {
 
         deinit { status.deallocate() }
 
-        /// After forward: starts summing the batch's loss, hits and failure, and the running
+        /// After forward: starts summing the batch's loss, hits, failure and cancel (asked after
+        /// the previous batch, which one process would have stopped after), and the running
         /// statistics weighted by `weight` (the rank's share of the batch: their weighted mean, so
         /// every rank keeps the same model; the batch statistics stay per rank, as in PyTorch's
         /// DistributedDataParallel without SyncBatchNorm).
-        func startStatus(loss: Double, correct: Int, failed: Bool, weight: Float) {
+        func startStatus(loss: Double, correct: Int, failed: Bool, cancel: Bool, weight: Float) {
             let mpi = distributed.mpi
-            (status[0], status[1], status[2]) = (loss, Double(correct), failed ? 1 : 0)
-            _ = mpi.iallreduce(MPILibrary.inPlace, status, 3, mpi.double, mpi.sum, distributed.comm, &statusRequests[0])
+            (status[0], status[1], status[2], status[3]) = (loss, Double(correct), failed ? 1 : 0, cancel ? 1 : 0)
+            _ = mpi.iallreduce(MPILibrary.inPlace, status, 4, mpi.double, mpi.sum, distributed.comm, &statusRequests[0])
             statusStarted = 1
             guard statistics.count > 0 else { return }
             var offset = 0
@@ -184,7 +186,7 @@ public final class Distributed {
 
         /// Starts what is left, waits for everything, copies the sums back into the gradients and
         /// the running statistics, and returns the batch's status summed over the ranks.
-        func finish() -> (loss: Double, correct: Int, failed: Bool) {
+        func finish() -> (loss: Double, correct: Int, failed: Bool, cancelled: Bool) {
             layerDone(-1)
             let t0 = monotonicSeconds()
             _ = distributed.mpi.waitall(Int32(started), &requests, nil)
@@ -206,7 +208,7 @@ public final class Distributed {
                 }
             }
             started = 0
-            return (status[0], Int(status[1]), status[2] > 0)
+            return (status[0], Int(status[1]), status[2] > 0, status[3] > 0)
         }
     }
 }

@@ -385,7 +385,20 @@ public final class Trainer {
             if first == 0 { rng = epochRNG }
             prefetcher?.startEpoch(order, seed: augmentSeed, firstBatch: first)
             var lossSum = state.partial.loss, correct = state.partial.correct, seen = state.partial.seen, seenHere = 0
+            /// Distributed: this rank's onBatch asked to stop after the previous batch; the ranks
+            /// hear of it in the next exchange (or at the epoch's end) and stop together there.
+            var cancelAsked = false
+            func cancelled(afterBatches done: Int, rng: Random) -> CNNError {
+                // Where the run stands, so that it can go on from the next batch (a checkpoint
+                // saved now resumes exactly).
+                state.batch = done
+                state.epochRNG = epochStart
+                state.rng = rng
+                state.partial = (lossSum, correct, seen)
+                return CNNError(.cancelled, "training cancelled at epoch \(epoch + 1), batch \(done); the model keeps its last completed update")
+            }
             for b in first..<batches {
+                let rngBefore = rng
                 // The global batch's size, and this rank's part of it (all of it alone).
                 let global = min(batchSize, train.count - b * batchSize)
                 let share = Trainer.share(of: global, rank: rank, ranks: ranks)
@@ -427,7 +440,7 @@ public final class Trainer {
                     // which need nothing of backward but its gradients.
                     model.zeroGradients()
                     buckets.startStatus(loss: result.sum, correct: result.correct, failed: failure != nil,
-                                        weight: Float(n) / Float(global))
+                                        cancel: cancelAsked, weight: Float(n) / Float(global))
                     if failure == nil && n > 0 {
                         model.backward(dLogits, batch: n, afterLayer: Distributed.overlap ? buckets.layerDone : nil)
                     }
@@ -438,6 +451,12 @@ public final class Trainer {
                         if let failure { throw failure }
                         distributed.othersFailed = true
                         throw CNNError(.internal, "training stopped \(place()): another process of the distributed run failed (its message says why)")
+                    }
+                    if status.cancelled {
+                        // A rank asked to stop after the previous batch: this one is undone.
+                        prefetcher?.release()
+                        statistics.restore(batchNorms)
+                        throw cancelled(afterBatches: b, rng: rngBefore)
                     }
                     result = LossResult(sum: status.loss, correct: status.correct)
                     n = global
@@ -481,18 +500,14 @@ public final class Trainer {
                 let progress = TrainingProgress(epoch: epoch, epochs: settings.epochs, batch: b, batches: batches,
                                                 loss: lossSum / Double(seen), accuracy: Double(correct) / Double(seen),
                                                 imagesPerSecond: Double(seenHere) / elapsed, learningRate: lr)
-                var goOn = onBatch(progress)
-                if let distributed { goOn = !distributed.any(!goOn) }  // one rank's cancel stops all
-                if !goOn {
-                    // Where the run stands, so that it can go on from the next batch (a checkpoint
-                    // saved now resumes exactly).
-                    state.batch = b + 1
-                    state.epochRNG = epochStart
-                    state.rng = rng
-                    state.partial = (lossSum, correct, seen)
-                    throw CNNError(.cancelled, "training cancelled at epoch \(epoch + 1), batch \(b + 1); the model keeps its last completed update")
+                let goOn = onBatch(progress)
+                if distributed != nil {
+                    cancelAsked = !goOn
+                } else if !goOn {
+                    throw cancelled(afterBatches: b + 1, rng: rng)
                 }
             }
+            if let distributed, distributed.any(cancelAsked) { throw cancelled(afterBatches: batches, rng: rng) }
             let seconds = monotonicSeconds() - start
             var result = EpochResult(epoch: epoch, loss: lossSum / Double(max(seen, 1)), accuracy: Double(correct) / Double(max(seen, 1)),
                                      seconds: seconds, imagesPerSecond: Double(seenHere) / max(seconds, 1e-9), validation: nil)
