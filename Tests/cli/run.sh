@@ -203,6 +203,11 @@ fi
 expect_error "a memory limit below 1 MiB" "$CNN" summary "$REF" --memory-limit 100K
 expect_error "a model over the memory limit" "$CNN" train --spec "input(1,28,28) flatten dense(16000)" --data "$TRAIN" --memory-limit 64M --out "$T/x.safetensors"
 expect_error "a model over CNN_MEMORY_LIMIT" env CNN_MEMORY_LIMIT=64M "$CNN" train --spec "input(1,28,28) flatten dense(16000)" --data "$TRAIN" --out "$T/x.safetensors"
+# Evaluation's confusion matrix is classes² counts: checked against the limit before it is taken.
+"$CNN" train --spec "input(1,28,28) maxpool(4) flatten dense(700)" --data "$TRAIN" --limit 64 --allow-extra-outputs --quiet --out "$T/wide.safetensors"
+if "$CNN" eval --model "$T/wide.safetensors" --data "$TEST" --memory-limit 4M >/dev/null 2>"$T/err"; then fail "a confusion matrix over the limit" "it ran"
+elif grep -q "the confusion matrix of 700 classes would take" "$T/err"; then ok "a confusion matrix over the memory limit: $(cat "$T/err")"
+else fail "a confusion matrix over the limit" "$(cat "$T/err")"; fi
 expect_error "an IDX header that lies" "$CNN" eval --model "$T/a.safetensors" --data "$ROOT/Tests/data/hostile/declares-4gib-images-idx3-ubyte.gz"
 if (ulimit -v 2000000; "$CNN" summary "input(1,128,128) flatten dense(16383) dense(16384)" 2>"$T/err"); [[ $? -eq 1 ]] && grep -q "parameters" "$T/err"; then
     ok "an absurd architecture is refused before it allocates (ulimit -v 2 GB)"

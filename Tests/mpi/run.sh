@@ -62,7 +62,7 @@ else fail "--distributed with one process differs from a plain run"; fi
 
 # 2. Two ranks: the same bytes on repeat, whatever the threads per rank.
 if $MPI "$CNN" train --spec "$PLAIN" --data "$TRAIN" --epochs 2 --batch-size 32 --momentum 0.9 --lr 0.05 --seed 5 --threads 1 \
-        --out "$T/two.safetensors" --log "$T/two.csv" >"$T/out" 2>"$T/err" \
+        --out "$T/two.safetensors" --log "$T/two.csv" --val "$TEST" >"$T/out" 2>"$T/err" \
    && $MPI "$CNN" train --spec "$PLAIN" --data "$TRAIN" --epochs 2 --batch-size 32 --momentum 0.9 --lr 0.05 --seed 5 --threads 2 \
         --out "$T/two-b.safetensors" --quiet 2>"$T/err2" && cmp -s "$T/two.safetensors" "$T/two-b.safetensors"; then
     ok "2 ranks: identical model files with 1 and 2 threads per rank"
@@ -70,6 +70,17 @@ else fail "2 ranks: not repeatable" "$(tail -3 "$T/err" "$T/err2")"; fi
 if [[ $(grep -c "^epoch " "$T/err") -eq 2 ]] && grep -q "in each of 2 processes (a batch of 32 is 16 per process)" "$T/err" \
    && [[ $(wc -l <"$T/two.csv") -eq 3 ]]; then ok "2 ranks: rank 0 alone prints (2 epoch lines) and logs"
 else fail "2 ranks: output" "$(cat "$T/err")"; fi
+
+# Validation split over the ranks: the last epoch's figures are those of cnn eval on the model.
+"$CNN" eval --model "$T/two.safetensors" --data "$TEST" --json >"$T/eval.json" 2>/dev/null
+if python3 - "$T/two.csv" "$T/eval.json" <<'EOF'
+import json, sys
+last = open(sys.argv[1]).read().split("\n")[-2].split(",")
+e = json.load(open(sys.argv[2]))
+sys.exit(0 if abs(float(last[3]) - e["loss"]) < 1e-5 and abs(float(last[4]) - e["accuracy"]) < 1e-9 else 1)
+EOF
+then ok "2 ranks: the validation figures, split over the ranks, are cnn eval's ($(tail -1 "$T/two.csv"))"
+else fail "2 ranks: validation" "$(tail -1 "$T/two.csv") vs $(head -c 200 "$T/eval.json")"; fi
 
 # 3. ... and what one process computes, up to rounding.
 train --spec "$PLAIN" --out "$T/single.safetensors"

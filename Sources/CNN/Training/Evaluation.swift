@@ -16,24 +16,29 @@ public struct Evaluation: Sendable {
 
 /// Evaluates in inference mode (dropout off, batch norm on running statistics). With
 /// `flipAverage`, each image's logits are the mean of its own and its left-right mirror's
-/// (test-time augmentation, for a model trained with flips; twice the forward work).
+/// (test-time augmentation, for a model trained with flips; twice the forward work). `samples`:
+/// only those (a rank's part of the validation data in a distributed run).
 public func evaluate(model: Model, on data: Dataset, loss: LossKind = .crossEntropy, batchSize: Int = 256,
-                     flipAverage: Bool = false) throws -> Evaluation {
+                     flipAverage: Bool = false, samples: Range<Int>? = nil) throws -> Evaluation {
+    let samples = samples ?? 0..<data.count
     guard data.shape.c == model.inputShape.c, data.shape.h == model.inputShape.h, data.shape.w == model.inputShape.w else {
         throw CNNError(.shapeMismatch, "the data has images of \(data.shape), the model takes \(model.inputShape)")
     }
     try data.checkClasses(of: model)
-    let k = model.numClasses, b = max(1, min(batchSize, data.count, model.maxBatch))
+    // The confusion matrix is classes² counts (and as many sums again in a distributed run).
+    let (cells, overflow) = model.numClasses.multipliedReportingOverflow(by: model.numClasses)
+    try Memory.check(overflow ? Int.max : cells &* 16, for: "the confusion matrix of \(model.numClasses) classes")
+    let k = model.numClasses, b = max(1, min(batchSize, samples.count, model.maxBatch))
     let x = FloatBuffer(count: b * model.inputShape.count)
     var labels = [Int32](repeating: 0, count: b)
     let plain = try FloatBuffer(count: flipAverage ? b * k : 0, for: "the logits kept while the mirrored images run")
     var confusion = [[Int]](repeating: [Int](repeating: 0, count: k), count: k)
     var total = 0.0
     var rng = Random(seed: 0)
-    let indices = (0..<Int32(data.count)).map { $0 }
+    let indices = samples.map { Int32($0) }
     var lo = 0
-    while lo < data.count {
-        let n = min(b, data.count - lo)
+    while lo < indices.count {
+        let n = min(b, indices.count - lo)
         try labels.withUnsafeMutableBufferPointer { l in
             try data.fill(indices[lo..<(lo + n)], mean: model.mean, std: model.std, into: x.pointer, labels: l.baseAddress!)
         }
@@ -57,8 +62,9 @@ public func evaluate(model: Model, on data: Dataset, loss: LossKind = .crossEntr
         lo += n
     }
     let correct = (0..<k).reduce(0) { $0 + confusion[$1][$1] }
-    return Evaluation(count: data.count, loss: total / Double(data.count),
-                      accuracy: Double(correct) / Double(data.count), confusion: confusion)
+    let count = samples.count
+    return Evaluation(count: count, loss: count == 0 ? 0 : total / Double(count),
+                      accuracy: count == 0 ? 0 : Double(correct) / Double(count), confusion: confusion)
 }
 
 /// Mirrors `images` planes of height × width left-right, in place.

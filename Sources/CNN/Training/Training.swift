@@ -514,7 +514,7 @@ public final class Trainer {
             state.batch = 0
             state.partial = (0, 0, 0)
             if let validation {
-                let v = try evaluate(model: model, on: validation, loss: settings.loss)
+                let v = try validate(on: validation)
                 result.validation = v
                 let score = settings.monitor.score(v)
                 if state.best.map({ score < $0.score }) ?? true {
@@ -542,6 +542,37 @@ public final class Trainer {
             }
         }
         return results
+    }
+
+    /// The model's loss and accuracy on the validation data; distributed, each rank evaluates its
+    /// share and the ranks sum their figures (an error on one rank stops them all).
+    private func validate(on data: Dataset) throws -> Evaluation {
+        guard let distributed else { return try evaluate(model: model, on: data, loss: settings.loss) }
+        let part = Trainer.share(of: data.count, rank: distributed.rank, ranks: distributed.size)
+        var failure: Error? = nil
+        var mine = Evaluation(count: 0, loss: 0, accuracy: 0, confusion: [])
+        do {
+            mine = try evaluate(model: model, on: data, loss: settings.loss, samples: part.first..<(part.first + part.count))
+        } catch { failure = error }
+        let k = model.numClasses
+        // Failed ranks, the loss sum, then the confusion matrix: whole numbers and sums, the same
+        // on every rank.
+        var sums = [Double](repeating: 0, count: 2 + k * k)
+        sums[0] = failure == nil ? 0 : 1
+        if failure == nil {
+            sums[1] = mine.loss * Double(mine.count)
+            for i in 0..<k { for j in 0..<k { sums[2 + i * k + j] = Double(mine.confusion[i][j]) } }
+        }
+        distributed.reduce(&sums, distributed.mpi.sum)
+        if sums[0] > 0 {
+            if let failure { throw failure }
+            distributed.othersFailed = true
+            throw CNNError(.internal, "validation stopped: another process of the distributed run failed (its message says why)")
+        }
+        let confusion = (0..<k).map { i in (0..<k).map { j in Int(sums[2 + i * k + j]) } }
+        let correct = (0..<k).reduce(0) { $0 + confusion[$1][$1] }
+        let n = max(data.count, 1)
+        return Evaluation(count: data.count, loss: sums[1] / Double(n), accuracy: Double(correct) / Double(n), confusion: confusion)
     }
 
     /// Distributed runs start only when every rank has the same network, weights, settings, data
