@@ -93,11 +93,37 @@ public final class Distributed {
     /// (MPI_Iallreduce), waited for at the end of backward: the ranks meet once per step, and the
     /// exchange runs behind the remaining backward work.
     final class Buckets {
-        struct Bucket {
-            var tensors: [FloatBuffer]
-            /// The top-level layer whose backward completes the bucket.
-            var layer: Int
+        /// Tensors exchanged as one contiguous buffer (MPI sums one buffer per request).
+        struct Packed {
+            let tensors: [FloatBuffer]
             let buffer: FloatBuffer
+            init(_ tensors: [FloatBuffer]) {
+                self.tensors = tensors
+                buffer = FloatBuffer(count: tensors.reduce(0) { $0 + $1.count })
+            }
+            /// Copies the tensors into the buffer, times `scale`.
+            func pack(scale: Float = 1) {
+                var offset = 0
+                for t in tensors {
+                    let out = buffer.pointer + offset
+                    if scale == 1 { out.update(from: t.pointer, count: t.count) }
+                    else { for i in 0..<t.count { out[i] = t.pointer[i] * scale } }
+                    offset += t.count
+                }
+            }
+            /// Copies the buffer back into the tensors.
+            func unpack() {
+                var offset = 0
+                for t in tensors {
+                    t.pointer.update(from: buffer.pointer + offset, count: t.count)
+                    offset += t.count
+                }
+            }
+        }
+        struct Bucket {
+            let packed: Packed
+            /// The top-level layer whose backward completes the bucket.
+            let layer: Int
         }
         let buckets: [Bucket]
         private let distributed: Distributed
@@ -108,20 +134,20 @@ public final class Distributed {
         private let status = UnsafeMutablePointer<Double>.allocate(capacity: 4)
         private var statusRequests: [UnsafeMutableRawPointer?] = [nil, nil]
         private var statusStarted = 0
-        private let batchNorms: [BatchNorm]
-        private let statistics: FloatBuffer
+        /// The batch-norm running means and variances.
+        private let statistics: Packed
         /// Seconds spent waiting for the exchange after backward (what it did not hide), this run.
         var waitSeconds = 0.0
 
         init(model: Model, distributed: Distributed, bucketFloats: Int = 1 << 18) {
             self.distributed = distributed
-            batchNorms = model.namedLayers.compactMap { $0.layer as? BatchNorm }
-            statistics = FloatBuffer(count: batchNorms.reduce(0) { $0 + 2 * $1.runningMean.count })
+            statistics = Packed(model.namedLayers.compactMap { $0.layer as? BatchNorm }
+                .flatMap { [$0.runningMean.value, $0.runningVar.value] })
             var out: [Bucket] = []
             var tensors: [FloatBuffer] = [], floats = 0, layer = 0
             func close() {
                 guard !tensors.isEmpty else { return }
-                out.append(Bucket(tensors: tensors, layer: layer, buffer: FloatBuffer(count: floats)))
+                out.append(Bucket(packed: Packed(tensors), layer: layer))
                 tensors = []
                 floats = 0
             }
@@ -151,15 +177,9 @@ public final class Distributed {
             (status[0], status[1], status[2], status[3]) = (loss, Double(correct), failed ? 1 : 0, cancel ? 1 : 0)
             _ = mpi.iallreduce(MPILibrary.inPlace, status, 4, mpi.double, mpi.sum, distributed.comm, &statusRequests[0])
             statusStarted = 1
-            guard statistics.count > 0 else { return }
-            var offset = 0
-            for bn in batchNorms {
-                for t in [bn.runningMean.value, bn.runningVar.value] {
-                    for i in 0..<t.count { statistics.pointer[offset + i] = t.pointer[i] * weight }
-                    offset += t.count
-                }
-            }
-            _ = mpi.iallreduce(MPILibrary.inPlace, statistics.pointer, Int32(statistics.count), mpi.float, mpi.sum,
+            guard statistics.buffer.count > 0 else { return }
+            statistics.pack(scale: weight)
+            _ = mpi.iallreduce(MPILibrary.inPlace, statistics.buffer.pointer, Int32(statistics.buffer.count), mpi.float, mpi.sum,
                                distributed.comm, &statusRequests[1])
             statusStarted = 2
         }
@@ -168,12 +188,8 @@ public final class Distributed {
         /// lets MPI progress the ones under way.
         func layerDone(_ layer: Int) {
             while started < buckets.count && buckets[started].layer >= layer {
-                let b = buckets[started]
-                var offset = 0
-                for t in b.tensors {
-                    (b.buffer.pointer + offset).update(from: t.pointer, count: t.count)
-                    offset += t.count
-                }
+                let b = buckets[started].packed
+                b.pack()
                 let mpi = distributed.mpi
                 _ = mpi.iallreduce(MPILibrary.inPlace, b.buffer.pointer, Int32(b.buffer.count), mpi.float, mpi.sum,
                                    distributed.comm, &requests[started])
@@ -192,21 +208,9 @@ public final class Distributed {
             _ = distributed.mpi.waitall(Int32(started), &requests, nil)
             _ = distributed.mpi.waitall(Int32(statusStarted), &statusRequests, nil)
             waitSeconds += monotonicSeconds() - t0
-            var offset = 0
-            for bn in batchNorms where statusStarted == 2 {
-                for t in [bn.runningMean.value, bn.runningVar.value] {
-                    t.pointer.update(from: statistics.pointer + offset, count: t.count)
-                    offset += t.count
-                }
-            }
+            if statusStarted == 2 { statistics.unpack() }
             statusStarted = 0
-            for b in buckets {
-                var offset = 0
-                for t in b.tensors {
-                    t.pointer.update(from: b.buffer.pointer + offset, count: t.count)
-                    offset += t.count
-                }
-            }
+            for b in buckets { b.packed.unpack() }
             started = 0
             return (status[0], Int(status[1]), status[2] > 0, status[3] > 0)
         }
