@@ -44,24 +44,6 @@ private func tailMask(_ first: Int) -> SIMDMask<V.MaskStorage> {
 }
 
 
-/// Σ_k a[k] · b[k]: whole vectors, then the rest one by one.
-@inline(__always)
-private func dot(_ k: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>) -> Float {
-    let w = V.scalarCount
-    var acc = V()
-    var t = 0
-    while t + w <= k {
-        acc = fmadd(acc, load(a + t), load(b + t))
-        t += w
-    }
-    var s = acc.sum()
-    while t < k {
-        s = fmadd(s, a[t], b[t])
-        t += 1
-    }
-    return s
-}
-
 /// [Σ a, Σ b, Σ c, Σ d] over the lanes of each, by halving (the same tree every time).
 @inline(__always)
 private func sum4(_ a: V, _ b: V, _ c: V, _ d: V) -> SIMD4<Float> {

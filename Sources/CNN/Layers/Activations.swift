@@ -79,26 +79,26 @@ public final class Activation: Layer, PlannedLayer {
             for i in 0..<count { yp[i] = xp[i] > 0 ? xp[i] : alpha * xp[i] }
             saved = x
         case .sigmoid:
-            for i in 0..<count { yp[i] = 1 / (1 + _expf(-xp[i])) }
+            Activation.map(count, xp, yp, SigmoidFunction.self)
             saved = y
         case .tanh:
             for i in 0..<count { yp[i] = _tanhf(xp[i]) }
             saved = y
         case .relu6:
-            Activation.map(count, xp, yp, Activation.relu6, { Activation.value(.relu6, $0) })
+            Activation.map(count, xp, yp, ReLU6Function.self)
             saved = x
         case .hardSigmoid:
-            Activation.map(count, xp, yp, { v in let t = v + 3; return t.replacing(with: 0, where: t .< 0).replacing(with: 6, where: t .> 6) / 6 },
-                           { Activation.value(.hardSigmoid, $0) })
+            Activation.map(count, xp, yp, HardSigmoidFunction.self)
             saved = x
         case .hardSwish:
-            Activation.map(count, xp, yp, { v in let t = v + 3; return v * t.replacing(with: 0, where: t .< 0).replacing(with: 6, where: t .> 6) / 6 },
-                           { Activation.value(.hardSwish, $0) })
+            Activation.map(count, xp, yp, HardSwishFunction.self)
             saved = x
-        case .silu, .gelu:
-            let kind = kind
+        case .silu:
+            Activation.map(count, xp, yp, SiLUFunction.self)
+            saved = x
+        case .gelu:
             parallelChunks(count, chunk: 1 << 14) { lo, hi in
-                for i in lo..<hi { yp[i] = Activation.value(kind, xp[i]) }
+                for i in lo..<hi { yp[i] = Activation.value(.gelu, xp[i]) }
             }
             saved = x
         }
@@ -122,7 +122,9 @@ public final class Activation: Layer, PlannedLayer {
             for i in 0..<count { dxp[i] = dyp[i] * s[i] * (1 - s[i]) }
         case .tanh:
             for i in 0..<count { dxp[i] = dyp[i] * (1 - s[i] * s[i]) }
-        case .relu6, .hardSigmoid, .hardSwish, .silu, .gelu:
+        case .silu:
+            Activation.map(count, s, dxp, dyp, SiLUGradient.self)
+        case .relu6, .hardSigmoid, .hardSwish, .gelu:
             let kind = kind
             parallelChunks(count, chunk: 1 << 14) { lo, hi in
                 for i in lo..<hi { dxp[i] = dyp[i] * Activation.derivative(kind, s[i]) }
@@ -131,20 +133,51 @@ public final class Activation: Layer, PlannedLayer {
         return dx
     }
 
-    /// y[i] = f(x[i]) over vectors (`vector`, the same arithmetic as `scalar`), the rest one by one.
+    /// y[i] = F(x[i]) over vectors, a tail shorter than a vector padded (so every element is
+    /// computed the same way, wherever a thread's chunk or the batch ends). F is a type, not a
+    /// closure, so that the loop is specialized for it and the function inlined.
     @inline(__always)
-    static func map(_ count: Int, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-                            _ vector: (V) -> V, _ scalar: (Float) -> Float) {
+    static func map<F: VectorFunction>(_ count: Int, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _: F.Type) {
         parallelChunks(count, chunk: 1 << 15) { lo, hi in
             var i = lo
-            while i + V.scalarCount <= hi { store(vector(load(x + i)), y + i); i += V.scalarCount }
-            while i < hi { y[i] = scalar(x[i]); i += 1 }
+            // Two vectors a step: independent chains for the long ones (exp and a division).
+            while i + 2 * V.scalarCount <= hi {
+                let a = F.apply(load(x + i)), b = F.apply(load(x + i + V.scalarCount))
+                store(a, y + i)
+                store(b, y + i + V.scalarCount)
+                i += 2 * V.scalarCount
+            }
+            while i + V.scalarCount <= hi { store(F.apply(load(x + i)), y + i); i += V.scalarCount }
+            if i < hi {
+                var v = V(repeating: 0)
+                for j in 0..<(hi - i) { v[j] = x[i + j] }
+                let r = F.apply(v)
+                for j in 0..<(hi - i) { y[i + j] = r[j] }
+            }
         }
     }
 
-    /// ReLU6 of a vector.
+    /// dx[i] = G(x[i], dy[i]) over vectors, the tail padded.
     @inline(__always)
-    static func relu6(_ v: V) -> V { v.replacing(with: 0, where: v .< 0).replacing(with: 6, where: v .> 6) }
+    static func map<G: VectorGradient>(_ count: Int, _ x: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
+                                       _ dy: UnsafePointer<Float>, _: G.Type) {
+        parallelChunks(count, chunk: 1 << 15) { lo, hi in
+            var i = lo
+            while i + V.scalarCount <= hi { store(G.apply(load(x + i), load(dy + i)), dx + i); i += V.scalarCount }
+            if i < hi {
+                var v = V(repeating: 0), d = V(repeating: 0)
+                for j in 0..<(hi - i) { v[j] = x[i + j]; d[j] = dy[i + j] }
+                let r = G.apply(v, d)
+                for j in 0..<(hi - i) { dx[i + j] = r[j] }
+            }
+        }
+    }
+
+    /// eˣ of one value, by the vector exp the layers use, so that a value computed alone (the
+    /// squeeze-and-excitation's vectors) equals the same value computed in a vector.
+    @inline(__always)
+    static func exp1(_ x: Float) -> Float { exp(V(repeating: x))[0] }
+
 
     /// f(x) of the activations whose backward keeps x (the plain-loop definitions).
     @inline(__always)
@@ -153,11 +186,11 @@ public final class Activation: Layer, PlannedLayer {
         case .relu6: return min(max(x, 0), 6)
         case .hardSigmoid: return min(max(x + 3, 0), 6) / 6
         case .hardSwish: return x * min(max(x + 3, 0), 6) / 6
-        case .silu: return x / (1 + _expf(-x))
+        case .silu: return x / (1 + exp1(-x))
         case .gelu: return 0.5 * x * (1 + _erff(x * 0.70710678118654752))
         case .relu: return max(x, 0)
         case .leakyRelu(let a): return x > 0 ? x : a * x
-        case .sigmoid: return 1 / (1 + _expf(-x))
+        case .sigmoid: return 1 / (1 + exp1(-x))
         case .tanh: return _tanhf(x)
         }
     }
@@ -170,7 +203,7 @@ public final class Activation: Layer, PlannedLayer {
         case .hardSigmoid: return x > -3 && x < 3 ? 1 / 6 : 0
         case .hardSwish: return x < -3 ? 0 : x <= 3 ? x / 3 + 0.5 : 1
         case .silu:
-            let s = 1 / (1 + _expf(-x))
+            let s = 1 / (1 + exp1(-x))
             return s * (1 + x * (1 - s))
         case .gelu:
             // Φ(x) + x φ(x)
@@ -178,12 +211,40 @@ public final class Activation: Layer, PlannedLayer {
         case .relu: return x > 0 ? 1 : 0
         case .leakyRelu(let a): return x > 0 ? 1 : a
         case .sigmoid:
-            let s = 1 / (1 + _expf(-x))
+            let s = 1 / (1 + exp1(-x))
             return s * (1 - s)
         case .tanh:
             let t = _tanhf(x)
             return 1 - t * t
         }
+    }
+}
+
+/// An elementwise function of vectors, as a type: `Activation.map` is specialized for it (a
+/// closure would be called once per vector, not inlined).
+protocol VectorFunction { static func apply(_ x: V) -> V }
+/// dx from x and dy, elementwise.
+protocol VectorGradient { static func apply(_ x: V, _ dy: V) -> V }
+
+enum ReLU6Function: VectorFunction {
+    @_transparent static func apply(_ x: V) -> V { x.replacing(with: 0, where: x .< 0).replacing(with: 6, where: x .> 6) }
+}
+enum HardSigmoidFunction: VectorFunction {
+    @_transparent static func apply(_ x: V) -> V { ReLU6Function.apply(x + 3) / 6 }
+}
+enum HardSwishFunction: VectorFunction {
+    @_transparent static func apply(_ x: V) -> V { x * ReLU6Function.apply(x + 3) / 6 }
+}
+enum SigmoidFunction: VectorFunction {
+    @_transparent static func apply(_ x: V) -> V { 1 / (1 + exp(-x)) }
+}
+enum SiLUFunction: VectorFunction {
+    @_transparent static func apply(_ x: V) -> V { x / (1 + exp(-x)) }
+}
+enum SiLUGradient: VectorGradient {
+    @_transparent static func apply(_ x: V, _ dy: V) -> V {
+        let s = 1 / (1 + exp(-x))
+        return dy * (s * (1 + x * (1 - s)))
     }
 }
 

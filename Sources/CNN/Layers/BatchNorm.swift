@@ -64,7 +64,7 @@ public final class BatchNorm: Layer, PlannedLayer {
             lastInput = x
             if foldedIntoPrevious {
                 lastInput = nil
-                Activation.map(count, xp, y, Activation.relu6, { Activation.value(.relu6, $0) })
+                Activation.map(count, xp, y, ReLU6Function.self)
                 return out
             }
             let rm = runningMean.value.pointer, rv = runningVar.value.pointer
@@ -193,7 +193,7 @@ extension BatchNorm {
             let v = (load(x + i) - mean) * inv
             store(v, xhat + i)
             let out = gamma * v + beta
-            store(activation ? (six ? Activation.relu6(out) : relu(out)) : out, y + i)
+            store(activation ? (six ? ReLU6Function.apply(out) : relu(out)) : out, y + i)
             i += V.scalarCount
         }
         while i < n {

@@ -122,43 +122,50 @@ public final class GroupedConv2D: Layer, PlannedLayer {
                                          dw: UnsafeMutablePointer<Float>, db: UnsafeMutablePointer<Float>?) {
         let g = geometry, oc = outputShape.c, hw = g.h * g.w, ohw = g.oh * g.ow, taps = g.kh * g.kw, s = g.sw
         let tasks = min(oc, max(2, min(batch, ThreadPool.shared.threads)))
-        let scratch = depthwiseScratch.reserve(tasks * plan.scratchCount).pointer
+        let perTask = plan.scratchCount + plan.paddedOutputCount
+        let scratch = depthwiseScratch.reserve(tasks * perTask).pointer
+        let w = V.scalarCount, vectors = plan.paddedOW / w
         ThreadPool.shared.parallelFor(tasks) { task in
-            let own = scratch + task * plan.scratchCount
-            withUnsafeTemporaryAllocation(of: V.self, capacity: taps) { acc in
-                withUnsafeTemporaryAllocation(of: Double.self, capacity: taps) { sums in
-                    for o in stride(from: task, to: oc, by: tasks) {
-                        sums.initialize(repeating: 0)
-                        var biasSum = DoubleSums()
-                        for n in 0..<batch {
-                            let plane = n * oc + o, d = dy + plane * ohw
-                            if db != nil { biasSum.add(d, ohw) }
-                            plan.border(x + plane * hw, into: own)
-                            acc.initialize(repeating: V())
-                            for oy in 0..<g.oh {
-                                var ox = 0
-                                while ox < g.ow {
-                                    var dv = V()
-                                    if ox + V.scalarCount <= g.ow {
-                                        dv = load(d + oy * g.ow + ox)
-                                    } else {
-                                        for l in 0..<(g.ow - ox) { dv[l] = d[oy * g.ow + ox + l] }
+            let own = scratch + task * perTask, dyRows = own + plan.scratchCount
+            withUnsafeTemporaryAllocation(of: Double.self, capacity: taps) { sums in
+                for o in stride(from: task, to: oc, by: tasks) {
+                    sums.initialize(repeating: 0)
+                    var biasSum = DoubleSums()
+                    for n in 0..<batch {
+                        let plane = n * oc + o, d = dy + plane * ohw
+                        if db != nil { biasSum.add(d, ohw) }
+                        plan.border(x + plane * hw, into: own)
+                        plan.pad(d, into: dyRows)
+                        // Each tap sums dy times its input in one vector of lanes, over the rows
+                        // and columns in order; up to four taps of a kernel row at a time.
+                        for ky in 0..<g.kh {
+                            var kx = 0
+                            while kx < g.kw {
+                                let count = min(4, g.kw - kx)
+                                let o0 = plan.offset(ky, kx), o1 = plan.offset(ky, min(kx + 1, g.kw - 1))
+                                let o2 = plan.offset(ky, min(kx + 2, g.kw - 1)), o3 = plan.offset(ky, min(kx + 3, g.kw - 1))
+                                var a0 = V(), a1 = V(), a2 = V(), a3 = V()
+                                for oy in 0..<g.oh {
+                                    let row = own + oy * s * plan.rowStride, dv = dyRows + oy * plan.paddedOW
+                                    for v in 0..<vectors {
+                                        let d = load(dv + v * w), r = row + v * w
+                                        a0 = fmadd(a0, d, load(r + o0))
+                                        a1 = fmadd(a1, d, load(r + o1))
+                                        a2 = fmadd(a2, d, load(r + o2))
+                                        a3 = fmadd(a3, d, load(r + o3))
                                     }
-                                    for ky in 0..<g.kh {
-                                        let row = own + (oy * s + ky) * plan.rowStride + ox
-                                        for kx in 0..<g.kw {
-                                            let t = ky * g.kw + kx
-                                            acc[t] = fmadd(acc[t], dv, load(row + (kx % s) * plan.phaseStride + kx / s))
-                                        }
-                                    }
-                                    ox += V.scalarCount
                                 }
+                                let t = ky * g.kw + kx
+                                sums[t] += Double(a0.sum())
+                                if count > 1 { sums[t + 1] += Double(a1.sum()) }
+                                if count > 2 { sums[t + 2] += Double(a2.sum()) }
+                                if count > 3 { sums[t + 3] += Double(a3.sum()) }
+                                kx += count
                             }
-                            for t in 0..<taps { sums[t] += Double(acc[t].sum()) }
                         }
-                        for t in 0..<taps { dw[o * taps + t] += Float(sums[t]) }
-                        if let db { db[o] += Float(biasSum.total) }
                     }
+                    for t in 0..<taps { dw[o * taps + t] += Float(sums[t]) }
+                    if let db { db[o] += Float(biasSum.total) }
                 }
             }
         }
@@ -173,7 +180,7 @@ public final class GroupedConv2D: Layer, PlannedLayer {
     private func depthwise(_ x: UnsafePointer<Float>, _ plan: DepthwisePlan, weights: UnsafePointer<Float>,
                            bias: UnsafePointer<Float>?, relu: Bool, batch: Int, into y: UnsafeMutablePointer<Float>) {
         let g = plan.g, oc = g.c, hw = g.h * g.w, ohw = g.oh * g.ow, taps = g.kh * g.kw
-        let s = g.sw, planes = batch * oc
+        let s = g.sw, planes = batch * oc, w = V.scalarCount
         // At most max(2, batch) scratch planes, as the model's memory plan counts them.
         let tasks = min(planes, max(2, min(batch, ThreadPool.shared.threads)))
         let scratch = depthwiseScratch.reserve(tasks * plan.scratchCount).pointer
@@ -184,23 +191,37 @@ public final class GroupedConv2D: Layer, PlannedLayer {
                 let o = plane % oc, wk = weights + o * taps, dst = y + plane * ohw
                 let start = V(repeating: bias?[o] ?? 0)
                 for oy in 0..<g.oh {
+                    let base = own + oy * s * plan.rowStride, out = dst + oy * g.ow
                     var ox = 0
+                    // Two vectors of outputs at a time (each weight broadcast once for both),
+                    // every output summing its taps in the same order.
+                    while ox + 2 * w <= g.ow {
+                        var a0 = start, a1 = start
+                        for ky in 0..<g.kh {
+                            for kx in 0..<g.kw {
+                                let p = base + plan.offset(ky, kx) + ox, wv = V(repeating: wk[ky * g.kw + kx])
+                                a0 = fmadd(a0, wv, load(p))
+                                a1 = fmadd(a1, wv, load(p + w))
+                            }
+                        }
+                        store(relu ? rectify(a0) : a0, out + ox)
+                        store(relu ? rectify(a1) : a1, out + ox + w)
+                        ox += 2 * w
+                    }
                     while ox < g.ow {
                         var acc = start
                         for ky in 0..<g.kh {
-                            let row = own + (oy * s + ky) * plan.rowStride + ox
                             for kx in 0..<g.kw {
-                                acc = fmadd(acc, V(repeating: wk[ky * g.kw + kx]), load(row + (kx % s) * plan.phaseStride + kx / s))
+                                acc = fmadd(acc, V(repeating: wk[ky * g.kw + kx]), load(base + plan.offset(ky, kx) + ox))
                             }
                         }
                         if relu { acc = rectify(acc) }
-                        let out = dst + oy * g.ow + ox
-                        if ox + V.scalarCount <= g.ow {
-                            store(acc, out)
+                        if ox + w <= g.ow {
+                            store(acc, out + ox)
                         } else {
-                            for l in 0..<(g.ow - ox) { out[l] = acc[l] }
+                            for l in 0..<(g.ow - ox) { out[ox + l] = acc[l] }
                         }
-                        ox += V.scalarCount
+                        ox += w
                     }
                 }
             }
@@ -305,12 +326,35 @@ struct DepthwisePlan {
     let phaseStride: Int
     let rowStride: Int
     let scratchCount: Int
+    /// The output width rounded up to whole vectors: the weight gradient's copy of a dy plane
+    /// (`pad`), `paddedOutputCount` floats, zeros past each row's end.
+    let paddedOW: Int
+    let paddedOutputCount: Int
 
     init(_ g: ConvGeometry) {
         self.g = g
         phaseStride = g.ow + (g.kw - 1) / g.sw + V.scalarCount
         rowStride = g.sw * phaseStride
         scratchCount = (g.h + 2 * g.ph) * rowStride
+        paddedOW = (g.ow + V.scalarCount - 1) / V.scalarCount * V.scalarCount
+        paddedOutputCount = g.oh * paddedOW
+    }
+
+    /// Where tap (ky, kx) reads for output (0, 0) in the bordered plane: kernel row ky, phase
+    /// kx mod stride, column kx / stride (stride 1 or 2: a mask and a shift, no division).
+    @inline(__always)
+    func offset(_ ky: Int, _ kx: Int) -> Int {
+        let shift = g.sw - 1
+        return ky * rowStride + (kx & shift) * phaseStride + (kx >> shift)
+    }
+
+    /// Copies an output-sized plane (OH × OW) into rows of `paddedOW`, zeros after each row.
+    func pad(_ d: UnsafePointer<Float>, into rows: UnsafeMutablePointer<Float>) {
+        for oy in 0..<g.oh {
+            let row = rows + oy * paddedOW
+            row.update(from: d + oy * g.ow, count: g.ow)
+            row.advanced(by: g.ow).update(repeating: 0, count: paddedOW - g.ow)
+        }
     }
 
     /// Copies input plane `x` (H × W) into `scratch`, bordered with zeros.

@@ -19,8 +19,8 @@ public final class SqueezeExcite: Layer, PlannedLayer {
     public let gate: ActivationKind
     let fc1Weight: Parameter, fc1Bias: Parameter, fc2Weight: Parameter, fc2Bias: Parameter
     private var saved: FloatBuffer?
-    // Per sample, kept for backward: the means s (C), fc1's output a (S), fc2's output z (C), the
-    // gate g (C).
+    // Per sample, kept for backward: the means s (C), fc1's output a (S) and act(a) (S), fc2's
+    // output z (C), the gate g (C).
     private var means = Workspace(), hidden = Workspace(), gateInput = Workspace(), gates = Workspace()
     let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
     private var vectorGrads = Workspace()  // dg and ds (C each), dh (S), per sample
@@ -64,7 +64,7 @@ public final class SqueezeExcite: Layer, PlannedLayer {
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         let c = inputShape.c, s = squeeze, hw = inputShape.h * inputShape.w
         let xp = x.pointer, y = buffers.output(batch * inputShape.count, input: x, training: training), yp = y.pointer
-        let m = means.reserve(batch * c).pointer, a = hidden.reserve(batch * s).pointer
+        let m = means.reserve(batch * c).pointer, a = hidden.reserve(2 * batch * s).pointer, h = a + batch * s
         let z = gateInput.reserve(batch * c).pointer, g = gates.reserve(batch * c).pointer
         let w1 = fc1Weight.value.pointer, b1 = fc1Bias.value.pointer
         let w2 = fc2Weight.value.pointer, b2 = fc2Bias.value.pointer
@@ -72,21 +72,20 @@ public final class SqueezeExcite: Layer, PlannedLayer {
         parallelChunks(batch * c, chunk: max(1, 16384 / hw)) { lo, hi in
             for plane in lo..<hi {
                 let src = xp + plane * hw
-                var sum: Float = 0
-                for i in 0..<hw { sum += src[i] }
-                m[plane] = sum * scale
+                m[plane] = sum(src, hw) * scale
             }
         }
         for n in 0..<batch {
-            let mn = m + n * c, an = a + n * s, zn = z + n * c, gn = g + n * c
+            let mn = m + n * c, an = a + n * s, hn = h + n * s, zn = z + n * c, gn = g + n * c
             for r in 0..<s {
                 var acc = b1[r]
                 for k in 0..<c { acc += w1[r * c + k] * mn[k] }
                 an[r] = acc
+                hn[r] = Activation.value(act, acc)
             }
             for k in 0..<c {
                 var acc = b2[k]
-                for r in 0..<s { acc += w2[k * s + r] * Activation.value(act, an[r]) }
+                for r in 0..<s { acc += w2[k * s + r] * hn[r] }
                 zn[k] = acc
                 gn[k] = Activation.value(gate, acc)
             }
@@ -105,7 +104,7 @@ public final class SqueezeExcite: Layer, PlannedLayer {
         guard let xp = saved?.pointer else { return nil }
         let c = inputShape.c, s = squeeze, hw = inputShape.h * inputShape.w
         let dyp = dy.pointer
-        let m = means.buffer.pointer, a = hidden.buffer.pointer, z = gateInput.buffer.pointer, g = gates.buffer.pointer
+        let m = means.buffer.pointer, a = hidden.buffer.pointer, h = a + batch * s, z = gateInput.buffer.pointer, g = gates.buffer.pointer
         let w1 = fc1Weight.value.pointer, w2 = fc2Weight.value.pointer
         let vectors = vectorGrads.reserve(batch * (2 * c + s)).pointer
         let dz = vectors, ds = vectors + batch * c, da = vectors + 2 * batch * c
@@ -113,19 +112,17 @@ public final class SqueezeExcite: Layer, PlannedLayer {
         parallelChunks(batch * c, chunk: max(1, 16384 / hw)) { lo, hi in
             for plane in lo..<hi {
                 let src = xp + plane * hw, d = dyp + plane * hw
-                var sum: Float = 0
-                for i in 0..<hw { sum += d[i] * src[i] }
-                dz[plane] = sum * Activation.derivative(gate, z[plane])
+                dz[plane] = dot(hw, d, src) * Activation.derivative(gate, z[plane])
             }
         }
         let dw1 = fc1Weight.grad?.pointer, db1 = fc1Bias.grad?.pointer
         let dw2 = fc2Weight.grad?.pointer, db2 = fc2Bias.grad?.pointer
         for n in 0..<batch {
-            let dzn = dz + n * c, an = a + n * s, dan = da + n * s, mn = m + n * c, dsn = ds + n * c
+            let dzn = dz + n * c, an = a + n * s, hn = h + n * s, dan = da + n * s, mn = m + n * c, dsn = ds + n * c
             // fc2: its gradients, and dh = fc2ᵀ dz, then da = dh · act'(a).
             for k in 0..<c {
                 db2?[k] += dzn[k]
-                if let dw2 { for r in 0..<s { dw2[k * s + r] += dzn[k] * Activation.value(act, an[r]) } }
+                if let dw2 { for r in 0..<s { dw2[k * s + r] += dzn[k] * hn[r] } }
             }
             for r in 0..<s {
                 var acc: Float = 0

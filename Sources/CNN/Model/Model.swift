@@ -115,8 +115,9 @@ public final class Model {
                 }
             }
             if let conv = layer as? GroupedConv2D, let plan = conv.depthwisePlan {
-                // Each task's bordered input (or dy) plane, at most max(2, batch) of them.
-                workspace += max(plan.scratchCount, conv.depthwiseGradientPlan?.scratchCount ?? 0)
+                // Each task's bordered input (or dy) plane, at most max(2, batch) of them,
+                // and the weight gradient's padded dy plane.
+                workspace += max(plan.scratchCount + plan.paddedOutputCount, conv.depthwiseGradientPlan?.scratchCount ?? 0)
             }
             guard workspace <= Model.maxWorkspacePerSample else {
                 throw CNNError(.invalidArgument, "architecture: the network needs more than \(Model.maxWorkspacePerSample) floats of working memory per sample at layer \(index) (\(spec.text))")
