@@ -134,7 +134,7 @@ public final class GroupedConv2D: Layer, PlannedLayer {
                     for n in 0..<batch {
                         let plane = n * oc + o, d = dy + plane * ohw
                         if db != nil { biasSum.add(d, ohw) }
-                        plan.border(x + plane * hw, into: own)
+                        plan.border(x + plane * hw, into: own, bordered: o != task || n > 0)
                         plan.pad(d, into: dyRows)
                         // Each tap sums dy times its input in one vector of lanes, over the rows
                         // and columns in order; up to four taps of a kernel row at a time.
@@ -187,7 +187,7 @@ public final class GroupedConv2D: Layer, PlannedLayer {
         ThreadPool.shared.parallelFor(tasks) { task in
             let own = scratch + task * plan.scratchCount
             for plane in stride(from: task, to: planes, by: tasks) {
-                plan.border(x + plane * hw, into: own)
+                plan.border(x + plane * hw, into: own, bordered: plane != task)
                 let o = plane % oc, wk = weights + o * taps, dst = y + plane * ohw
                 let start = V(repeating: bias?[o] ?? 0)
                 for oy in 0..<g.oh {
@@ -357,13 +357,19 @@ struct DepthwisePlan {
         }
     }
 
-    /// Copies input plane `x` (H × W) into `scratch`, bordered with zeros.
-    func border(_ x: UnsafePointer<Float>, into scratch: UnsafeMutablePointer<Float>) {
+    /// Copies input plane `x` (H × W) into `scratch`, bordered with zeros. `bordered`: the
+    /// scratch holds another plane of this geometry, whose zeros are where this one's go (a
+    /// task's planes after its first), so only the input's own values are copied.
+    func border(_ x: UnsafePointer<Float>, into scratch: UnsafeMutablePointer<Float>, bordered: Bool) {
         let rows = g.h + 2 * g.ph
+        if bordered && g.sw == 1 {
+            for iy in 0..<g.h { (scratch + (iy + g.ph) * rowStride + g.pw).update(from: x + iy * g.w, count: g.w) }
+            return
+        }
         for r in 0..<rows {
             let iy = r - g.ph, row = scratch + r * rowStride
             guard iy >= 0 && iy < g.h else {
-                row.update(repeating: 0, count: rowStride)
+                if !bordered { row.update(repeating: 0, count: rowStride) }
                 continue
             }
             let src = x + iy * g.w
