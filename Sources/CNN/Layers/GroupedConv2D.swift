@@ -135,7 +135,9 @@ public final class GroupedConv2D: Layer, PlannedLayer {
                         let plane = n * oc + o, d = dy + plane * ohw
                         if db != nil { biasSum.add(d, ohw) }
                         plan.border(x + plane * hw, into: own, bordered: o != task || n > 0)
-                        plan.pad(d, into: dyRows)
+                        // Rows of whole vectors are read where they are.
+                        let rows = plan.paddedOW == g.ow ? d : UnsafePointer(dyRows)
+                        if plan.paddedOW != g.ow { plan.pad(d, into: dyRows) }
                         // Each tap sums dy times its input in one vector of lanes, over the rows
                         // and columns in order; up to four taps of a kernel row at a time.
                         for ky in 0..<g.kh {
@@ -146,7 +148,7 @@ public final class GroupedConv2D: Layer, PlannedLayer {
                                 let o2 = plan.offset(ky, min(kx + 2, g.kw - 1)), o3 = plan.offset(ky, min(kx + 3, g.kw - 1))
                                 var a0 = V(), a1 = V(), a2 = V(), a3 = V()
                                 for oy in 0..<g.oh {
-                                    let row = own + oy * s * plan.rowStride, dv = dyRows + oy * plan.paddedOW
+                                    let row = own + oy * s * plan.rowStride, dv = rows + oy * plan.paddedOW
                                     for v in 0..<vectors {
                                         let d = load(dv + v * w), r = row + v * w
                                         a0 = fmadd(a0, d, load(r + o0))
