@@ -178,7 +178,6 @@ public final class Activation: Layer, PlannedLayer {
     @inline(__always)
     static func exp1(_ x: Float) -> Float { exp(V(repeating: x))[0] }
 
-
     /// f(x) of the activations whose backward keeps x (the plain-loop definitions).
     @inline(__always)
     static func value(_ kind: ActivationKind, _ x: Float) -> Float {

@@ -361,7 +361,8 @@ struct DepthwisePlan {
 
     /// Copies input plane `x` (H × W) into `scratch`, bordered with zeros. `bordered`: the
     /// scratch holds another plane of this geometry, whose zeros are where this one's go (a
-    /// task's planes after its first), so only the input's own values are copied.
+    /// task's planes after its first): at stride 1 only the input's own values are copied, at
+    /// stride 2 the rows of zeros above and below are left as they are.
     func border(_ x: UnsafePointer<Float>, into scratch: UnsafeMutablePointer<Float>, bordered: Bool) {
         let rows = g.h + 2 * g.ph
         if bordered && g.sw == 1 {
