@@ -333,13 +333,16 @@ public final class Conv2D: Layer, PlannedLayer {
             let t = perTask + slot * p * oc
             for n in stride(from: slot, to: batch, by: slots) {
                 transpose(dyp + n * outCount, rows: oc, cols: p, into: t)
+                // Every value of the panels is written once: dy's, or a zero (the columns past OC,
+                // the rows past OW).
                 let panel0 = dyT + n * perSample
-                panel0.update(repeating: 0, count: perSample)
                 for y in 0..<g.oh {
-                    for x in 0..<g.ow {
+                    for x in 0..<wp {
                         let src = t + (y * g.ow + x) * oc, row = y * wp + x
                         for q in 0..<panels {
-                            copyRow(panel0 + (q * pp + row) * nr, src + q * nr, min(nr, oc - q * nr), exact: true)
+                            let dst = panel0 + (q * pp + row) * nr, width = x < g.ow ? min(nr, oc - q * nr) : 0
+                            copyRow(dst, src + q * nr, width, exact: true)
+                            if width < nr { (dst + width).update(repeating: 0, count: nr - width) }
                         }
                     }
                 }
@@ -355,7 +358,7 @@ public final class Conv2D: Layer, PlannedLayer {
                 for tap in 0..<taps {
                     for q in 0..<panels {
                         gemmTile(i0: r0, i1: r1, j0: 0, j1: min(nr, oc - q * nr), k: pp, a: x + (tap / g.kw) * wp + tap % g.kw,
-                                 aRow: plane, aCol: 1, b: dyT + n * perSample + q * pp * nr, ldb: nr,
+                                 aRow: plane, aCol: 1, b: dyT + n * perSample + q * pp * nr, ldb: nr, panelStride: pp * nr,
                                  c: dwt + tap * c * oc + q * nr, ldc: oc, accumulate: true)
                     }
                 }
