@@ -16,9 +16,14 @@ struct LayerTests {
         "input(8,6,6) conv(8,3,pad=1) flatten",      // Winograd forward and input gradient
         "input(9,8,10) conv(10,3) flatten",          // the same without padding (dy padded by 2)
         "input(8,4,6) conv(40,3,pad=1) flatten",     // Winograd, dW with a whole and a partial panel of dyᵀ
+        "input(5,2,2) conv(7,1) flatten",            // 1×1 on small planes: one product over the batch's pixels
+        "input(24,4,4) conv(40,1,bias=false) flatten", // 16 pixels: over the batch with 32-wide panels, per sample below
     ])
     func conv(_ text: String) throws {
         let (_, layer) = try makeLayer(text)
+        if text.hasPrefix("input(5,2,2)"), let g = (layer as? Conv2D)?.geometry {
+            #expect(g.multipliesBatch(2) && !g.multipliesBatch(1))
+        }
         checkLayer(layer, batch: 2)
     }
 

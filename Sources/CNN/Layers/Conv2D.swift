@@ -119,6 +119,27 @@ public final class Conv2D: Layer, PlannedLayer {
             }
             return y
         }
+        if !pool && g.multipliesBatch(batch) {
+            // Small planes through a 1×1 convolution: one product over the batch's pixels, its
+            // columns gathered from the samples' planes (kept for backward) and its rows scattered
+            // back into them.
+            let columns = batch * p, xg = self.col.reserve(batch * ckk * p).pointer
+            let yg = scratch.transposed.reserve(batch * outCount).pointer
+            let parts = min(batch, max(2, ThreadPool.shared.threads))
+            ThreadPool.shared.parallelFor(parts) { task in
+                for n in stride(from: task, to: batch, by: parts) {
+                    for k in 0..<ckk { copyPlane(xg + k * columns + n * p, xp + n * inCount + k * p, p) }
+                }
+            }
+            gemm(m: oc, n: columns, k: ckk, a: w, aRow: ckk, aCol: 1, b: xg, ldb: columns, c: yg, ldc: columns,
+                 accumulate: false, rowBias: b, relu: fusedReLU, parallel: true)
+            ThreadPool.shared.parallelFor(parts) { task in
+                for n in stride(from: task, to: batch, by: parts) {
+                    for o in 0..<oc { copyPlane(yp + n * outCount + o * p, yg + o * columns + n * p, p) }
+                }
+            }
+            return y
+        }
         // Training keeps every sample's im2col matrix for backward. Inference needs one matrix at
         // a time: each of `slots` tasks lowers its samples into its own slot, which stays in its
         // core's cache instead of streaming the whole batch's matrices through memory.
@@ -230,6 +251,9 @@ public final class Conv2D: Layer, PlannedLayer {
                 }
             }
         }
+        if g.multipliesBatch(batch) {
+            return backwardOverBatch(dy, batch: batch, needInputGradient: needInputGradient)
+        }
         if let dw = weight.grad?.pointer {
             if g.winograd {
                 weightGradientFromPadded(dy, batch: batch, into: dw)
@@ -267,6 +291,36 @@ public final class Conv2D: Layer, PlannedLayer {
             } else {
                 col2im(dcol, g, dxn)
             }
+        }
+        return dx
+    }
+
+    /// Backward of the product over the batch's pixels (`ConvGeometry.multipliesBatch`): dy as one
+    /// (B·P, OC) matrix, each sample's (OC, P) transposed into its P rows; then dWᵀ (C, OC) =
+    /// X (C, B·P) · dyᵀ, and dxᵀ (B·P, C) = dyᵀ · W (OC, C) in the kept columns' memory (no longer
+    /// needed), each sample's P rows transposed back into its (C, P) planes.
+    private func backwardOverBatch(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
+        let c = geometry.c, oc = outputShape.c, p = geometry.colCols, rows = batch * p
+        let outCount = outputShape.count, inCount = inputShape.count
+        let xg = col.buffer.pointer, dyp = dy.pointer, dw = weight.grad?.pointer
+        guard dw != nil || needInputGradient else { return nil }
+        let dyT = scratch.transposed.reserve(batch * outCount).pointer
+        ThreadPool.shared.parallelFor(batch) { n in
+            transpose(dyp + n * outCount, rows: oc, cols: p, into: dyT + n * outCount)
+        }
+        if let dw {
+            let dwt = dwT.reserve(c * oc).pointer
+            gemm(m: c, n: oc, k: rows, a: xg, aRow: rows, aCol: 1, b: dyT, ldb: oc, c: dwt, ldc: oc, accumulate: false, parallel: true)
+            for o in 0..<oc {
+                for k in 0..<c { dw[o * c + k] += dwt[k * oc + o] }
+            }
+        }
+        guard needInputGradient else { return nil }
+        gemm(m: rows, n: c, k: oc, a: dyT, aRow: oc, aCol: 1, b: weight.value.pointer, ldb: c, c: xg, ldc: c,
+             accumulate: false, parallel: true)
+        let dx = buffers.inputGradient(batch * inCount, dy: dy), dxp = dx.pointer
+        ThreadPool.shared.parallelFor(batch) { n in
+            transpose(xg + n * inCount, rows: p, cols: c, into: dxp + n * inCount)
         }
         return dx
     }
@@ -440,6 +494,22 @@ public final class Conv2D: Layer, PlannedLayer {
             }
         }
     }
+}
+
+extension ConvGeometry {
+    /// A 1×1 convolution at stride 1 without padding over planes that fill the product's panels
+    /// badly (P = 4 of 32 columns, or 16, or 49 of 64: a MobileNet's last stages) multiplies the
+    /// batch's pixels as one matrix (C, B·P) instead of each sample's (C, P).
+    func multipliesBatch(_ batch: Int) -> Bool {
+        let p = colCols, columns = (p + gemmNR - 1) / gemmNR * gemmNR
+        return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0 && batch > 1 && 8 * (columns - p) >= columns
+    }
+}
+
+/// Copies `n` floats of a plane (a few: no call per copy).
+@inline(__always)
+private func copyPlane(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ n: Int) {
+    for i in 0..<n { dst[i] = src[i] }
 }
 
 /// Memory a convolution uses only within a call (see `Conv2D.scratch`).
