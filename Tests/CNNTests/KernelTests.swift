@@ -6,7 +6,10 @@ import Testing
 /// register blocks (rows and columns past a whole block, K past a whole vector, K below one).
 @Suite("Matrix kernels against plain loops", .enabled(if: levelRuns, levelSkipReason))
 struct KernelTests {
-    static let sizes = [(1, 1, 1), (3, 5, 7), (8, 32, 16), (9, 33, 17), (17, 70, 300), (64, 196, 288), (5, 40, 9), (40, 7, 600)]
+    // (16, 48, 20) and (12, 8, 5): a last panel of exactly one vector (AVX-512, AVX2), which
+    // the half-panel kernels take.
+    static let sizes = [(1, 1, 1), (3, 5, 7), (8, 32, 16), (9, 33, 17), (17, 70, 300), (64, 196, 288), (5, 40, 9), (40, 7, 600),
+                        (16, 48, 20), (12, 8, 5)]
 
     @Test(arguments: sizes)
     func gemmAllLayouts(_ size: (Int, Int, Int)) {
@@ -16,7 +19,10 @@ struct KernelTests {
         for transA in [false, true] {
             for transB in [false, true] {
                 for accumulate in [false, true] {
-                    // A stored (M, K) or (K, M); B stored (K, N) or (N, K).
+                  for epilogue in [false, true] {
+                    // A stored (M, K) or (K, M); B stored (K, N) or (N, K). The epilogue: a bias per
+                    // row and ReLU (a convolution's fused output write).
+                    let bias = r.values(m)
                     var expected = [Double](repeating: 0, count: m * n)
                     for i in 0..<m {
                         for j in 0..<n {
@@ -26,17 +32,21 @@ struct KernelTests {
                                 let bv = transB ? b[j * k + t] : b[t * n + j]
                                 s += Double(av) * Double(bv)
                             }
-                            expected[i * n + j] = s
+                            expected[i * n + j] = epilogue ? max(0, s + Double(bias[i])) : s
                         }
                     }
                     var c = c0
                     a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
-                        gemm(m: m, n: n, k: k, a: ap.baseAddress!, aRow: transA ? 1 : k, aCol: transA ? m : 1,
-                             b: bp.baseAddress!, ldb: transB ? 1 : n, bCol: transB ? k : 1,
-                             c: cp.baseAddress!, ldc: n, accumulate: accumulate, parallel: true)
+                        bias.withUnsafeBufferPointer { biasp in
+                            gemm(m: m, n: n, k: k, a: ap.baseAddress!, aRow: transA ? 1 : k, aCol: transA ? m : 1,
+                                 b: bp.baseAddress!, ldb: transB ? 1 : n, bCol: transB ? k : 1,
+                                 c: cp.baseAddress!, ldc: n, accumulate: accumulate,
+                                 rowBias: epilogue ? biasp.baseAddress! : nil, relu: epilogue, parallel: true)
+                        }
                     } } }
                     let e = maxRelativeError(c.map(Double.init), expected)
-                    #expect(e < 1e-4, "gemm \(m)x\(n)x\(k) transA \(transA) transB \(transB) accumulate \(accumulate): error \(e)")
+                    #expect(e < 1e-4, "gemm \(m)x\(n)x\(k) transA \(transA) transB \(transB) accumulate \(accumulate) epilogue \(epilogue): error \(e)")
+                  }
                 }
             }
         }

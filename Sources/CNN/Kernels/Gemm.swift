@@ -174,11 +174,22 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                 if !prepacked { packB(b + k0 * ldb + j * bCol, ldb: ldb, bCol: bCol, rows: kc, width: width, into: buffer) }
                 let ak = a + k0 * aCol
                 var i = i0
+                // A panel at most half full (16 output channels in AVX-512's 32 columns) takes
+                // the block's first vector only: the same operations on its columns, half of them.
+                let half = width <= V.scalarCount
                 while i + gemmMR <= i1 {
                     #if CNN_AVX512
-                    kernel8(kc, ak + i * aRow, aRow, aCol, packed, bStep, c + i * ldc + j, ldc, width, store(k0, kc, i))
+                    if half {
+                        kernel8Half(kc, ak + i * aRow, aRow, aCol, packed, bStep, c + i * ldc + j, ldc, width, store(k0, kc, i))
+                    } else {
+                        kernel8(kc, ak + i * aRow, aRow, aCol, packed, bStep, c + i * ldc + j, ldc, width, store(k0, kc, i))
+                    }
                     #else
-                    kernel6(kc, ak + i * aRow, aRow, aCol, packed, bStep, c + i * ldc + j, ldc, width, store(k0, kc, i))
+                    if half {
+                        kernel6Half(kc, ak + i * aRow, aRow, aCol, packed, bStep, c + i * ldc + j, ldc, width, store(k0, kc, i))
+                    } else {
+                        kernel6(kc, ak + i * aRow, aRow, aCol, packed, bStep, c + i * ldc + j, ldc, width, store(k0, kc, i))
+                    }
                     #endif
                     i += gemmMR
                 }
@@ -244,6 +255,17 @@ func storeRow(_ lo: V, _ hi: V, _ c: UnsafeMutablePointer<Float>, _ width: Int, 
     storePartialRow(lo, hi, c, width, st)
 }
 
+/// Writes one accumulator into row `r` of the block: a panel's first `width` ≤ V.scalarCount columns.
+@_transparent
+func storeHalfRow(_ lo: V, _ c: UnsafeMutablePointer<Float>, _ width: Int, _ st: Store, _ r: Int) {
+    var lo = lo
+    if let b = st.bias { lo = V(repeating: b[r]) + lo }
+    guard width == V.scalarCount else { return storePartialRow(lo, V(), c, width, st) }
+    if st.accumulate { lo = load(c) + lo }
+    if st.relu { lo = relu(lo) }
+    store(lo, c)
+}
+
 /// The first `width` < NR columns (the right edge of C), kept out of line.
 @inline(never)
 private func storePartialRow(_ lo: V, _ hi: V, _ c: UnsafeMutablePointer<Float>, _ width: Int, _ st: Store) {
@@ -286,6 +308,62 @@ private func kernel6(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: 
     storeRow(c30, c31, c + 3 * ldc, width, st, 3)
     storeRow(c40, c41, c + 4 * ldc, width, st, 4)
     storeRow(c50, c51, c + 5 * ldc, width, st, 5)
+}
+
+/// kernel6 on the first V.scalarCount columns of the panel only.
+@inline(__always)
+private func kernel6Half(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: Int,
+                         _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                         _ width: Int, _ st: Store) {
+    var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V()
+    var pa = a, pb = b
+    for _ in 0..<kc {
+        let b0 = load(pb)
+        c0 = fmadd(c0, V(repeating: pa[0]), b0)
+        c1 = fmadd(c1, V(repeating: pa[aRow]), b0)
+        c2 = fmadd(c2, V(repeating: pa[2 * aRow]), b0)
+        c3 = fmadd(c3, V(repeating: pa[3 * aRow]), b0)
+        c4 = fmadd(c4, V(repeating: pa[4 * aRow]), b0)
+        c5 = fmadd(c5, V(repeating: pa[5 * aRow]), b0)
+        pa += aCol
+        pb += ldb
+    }
+    storeHalfRow(c0, c, width, st, 0)
+    storeHalfRow(c1, c + ldc, width, st, 1)
+    storeHalfRow(c2, c + 2 * ldc, width, st, 2)
+    storeHalfRow(c3, c + 3 * ldc, width, st, 3)
+    storeHalfRow(c4, c + 4 * ldc, width, st, 4)
+    storeHalfRow(c5, c + 5 * ldc, width, st, 5)
+}
+
+/// kernel8 on the first V.scalarCount columns of the panel only.
+@inline(__always)
+private func kernel8Half(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: Int,
+                         _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                         _ width: Int, _ st: Store) {
+    var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V(), c6 = V(), c7 = V()
+    var pa = a, pb = b
+    for _ in 0..<kc {
+        let b0 = load(pb)
+        c0 = fmadd(c0, V(repeating: pa[0]), b0)
+        c1 = fmadd(c1, V(repeating: pa[aRow]), b0)
+        c2 = fmadd(c2, V(repeating: pa[2 * aRow]), b0)
+        c3 = fmadd(c3, V(repeating: pa[3 * aRow]), b0)
+        c4 = fmadd(c4, V(repeating: pa[4 * aRow]), b0)
+        c5 = fmadd(c5, V(repeating: pa[5 * aRow]), b0)
+        c6 = fmadd(c6, V(repeating: pa[6 * aRow]), b0)
+        c7 = fmadd(c7, V(repeating: pa[7 * aRow]), b0)
+        pa += aCol
+        pb += ldb
+    }
+    storeHalfRow(c0, c, width, st, 0)
+    storeHalfRow(c1, c + ldc, width, st, 1)
+    storeHalfRow(c2, c + 2 * ldc, width, st, 2)
+    storeHalfRow(c3, c + 3 * ldc, width, st, 3)
+    storeHalfRow(c4, c + 4 * ldc, width, st, 4)
+    storeHalfRow(c5, c + 5 * ldc, width, st, 5)
+    storeHalfRow(c6, c + 6 * ldc, width, st, 6)
+    storeHalfRow(c7, c + 7 * ldc, width, st, 7)
 }
 
 /// The AVX-512 register block: C[8, NR] (+)= A[8, kc] · B[kc, NR] (packed, or rows ldb apart).
