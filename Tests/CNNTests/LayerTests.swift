@@ -45,6 +45,12 @@ struct LayerTests {
         "input(2,7,19) conv(2,3x5,pad=1x2,groups=2) flatten",            // rectangular, stride 1
         "input(3,6,10) conv(3,3,pad=2,groups=3) flatten",                // padding 2 with a 3×3 kernel: a larger output
         "input(3,4,5) conv(3,1,groups=3) flatten",                       // depthwise 1×1
+        // Channels last (rows of at most half a vector): more channels than a vector, stride 2,
+        // a 2×2 plane, padding past the kernel's reach.
+        "input(20,4,4) conv(20,3,pad=1,groups=20) flatten",
+        "input(18,5,5) conv(18,3,stride=2,pad=1,groups=18,bias=false) flatten",
+        "input(5,2,2) conv(5,3,pad=1,groups=5) flatten",
+        "input(4,3,4) conv(4,3,pad=3,groups=4) flatten",
     ])
     func groupedConv(_ text: String) throws {
         let (_, layer) = try makeLayer(text)
@@ -52,6 +58,7 @@ struct LayerTests {
         let g = conv.geometry
         #expect((conv.depthwisePlan != nil) == (g.c == conv.groups && conv.outputShape.c == g.c && g.sh == g.sw && g.sw <= 2))
         #expect((conv.depthwiseGradientPlan != nil) == (conv.depthwisePlan != nil && g.sw == 1 && g.ph < g.kh && g.pw < g.kw))
+        if text.hasPrefix("input(5,2,2)") { #expect(g.depthwiseChannelsLast) }
         try threadSettingLock.with {
             for threads in [1, 2] {
                 ThreadPool.setThreads(threads)

@@ -22,6 +22,10 @@ public final class GroupedConv2D: Layer, PlannedLayer {
     private var saved: FloatBuffer?
     private var depthwiseScratch = Workspace()
     private var turnedWeights = Workspace()  // the input gradient's kernels, turned by 180°
+    /// Small planes (DepthwiseChannelsLast.swift): the samples' pixels channels last, the weights
+    /// as taps × channels; the weight gradient's sums.
+    var channelsLastScratch = Workspace()
+    let channelsLastSums = DoubleWorkspace()
     let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
 
     init(spec: LayerSpec, input: Shape, outChannels: Int, groups: Int, kernel: (Int, Int), stride: (Int, Int),
@@ -61,7 +65,11 @@ public final class GroupedConv2D: Layer, PlannedLayer {
         let xp = x.pointer, yp = y.pointer
         saved = x
         if let plan = depthwisePlan {
-            depthwise(xp, plan, weights: w, bias: b, relu: relu, batch: batch, into: yp)
+            if g.depthwiseChannelsLast {
+                depthwiseChannelsLast(xp, weights: w, bias: b, relu: relu, batch: batch, into: yp)
+            } else {
+                depthwise(xp, plan, weights: w, bias: b, relu: relu, batch: batch, into: yp)
+            }
             return y
         }
         parallelChunks(batch * oc, chunk: max(1, 8192 / max(1, ohw * cg * taps))) { lo, hi in
@@ -235,6 +243,11 @@ public final class GroupedConv2D: Layer, PlannedLayer {
         let g = geometry, oc = outputShape.c, cg = g.c / groups, og = oc / groups
         let hw = g.h * g.w, ohw = g.oh * g.ow, taps = g.kh * g.kw
         let dyp = dy.pointer, w = weight.value.pointer
+        if depthwisePlan != nil && g.depthwiseChannelsLast {
+            let dx = needInputGradient ? buffers.inputGradient(batch * inputShape.count, dy: dy) : nil
+            depthwiseChannelsLastBackward(x, dyp, batch: batch, dw: weight.grad?.pointer, db: bias?.grad?.pointer, dx: dx?.pointer)
+            return dx
+        }
         // Weight and bias gradients: output channel o's are its task's alone, summed over the
         // batch in order.
         if let dw = weight.grad?.pointer, let plan = depthwisePlan {

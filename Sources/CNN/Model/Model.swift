@@ -114,7 +114,10 @@ public final class Model {
                     workspace += back.winogradSlotCount(outChannels: g.c)
                 }
             }
-            if let conv = layer as? GroupedConv2D, let plan = conv.depthwisePlan {
+            if let conv = layer as? GroupedConv2D, conv.depthwisePlan != nil, conv.geometry.depthwiseChannelsLast {
+                // The samples' input and output pixels, channels last (DepthwiseChannelsLast.swift).
+                workspace += conv.geometry.channelsLastCount
+            } else if let conv = layer as? GroupedConv2D, let plan = conv.depthwisePlan {
                 // Each task's bordered input (or dy) plane, at most max(2, batch) of them,
                 // and the weight gradient's padded dy plane.
                 workspace += max(plan.scratchCount + plan.paddedOutputCount, conv.depthwiseGradientPlan?.scratchCount ?? 0)
