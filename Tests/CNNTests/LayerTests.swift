@@ -64,6 +64,7 @@ struct LayerTests {
                 ThreadPool.setThreads(threads)
                 defer { ThreadPool.setThreads(1) }
                 checkLayer(layer, batch: 3)
+                checkLayer(layer, batch: 1)  // one image on two threads: split by planes or channels
             }
         }
     }

@@ -32,32 +32,43 @@ extension GroupedConv2D {
         let wT = scratch + tasks * per, bT = wT + taps * cp
         transposedWeights(weights, into: wT)
         for ch in 0..<cp { bT[ch] = ch < c ? bias?[ch] ?? 0 : 0 }
-        ThreadPool.shared.parallelFor(tasks) { task in
-            let xT = scratch + task * per, yT = xT + hw * cp
-            for n in stride(from: task, to: batch, by: tasks) {
-                transpose(x + n * c * hw, rows: c, cols: hw, into: xT, ldo: cp)
-                for oy in 0..<g.oh {
-                    for ox in 0..<g.ow {
-                        let out = yT + (oy * g.ow + ox) * cp
-                        var v = 0
-                        while v < cp {
-                            var acc = load(bT + v)
-                            for ky in 0..<g.kh {
-                                let iy = oy * g.sh - g.ph + ky
-                                guard iy >= 0 && iy < g.h else { continue }
-                                for kx in 0..<g.kw {
-                                    let ix = ox * g.sw - g.pw + kx
-                                    guard ix >= 0 && ix < g.w else { continue }
-                                    acc = fmadd(acc, load(wT + (ky * g.kw + kx) * cp + v), load(xT + (iy * g.w + ix) * cp + v))
-                                }
+        // Channels c0..<c1 of sample n, through the sample's scratch block.
+        func run(_ n: Int, _ c0: Int, _ c1: Int, _ xT: UnsafeMutablePointer<Float>) {
+            let yT = xT + hw * cp
+            transpose(x + (n * c + c0) * hw, rows: c1 - c0, cols: hw, into: xT + c0, ldo: cp)
+            for oy in 0..<g.oh {
+                for ox in 0..<g.ow {
+                    let out = yT + (oy * g.ow + ox) * cp
+                    var v = c0
+                    while v < c1 {
+                        var acc = load(bT + v)
+                        for ky in 0..<g.kh {
+                            let iy = oy * g.sh - g.ph + ky
+                            guard iy >= 0 && iy < g.h else { continue }
+                            for kx in 0..<g.kw {
+                                let ix = ox * g.sw - g.pw + kx
+                                guard ix >= 0 && ix < g.w else { continue }
+                                acc = fmadd(acc, load(wT + (ky * g.kw + kx) * cp + v), load(xT + (iy * g.w + ix) * cp + v))
                             }
-                            store(relu ? rectify(acc) : acc, out + v)
-                            v += w
                         }
+                        store(relu ? rectify(acc) : acc, out + v)
+                        v += w
                     }
                 }
-                transpose(yT, rows: ohw, cols: c, ldx: cp, into: y + n * c * ohw)
             }
+            transpose(yT + c0, rows: ohw, cols: c1 - c0, ldx: cp, into: y + (n * c + c0) * ohw)
+        }
+        if batch == 1 && ThreadPool.shared.threads > 1 && cp > w {
+            // One image on two threads: the channels split in two at a vector, each task moving its
+            // own channels in and out (a channel's outputs read its own input only).
+            let half = (cp / w + 1) / 2 * w
+            ThreadPool.shared.parallelFor(2) { task in
+                run(0, task == 0 ? 0 : half, task == 0 ? min(c, half) : c, scratch)
+            }
+            return
+        }
+        ThreadPool.shared.parallelFor(tasks) { task in
+            for n in stride(from: task, to: batch, by: tasks) { run(n, 0, c, scratch + task * per) }
         }
     }
 
