@@ -169,20 +169,3 @@ extension GroupedConv2D {
         }
     }
 }
-
-/// Doubles planned like a Workspace: grown to the largest size asked of it, then reused.
-final class DoubleWorkspace {
-    private var pointer = UnsafeMutablePointer<Double>.allocate(capacity: 1)
-    private var capacity = 1
-
-    func reserve(_ count: Int) -> UnsafeMutablePointer<Double> {
-        if capacity < count {
-            pointer.deallocate()
-            pointer = .allocate(capacity: count)
-            capacity = count
-        }
-        return pointer
-    }
-
-    deinit { pointer.deallocate() }
-}

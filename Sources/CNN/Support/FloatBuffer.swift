@@ -73,13 +73,13 @@ struct Workspace {
     }
 }
 
-/// Int32 indices (max pooling's argmax) planned like a Workspace: grown to the largest size asked
-/// of it, then reused. The contents are whatever was last written.
-final class IndexWorkspace {
-    private(set) var pointer = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+/// Values of another type planned like a Workspace: grown to the largest size asked of it, then
+/// reused. The contents are whatever was last written.
+final class ElementWorkspace<Element> {
+    private(set) var pointer = UnsafeMutablePointer<Element>.allocate(capacity: 1)
     private var capacity = 1
 
-    func reserve(_ count: Int) -> UnsafeMutablePointer<Int32> {
+    func reserve(_ count: Int) -> UnsafeMutablePointer<Element> {
         if capacity < count {
             pointer.deallocate()
             pointer = .allocate(capacity: count)
@@ -90,3 +90,8 @@ final class IndexWorkspace {
 
     deinit { pointer.deallocate() }
 }
+
+/// Int32 indices (max pooling's argmax).
+typealias IndexWorkspace = ElementWorkspace<Int32>
+/// Sums in Double (the channels-last depthwise weight gradient's).
+typealias DoubleWorkspace = ElementWorkspace<Double>
