@@ -128,14 +128,14 @@ public final class Conv2D: Layer, PlannedLayer {
             let parts = min(batch, max(2, ThreadPool.shared.threads))
             ThreadPool.shared.parallelFor(parts) { task in
                 for n in stride(from: task, to: batch, by: parts) {
-                    for k in 0..<ckk { copyPlane(xg + k * columns + n * p, xp + n * inCount + k * p, p) }
+                    for k in 0..<ckk { copyRow(xg + k * columns + n * p, xp + n * inCount + k * p, p, exact: true) }
                 }
             }
             gemm(m: oc, n: columns, k: ckk, a: w, aRow: ckk, aCol: 1, b: xg, ldb: columns, c: yg, ldc: columns,
                  accumulate: false, rowBias: b, relu: fusedReLU, parallel: true)
             ThreadPool.shared.parallelFor(parts) { task in
                 for n in stride(from: task, to: batch, by: parts) {
-                    for o in 0..<oc { copyPlane(yp + n * outCount + o * p, yg + o * columns + n * p, p) }
+                    for o in 0..<oc { copyRow(yp + n * outCount + o * p, yg + o * columns + n * p, p, exact: true) }
                 }
             }
             return y
@@ -301,19 +301,14 @@ public final class Conv2D: Layer, PlannedLayer {
     /// needed), each sample's P rows transposed back into its (C, P) planes.
     private func backwardOverBatch(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
         let c = geometry.c, oc = outputShape.c, p = geometry.colCols, rows = batch * p
-        let outCount = outputShape.count, inCount = inputShape.count
-        let xg = col.buffer.pointer, dyp = dy.pointer, dw = weight.grad?.pointer
+        let inCount = inputShape.count
+        let xg = col.buffer.pointer, dw = weight.grad?.pointer
         guard dw != nil || needInputGradient else { return nil }
-        let dyT = scratch.transposed.reserve(batch * outCount).pointer
-        ThreadPool.shared.parallelFor(batch) { n in
-            transpose(dyp + n * outCount, rows: oc, cols: p, into: dyT + n * outCount)
-        }
+        let dyT = transposedGradient(dy, batch: batch)
         if let dw {
             let dwt = dwT.reserve(c * oc).pointer
             gemm(m: c, n: oc, k: rows, a: xg, aRow: rows, aCol: 1, b: dyT, ldb: oc, c: dwt, ldc: oc, accumulate: false, parallel: true)
-            for o in 0..<oc {
-                for k in 0..<c { dw[o * c + k] += dwt[k * oc + o] }
-            }
+            addTransposed(dwt, into: dw)
         }
         guard needInputGradient else { return nil }
         gemm(m: rows, n: c, k: oc, a: dyT, aRow: oc, aCol: 1, b: weight.value.pointer, ldb: c, c: xg, ldc: c,
@@ -348,11 +343,8 @@ public final class Conv2D: Layer, PlannedLayer {
     /// GEMM, in two fixed halves of the CKK rows, and is added into dW once.
     private func weightGradientByProduct(_ dy: FloatBuffer, batch: Int, into dw: UnsafeMutablePointer<Float>) {
         let oc = outputShape.c, ckk = geometry.colRows, p = geometry.colCols, outCount = outputShape.count
-        let col = self.col.buffer.pointer, dyp = dy.pointer
-        let dyT = scratch.transposed.reserve(batch * outCount).pointer
-        ThreadPool.shared.parallelFor(batch) { n in
-            transpose(dyp + n * outCount, rows: oc, cols: p, into: dyT + n * outCount)
-        }
+        let col = self.col.buffer.pointer
+        let dyT = transposedGradient(dy, batch: batch)
         let dwt = dwT.reserve(ckk * oc).pointer
         dwt.update(repeating: 0, count: ckk * oc)
         let half = ((ckk + 1) / 2 + 7) / 8 * 8
@@ -363,6 +355,22 @@ public final class Conv2D: Layer, PlannedLayer {
                          b: dyT + n * outCount, ldb: oc, c: dwt, ldc: oc, accumulate: true)
             }
         }
+        addTransposed(dwt, into: dw)
+    }
+
+    /// dy as (B, P, OC): each sample's (OC, P) transposed into its P rows, in the shared scratch.
+    private func transposedGradient(_ dy: FloatBuffer, batch: Int) -> UnsafeMutablePointer<Float> {
+        let oc = outputShape.c, p = geometry.colCols, outCount = outputShape.count, dyp = dy.pointer
+        let dyT = scratch.transposed.reserve(batch * outCount).pointer
+        ThreadPool.shared.parallelFor(batch) { n in
+            transpose(dyp + n * outCount, rows: oc, cols: p, into: dyT + n * outCount)
+        }
+        return dyT
+    }
+
+    /// dW (OC, CKK) += dWᵀ (CKK, OC).
+    private func addTransposed(_ dwt: UnsafePointer<Float>, into dw: UnsafeMutablePointer<Float>) {
+        let oc = outputShape.c, ckk = geometry.colRows
         for o in 0..<oc {
             for j in 0..<ckk { dw[o * ckk + j] += dwt[j * oc + o] }
         }
@@ -504,12 +512,6 @@ extension ConvGeometry {
         let p = colCols, columns = (p + gemmNR - 1) / gemmNR * gemmNR
         return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0 && batch > 1 && 8 * (columns - p) >= columns
     }
-}
-
-/// Copies `n` floats of a plane (a few: no call per copy).
-@inline(__always)
-private func copyPlane(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ n: Int) {
-    for i in 0..<n { dst[i] = src[i] }
 }
 
 /// Memory a convolution uses only within a call (see `Conv2D.scratch`).

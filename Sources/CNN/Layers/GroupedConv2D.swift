@@ -65,7 +65,7 @@ public final class GroupedConv2D: Layer, PlannedLayer {
         let xp = x.pointer, yp = y.pointer
         saved = x
         if let plan = depthwisePlan {
-            if g.depthwiseChannelsLast {
+            if runsChannelsLast {
                 depthwiseChannelsLast(xp, weights: w, bias: b, relu: relu, batch: batch, into: yp)
             } else {
                 depthwise(xp, plan, weights: w, bias: b, relu: relu, batch: batch, into: yp)
@@ -110,6 +110,9 @@ public final class GroupedConv2D: Layer, PlannedLayer {
         guard g.c == groups, outputShape.c == groups, g.sh == g.sw, g.sw == 1 || g.sw == 2 else { return nil }
         return DepthwisePlan(g)
     }()
+
+    /// A depthwise convolution on small planes runs channels last (DepthwiseChannelsLast.swift).
+    var runsChannelsLast: Bool { depthwisePlan != nil && geometry.depthwiseChannelsLast }
 
     /// At stride 1 a depthwise convolution's input gradient is a depthwise convolution too: dy,
     /// bordered by KH-1-PH rows and KW-1-PW columns, correlated with each kernel turned by 180°
@@ -243,7 +246,7 @@ public final class GroupedConv2D: Layer, PlannedLayer {
         let g = geometry, oc = outputShape.c, cg = g.c / groups, og = oc / groups
         let hw = g.h * g.w, ohw = g.oh * g.ow, taps = g.kh * g.kw
         let dyp = dy.pointer, w = weight.value.pointer
-        if depthwisePlan != nil && g.depthwiseChannelsLast {
+        if runsChannelsLast {
             let dx = needInputGradient ? buffers.inputGradient(batch * inputShape.count, dy: dy) : nil
             depthwiseChannelsLastBackward(x, dyp, batch: batch, dw: weight.grad?.pointer, db: bias?.grad?.pointer, dx: dx?.pointer)
             return dx

@@ -114,7 +114,7 @@ public final class Model {
                     workspace += back.winogradSlotCount(outChannels: g.c)
                 }
             }
-            if let conv = layer as? GroupedConv2D, conv.depthwisePlan != nil, conv.geometry.depthwiseChannelsLast {
+            if let conv = layer as? GroupedConv2D, conv.runsChannelsLast {
                 // The samples' input and output pixels, channels last (DepthwiseChannelsLast.swift).
                 workspace += conv.geometry.channelsLastCount
             } else if let conv = layer as? GroupedConv2D, let plan = conv.depthwisePlan {
