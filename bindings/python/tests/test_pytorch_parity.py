@@ -83,6 +83,48 @@ def normalization(path):
     return np.array(mean, np.float32)[:, None, None], np.array(std, np.float32)[:, None, None]
 
 
+def near_kinks(net, inputs, share=1e-5):
+    """(module name, flat index) of every ReLU or ReLU6 input in net's float64 training forward on
+    inputs that lies within `share` of its channel's standard deviation from a kink (0, or 6 for
+    ReLU6). A float32 forward is off by about 1e-6 of the standard deviation at each convolution
+    (measured, ours and PyTorch's alike), so these are where it can decide either way."""
+    twin = copy.deepcopy(net).double()
+    twin.train()
+    found = []
+
+    def hook(name, module):
+        def record(m, args, out):
+            x = args[0].detach()
+            spread = x.transpose(0, 1).reshape(x.shape[1], -1).std(1).view(1, -1, *[1] * (x.dim() - 2))
+            distance = x.abs() if isinstance(module, nn.ReLU) else torch.minimum(x.abs(), (x - 6).abs())
+            for index in torch.nonzero((distance <= share * spread).flatten()).flatten().tolist():
+                found.append((name, index))
+        return record
+
+    for name, module in twin.named_modules():
+        if isinstance(module, (nn.ReLU, nn.ReLU6)):
+            module.register_forward_hook(hook(name, module))
+    with torch.no_grad():
+        twin(torch.from_numpy(inputs))
+    return found
+
+
+def flip_kinks(net, flips):
+    """Hooks on net's ReLU and ReLU6 modules that flip the gradient's decision at each (module name,
+    flat index) of flips: passed where it was stopped and stopped where it was passed; the forward
+    values stay the same."""
+    modules = dict(net.named_modules())
+    for name, index in flips:
+        def flip(m, args, out, index=index):
+            x = args[0]
+            flat = x.detach().flatten()
+            passing = flat[index] > 0 and (isinstance(m, nn.ReLU) or flat[index] < 6)
+            sign = torch.zeros_like(flat)
+            sign[index] = -1.0 if passing else 1.0
+            return out + sign.view_as(x) * (x - x.detach())
+        modules[name].register_forward_hook(flip)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_logits_and_one_step_match_pytorch(name, tmp_path):
     text, make = CASES[name]
@@ -166,9 +208,10 @@ def test_shipped_architectures_match_their_pytorch_modules(name, size, compare_s
     # gradient of some weights by 9 % of its size. So each tensor's step is compared with
     # PyTorch's float64 step, and must be as close to it as PyTorch's float32 step, or its float64
     # step from inputs rounded to float32's precision, within a factor of 20, plus 2e-3 of its size.
-    def step(dtype, inputs):
+    def step(dtype, inputs, flips=()):
         twin = copy.deepcopy(net).to(dtype)
         twin.train()
+        flip_kinks(twin, flips)
         optimizer = torch.optim.SGD(twin.parameters(), lr=lr)
         optimizer.zero_grad()
         nn.functional.cross_entropy(twin(torch.from_numpy(inputs).to(dtype)), torch.from_numpy(y).long()).backward()
@@ -180,10 +223,40 @@ def test_shipped_architectures_match_their_pytorch_modules(name, size, compare_s
     nearby = [step(torch.float32, inputs.astype(np.float32))]
     noise = np.random.default_rng(5)
     nearby += [step(torch.float64, inputs * (1 + 6e-8 * noise.standard_normal(inputs.shape))) for _ in range(2)]
-    for key, truth in exact.items():
-        scale = max(truth.abs().max().item(), 1e-6)
-        ours = ((after[key].double() - before[key].double()) - truth).abs().max().item() / scale
-        theirs = max((other[key] - truth).abs().max().item() / scale for other in nearby)
+    ours = {key: after[key].double() - before[key].double() for key in exact}
+    scales = {key: max(truth.abs().max().item(), 1e-6) for key, truth in exact.items()}
+    theirs = {key: max((other[key] - truth).abs().max().item() / scales[key] for other in nearby) for key, truth in exact.items()}
+
+    def worst(reference):
+        """The tensor whose step is farthest from reference's beyond the allowance, or None."""
+        for key, truth in reference.items():
+            error = (ours[key] - truth).abs().max().item() / scales[key]
+            if os.environ.get("PARITY_DEBUG"):
+                print(key, error, theirs[key], scales[key])
+            if error > 2e-3 + 20 * theirs[key]:
+                return key, error
+        return None
+
+    # A ReLU input within float32's rounding of the kink may fall on either side in any float32
+    # computation, and the gradient through it is then passed or not: one such decision moved a
+    # ResNet-20 weight's step by 0.9 % of its size. When the step differs, the difference must be
+    # exactly such decisions: the float64 steps with each near-kink input's decision flipped give
+    # one direction each, and ours must be the float64 step plus a sum of whole directions (the
+    # least-squares coefficients 0 or 1), which is then compared as above.
+    failure, flipped = worst(exact), []
+    if failure:
+        kinks = near_kinks(net, inputs)
+        assert kinks, "%s: %s step differs from PyTorch's (float64) by %.2e of its size, PyTorch's own by %.2e" % (
+            name, failure[0], failure[1], theirs[failure[0]])
+        vector = lambda steps: np.concatenate([((steps[k] - exact[k]) / scales[k]).numpy().ravel() for k in exact])
+        directions = np.stack([vector(step(torch.float64, inputs, [kink])) for kink in kinks], axis=1)
+        coefficients = np.linalg.lstsq(directions, vector(ours), rcond=None)[0]
+        assert np.all(np.abs(coefficients - np.round(coefficients)) < 0.2) and set(np.round(coefficients)) <= {0, 1}, \
+            "%s: %s step differs from PyTorch's (float64) by %.2e of its size, and not by flipped ReLU decisions near their kinks " \
+            "(coefficients %s)" % (name, failure[0], failure[1], np.round(coefficients, 3).tolist())
+        flipped = [kink for kink, c in zip(kinks, coefficients) if c > 0.5]
         if os.environ.get("PARITY_DEBUG"):
-            print(key, ours, theirs, scale)
-        assert ours <= 2e-3 + 20 * theirs, "%s: %s step differs from PyTorch's (float64) by %.2e of its size, PyTorch's own by %.2e" % (name, key, ours, theirs)
+            print("near kinks", kinks, "coefficients", np.round(coefficients, 4).tolist())
+        failure = worst(step(torch.float64, inputs, flipped))
+    assert failure is None, "%s: %s step differs from PyTorch's (float64) by %.2e of its size, PyTorch's own by %.2e (ReLU decisions flipped: %s)" % (
+        name, failure[0], failure[1], theirs[failure[0]], flipped)
