@@ -32,7 +32,7 @@ extension ConvGeometry {
 /// sample's zero-bordered input x' (C × H' × W', with paddedCount's slack after it) and weights
 /// (OC, C·KH·KW). `stage` is this task's own memory (directStageCount floats).
 func directConvPooled(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, weights w: UnsafePointer<Float>,
-                      bias: UnsafePointer<Float>?, relu: Bool, channels: Range<Int>,
+                      bias: UnsafePointer<Float>?, clamp: Clamp, channels: Range<Int>,
                       stage: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
     let n = V.scalarCount, ckk = g.colRows, wp = g.paddedW, plane = g.paddedH * wp
     let ph = g.oh / 2, pw = g.ow / 2, sr = g.kh + 1, sc = g.kw + 1
@@ -82,15 +82,15 @@ func directConvPooled(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, weights
                     }
                 }
                 let planes = y + py * pw + px0, count = ph * pw, fits = py * pw + px0 + n <= count
-                storeWindows(pooledWindow(a000, a001, a010, a011, bias: bias.map { $0[o] }, relu: relu), planes + o * count, fits, pw - px0)
+                storeWindows(pooledWindow(a000, a001, a010, a011, bias: bias.map { $0[o] }, clamp: clamp), planes + o * count, fits, pw - px0)
                 if o + 1 <= last {
-                    storeWindows(pooledWindow(a100, a101, a110, a111, bias: bias.map { $0[o + 1] }, relu: relu), planes + (o + 1) * count, fits, pw - px0)
+                    storeWindows(pooledWindow(a100, a101, a110, a111, bias: bias.map { $0[o + 1] }, clamp: clamp), planes + (o + 1) * count, fits, pw - px0)
                 }
                 if directBlock == 4 && o + 2 <= last {
-                    storeWindows(pooledWindow(a200, a201, a210, a211, bias: bias.map { $0[o + 2] }, relu: relu), planes + (o + 2) * count, fits, pw - px0)
+                    storeWindows(pooledWindow(a200, a201, a210, a211, bias: bias.map { $0[o + 2] }, clamp: clamp), planes + (o + 2) * count, fits, pw - px0)
                 }
                 if directBlock == 4 && o + 3 <= last {
-                    storeWindows(pooledWindow(a300, a301, a310, a311, bias: bias.map { $0[o + 3] }, relu: relu), planes + (o + 3) * count, fits, pw - px0)
+                    storeWindows(pooledWindow(a300, a301, a310, a311, bias: bias.map { $0[o + 3] }, clamp: clamp), planes + (o + 3) * count, fits, pw - px0)
                 }
                 o += directBlock
             }
@@ -114,12 +114,12 @@ func storeWindows(_ v: V, _ out: UnsafeMutablePointer<Float>, _ fits: Bool, _ va
 /// as the GEMM's output write adds it (none at all without one: +0 would turn -0 into +0), ReLU,
 /// then the maximum as max pooling compares.
 @_transparent
-func pooledWindow(_ a: V, _ b: V, _ c: V, _ d: V, bias: Float?, relu: Bool) -> V {
+func pooledWindow(_ a: V, _ b: V, _ c: V, _ d: V, bias: Float?, clamp: Clamp) -> V {
     var (a, b, c, d) = (a, b, c, d)
     if let bias {
         let bv = V(repeating: bias)
         (a, b, c, d) = (bv + a, bv + b, bv + c, bv + d)
     }
-    if relu { (a, b, c, d) = (rectify(a), rectify(b), rectify(c), rectify(d)) }
+    if clamp != .none { (a, b, c, d) = (clamp.apply(a), clamp.apply(b), clamp.apply(c), clamp.apply(d)) }
     return windowMax(a, b, c, d, first: V.MaskStorage(), w: 0, indices: false, mask: false).0
 }

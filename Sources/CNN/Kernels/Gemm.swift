@@ -41,12 +41,12 @@ func gemm(m: Int, n: Int, k: Int,
           a: UnsafePointer<Float>, aRow: Int, aCol: Int,
           b: UnsafePointer<Float>, ldb: Int, bCol: Int = 1,
           c: UnsafeMutablePointer<Float>, ldc: Int,
-          accumulate: Bool, rowBias: UnsafePointer<Float>? = nil, relu: Bool = false, parallel: Bool = false) {
+          accumulate: Bool, rowBias: UnsafePointer<Float>? = nil, clamp: Clamp = .none, parallel: Bool = false) {
     if m <= 0 || n <= 0 { return }
     if k <= 0 {
         if !accumulate {
             for i in 0..<m {
-                for j in 0..<n { c[i * ldc + j] = reluIf(relu, rowBias?[i] ?? 0) }
+                for j in 0..<n { c[i * ldc + j] = clamp.apply(rowBias?[i] ?? 0) }
             }
         }
         return
@@ -69,11 +69,11 @@ func gemm(m: Int, n: Int, k: Int,
             let i0 = (t / colTiles) * tileRows, j0 = (t % colTiles) * tileCols
             gemmTile(i0: i0, i1: min(m, i0 + tileRows), j0: j0, j1: min(n, j0 + tileCols), k: k,
                      a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb, bCol: bCol, c: c, ldc: ldc, accumulate: accumulate,
-                     rowBias: rowBias, relu: relu)
+                     rowBias: rowBias, clamp: clamp)
         }
     } else {
         gemmTile(i0: 0, i1: m, j0: 0, j1: n, k: k, a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb, bCol: bCol,
-                 c: c, ldc: ldc, accumulate: accumulate, rowBias: rowBias, relu: relu)
+                 c: c, ldc: ldc, accumulate: accumulate, rowBias: rowBias, clamp: clamp)
     }
 }
 
@@ -98,7 +98,7 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
               a: UnsafePointer<Float>, aRow: Int, aCol: Int,
               b: UnsafePointer<Float>, ldb: Int, bCol: Int = 1, panelStride: Int = 0, bInPlace: Bool = false,
               c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
-              rowBias: UnsafePointer<Float>? = nil, relu: Bool = false) {
+              rowBias: UnsafePointer<Float>? = nil, clamp: Clamp = .none) {
     let nr = gemmNR
     // Row k0 of the panel that starts at column j (with `panelStride`, B is stored as the GEMM's
     // own zero-padded panels, panelStride floats apart, rows NR apart: read in place, and j0 is a
@@ -109,9 +109,9 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
     // How far apart the rows are where `panel` points.
     let panelRows = panelStride > 0 ? nr : ldb
     // How block k0 of K is written: the first adds to C or stores (plus the row's bias), the
-    // last applies ReLU.
+    // last applies the clamp.
     @inline(__always) func store(_ k0: Int, _ kc: Int, _ i: Int) -> Store {
-        Store(accumulate: accumulate || k0 > 0, bias: k0 == 0 ? rowBias.map { $0 + i } : nil, relu: relu && k0 + kc >= k)
+        Store(accumulate: accumulate || k0 > 0, bias: k0 == 0 ? rowBias.map { $0 + i } : nil, clamp: k0 + kc >= k ? clamp : .none)
     }
     if i1 - i0 < gemmMR && (bCol == 1 || panelStride > 0) {
         // A few rows (inference on a small batch): packing B would cost as much as the product,
@@ -226,11 +226,11 @@ private func packB(_ b: UnsafePointer<Float>, ldb: Int, bCol: Int, rows: Int, wi
 }
 
 /// How a register block is written into C: added to it or stored, with the row's bias added
-/// (`bias` points at the block's first row) and ReLU applied (a convolution's fused epilogue).
+/// (`bias` points at the block's first row) and the clamp applied (a convolution's fused epilogue).
 struct Store {
     var accumulate: Bool
     var bias: UnsafePointer<Float>?
-    var relu: Bool
+    var clamp: Clamp
 }
 
 /// Writes an accumulator pair into row `r` of the block, all NR columns or the first `width`.
@@ -247,7 +247,7 @@ func storeRow(_ lo: V, _ hi: V, _ c: UnsafeMutablePointer<Float>, _ width: Int, 
             lo = load(c) + lo
             hi = load(c + w) + hi
         }
-        if st.relu { (lo, hi) = (relu(lo), relu(hi)) }
+        (lo, hi) = (st.clamp.apply(lo), st.clamp.apply(hi))
         store(lo, c)
         store(hi, c + w)
         return
@@ -262,7 +262,7 @@ func storeHalfRow(_ lo: V, _ c: UnsafeMutablePointer<Float>, _ width: Int, _ st:
     if let b = st.bias { lo = V(repeating: b[r]) + lo }
     guard width == V.scalarCount else { return storePartialRow(lo, V(), c, width, st) }
     if st.accumulate { lo = load(c) + lo }
-    if st.relu { lo = relu(lo) }
+    lo = st.clamp.apply(lo)
     store(lo, c)
 }
 
@@ -272,7 +272,7 @@ private func storePartialRow(_ lo: V, _ hi: V, _ c: UnsafeMutablePointer<Float>,
     let w = V.scalarCount
     for j in 0..<width {
         let v = j < w ? lo[j] : hi[j - w]
-        c[j] = reluIf(st.relu, st.accumulate ? c[j] + v : v)
+        c[j] = st.clamp.apply(st.accumulate ? c[j] + v : v)
     }
 }
 

@@ -50,6 +50,31 @@ func rectify(_ x: V) -> V { relu(x) }
 @inline(__always)
 func reluIf(_ apply: Bool, _ x: Float) -> Float { apply && x < 0 ? 0 : x }
 
+/// The activation a convolution applies as it writes its output: none, ReLU, or ReLU6 (a batch
+/// norm and the ReLU or ReLU6 after it folded in at inference). The same operations, so the same
+/// bits, as the ReLU and ReLU6 layers.
+enum Clamp {
+    case none, relu, relu6
+
+    @_transparent   // @inline(__always) left it out of line in the GEMM's output write
+    func apply(_ x: V) -> V {
+        switch self {
+        case .none: return x
+        case .relu: return rectify(x)
+        case .relu6: return ReLU6Function.apply(x)
+        }
+    }
+
+    @_transparent
+    func apply(_ x: Float) -> Float {
+        switch self {
+        case .none: return x
+        case .relu: return reluIf(true, x)
+        case .relu6: return x < 0 ? 0 : x > 6 ? 6 : x
+        }
+    }
+}
+
 #if CNN_AVX512
 typealias VInt = SIMD16<Int32>
 #else

@@ -241,28 +241,28 @@ func tileRowPair(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ upper: 
             evenElements(a + 2).replacing(with: zero, where: upper), evenElements(a + 3).replacing(with: zero, where: upper))
 }
 
-/// Aᵀ m A + bias, then ReLU when asked, for the N tiles (lanes) from `src` in one output
+/// Aᵀ m A + bias, then the clamp, for the N tiles (lanes) from `src` in one output
 /// channel's row of M, the 16 matrices `stride` apart: each lane's top-left, top-right,
 /// bottom-left and bottom-right outputs.
 @_transparent   // @inline(__always) was seen to leave such helpers as calls returning through memory
-func inverseTransform(_ src: UnsafePointer<Float>, _ stride: Int, bias: V, relu: Bool) -> (V, V, V, V) {
+func inverseTransform(_ src: UnsafePointer<Float>, _ stride: Int, bias: V, clamp: Clamp) -> (V, V, V, V) {
     func at(_ xi: Int) -> V { UnsafeRawPointer(src + xi * stride).loadUnaligned(as: V.self) }
     // Aᵀ m: rows 0 + 1 + 2 and 1 - 2 - 3 (of four each), then the same on columns.
     let a0 = at(0) + at(4) + at(8), a1 = at(1) + at(5) + at(9), a2 = at(2) + at(6) + at(10), a3 = at(3) + at(7) + at(11)
     let b0 = at(4) - at(8) - at(12), b1 = at(5) - at(9) - at(13), b2 = at(6) - at(10) - at(14), b3 = at(7) - at(11) - at(15)
-    // (ReLU applied in place: choosing between two whole tuples ran 5 % slower.)
+    // (The clamp applied in place: choosing between two whole tuples ran 5 % slower.)
     var ys = (a0 + a1 + a2 + bias, a1 - a2 - a3 + bias, b0 + b1 + b2 + bias, b1 - b2 - b3 + bias)
-    if relu { ys = (rectify(ys.0), rectify(ys.1), rectify(ys.2), rectify(ys.3)) }
+    if clamp != .none { ys = (clamp.apply(ys.0), clamp.apply(ys.1), clamp.apply(ys.2), clamp.apply(ys.3)) }
     return ys
 }
 
-/// y[o] (OH, OW) = Aᵀ m A + bias (then ReLU when asked) per tile, for output channels `channels`,
+/// y[o] (OH, OW) = Aᵀ m A + bias (then the clamp) per tile, for output channels `channels`,
 /// from M[ξ][o][t] (16 matrices of OC × tileColumns, winogradMStride apart). A lane's tile gives
 /// two outputs in each of two rows: the lanes' first and second outputs are interleaved
 /// (zipLanes) into whole vectors of an output row. A vector may run past its row into the next
 /// ones, written after it, but not past the plane: there, element by element.
 func winogradOutput(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, channels: Range<Int>,
-                    bias: UnsafePointer<Float>?, relu: Bool, _ y: UnsafeMutablePointer<Float>) {
+                    bias: UnsafePointer<Float>?, clamp: Clamp, _ y: UnsafeMutablePointer<Float>) {
     let n = V.scalarCount, t = g.tileColumns, tw = g.tilesW, ow = g.ow, oh = g.oh, stride = g.winogradMStride(outChannels: oc)
     for o in channels {
         let bv = V(repeating: bias?[o] ?? 0)
@@ -278,7 +278,7 @@ func winogradOutput(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, chann
             // From the last vector of tiles to the first, the top row before the bottom one: a
             // vector past its row's end spills into the next rows, written after it.
             for tx in Swift.stride(from: (tw - 1) / n * n, through: 0, by: -n) {
-                let ys = inverseTransform(m + o * t + ty * tw + tx, stride, bias: bv, relu: relu)
+                let ys = inverseTransform(m + o * t + ty * tw + tx, stride, bias: bv, clamp: clamp)
                 let (top0, top1) = zipLanes(ys.0, ys.1), (bottom0, bottom1) = zipLanes(ys.2, ys.3)
                 if 2 * tx + n < ow { put(top1, 2 * ty, 2 * tx + n) }
                 put(top0, 2 * ty, 2 * tx)
@@ -302,7 +302,7 @@ struct WinogradPooling {
 /// y[offset + o · tiles + t], whose row-major order is the tiles': a vector of tiles at a time, all
 /// lanes used, no interleaving. ReLU, then the window's maximum, as the layers compute them.
 func winogradOutputPooled(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, channels: Range<Int>,
-                          bias: UnsafePointer<Float>?, relu: Bool, _ pooling: WinogradPooling, _ offset: Int,
+                          bias: UnsafePointer<Float>?, clamp: Clamp, _ pooling: WinogradPooling, _ offset: Int,
                           _ y: UnsafeMutablePointer<Float>) {
     typealias I = V.MaskStorage
     let n = V.scalarCount, t = g.tileColumns, tiles = g.tiles, stride = g.winogradMStride(outChannels: oc)
@@ -312,7 +312,7 @@ func winogradOutputPooled(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int,
         var t0 = 0
         while t0 < tiles {
             // Whole vectors: the columns are rounded up to whole GEMM panels.
-            let ys = inverseTransform(m + o * t + t0, stride, bias: bv, relu: relu)
+            let ys = inverseTransform(m + o * t + t0, stride, bias: bv, clamp: clamp)
             let first = pooling.corners.map { UnsafeRawPointer($0 + t0).loadUnaligned(as: I.self) } ?? I()
             let (best, index) = windowMax(ys.0, ys.1, ys.2, ys.3, first: first, w: g.ow, indices: pooling.indices != nil,
                                           mask: pooling.mask)
@@ -337,7 +337,7 @@ func winogradOutputPooled(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int,
 /// `scratch` (tiles · channels.count floats and a vector of slack), then transposed into
 /// y[o · tiles + t] for the output channels `channels`.
 func winogradOutputPooledByTiles(_ m: UnsafePointer<Float>, _ g: ConvGeometry, tileRow: Int, ldm: Int, stride: Int,
-                                 channels: Range<Int>, bias: UnsafePointer<Float>?, relu: Bool,
+                                 channels: Range<Int>, bias: UnsafePointer<Float>?, clamp: Clamp,
                                  scratch: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
     let n = V.scalarCount, tiles = g.tiles, width = channels.count
     for t in 0..<tiles {
@@ -355,7 +355,7 @@ func winogradOutputPooledByTiles(_ m: UnsafePointer<Float>, _ g: ConvGeometry, t
                     for l in 0..<(channels.upperBound - o) { bv[l] = bias[o + l] }
                 }
             }
-            let ys = inverseTransform(mt + o, stride, bias: bv, relu: relu)
+            let ys = inverseTransform(mt + o, stride, bias: bv, clamp: clamp)
             let best = windowMax(ys.0, ys.1, ys.2, ys.3, first: V.MaskStorage(), w: 0, indices: false, mask: false).0
             UnsafeMutableRawPointer(scratch + t * width + o - channels.lowerBound).storeBytes(of: best, as: V.self)
             o += n

@@ -52,8 +52,8 @@ public final class BatchNorm: Layer, PlannedLayer {
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         let c = inputShape.c, s = inputShape.h * inputShape.w, count = batch * c * s
         lastTraining = training
-        // The convolution before applied a folded norm, and a ReLU after it; a ReLU6 is applied here.
-        if !training && foldedIntoPrevious && activation != .relu6 {
+        // The convolution before applied a folded norm, and the ReLU or ReLU6 after it.
+        if !training && foldedIntoPrevious {
             lastInput = nil
             return x
         }
@@ -62,11 +62,6 @@ public final class BatchNorm: Layer, PlannedLayer {
         let six = activation == .relu6
         if !training {
             lastInput = x
-            if foldedIntoPrevious {
-                lastInput = nil
-                Activation.map(count, xp, y, ReLU6Function.self)
-                return out
-            }
             let rm = runningMean.value.pointer, rv = runningVar.value.pointer
             let act = activation
             for n in 0..<batch {

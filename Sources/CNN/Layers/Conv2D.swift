@@ -76,7 +76,8 @@ public final class Conv2D: Layer, PlannedLayer {
         let w = folded?.weight ?? UnsafePointer(weight.value.pointer)
         let b = folded?.bias ?? bias.map { UnsafePointer($0.value.pointer) }
         let weightKey = folded == nil ? weight.version : folding?.key ?? 0
-        let fusedReLU = self.fusedReLU || (folded != nil && folding?.relu == true)
+        // The output write's activation: a ReLU right after, or the folded norm's ReLU or ReLU6.
+        let clamp: Clamp = self.fusedReLU ? .relu : folded != nil ? folding?.clamp ?? .none : .none
         let xp = x.pointer, yp = y.pointer
         let strideOne = g.sh == 1 && g.sw == 1
         if g.winograd {
@@ -96,7 +97,7 @@ public final class Conv2D: Layer, PlannedLayer {
                 winogradWeights(w, oc: oc, c: g.c, into: winogradU.reserve(16 * oc * g.c).pointer)
                 winogradUVersion = weightKey
             }
-            winogradConvolution(xp, g, u: winogradU.buffer.pointer, uPanels: panels, outChannels: oc, bias: b, relu: fusedReLU,
+            winogradConvolution(xp, g, u: winogradU.buffer.pointer, uPanels: panels, outChannels: oc, bias: b, clamp: clamp,
                                 pooling: pooled, batch: batch, into: yp,
                                 keeping: training ? self.padded.reserve(batch * g.paddedCount).pointer : nil)
             return y
@@ -113,7 +114,7 @@ public final class Conv2D: Layer, PlannedLayer {
                 let own = padded + task * g.paddedCount
                 for n in stride(from: split ? 0 : task, to: batch, by: tasks) {
                     padInput(xp + n * inCount, g, own, readable: (batch - n) * inCount)
-                    directConvPooled(own, g, weights: w, bias: b, relu: fusedReLU, channels: split ? (task == 0 ? 0..<half : half..<oc) : 0..<oc,
+                    directConvPooled(own, g, weights: w, bias: b, clamp: clamp, channels: split ? (task == 0 ? 0..<half : half..<oc) : 0..<oc,
                                      stage: stage + task * directStageCount, yp + n * outCount)
                 }
             }
@@ -132,7 +133,7 @@ public final class Conv2D: Layer, PlannedLayer {
                 }
             }
             gemm(m: oc, n: columns, k: ckk, a: w, aRow: ckk, aCol: 1, b: xg, ldb: columns, c: yg, ldc: columns,
-                 accumulate: false, rowBias: b, relu: fusedReLU, parallel: true)
+                 accumulate: false, rowBias: b, clamp: clamp, parallel: true)
             ThreadPool.shared.parallelFor(parts) { task in
                 for n in stride(from: task, to: batch, by: parts) {
                     for o in 0..<oc { copyRow(yp + n * outCount + o * p, yg + o * columns + n * p, p, exact: true) }
@@ -171,7 +172,7 @@ public final class Conv2D: Layer, PlannedLayer {
                     let slot = training ? n : task
                     lower(n, into: slot)
                     gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: p, k: ckk, a: w, aRow: ckk, aCol: 1,
-                             b: col + slot * ckk * p, ldb: p, c: own, ldc: p, accumulate: false, rowBias: b, relu: fusedReLU)
+                             b: col + slot * ckk * p, ldb: p, c: own, ldc: p, accumulate: false, rowBias: b, clamp: clamp)
                     for o in rows {
                         let out = n * outCount + o * pooled
                         maxPool2x2Plane(own + o * p, h: g.oh, w: g.ow, yp + out, oh: g.oh / 2, ow: g.ow / 2,
@@ -189,7 +190,7 @@ public final class Conv2D: Layer, PlannedLayer {
             ThreadPool.shared.parallelFor(2) { t in
                 let columns = t == 0 ? 0..<split : split..<p
                 gemmTile(i0: 0, i1: oc, j0: columns.lowerBound, j1: columns.upperBound, k: ckk, a: w, aRow: ckk, aCol: 1,
-                         b: xp, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, relu: fusedReLU)
+                         b: xp, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp)
             }
             return y
         }
@@ -197,7 +198,7 @@ public final class Conv2D: Layer, PlannedLayer {
             ThreadPool.shared.parallelFor(tasks) { task in
                 for n in stride(from: task, to: batch, by: tasks) {
                     gemm(m: oc, n: p, k: ckk, a: w, aRow: ckk, aCol: 1, b: xp + n * inCount, ldb: p, c: yp + n * outCount,
-                         ldc: p, accumulate: false, rowBias: b, relu: fusedReLU)
+                         ldc: p, accumulate: false, rowBias: b, clamp: clamp)
                 }
             }
             return y
@@ -212,7 +213,7 @@ public final class Conv2D: Layer, PlannedLayer {
                 padInput(xp, g, own, readable: inCount)
                 im2colPadded(own, g, col, columns: columns)
                 gemmTile(i0: 0, i1: oc, j0: columns.lowerBound, j1: columns.upperBound, k: ckk, a: w, aRow: ckk, aCol: 1,
-                         b: col, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, relu: fusedReLU)
+                         b: col, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp)
             }
             return y
         }
@@ -222,7 +223,7 @@ public final class Conv2D: Layer, PlannedLayer {
             for n in stride(from: slot, to: batch, by: slots) {
                 lower(n, into: slot)
                 gemm(m: oc, n: p, k: ckk, a: w, aRow: ckk, aCol: 1, b: col + slot * ckk * p, ldb: p, c: yp + n * outCount,
-                     ldc: p, accumulate: false, rowBias: b, relu: fusedReLU)
+                     ldc: p, accumulate: false, rowBias: b, clamp: clamp)
             }
         }
         return y
@@ -272,7 +273,7 @@ public final class Conv2D: Layer, PlannedLayer {
         if let back = g.inputGradientWinograd(outChannels: oc) {
             let u = winogradUBackward.reserve(16 * oc * g.c).pointer
             winogradWeights(weight.value.pointer, oc: oc, c: g.c, layout: .inputGradient, into: u)
-            winogradConvolution(dyp, back, u: u, outChannels: g.c, bias: nil, relu: false, batch: batch,
+            winogradConvolution(dyp, back, u: u, outChannels: g.c, bias: nil, clamp: .none, batch: batch,
                                 into: dx.pointer, keeping: nil)
             return dx
         }
@@ -443,7 +444,7 @@ public final class Conv2D: Layer, PlannedLayer {
     /// written (OH / 2 × OW / 2: one value per tile).
     private func winogradConvolution(_ input: UnsafePointer<Float>, _ g: ConvGeometry, u: UnsafePointer<Float>,
                                      uPanels: UnsafePointer<Float>? = nil, outChannels oc: Int, bias: UnsafePointer<Float>?,
-                                     relu: Bool, pooling: WinogradPooling? = nil, batch: Int,
+                                     clamp: Clamp, pooling: WinogradPooling? = nil, batch: Int,
                                      into output: UnsafeMutablePointer<Float>, keeping kept: UnsafeMutablePointer<Float>?) {
         let c = g.c, t = g.tileColumns, nr = gemmNR
         let inCount = g.c * g.h * g.w, outCount = oc * (pooling != nil ? g.tiles : g.oh * g.ow)
@@ -480,7 +481,7 @@ public final class Conv2D: Layer, PlannedLayer {
                              aRow: 1, aCol: t, b: uPanels + xi * panelCount * c * nr, ldb: nr, panelStride: c * nr,
                              c: m + xi * tStride, ldc: oc, accumulate: false)
                 }
-                winogradOutputPooledByTiles(m, g, tileRow: tileRow, ldm: oc, stride: tStride, channels: rows, bias: bias, relu: relu,
+                winogradOutputPooledByTiles(m, g, tileRow: tileRow, ldm: oc, stride: tStride, channels: rows, bias: bias, clamp: clamp,
                                             scratch: m + 16 * mStride, output + sample * outCount)
                 return
             }
@@ -489,9 +490,9 @@ public final class Conv2D: Layer, PlannedLayer {
                          b: v + xi * g.winogradVStride, ldb: t, bInPlace: true, c: m + xi * mStride, ldc: t, accumulate: false)
             }
             if let pooling {
-                winogradOutputPooled(m, g, oc: oc, channels: rows, bias: bias, relu: relu, pooling, sample * outCount, output)
+                winogradOutputPooled(m, g, oc: oc, channels: rows, bias: bias, clamp: clamp, pooling, sample * outCount, output)
             } else {
-                winogradOutput(m, g, oc: oc, channels: rows, bias: bias, relu: relu, output + sample * outCount)
+                winogradOutput(m, g, oc: oc, channels: rows, bias: bias, clamp: clamp, output + sample * outCount)
             }
         }
         if split {

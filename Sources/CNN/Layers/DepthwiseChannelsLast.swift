@@ -19,11 +19,11 @@ extension ConvGeometry {
 }
 
 extension GroupedConv2D {
-    /// y = the depthwise convolution of x (batch × C × H × W), plus the bias, then ReLU if asked.
+    /// y = the depthwise convolution of x (batch × C × H × W), plus the bias, then the clamp.
     /// Each task takes whole samples, so every output sums its taps in the same order whatever
     /// the threads.
     func depthwiseChannelsLast(_ x: UnsafePointer<Float>, weights: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                               relu: Bool, batch: Int, into y: UnsafeMutablePointer<Float>) {
+                               clamp: Clamp, batch: Int, into y: UnsafeMutablePointer<Float>) {
         let g = geometry, c = g.c, cp = g.paddedChannels, hw = g.h * g.w, ohw = g.oh * g.ow, taps = g.kh * g.kw
         let per = g.channelsLastCount, w = V.scalarCount
         // At most max(2, batch) samples' blocks, as the model's memory plan counts them.
@@ -51,7 +51,7 @@ extension GroupedConv2D {
                                 acc = fmadd(acc, load(wT + (ky * g.kw + kx) * cp + v), load(xT + (iy * g.w + ix) * cp + v))
                             }
                         }
-                        store(relu ? rectify(acc) : acc, out + v)
+                        store(clamp.apply(acc), out + v)
                         v += w
                     }
                 }

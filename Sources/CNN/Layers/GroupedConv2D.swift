@@ -57,18 +57,18 @@ public final class GroupedConv2D: Layer, PlannedLayer {
         let g = geometry, oc = outputShape.c, cg = g.c / groups, og = oc / groups
         let hw = g.h * g.w, ohw = g.oh * g.ow, taps = g.kh * g.kw
         let y = buffers.output(batch * outputShape.count, input: x, training: training)
-        // Inference through a folded batch norm uses the folded weights (and the ReLU after it).
+        // Inference through a folded batch norm uses the folded weights (and the ReLU or ReLU6 after it).
         let folded = training ? nil : folding?.folded(weight: weight, bias: bias)
         let w = folded?.weight ?? UnsafePointer(weight.value.pointer)
         let b = folded?.bias ?? bias.map { UnsafePointer($0.value.pointer) }
-        let relu = folded != nil && folding?.relu == true
+        let clamp: Clamp = folded != nil ? folding?.clamp ?? .none : .none
         let xp = x.pointer, yp = y.pointer
         saved = x
         if let plan = depthwisePlan {
             if runsChannelsLast {
-                depthwiseChannelsLast(xp, weights: w, bias: b, relu: relu, batch: batch, into: yp)
+                depthwiseChannelsLast(xp, weights: w, bias: b, clamp: clamp, batch: batch, into: yp)
             } else {
-                depthwise(xp, plan, weights: w, bias: b, relu: relu, batch: batch, into: yp)
+                depthwise(xp, plan, weights: w, bias: b, clamp: clamp, batch: batch, into: yp)
             }
             return y
         }
@@ -97,7 +97,7 @@ public final class GroupedConv2D: Layer, PlannedLayer {
                         }
                     }
                 }
-                if relu { for i in 0..<ohw { dst[i] = reluIf(true, dst[i]) } }
+                if clamp != .none { for i in 0..<ohw { dst[i] = clamp.apply(dst[i]) } }
             }
         }
         return y
@@ -191,7 +191,7 @@ public final class GroupedConv2D: Layer, PlannedLayer {
     /// plane is one task's and is computed the same way whichever task that is.
     /// The plan's geometry is the forward's, or the input gradient's (`depthwiseGradientPlan`).
     private func depthwise(_ x: UnsafePointer<Float>, _ plan: DepthwisePlan, weights: UnsafePointer<Float>,
-                           bias: UnsafePointer<Float>?, relu: Bool, batch: Int, into y: UnsafeMutablePointer<Float>) {
+                           bias: UnsafePointer<Float>?, clamp: Clamp, batch: Int, into y: UnsafeMutablePointer<Float>) {
         let g = plan.g, oc = g.c, hw = g.h * g.w, ohw = g.oh * g.ow, taps = g.kh * g.kw
         let s = g.sw, planes = batch * oc, w = V.scalarCount
         // At most max(2, batch) scratch planes, as the model's memory plan counts them.
@@ -217,8 +217,8 @@ public final class GroupedConv2D: Layer, PlannedLayer {
                                 a1 = fmadd(a1, wv, load(p + w))
                             }
                         }
-                        store(relu ? rectify(a0) : a0, out + ox)
-                        store(relu ? rectify(a1) : a1, out + ox + w)
+                        store(clamp.apply(a0), out + ox)
+                        store(clamp.apply(a1), out + ox + w)
                         ox += 2 * w
                     }
                     while ox < g.ow {
@@ -228,7 +228,7 @@ public final class GroupedConv2D: Layer, PlannedLayer {
                                 acc = fmadd(acc, V(repeating: wk[ky * g.kw + kx]), load(base + plan.offset(ky, kx) + ox))
                             }
                         }
-                        if relu { acc = rectify(acc) }
+                        acc = clamp.apply(acc)
                         if ox + w <= g.ow {
                             store(acc, out + ox)
                         } else {
@@ -302,7 +302,7 @@ public final class GroupedConv2D: Layer, PlannedLayer {
         if let plan = depthwiseGradientPlan {
             let turned = turnedWeights.reserve(oc * taps).pointer
             for o in 0..<oc { for t in 0..<taps { turned[o * taps + t] = w[o * taps + taps - 1 - t] } }
-            depthwise(dyp, plan, weights: turned, bias: nil, relu: false, batch: batch, into: dxp)
+            depthwise(dyp, plan, weights: turned, bias: nil, clamp: .none, batch: batch, into: dxp)
             return dx
         }
         parallelChunks(batch * g.c, chunk: max(1, 8192 / max(1, hw * og * taps))) { lo, hi in

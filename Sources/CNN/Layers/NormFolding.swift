@@ -1,13 +1,14 @@
 /// Batch norm folded into the convolution before it, for inference. With the running statistics a
 /// batch norm is a per-channel affine map, so conv then norm is one convolution:
 ///     W'[o] = W[o] · a[o],   b'[o] = (b[o] - μ[o]) · a[o] + β[o],   a[o] = γ[o] / √(σ²[o] + ε)
-/// and a ReLU after the norm goes into the convolution's output write. The batch norm (and that
-/// ReLU) then pass their input through at inference; training runs every layer as written, since
+/// and a ReLU or ReLU6 after the norm goes into the convolution's output write. The batch norm (and
+/// that activation) then pass their input through at inference; training runs every layer as written, since
 /// it normalizes with the batch's statistics.
 final class NormFolding {
     let norm: BatchNorm
-    /// A ReLU follows the batch norm: applied by the convolution at inference.
-    let relu: Bool
+    /// The ReLU or ReLU6 after the batch norm (applied by it in training), applied by the
+    /// convolution's output write at inference.
+    let clamp: Clamp
     private var weights = Workspace()
     private var biases = Workspace()
     /// The versions of the tensors the folded ones were made from.
@@ -16,9 +17,9 @@ final class NormFolding {
     /// negative, so it never equals a weight's own version, and new whenever they are remade.
     private(set) var key = -1
 
-    init(norm: BatchNorm, relu: Bool) {
+    init(norm: BatchNorm) {
         self.norm = norm
-        self.relu = relu
+        self.clamp = norm.activation == .relu ? .relu : norm.activation == .relu6 ? .relu6 : .none
     }
 
     /// The folded weight (`weight`'s shape) and bias (one per output channel), made again when

@@ -152,11 +152,11 @@ public final class Model {
                 act.appliedByNorm = true
             }
         }
-        // Batch norm right after a convolution, and a ReLU after it, are folded into the
+        // Batch norm right after a convolution, and a ReLU or ReLU6 after it, are folded into the
         // convolution at inference (see NormFolding).
         for (i, layer) in layers.enumerated() where i + 1 < layers.count && (layer is Conv2D || layer is GroupedConv2D) {
             guard let norm = layers[i + 1] as? BatchNorm else { continue }
-            let folding = NormFolding(norm: norm, relu: norm.activation == .relu)
+            let folding = NormFolding(norm: norm)
             (layer as? Conv2D)?.folding = folding
             (layer as? GroupedConv2D)?.folding = folding
             norm.foldedIntoPrevious = true
