@@ -77,7 +77,7 @@ public final class Conv2D: Layer, PlannedLayer {
         let b = folded?.bias ?? bias.map { UnsafePointer($0.value.pointer) }
         let weightKey = folded == nil ? weight.version : folding?.key ?? 0
         // The output write's activation: a ReLU right after, or the folded norm's ReLU or ReLU6.
-        let clamp: Clamp = self.fusedReLU ? .relu : folded != nil ? folding?.clamp ?? .none : .none
+        let clamp: Clamp = self.fusedReLU ? .relu : folded?.clamp ?? .none
         let xp = x.pointer, yp = y.pointer
         let strideOne = g.sh == 1 && g.sw == 1
         if g.winograd {

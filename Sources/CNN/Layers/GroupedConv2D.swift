@@ -61,7 +61,7 @@ public final class GroupedConv2D: Layer, PlannedLayer {
         let folded = training ? nil : folding?.folded(weight: weight, bias: bias)
         let w = folded?.weight ?? UnsafePointer(weight.value.pointer)
         let b = folded?.bias ?? bias.map { UnsafePointer($0.value.pointer) }
-        let clamp: Clamp = folded != nil ? folding?.clamp ?? .none : .none
+        let clamp: Clamp = folded?.clamp ?? .none
         let xp = x.pointer, yp = y.pointer
         saved = x
         if let plan = depthwisePlan {

@@ -1,14 +1,14 @@
 /// Batch norm folded into the convolution before it, for inference. With the running statistics a
 /// batch norm is a per-channel affine map, so conv then norm is one convolution:
 ///     W'[o] = W[o] · a[o],   b'[o] = (b[o] - μ[o]) · a[o] + β[o],   a[o] = γ[o] / √(σ²[o] + ε)
-/// and a ReLU or ReLU6 after the norm goes into the convolution's output write. The batch norm (and
-/// that activation) then pass their input through at inference; training runs every layer as written, since
-/// it normalizes with the batch's statistics.
+/// and a ReLU or ReLU6 after the norm goes into the convolution's output write. The batch norm
+/// (and that activation) then pass their input through at inference; training runs every layer
+/// as written, since it normalizes with the batch's statistics.
 final class NormFolding {
     let norm: BatchNorm
     /// The ReLU or ReLU6 after the batch norm (applied by it in training), applied by the
     /// convolution's output write at inference.
-    let clamp: Clamp
+    private let clamp: Clamp
     private var weights = Workspace()
     private var biases = Workspace()
     /// The versions of the tensors the folded ones were made from.
@@ -23,8 +23,8 @@ final class NormFolding {
     }
 
     /// The folded weight (`weight`'s shape) and bias (one per output channel), made again when
-    /// any tensor they come from has changed.
-    func folded(weight: Parameter, bias: Parameter?) -> (weight: UnsafePointer<Float>, bias: UnsafePointer<Float>) {
+    /// any tensor they come from has changed, and the activation the output write applies.
+    func folded(weight: Parameter, bias: Parameter?) -> (weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, clamp: Clamp) {
         let versions = [weight.version, bias?.version ?? 0, norm.weight.version, norm.bias.version,
                         norm.runningMean.version, norm.runningVar.version]
         let oc = norm.inputShape.c, perChannel = weight.count / oc
@@ -41,6 +41,6 @@ final class NormFolding {
             stamp = versions
             key -= 1
         }
-        return (UnsafePointer(weights.buffer.pointer), UnsafePointer(biases.buffer.pointer))
+        return (UnsafePointer(weights.buffer.pointer), UnsafePointer(biases.buffer.pointer), clamp)
     }
 }
