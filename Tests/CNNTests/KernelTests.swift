@@ -119,10 +119,20 @@ struct KernelTests {
 
     /// A sample's prediction is the same bits whatever batch it is in and however many threads
     /// run it: batch 1 takes other paths (output positions split over two threads, the dense
-    /// layer's unpacked rows) that must do the same operations in the same order.
-    @Test func predictionsDoNotDependOnBatchOrThreads() throws {
+    /// layer's unpacked rows; strided convolutions' output rows split, and the output channels
+    /// of convolutions on few positions: 10×10, 7×7, 1×1 and strided) that must do the same
+    /// operations in the same order.
+    @Test(arguments: [
+        referenceNetwork,
+        "input(3,40,40) conv(16,7,stride=2,pad=3) relu conv(20,3,stride=2,pad=1) conv(24,1) relu " +
+            "conv(16,1,stride=2) conv(17,3,pad=1) batchnorm relu conv(16,3) flatten dense(5)",
+    ])
+    func predictionsDoNotDependOnBatchOrThreads(_ text: String) throws {
         try threadSettingLock.with {
-            let model = try Model(architecture: Architecture(parsing: referenceNetwork), seed: 5)
+            let model = try Model(architecture: Architecture(parsing: text), seed: 5)
+            // Biases start at zero: give them values, so that their part in every path is checked.
+            var biases = TestRandom(3)
+            for (name, p) in model.namedParameters where name.hasSuffix("bias") { p.value.copy(from: FloatBuffer(biases.values(p.count))) }
             let n = 9
             var r = TestRandom(8)
             let x = r.values(n * model.inputShape.count, 0, 1)

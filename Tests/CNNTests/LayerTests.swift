@@ -9,6 +9,8 @@ struct LayerTests {
         "input(3,7,6) conv(4,3x2,stride=2,pad=1x0) flatten",
         "input(1,6,6) conv(2,1,bias=false) flatten",
         "input(2,8,9) conv(5,3,stride=2x1,pad=2) flatten",
+        "input(2,3,1) conv(3,3,stride=2,pad=1) flatten",  // taps past both edges of a 1-wide row
+        "input(2,9,40) conv(16,7,stride=3,pad=3) flatten",  // strided rows read in runs
         "input(1,4,4) conv(40,3,pad=1) flatten",     // 40 output channels: the 4×32 register block
         "input(1,9,9) conv(12,3,pad=1) flatten",     // weight gradient by dot products, K past a vector
         "input(2,8,8) conv(16,3,pad=1) flatten",     // weight gradient by the product, dy transposed in blocks

@@ -15,33 +15,34 @@ struct ConvGeometry: Equatable {
     var colCols: Int { oh * ow }
 }
 
-func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ col: UnsafeMutablePointer<Float>) {
+/// `rows`: the output rows lowered (their columns of every row of col; all by default), so that
+/// tasks can lower one image's columns between them.
+func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ col: UnsafeMutablePointer<Float>, rows: Range<Int>? = nil) {
     let oh = g.oh, ow = g.ow
     var row = col
     for c in 0..<g.c {
         let plane = x + c * g.h * g.w
         for ki in 0..<g.kh {
             for kj in 0..<g.kw {
-                for oy in 0..<oh {
+                // Output columns [lo, hi) read inside the row (ix = ox·SW - PW + KJ); the rest are 0.
+                let lo = min(ow, max(0, (g.pw - kj + g.sw - 1) / g.sw))
+                let last = g.w - 1 + g.pw - kj   // ≥ 0 when some ox reads inside (floor division)
+                let hi = last < 0 ? lo : max(lo, min(ow, last / g.sw + 1))
+                for oy in rows ?? 0..<oh {
                     let iy = oy * g.sh - g.ph + ki
                     let dst = row + oy * ow
                     if iy < 0 || iy >= g.h {
                         dst.update(repeating: 0, count: ow)
                         continue
                     }
-                    let src = plane + iy * g.w
+                    let src = plane + iy * g.w - g.pw + kj
+                    if lo > 0 { dst.update(repeating: 0, count: lo) }
                     if g.sw == 1 {
-                        // Contiguous run: ix = ox - pw + kj.
-                        let lo = max(0, g.pw - kj), hi = min(ow, g.w + g.pw - kj)
-                        if lo > 0 { dst.update(repeating: 0, count: min(lo, ow)) }
-                        if hi > lo { (dst + lo).update(from: src + (lo - g.pw + kj), count: hi - lo) }
-                        if hi < ow { (dst + max(hi, 0)).update(repeating: 0, count: ow - max(hi, 0)) }
+                        if hi > lo { (dst + lo).update(from: src + lo, count: hi - lo) }
                     } else {
-                        for ox in 0..<ow {
-                            let ix = ox * g.sw - g.pw + kj
-                            dst[ox] = (ix >= 0 && ix < g.w) ? src[ix] : 0
-                        }
+                        for ox in lo..<hi { dst[ox] = src[ox * g.sw] }
                     }
+                    if hi < ow { (dst + hi).update(repeating: 0, count: ow - hi) }
                 }
                 row += oh * ow
             }

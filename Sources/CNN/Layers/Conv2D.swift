@@ -147,8 +147,11 @@ public final class Conv2D: Layer, PlannedLayer {
         // Pooled inference, one image on several threads: the output channels are split in two
         // (whole register blocks), each task lowering the image into its own slot. (Not in
         // training, where a sample's slot is its own: two tasks would lower into the same one.)
-        let poolSplit = pool && !training && batch == 1 && oc >= 2 * gemmMR && ThreadPool.shared.threads > 1
-        let tasks = poolSplit ? 2 : min(batch, max(2, ThreadPool.shared.threads))
+        // The same for one image through any convolution whose columns are not split below (few
+        // positions, a stride): otherwise such a layer would run on one thread.
+        let rowSplit = !training && batch == 1 && oc >= 2 * gemmMR && ThreadPool.shared.threads > 1
+        let poolSplit = pool && rowSplit
+        let tasks = rowSplit ? 2 : min(batch, max(2, ThreadPool.shared.threads))
         let slots = training ? batch : tasks
         let col = self.col.reserve(slots * ckk * p).pointer
         let padded = strideOne ? self.padded.reserve(max(2, slots) * g.paddedCount).pointer : nil
@@ -194,6 +197,14 @@ public final class Conv2D: Layer, PlannedLayer {
             }
             return y
         }
+        let rows = halfInBlocks(oc, of: gemmMR)
+        if pointwise && rowSplit {
+            ThreadPool.shared.parallelFor(2) { t in
+                gemmTile(i0: t == 0 ? 0 : rows, i1: t == 0 ? rows : oc, j0: 0, j1: p, k: ckk, a: w, aRow: ckk, aCol: 1,
+                         b: xp, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp)
+            }
+            return y
+        }
         if pointwise {
             ThreadPool.shared.parallelFor(tasks) { task in
                 for n in stride(from: task, to: batch, by: tasks) {
@@ -214,6 +225,27 @@ public final class Conv2D: Layer, PlannedLayer {
                 im2colPadded(own, g, col, columns: columns)
                 gemmTile(i0: 0, i1: oc, j0: columns.lowerBound, j1: columns.upperBound, k: ckk, a: w, aRow: ckk, aCol: 1,
                          b: col, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp)
+            }
+            return y
+        }
+        if rowSplit && !strideOne && p >= 4 * gemmNR {
+            // The same with a stride: the tasks lower and multiply half of the output rows each.
+            let half = g.oh / 2
+            ThreadPool.shared.parallelFor(2) { t in
+                let outputRows = t == 0 ? 0..<half : half..<g.oh
+                im2col(xp, g, col, rows: outputRows)
+                gemmTile(i0: 0, i1: oc, j0: outputRows.lowerBound * g.ow, j1: outputRows.upperBound * g.ow, k: ckk, a: w,
+                         aRow: ckk, aCol: 1, b: col, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp)
+            }
+            return y
+        }
+        if rowSplit {
+            // One image on few positions: each task lowers it into its own slot and multiplies
+            // half of the output channels.
+            ThreadPool.shared.parallelFor(2) { t in
+                lower(0, into: t)
+                gemmTile(i0: t == 0 ? 0 : rows, i1: t == 0 ? rows : oc, j0: 0, j1: p, k: ckk, a: w, aRow: ckk, aCol: 1,
+                         b: col + t * ckk * p, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp)
             }
             return y
         }
