@@ -161,6 +161,7 @@ struct LayerTests {
         "input(1,6,8) maxpool(2x4) flatten",
         "input(2,7,6) maxpool(3,stride=2,pad=1) flatten",   // ResNet-18's stem pooling
         "input(1,5,6) maxpool(2x3,stride=1,pad=1) flatten",
+        "input(2,9,37) maxpool(3,stride=2,pad=1) flatten",  // inference's rows of column maxima: vectors and a tail
         "input(2,6,6) avgpool(2) flatten",
         "input(2,7,5) avgpool(3,stride=1) flatten",
         "input(3,5,4) globalavgpool flatten",
@@ -172,6 +173,11 @@ struct LayerTests {
         let n = 2 * layer.inputShape.count
         let perm = (0..<n).map { Float($0) / Float(n) - 0.5 }.sorted { _, _ in r.rng.uniform() < 0.5 }
         checkLayer(layer, batch: 2, inputs: perm)
+        // Inference takes other paths (max pooling keeps no indices): the same values.
+        var rng = Random(seed: 1)
+        let x = FloatBuffer(perm)
+        let trained = layer.forward(x, batch: 2, training: true, rng: &rng).array
+        #expect(layer.forward(x, batch: 2, training: false, rng: &rng).array == trained, "\(text): inference differs")
     }
 
     @Test(arguments: [

@@ -10,6 +10,8 @@ public final class MaxPool2D: Layer, PlannedLayer {
     let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
     // Kept for backward: the input index of every output's maximum, (B, C, OH, OW).
     private let argmax = IndexWorkspace()
+    // Inference: each task's row of its window rows' maxima.
+    private var columnMaxima = Workspace()
     /// Set by the model when a ReLU comes before: backward also applies the ReLU's mask (a
     /// maximum that is not positive passes no gradient: forward records its index as -1), and the
     /// ReLU passes its gradient through.
@@ -46,7 +48,48 @@ public final class MaxPool2D: Layer, PlannedLayer {
         let amp = argmax.reserve(planes * oh * ow)
         let (kh, kw, sh, sw, ph, pw) = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw)
         let xp = x.pointer, yp = y.pointer
-        parallelChunks(planes, chunk: min(64, max(1, planes / 4))) { p0, p1 in
+        let chunk = min(64, max(1, planes / 4))
+        if !training && !isTwoByTwo {
+            // Inference keeps no indices: each output row takes, column by column, the maximum of
+            // its window's input rows (whole vectors, into its task's row of scratch), then each
+            // window's maximum of those. The same value as below, and NaN where the window's first
+            // input is NaN (a zero's sign may be the other maximum zero's).
+            let n = V.scalarCount, rowStride = (w + n - 1) / n * n
+            let scratch = columnMaxima.reserve((planes + chunk - 1) / chunk * rowStride).pointer
+            parallelChunks(planes, chunk: chunk) { p0, p1 in
+                let columns = scratch + p0 / chunk * rowStride
+                for plane in p0..<p1 {
+                    let src = xp + plane * h * w, dst = yp + plane * oh * ow
+                    for oy in 0..<oh {
+                        let y0 = max(oy * sh - ph, 0), y1 = min(oy * sh - ph + kh, h)
+                        var ix = 0
+                        while ix + n <= w {
+                            var best = load(src + y0 * w + ix)
+                            for iy in y0 + 1..<y1 {
+                                let v = load(src + iy * w + ix)
+                                best.replace(with: v, where: v .> best)
+                            }
+                            store(best, columns + ix)
+                            ix += n
+                        }
+                        while ix < w {
+                            var best = src[y0 * w + ix]
+                            for iy in y0 + 1..<y1 where src[iy * w + ix] > best { best = src[iy * w + ix] }
+                            columns[ix] = best
+                            ix += 1
+                        }
+                        for ox in 0..<ow {
+                            let x0 = max(ox * sw - pw, 0), x1 = min(ox * sw - pw + kw, w)
+                            var best = columns[x0]
+                            for i in x0 + 1..<x1 where columns[i] > best { best = columns[i] }
+                            dst[oy * ow + ox] = best
+                        }
+                    }
+                }
+            }
+            return y
+        }
+        parallelChunks(planes, chunk: chunk) { p0, p1 in
             for plane in p0..<p1 {
                 let src = xp + plane * h * w
                 if isTwoByTwo {
