@@ -212,6 +212,58 @@ struct KernelTests {
         }
     }
 
+    /// A ReLU or ReLU6 right after a convolution (Winograd, im2col, strided, 1×1, grouped,
+    /// depthwise planar and channels last) is applied in its output write: logits and gradients
+    /// must be the bits of the separate layers, with inputs and biases past ReLU6's cap. A ReLU6
+    /// before max pooling keeps the pooling a layer of its own.
+    @Test(arguments: [
+        "input(8,10,10) conv(16,3,pad=1) relu6 conv(16,3,pad=1,groups=16) relu6 conv(16,3,stride=2,pad=1,groups=16) relu " +
+            "conv(24,1) relu6 maxpool(2) flatten dense(3)",
+        "input(32,4,4) conv(32,3,pad=1,groups=32) relu6 conv(32,1) relu conv(16,3,pad=1,groups=4) relu6 flatten dense(3)",
+        "input(3,9,9) conv(8,3,stride=2) relu6 conv(12,2) relu6 flatten dense(3)",
+    ])
+    func fusedActivationsMatchSeparateLayers(_ text: String) throws {
+        try threadSettingLock.with {
+            let architecture = try Architecture(parsing: text)
+            let fused = try Model(architecture: architecture, seed: 6)
+            let separate = try Model(architecture: architecture, fusing: false)
+            var values = TestRandom(5)
+            for (name, p) in fused.namedParameters {
+                if name.hasSuffix("bias") { p.value.copy(from: FloatBuffer(values.values(p.count, -8, 8))) }
+                if name.hasSuffix("weight") { p.value.copy(from: FloatBuffer(values.values(p.count, -2, 2))) }
+            }
+            for (a, b) in zip(fused.namedParameters, separate.namedParameters) { b.parameter.value.copy(from: a.parameter.value) }
+            let convs = fused.layers.filter { $0 is Conv2D || $0 is GroupedConv2D }
+            #expect(convs.allSatisfy { ($0 as? Conv2D)?.fusedActivation ?? ($0 as? GroupedConv2D)!.fusedActivation != .none })
+            #expect(!fused.layers.contains { ($0 as? Conv2D)?.pooling != nil })
+            let count = fused.inputShape.count, classes = fused.numClasses
+            var r = TestRandom(4)
+            let x = r.values(3 * count, -4, 4), g = r.values(3 * classes)
+            for threads in [1, 2] {
+                ThreadPool.setThreads(threads)
+                defer { ThreadPool.setThreads(1) }
+                for batch in [1, 3] {
+                    let input = FloatBuffer(Array(x.prefix(batch * count)))
+                    for training in [false, true] {
+                        var outputs: [[Float]] = [], gradients: [[[Float]]] = []
+                        for model in [fused, separate] {
+                            var rng = Random(seed: 1)
+                            outputs.append(model.forward(input, batch: batch, training: training, rng: &rng).array)
+                            if training {
+                                model.zeroGradients()
+                                model.backward(FloatBuffer(Array(g.prefix(batch * classes))), batch: batch)
+                                gradients.append(model.gradients.map { $0.array })
+                            }
+                        }
+                        let run = "\(threads) threads, batch \(batch), training \(training)"
+                        #expect(outputs[0] == outputs[1], "logits: \(run)")
+                        if training { #expect(gradients[0] == gradients[1], "gradients: \(run)") }
+                    }
+                }
+            }
+        }
+    }
+
     /// Batch norm after a convolution (im2col, Winograd, strided, 1×1, grouped, depthwise, the
     /// direct first-layer path, inside a residual block), and a ReLU after it, are folded into the
     /// convolution at inference: the logits must be the separate layers' up to rounding, the same

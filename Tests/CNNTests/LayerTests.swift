@@ -146,7 +146,7 @@ struct LayerTests {
                     var rng = Random(seed: 1)
                     let y = layer.forward(FloatBuffer(x), batch: batch, training: false, rng: &rng).array
                     var expected = Reference.forward(layer, x.map(Double.init), batch: batch, p64, training: false)
-                    if conv.fusedReLU { expected = expected.map { max($0, 0) } }
+                    if conv.fusedActivation == .relu { expected = expected.map { max($0, 0) } }
                     let e = maxRelativeError(Array(y.prefix(expected.count)).map(Double.init), expected)
                     #expect(e < 1e-4, "\(text), batch \(batch), \(threads) threads: differs from the reference by \(e)")
                 }
@@ -202,7 +202,7 @@ struct LayerTests {
     func fusedNetwork(_ text: String) throws {
         let model = try Model(architecture: Architecture(parsing: text), seed: 3)
         let conv = try #require(model.layers[0] as? Conv2D), pool = try #require(model.layers[2] as? MaxPool2D)
-        #expect(conv.fusedReLU && pool.masksNonPositive)
+        #expect(conv.fusedActivation == .relu && pool.masksNonPositive)
         let batch = 3
         var r = TestRandom(11)
         let x = r.values(batch * model.inputShape.count)

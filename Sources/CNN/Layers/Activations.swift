@@ -27,8 +27,8 @@ public final class Activation: Layer, PlannedLayer {
     public let kind: ActivationKind
     private var saved: FloatBuffer?        // kept for backward: x for ReLU/LeakyReLU, y otherwise
     let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
-    /// Set by the model for a ReLU whose convolution applies it already: forward passes x through
-    /// (and keeps it, since ReLU's output says where its input was positive).
+    /// Set by the model for a ReLU or ReLU6 whose convolution applies it already: forward passes x
+    /// through (and keeps it: the output is positive, or inside (0, 6), where the input is).
     var fusedIntoPrevious = false
     /// Set by the model for a ReLU followed by max pooling, which applies the ReLU's mask in its
     /// own backward: backward then passes the gradient through.
@@ -62,7 +62,7 @@ public final class Activation: Layer, PlannedLayer {
         let y = buffers.output(count, input: x, training: training)
         let xp = x.pointer, yp = y.pointer
         switch kind {
-        case .relu where fusedIntoPrevious:
+        case .relu where fusedIntoPrevious, .relu6 where fusedIntoPrevious:
             saved = x
             return x
         case .relu:

@@ -133,11 +133,14 @@ public final class Model {
         for layer in layers {
             if let block = layer as? Block { for (_, sequence) in block.sequences { fuse(sequence) } }
         }
-        // A ReLU right after a convolution is applied in the convolution's output write; one right
-        // before max pooling has its backward mask applied by the pooling's backward.
+        // A ReLU or ReLU6 right after a convolution is applied in the convolution's output write
+        // (an imported network's folded batch norms leave them there); a ReLU right before max
+        // pooling has its backward mask applied by the pooling's backward.
         for (layer, next) in zip(layers, layers.dropFirst()) {
-            if let conv = layer as? Conv2D, let act = next as? Activation, act.kind == .relu {
-                conv.fusedReLU = true
+            if layer is Conv2D || layer is GroupedConv2D, let act = next as? Activation, act.kind == .relu || act.kind == .relu6 {
+                let clamp: Clamp = act.kind == .relu ? .relu : .relu6
+                (layer as? Conv2D)?.fusedActivation = clamp
+                (layer as? GroupedConv2D)?.fusedActivation = clamp
                 act.fusedIntoPrevious = true
             }
             if let act = layer as? Activation, act.kind == .relu, let pool = next as? MaxPool2D {
@@ -162,10 +165,11 @@ public final class Model {
             norm.foldedIntoPrevious = true
         }
         // 2×2 max pooling right after a convolution (and its fused ReLU) is done by the
-        // convolution as it writes its output: the full-size output never goes to memory.
+        // convolution as it writes its output: the full-size output never goes to memory. (Not
+        // after a ReLU6: the pooling's backward could not apply its mask at 6.)
         for (i, layer) in layers.enumerated() {
-            guard let conv = layer as? Conv2D else { continue }
-            let next = i + (conv.fusedReLU ? 2 : 1)
+            guard let conv = layer as? Conv2D, conv.fusedActivation != .relu6 else { continue }
+            let next = i + (conv.fusedActivation == .relu ? 2 : 1)
             if next < layers.count, let pool = layers[next] as? MaxPool2D, pool.isTwoByTwo {
                 conv.pooling = pool
                 pool.fusedIntoConv = true
