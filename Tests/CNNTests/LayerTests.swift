@@ -10,6 +10,9 @@ struct LayerTests {
         "input(1,6,6) conv(2,1,bias=false) flatten",
         "input(2,8,9) conv(5,3,stride=2x1,pad=2) flatten",
         "input(2,3,1) conv(3,3,stride=2,pad=1) flatten",  // taps past both edges of a 1-wide row
+        "input(8,6,16) conv(9,3,pad=1) flatten",   // Winograd's outputs a row per vector (AVX-512), 3 rows of tiles
+        "input(8,10,8) conv(9,3,pad=1) flatten",   // two rows per vector (AVX-512; one with AVX2), 5 rows of tiles
+        "input(8,6,4) conv(9,3,pad=1) flatten",    // two rows per vector with AVX2, 3 rows of tiles
         "input(2,9,40) conv(16,7,stride=3,pad=3) flatten",  // strided rows read in runs
         "input(1,4,4) conv(40,3,pad=1) flatten",     // 40 output channels: the 4×32 register block
         "input(1,9,9) conv(12,3,pad=1) flatten",     // weight gradient by dot products, K past a vector

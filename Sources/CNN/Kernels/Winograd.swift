@@ -274,16 +274,48 @@ func winogradOutput(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, chann
                 for l in 0..<min(n, ow - column) { plane[row * ow + column + l] = v[l] }
             }
         }
+        if ow == n || 2 * ow == n {
+            // Rows of a vector or half of one (16 or 8 outputs with AVX-512): a vector of tiles is two or four
+            // whole rows of tiles, so their outputs fill whole vectors of rows, stored with no
+            // spill; a vector per row of tiles would leave half or three quarters of its lanes
+            // unused. (The lanes past the last tiles are columns of M that are not written.)
+            var ty = 0
+            while ty < g.tilesH {
+                let ys = inverseTransform(m + o * t + ty * tw, stride, bias: bv, clamp: clamp)
+                let (top0, top1) = zipLanes(ys.0, ys.1), (bottom0, bottom1) = zipLanes(ys.2, ys.3)
+                if ow == n {
+                    // Lanes below TW: tile row ty (output rows 2ty, 2ty + 1); the others ty + 1.
+                    put(top0, 2 * ty, 0)
+                    put(bottom0, 2 * ty + 1, 0)
+                    if ty + 1 < g.tilesH {
+                        put(top1, 2 * ty + 2, 0)
+                        put(bottom1, 2 * ty + 3, 0)
+                    }
+                    ty += 2
+                } else {
+                    // Each half vector is one output row of a tile row: tile rows ty ... ty + 3.
+                    put(V(lowHalf: top0.lowHalf, highHalf: bottom0.lowHalf), 2 * ty, 0)
+                    if ty + 1 < g.tilesH { put(V(lowHalf: top0.highHalf, highHalf: bottom0.highHalf), 2 * ty + 2, 0) }
+                    if ty + 2 < g.tilesH { put(V(lowHalf: top1.lowHalf, highHalf: bottom1.lowHalf), 2 * ty + 4, 0) }
+                    if ty + 3 < g.tilesH { put(V(lowHalf: top1.highHalf, highHalf: bottom1.highHalf), 2 * ty + 6, 0) }
+                    ty += 4
+                }
+            }
+            continue
+        }
         for ty in 0..<g.tilesH {
             // From the last vector of tiles to the first, the top row before the bottom one: a
             // vector past its row's end spills into the next rows, written after it.
-            for tx in Swift.stride(from: (tw - 1) / n * n, through: 0, by: -n) {
+            // (A while loop: `stride(from:through:by:)` stayed an out-of-line iterator.)
+            var tx = (tw - 1) / n * n
+            while tx >= 0 {
                 let ys = inverseTransform(m + o * t + ty * tw + tx, stride, bias: bv, clamp: clamp)
                 let (top0, top1) = zipLanes(ys.0, ys.1), (bottom0, bottom1) = zipLanes(ys.2, ys.3)
                 if 2 * tx + n < ow { put(top1, 2 * ty, 2 * tx + n) }
                 put(top0, 2 * ty, 2 * tx)
                 if 2 * tx + n < ow { put(bottom1, 2 * ty + 1, 2 * tx + n) }
                 put(bottom0, 2 * ty + 1, 2 * tx)
+                tx -= n
             }
         }
     }
