@@ -184,31 +184,8 @@ struct KernelTests {
             for (a, b) in zip(fused.namedParameters, separate.namedParameters) { b.parameter.value.copy(from: a.parameter.value) }
             #expect(fused.layers.contains { ($0 as? Conv2D)?.pooling != nil })
             #expect(!separate.layers.contains { ($0 as? Conv2D)?.pooling != nil })
-            let count = fused.inputShape.count, classes = fused.numClasses
             var r = TestRandom(4)
-            let x = r.values(3 * count), g = r.values(3 * classes)
-            for threads in [1, 2] {
-                ThreadPool.setThreads(threads)
-                defer { ThreadPool.setThreads(1) }
-                for batch in [1, 3] {
-                    let input = FloatBuffer(Array(x.prefix(batch * count)))
-                    for training in [false, true] {
-                        var outputs: [[Float]] = [], gradients: [[[Float]]] = []
-                        for model in [fused, separate] {
-                            var rng = Random(seed: 1)
-                            outputs.append(model.forward(input, batch: batch, training: training, rng: &rng).array)
-                            if training {
-                                model.zeroGradients()
-                                model.backward(FloatBuffer(Array(g.prefix(batch * classes))), batch: batch)
-                                gradients.append(model.gradients.map { $0.array })
-                            }
-                        }
-                        let run = "\(threads) threads, batch \(batch), training \(training)"
-                        #expect(outputs[0] == outputs[1], "logits: \(run)")
-                        if training { #expect(gradients[0] == gradients[1], "gradients: \(run)") }
-                    }
-                }
-            }
+            expectSameBits(fused, separate, inputs: r.values(3 * fused.inputShape.count), gradients: r.values(3 * fused.numClasses))
         }
     }
 
@@ -236,31 +213,8 @@ struct KernelTests {
             let convs = fused.layers.filter { $0 is Conv2D || $0 is GroupedConv2D }
             #expect(convs.allSatisfy { ($0 as? Conv2D)?.fusedActivation ?? ($0 as? GroupedConv2D)!.fusedActivation != .none })
             #expect(!fused.layers.contains { ($0 as? Conv2D)?.pooling != nil })
-            let count = fused.inputShape.count, classes = fused.numClasses
             var r = TestRandom(4)
-            let x = r.values(3 * count, -4, 4), g = r.values(3 * classes)
-            for threads in [1, 2] {
-                ThreadPool.setThreads(threads)
-                defer { ThreadPool.setThreads(1) }
-                for batch in [1, 3] {
-                    let input = FloatBuffer(Array(x.prefix(batch * count)))
-                    for training in [false, true] {
-                        var outputs: [[Float]] = [], gradients: [[[Float]]] = []
-                        for model in [fused, separate] {
-                            var rng = Random(seed: 1)
-                            outputs.append(model.forward(input, batch: batch, training: training, rng: &rng).array)
-                            if training {
-                                model.zeroGradients()
-                                model.backward(FloatBuffer(Array(g.prefix(batch * classes))), batch: batch)
-                                gradients.append(model.gradients.map { $0.array })
-                            }
-                        }
-                        let run = "\(threads) threads, batch \(batch), training \(training)"
-                        #expect(outputs[0] == outputs[1], "logits: \(run)")
-                        if training { #expect(gradients[0] == gradients[1], "gradients: \(run)") }
-                    }
-                }
-            }
+            expectSameBits(fused, separate, inputs: r.values(3 * fused.inputShape.count, -4, 4), gradients: r.values(3 * fused.numClasses))
         }
     }
 
@@ -398,6 +352,34 @@ struct KernelTests {
                 }
             }
             #expect(planned.bufferFloats < own.bufferFloats, "planned \(planned.bufferFloats) floats, own \(own.bufferFloats)")
+        }
+    }
+}
+
+/// A model with its layers fused and the same model without: logits and gradients must be the same
+/// bits with one thread or two, for one image or three, in inference and training.
+private func expectSameBits(_ fused: Model, _ separate: Model, inputs x: [Float], gradients g: [Float]) {
+    let count = fused.inputShape.count, classes = fused.numClasses
+    for threads in [1, 2] {
+        ThreadPool.setThreads(threads)
+        defer { ThreadPool.setThreads(1) }
+        for batch in [1, 3] {
+            let input = FloatBuffer(Array(x.prefix(batch * count)))
+            for training in [false, true] {
+                var outputs: [[Float]] = [], gradients: [[[Float]]] = []
+                for model in [fused, separate] {
+                    var rng = Random(seed: 1)
+                    outputs.append(model.forward(input, batch: batch, training: training, rng: &rng).array)
+                    if training {
+                        model.zeroGradients()
+                        model.backward(FloatBuffer(Array(g.prefix(batch * classes))), batch: batch)
+                        gradients.append(model.gradients.map { $0.array })
+                    }
+                }
+                let run = "\(threads) threads, batch \(batch), training \(training)"
+                #expect(outputs[0] == outputs[1], "logits: \(run)")
+                if training { #expect(gradients[0] == gradients[1], "gradients: \(run)") }
+            }
         }
     }
 }
