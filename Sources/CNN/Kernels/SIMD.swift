@@ -56,6 +56,11 @@ func reluIf(_ apply: Bool, _ x: Float) -> Float { apply && x < 0 ? 0 : x }
 enum Clamp {
     case none, relu, relu6
 
+    /// The clamp that activation `kind` is (.none for any other, or for none).
+    init(_ kind: ActivationKind?) {
+        self = kind == .relu ? .relu : kind == .relu6 ? .relu6 : .none
+    }
+
     @_transparent   // @inline(__always) left it out of line in the GEMM's output write
     func apply(_ x: V) -> V {
         switch self {

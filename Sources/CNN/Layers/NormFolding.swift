@@ -19,7 +19,7 @@ final class NormFolding {
 
     init(norm: BatchNorm) {
         self.norm = norm
-        self.clamp = norm.activation == .relu ? .relu : norm.activation == .relu6 ? .relu6 : .none
+        self.clamp = Clamp(norm.activation)
     }
 
     /// The folded weight (`weight`'s shape) and bias (one per output channel), made again when

@@ -137,8 +137,8 @@ public final class Model {
         // (an imported network's folded batch norms leave them there); a ReLU right before max
         // pooling has its backward mask applied by the pooling's backward.
         for (layer, next) in zip(layers, layers.dropFirst()) {
-            if layer is Conv2D || layer is GroupedConv2D, let act = next as? Activation, act.kind == .relu || act.kind == .relu6 {
-                let clamp: Clamp = act.kind == .relu ? .relu : .relu6
+            if layer is Conv2D || layer is GroupedConv2D, let act = next as? Activation, Clamp(act.kind) != .none {
+                let clamp = Clamp(act.kind)
                 (layer as? Conv2D)?.fusedActivation = clamp
                 (layer as? GroupedConv2D)?.fusedActivation = clamp
                 act.fusedIntoPrevious = true
@@ -150,7 +150,7 @@ public final class Model {
         }
         // A ReLU or ReLU6 right after a batch norm is applied by the norm (forward and mask).
         for (layer, next) in zip(layers, layers.dropFirst()) {
-            if let norm = layer as? BatchNorm, let act = next as? Activation, act.kind == .relu || act.kind == .relu6 {
+            if let norm = layer as? BatchNorm, let act = next as? Activation, Clamp(act.kind) != .none {
                 norm.activation = act.kind
                 act.appliedByNorm = true
             }
