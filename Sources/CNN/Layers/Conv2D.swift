@@ -115,7 +115,7 @@ public final class Conv2D: Layer, PlannedLayer {
                 let own = padded + task * g.paddedCount
                 for n in stride(from: split ? 0 : task, to: batch, by: tasks) {
                     padInput(xp + n * inCount, g, own, readable: (batch - n) * inCount)
-                    directConvPooled(own, g, weights: w, bias: b, clamp: clamp, channels: split ? (task == 0 ? 0..<half : half..<oc) : 0..<oc,
+                    directConvPooled(own, g, weights: w, bias: b, clamp: clamp, channels: split ? part(task, of: oc, cut: half) : 0..<oc,
                                      stage: stage + task * directStageCount, yp + n * outCount)
                 }
             }
@@ -156,6 +156,8 @@ public final class Conv2D: Layer, PlannedLayer {
         // 4 + 3 panels, measured no faster on MobileNetV2.)
         let columnSplit = batch == 1 && !training && p >= 4 * gemmNR && ThreadPool.shared.threads > 1
         let poolSplit = pool && rowSplit
+        // The output channels of task 0 or 1 when they are split.
+        let channelCut = halfInBlocks(oc, of: gemmMR)
         let tasks = rowSplit ? 2 : min(batch, max(2, ThreadPool.shared.threads))
         let slots = training ? batch : tasks
         let col = self.col.reserve(slots * ckk * p).pointer
@@ -171,10 +173,10 @@ public final class Conv2D: Layer, PlannedLayer {
         if pool {
             // Each task writes its images' full-size outputs into its own scratch and pools them
             // from there, while they are in its core's cache.
-            let half = halfInBlocks(oc, of: gemmMR), pooled = (g.oh / 2) * (g.ow / 2)
+            let pooled = (g.oh / 2) * (g.ow / 2)
             let full = unpooled.reserve(tasks * oc * p).pointer
             ThreadPool.shared.parallelFor(tasks) { task in
-                let rows = poolSplit ? (task == 0 ? 0..<half : half..<oc) : 0..<oc
+                let rows = poolSplit ? part(task, of: oc, cut: channelCut) : 0..<oc
                 let own = full + task * oc * p
                 for n in stride(from: poolSplit ? 0 : task, to: batch, by: tasks) {
                     let slot = training ? n : task
@@ -202,10 +204,10 @@ public final class Conv2D: Layer, PlannedLayer {
             }
             return y
         }
-        let rows = halfInBlocks(oc, of: gemmMR)
         if pointwise && rowSplit {
             ThreadPool.shared.parallelFor(2) { t in
-                gemmTile(i0: t == 0 ? 0 : rows, i1: t == 0 ? rows : oc, j0: 0, j1: p, k: ckk, a: w, aRow: ckk, aCol: 1,
+                let rows = part(t, of: oc, cut: channelCut)
+                gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: p, k: ckk, a: w, aRow: ckk, aCol: 1,
                          b: xp, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp)
             }
             return y
@@ -235,9 +237,8 @@ public final class Conv2D: Layer, PlannedLayer {
         }
         if !strideOne && columnSplit {
             // The same with a stride: the tasks lower and multiply half of the output rows each.
-            let half = g.oh / 2
             ThreadPool.shared.parallelFor(2) { t in
-                let outputRows = t == 0 ? 0..<half : half..<g.oh
+                let outputRows = part(t, of: g.oh, cut: g.oh / 2)
                 im2col(xp, g, col, rows: outputRows)
                 gemmTile(i0: 0, i1: oc, j0: outputRows.lowerBound * g.ow, j1: outputRows.upperBound * g.ow, k: ckk, a: w,
                          aRow: ckk, aCol: 1, b: col, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp)
@@ -249,7 +250,8 @@ public final class Conv2D: Layer, PlannedLayer {
             // half of the output channels.
             ThreadPool.shared.parallelFor(2) { t in
                 lower(0, into: t)
-                gemmTile(i0: t == 0 ? 0 : rows, i1: t == 0 ? rows : oc, j0: 0, j1: p, k: ckk, a: w, aRow: ckk, aCol: 1,
+                let rows = part(t, of: oc, cut: channelCut)
+                gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: p, k: ckk, a: w, aRow: ckk, aCol: 1,
                          b: col + t * ckk * p, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp)
             }
             return y
@@ -533,7 +535,7 @@ public final class Conv2D: Layer, PlannedLayer {
             }
         }
         if split {
-            ThreadPool.shared.parallelFor(2) { slot in run(0, slot: slot, rows: slot == 0 ? 0..<half : half..<oc) }
+            ThreadPool.shared.parallelFor(2) { slot in run(0, slot: slot, rows: part(slot, of: oc, cut: half)) }
         } else {
             ThreadPool.shared.parallelFor(slots) { slot in
                 for sample in stride(from: slot, to: batch, by: slots) { run(sample, slot: slot, rows: 0..<oc) }
@@ -561,3 +563,6 @@ final class ConvScratch {
 /// Where `rows` are cut for two tasks: half of them, rounded up to whole blocks (register blocks,
 /// panels, blocks of the direct kernel).
 private func halfInBlocks(_ rows: Int, of block: Int) -> Int { (rows / 2 + block - 1) / block * block }
+
+/// Task 0's or task 1's part of 0..<count, cut at `cut`.
+private func part(_ task: Int, of count: Int, cut: Int) -> Range<Int> { task == 0 ? 0..<cut : cut..<count }
