@@ -175,9 +175,7 @@ struct KernelTests {
     ])
     func fusedPoolingMatchesSeparateLayers(_ text: String) throws {
         try threadSettingLock.with {
-            let architecture = try Architecture(parsing: text)
-            let fused = try Model(architecture: architecture, seed: 6)
-            let separate = try Model(architecture: architecture, fusing: false)
+            let (fused, separate) = try fusedAndSeparate(text)
             // Biases start at zero: give them values, so that their part in every path is checked.
             var biases = TestRandom(5)
             for (name, p) in fused.namedParameters where name.hasSuffix("bias") { p.value.copy(from: FloatBuffer(biases.values(p.count))) }
@@ -201,9 +199,7 @@ struct KernelTests {
     ])
     func fusedActivationsMatchSeparateLayers(_ text: String) throws {
         try threadSettingLock.with {
-            let architecture = try Architecture(parsing: text)
-            let fused = try Model(architecture: architecture, seed: 6)
-            let separate = try Model(architecture: architecture, fusing: false)
+            let (fused, separate) = try fusedAndSeparate(text)
             var values = TestRandom(5)
             for (name, p) in fused.namedParameters {
                 if name.hasSuffix("bias") { p.value.copy(from: FloatBuffer(values.values(p.count, -8, 8))) }
@@ -234,9 +230,7 @@ struct KernelTests {
     ])
     func batchNormFoldedAtInference(_ text: String) throws {
         try threadSettingLock.with {
-            let architecture = try Architecture(parsing: text)
-            let fused = try Model(architecture: architecture, seed: 6)
-            let separate = try Model(architecture: architecture, fusing: false)
+            let (fused, separate) = try fusedAndSeparate(text)
             #expect(fused.namedLayers.contains { ($0.layer as? Conv2D)?.folding != nil || ($0.layer as? GroupedConv2D)?.folding != nil })
             #expect(!separate.namedLayers.contains { ($0.layer as? Conv2D)?.folding != nil || ($0.layer as? GroupedConv2D)?.folding != nil })
             let count = fused.inputShape.count, classes = fused.numClasses
@@ -354,6 +348,12 @@ struct KernelTests {
             #expect(planned.bufferFloats < own.bufferFloats, "planned \(planned.bufferFloats) floats, own \(own.bufferFloats)")
         }
     }
+}
+
+/// The network of `text` with its layers fused (seed 6) and without (the parameters to be copied).
+private func fusedAndSeparate(_ text: String) throws -> (Model, Model) {
+    let architecture = try Architecture(parsing: text)
+    return (try Model(architecture: architecture, seed: 6), try Model(architecture: architecture, fusing: false))
 }
 
 /// A model with its layers fused and the same model without: logits and gradients must be the same
