@@ -21,6 +21,14 @@ struct LayerTests {
         "input(8,6,6) conv(8,3,pad=1) flatten",      // Winograd forward and input gradient
         "input(9,8,10) conv(10,3) flatten",          // the same without padding (dy padded by 2)
         "input(8,4,6) conv(40,3,pad=1) flatten",     // Winograd, dW with a whole and a partial panel of dyᵀ
+        // Winograd on odd output sizes (a row and a column of tiles past the plane): 7×7; odd
+        // both ways without padding (dy padded by 2); odd rows only, with rows of a vector and of
+        // half a vector (AVX-512), padding 2 (dy unpadded).
+        "input(8,7,7) conv(16,3,pad=1) flatten",
+        "input(8,9,5) conv(9,3) flatten",
+        "input(12,7,16) conv(8,3,pad=1) flatten",
+        "input(12,3,6) conv(8,3,pad=2) flatten",
+        "input(129,3,3) conv(2,3,pad=1) flatten",    // odd with more than 128 channels: im2col
         "input(5,2,2) conv(7,1) flatten",            // 1×1 on small planes: one product over the batch's pixels
         "input(24,4,4) conv(40,1,bias=false) flatten", // 16 pixels: over the batch with 32-wide panels, per sample below
     ])
@@ -28,6 +36,9 @@ struct LayerTests {
         let (_, layer) = try makeLayer(text)
         if text.hasPrefix("input(5,2,2)"), let g = (layer as? Conv2D)?.geometry {
             #expect(g.multipliesBatch(2) && !g.multipliesBatch(1))
+        }
+        if let g = (layer as? Conv2D)?.geometry, g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.c >= 8 {
+            #expect(g.winograd == (g.oh % 2 == 0 && g.ow % 2 == 0 || g.c <= 128))
         }
         checkLayer(layer, batch: 2)
     }
@@ -129,6 +140,8 @@ struct LayerTests {
         "input(8,4,36) conv(8,3,pad=1) relu flatten",     // 18 tiles in a row: more than a vector
         "input(8,6,20) conv(8,3,pad=1) flatten",          // 10 tiles in a row: one vector (AVX-512), two
         "input(8,10,12) conv(16,3,pad=1) relu flatten",   // 6 tiles in a row: two rows in a vector
+        "input(8,7,7) conv(16,3,pad=1) relu flatten",     // odd sizes: a row and a column of tiles more
+        "input(16,9,37) conv(8,3,pad=1) flatten",         // odd, 19 tiles in a row
         "input(8,6,6) conv(16,1) flatten",                // 1×1: the input is the im2col matrix
         "input(5,12,13) conv(7,1) relu flatten",          // 1×1, one image split between two threads
     ])

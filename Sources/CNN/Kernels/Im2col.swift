@@ -102,7 +102,12 @@ private func addRow(_ d: UnsafeMutablePointer<Float>, _ s: UnsafePointer<Float>,
 // cost a call per 7-28 floats: 10 % of inference time.)
 
 extension ConvGeometry {
-    var paddedH: Int { h + 2 * ph }
+    // Winograd on an odd output height reads a row of tiles past the plane: its copy has one zero
+    // row more at the bottom, so that the read stays inside it. (An odd width's last tiles read
+    // one column past a row, the next row's first: only their right outputs, past the plane and
+    // not written, depend on that column. The same holds for the bottom row, but it would be read
+    // past the copy's end.)
+    var paddedH: Int { h + 2 * ph + (winograd ? oh % 2 : 0) }
     var paddedW: Int { w + 2 * pw }
     /// Floats of one sample's zero-bordered copy, plus slack for whole-vector reads (three vectors:
     /// Winograd's input transform reads two vectors from two columns past a tile row's start).

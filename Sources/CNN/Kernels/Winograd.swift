@@ -14,11 +14,18 @@
 //   Aᵀ = [1 1 1 0; 0 1 -1 -1]
 
 extension ConvGeometry {
-    /// F(2×2, 3×3) applies: a 3×3 kernel at stride 1 with an even output size, and at least 8
-    /// input channels (with fewer, the products per position ξ are too short to pay).
-    var winograd: Bool { kh == 3 && kw == 3 && sh == 1 && sw == 1 && oh % 2 == 0 && ow % 2 == 0 && c >= 8 }
-    var tilesH: Int { oh / 2 }
-    var tilesW: Int { ow / 2 }
+    /// F(2×2, 3×3) applies: a 3×3 kernel at stride 1 and at least 8 input channels (with fewer,
+    /// the products per position ξ are too short to pay). An odd output size is covered by one
+    /// more row or column of tiles whose outputs past the plane are not written (a 7×7 plane: 16
+    /// tiles, 256 products per channel pair where im2col takes 441; see `paddedH`), but only
+    /// while the transformed weights, streamed again for each image, stay small (C ≤ 128: 1 MB
+    /// for 128 output channels): on ResNet-18's 512-channel 7×7 layers (16 MB) it was slower
+    /// than im2col at batch 32.
+    var winograd: Bool {
+        kh == 3 && kw == 3 && sh == 1 && sw == 1 && c >= 8 && (oh % 2 == 0 && ow % 2 == 0 || c <= 128)
+    }
+    var tilesH: Int { (oh + 1) / 2 }
+    var tilesW: Int { (ow + 1) / 2 }
     var tiles: Int { tilesH * tilesW }
     /// Columns of the transformed input and of the products: the tiles rounded up to whole
     /// panels of the GEMM, so that every panel is full (a partial one is stored element by
@@ -93,7 +100,7 @@ func winogradWeights(_ w: UnsafePointer<Float>, oc: Int, c: Int, layout: Winogra
     }
 }
 
-/// V[ξ][c][t] = (Bᵀ d_{c,t} B)[ξ] for one sample's zero-bordered input (C, OH + 2, OW + 2), tiles in
+/// V[ξ][c][t] = (Bᵀ d_{c,t} B)[ξ] for one sample's zero-bordered input (C, H', W'), tiles in
 /// row-major order; the 16 matrices are `winogradVStride` apart. A row of tiles is a vector of
 /// lanes (more vectors when wider), read as the even and odd columns of the input rows; lanes
 /// past the row's end are rewritten by the next row (or fall in the slack).
@@ -268,6 +275,8 @@ func winogradOutput(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, chann
         let bv = V(repeating: bias?[o] ?? 0)
         let plane = y + o * oh * ow
         @inline(__always) func put(_ v: V, _ row: Int, _ column: Int) {
+            // (An odd height's last row of tiles has no bottom row in the plane.)
+            guard row < oh else { return }
             if row * ow + column + n <= oh * ow {
                 UnsafeMutableRawPointer(plane + row * ow + column).storeBytes(of: v, as: V.self)
             } else {
@@ -300,6 +309,25 @@ func winogradOutput(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, chann
                     if ty + 3 < g.tilesH { put(V(lowHalf: top1.highHalf, highHalf: bottom1.highHalf), 2 * ty + 6, 0) }
                     ty += 4
                 }
+            }
+            continue
+        }
+        if g.tiles <= n {
+            // The whole plane's tiles in one vector (7×7: 16 tiles): each lane's outputs are
+            // stored one by one, those past an odd size left out. (A vector per row of tiles
+            // would transform the same 16 vectors of M again for each row, most lanes unused.)
+            let ys = inverseTransform(m + o * t, stride, bias: bv, clamp: clamp)
+            var ty = 0, tx = 0
+            for l in 0..<g.tiles {
+                let top = plane + 2 * ty * ow + 2 * tx, right = 2 * tx + 1 < ow
+                top[0] = ys.0[l]
+                if right { top[1] = ys.1[l] }
+                if 2 * ty + 1 < oh {
+                    top[ow] = ys.2[l]
+                    if right { top[ow + 1] = ys.3[l] }
+                }
+                tx += 1
+                if tx == tw { (tx, ty) = (0, ty + 1) }
             }
             continue
         }

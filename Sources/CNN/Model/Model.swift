@@ -166,9 +166,12 @@ public final class Model {
         }
         // 2×2 max pooling right after a convolution (and its fused ReLU) is done by the
         // convolution as it writes its output: the full-size output never goes to memory. (Not
-        // after a ReLU6: the pooling's backward could not apply its mask at 6.)
+        // after a ReLU6: the pooling's backward could not apply its mask at 6; nor after Winograd
+        // on an odd output size, whose tiles are not the pooling's windows.)
         for (i, layer) in layers.enumerated() {
             guard let conv = layer as? Conv2D, conv.fusedActivation != .relu6 else { continue }
+            let g = conv.geometry
+            guard !g.winograd || g.oh % 2 == 0 && g.ow % 2 == 0 else { continue }
             let next = i + (conv.fusedActivation == .relu ? 2 : 1)
             if next < layers.count, let pool = layers[next] as? MaxPool2D, pool.isTwoByTwo {
                 conv.pooling = pool
