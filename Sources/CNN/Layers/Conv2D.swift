@@ -524,8 +524,11 @@ public final class Conv2D: Layer, PlannedLayer {
                                             scratch: m + 16 * mStride, output + sample * outCount)
                 return
             }
+            // The products' columns: the tiles in whole vectors, so that a last panel at most half
+            // full (16 tiles of a 7×7 or 8×8 plane in 32 columns) takes the GEMM's one-vector block.
+            let columns = (g.tiles + V.scalarCount - 1) / V.scalarCount * V.scalarCount
             for xi in 0..<16 {
-                gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: t, k: c, a: u + xi * oc * c, aRow: c, aCol: 1,
+                gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: columns, k: c, a: u + xi * oc * c, aRow: c, aCol: 1,
                          b: v + xi * g.winogradVStride, ldb: t, bInPlace: true, c: m + xi * mStride, ldc: t, accumulate: false)
             }
             if let pooling {
