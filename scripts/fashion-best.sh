@@ -14,7 +14,7 @@ CNN=${1:-.build/release/cnn}
 OUT=${OUT:-fashion-best-out}
 FULL=${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
 CLASSES=data/fashion-mnist-sample/classes.txt
-EPOCHS=${EPOCHS:-8}
+EPOCHS=${EPOCHS:-15}
 THREADS=${THREADS:-}
 SEED=${SEED:-1}
 if [[ ! -f $FULL/train-images-idx3-ubyte.gz ]]; then
