@@ -29,6 +29,9 @@ struct LayerTests {
         "input(12,7,16) conv(8,3,pad=1) flatten",
         "input(12,3,6) conv(8,3,pad=2) flatten",
         "input(129,3,3) conv(2,3,pad=1) flatten",    // odd with more than 128 channels: im2col
+        // Winograd forward, 4 output channels: dx by col2im, in memory the forward did not take.
+        "input(16,5,5) conv(4,3,pad=1) flatten",
+        "input(16,6,6) conv(4,3,pad=1) flatten",
         "input(5,2,2) conv(7,1) flatten",            // 1×1 on small planes: one product over the batch's pixels
         "input(24,4,4) conv(40,1,bias=false) flatten", // 16 pixels: over the batch with 32-wide panels, per sample below
     ])

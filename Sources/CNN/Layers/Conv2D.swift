@@ -317,11 +317,13 @@ public final class Conv2D: Layer, PlannedLayer {
             return dx
         }
         // dx_n = col2im(Wᵀ (CKK, OC) · dy_n (OC, P)); the im2col matrix is no longer needed, so
-        // its memory holds dcol.
+        // its memory holds dcol. (After a Winograd forward, which made none, with fewer than 8
+        // output channels, so that dy's convolution is not Winograd: reserved here.)
+        let dcols = self.col.reserve(batch * ckk * p).pointer
         let w = weight.value.pointer, dxp = dx.pointer
         let padded = g.sh == 1 && g.sw == 1 ? self.padded.reserve(batch * g.paddedCount).pointer : nil
         ThreadPool.shared.parallelFor(batch) { n in
-            let dcol = col + n * ckk * p
+            let dcol = dcols + n * ckk * p
             gemm(m: ckk, n: p, k: oc, a: w, aRow: 1, aCol: ckk, b: dyp + n * outCount, ldb: p,
                  c: dcol, ldc: p, accumulate: false)
             let dxn = dxp + n * inCount
