@@ -28,9 +28,13 @@ extension ConvGeometry {
     var tilesW: Int { (ow + 1) / 2 }
     var tiles: Int { tilesH * tilesW }
     /// Columns of the transformed input and of the products: the tiles rounded up to whole
-    /// panels of the GEMM, so that every panel is full (a partial one is stored element by
-    /// element); the extra columns are never read back.
+    /// panels of the GEMM, which reads a panel's NR columns of V in place; the extra columns are
+    /// never read back.
     var tileColumns: Int { (tiles + gemmNR - 1) / gemmNR * gemmNR }
+    /// The columns the products compute: the tiles in whole vectors (a partial vector would be
+    /// stored element by element), so that a last panel at most half full (16 tiles of a 7×7 or
+    /// 8×8 plane in 32 columns) takes the GEMM's one-vector block.
+    var winogradProductColumns: Int { (tiles + V.scalarCount - 1) / V.scalarCount * V.scalarCount }
     /// Inference on small planes transforms the input as it is, without a zero-bordered copy
     /// (`winogradInputSmall`): a bordered row fits in a vector and a row of tiles in less than half
     /// of one, and the rows of tiles, half a vector each, fit in the columns.

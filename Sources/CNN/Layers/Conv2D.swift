@@ -490,7 +490,7 @@ public final class Conv2D: Layer, PlannedLayer {
         let c = g.c, t = g.tileColumns, nr = gemmNR
         let inCount = g.c * g.h * g.w, outCount = oc * (pooling != nil ? g.tiles : g.oh * g.ow)
         let vCount = 16 * g.winogradVStride, slotSize = g.winogradSlotCount(outChannels: oc)
-        let mStride = g.winogradMStride(outChannels: oc)
+        let mStride = g.winogradMStride(outChannels: oc), columns = g.winogradProductColumns
         // Pooled inference multiplies by tiles: M_ξᵀ (tiles, OC) = V_ξᵀ · U_ξᵀ, the tiles as the
         // rows (V_ξ read transposed, no packing) and Uᵀ as panels. The columns of V_ξ past the
         // tiles (up to a quarter of them: 49 tiles in 64) are then not multiplied, and each
@@ -526,9 +526,6 @@ public final class Conv2D: Layer, PlannedLayer {
                                             scratch: m + 16 * mStride, output + sample * outCount)
                 return
             }
-            // The products' columns: the tiles in whole vectors, so that a last panel at most half
-            // full (16 tiles of a 7×7 or 8×8 plane in 32 columns) takes the GEMM's one-vector block.
-            let columns = (g.tiles + V.scalarCount - 1) / V.scalarCount * V.scalarCount
             for xi in 0..<16 {
                 gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: columns, k: c, a: u + xi * oc * c, aRow: c, aCol: 1,
                          b: v + xi * g.winogradVStride, ldb: t, bInPlace: true, c: m + xi * mStride, ldc: t, accumulate: false)
