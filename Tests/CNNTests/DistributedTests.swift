@@ -64,4 +64,42 @@ struct DistributedTests {
         }
         #expect(parts == whole)
     }
+
+    /// The gradients lie in one block in the order backward completes them, so the exchange's
+    /// buckets are ranges of it that cover every trained gradient once, in backward's order, each
+    /// of at least the bucket size but the last; frozen layers' gradients are in none.
+    @Test func bucketsAreConsecutiveRangesOfTheGradients() throws {
+        let text = """
+            input(3,8,8) conv(8,3,pad=1,bias=false) batchnorm relu
+            residual[conv(8,3,pad=1) batchnorm relu conv(8,3,pad=1) batchnorm | conv(8,1) batchnorm] relu
+            conv(16,3,stride=2,pad=1) relu globalavgpool flatten dense(12) relu dense(5)
+            """
+        for (frozen, bucketFloats) in [(0, 1), (0, 600), (0, 1 << 18), (3, 700)] {
+            let m = try Model(architecture: Architecture(parsing: text), seed: 1)
+            try m.freeze(until: frozen)
+            let buckets = Distributed.Buckets.ranges(m, bucketFloats: bucketFloats)
+            let block = m.gradientBlock.pointer
+            var next = block, lastLayer = Int.max
+            for (i, b) in buckets.enumerated() {
+                #expect(b.start == next)
+                #expect(b.layer <= lastLayer && b.layer >= frozen)
+                if i + 1 < buckets.count { #expect(b.count >= bucketFloats) }
+                next = b.start + b.count
+                lastLayer = b.layer
+            }
+            // Each trained gradient inside exactly one bucket, which backward completes with or
+            // after the gradient's layer; the frozen ones after all of them.
+            for (i, layer) in m.layers.enumerated() {
+                for p in layer.parameters where p.trainable {
+                    let g = try #require(p.grad)
+                    let holders = buckets.filter { g.pointer >= $0.start && g.pointer + g.count <= $0.start + $0.count }
+                    if i < frozen {
+                        #expect(holders.isEmpty && g.pointer >= next)
+                    } else {
+                        #expect(holders.count == 1 && holders[0].layer <= i)
+                    }
+                }
+            }
+        }
+    }
 }

@@ -27,13 +27,15 @@ public final class Parameter {
     /// Floats this parameter takes once allocated (values, and the gradient when trained).
     var allocationCount: Int { trainable ? 2 * count : count }
 
-    /// Takes the memory; `fullName` (the state-dict name) is for the error message.
+    /// Takes the values' memory; `fullName` (the state-dict name) is for the error message. The
+    /// gradient is a part of the model's block of gradients (`Model.allocateParameters`).
     func allocate(fullName: String) throws {
         guard value.count != count else { return }
         value = try FloatBuffer(count: count, for: "tensor \(fullName) of \(count) values")
         if initialValue != 0 { value.fill(initialValue) }
-        if trainable { grad = try FloatBuffer(count: count, for: "the gradient of \(fullName)") }
     }
+
+    func attachGradient(_ g: FloatBuffer) { grad = g }
 }
 
 /// One layer of a sequential network, forward and backward side by side.

@@ -206,7 +206,25 @@ public final class Model {
         try Memory.check(parameterFloats * 4, for: "the model's parameters and their gradients (\(parameterCount) trainable values)")
         try Memory.check((parameterFloats + workspacePerSample) * 4, for: "the model with the working memory of one sample")
         for (name, p) in namedParameters { try p.allocate(fullName: name) }
+        guard gradientBlock.count == 0 else { return }
+        // One block, in the order backward completes them (the top-level layers from the last,
+        // each one's tensors from the last), each tensor on a 64-byte boundary: distributed
+        // training sums consecutive ranges of it across processes where they lie, with no copies.
+        let order = layers.reversed().flatMap { $0.parameters.reversed() }.filter(\.trainable)
+        let total = order.reduce(0) { $0 + Model.gradientStride($1.count) }
+        gradientBlock = try FloatBuffer(count: total, for: "the gradients of the model's \(parameterCount) trainable values")
+        var offset = 0
+        for p in order {
+            p.attachGradient(FloatBuffer(partOf: gradientBlock, offset: offset, count: p.count))
+            offset += Model.gradientStride(p.count)
+        }
     }
+
+    /// The floats a tensor's gradient takes in `gradientBlock` (its count, rounded up to 16).
+    static func gradientStride(_ count: Int) -> Int { (count + 15) / 16 * 16 }
+
+    /// Every trained parameter's gradient (see `allocateParameters`); the gaps between them stay 0.
+    private(set) var gradientBlock = FloatBuffer(count: 0)
 
     /// An independent copy: same architecture, weights, statistics, names and normalization.
     public func copy() throws -> Model {
@@ -354,9 +372,7 @@ public final class Model {
     /// The gradient buffers of the trainable parameters (listed once: a training step allocates nothing).
     public private(set) lazy var gradients: [FloatBuffer] = namedParameters.compactMap { $0.parameter.grad }
 
-    public func zeroGradients() {
-        for g in gradients { g.fill(0) }
-    }
+    public func zeroGradients() { gradientBlock.fill(0) }
 
     // MARK: Building and initialization
 

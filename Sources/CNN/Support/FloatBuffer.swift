@@ -10,11 +10,15 @@ import Glibc
 public final class FloatBuffer {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
+    /// The buffer whose memory this one is a part of (`init(partOf:offset:count:)`), kept alive by
+    /// this one; nil when this buffer owns its memory.
+    private let whole: FloatBuffer?
 
     /// A buffer whose size was planned and checked against the limits (workspaces): a refusal by
     /// the system here is fatal, as for any Swift allocation.
     public init(count: Int) {
         self.count = max(count, 0)
+        whole = nil
         guard let raw = calloc(max(count, 1), MemoryLayout<Float>.stride) else {
             fatalError("SwiftCNN: the system refused \(count) floats of planned working memory")
         }
@@ -25,7 +29,15 @@ public final class FloatBuffer {
     /// the system, an `outOfMemory` error that names `what`.
     public init(count: Int, for what: String) throws {
         self.count = max(count, 0)
+        whole = nil
         pointer = try Memory.allocate(count, of: Float.self, for: what)
+    }
+
+    /// `count` floats of `whole` from `offset` (the caller checks the range), sharing its memory.
+    init(partOf whole: FloatBuffer, offset: Int, count: Int) {
+        self.whole = whole
+        self.count = count
+        pointer = whole.pointer + offset
     }
 
     public convenience init(_ values: [Float]) {
@@ -33,7 +45,7 @@ public final class FloatBuffer {
         for i in 0..<values.count { pointer[i] = values[i] }
     }
 
-    deinit { free(pointer) }
+    deinit { if whole == nil { free(pointer) } }
 
     public subscript(i: Int) -> Float {
         get { pointer[i] }

@@ -93,7 +93,8 @@ public final class Distributed {
     /// (MPI_Iallreduce), waited for at the end of backward: the ranks meet once per step, and the
     /// exchange runs behind the remaining backward work.
     final class Buckets {
-        /// Tensors exchanged as one contiguous buffer (MPI sums one buffer per request).
+        /// Tensors exchanged as one contiguous buffer (MPI sums one buffer per request): the
+        /// running statistics.
         struct Packed {
             let tensors: [FloatBuffer]
             let buffer: FloatBuffer
@@ -120,8 +121,10 @@ public final class Distributed {
                 }
             }
         }
+        /// Consecutive gradients, a range of the model's gradient block summed in place.
         struct Bucket {
-            let packed: Packed
+            let start: UnsafeMutablePointer<Float>
+            let count: Int
             /// The top-level layer whose backward completes the bucket.
             let layer: Int
         }
@@ -143,26 +146,33 @@ public final class Distributed {
             self.distributed = distributed
             statistics = Packed(model.namedLayers.compactMap { $0.layer as? BatchNorm }
                 .flatMap { [$0.runningMean.value, $0.runningVar.value] })
+            buckets = Buckets.ranges(model, bucketFloats: bucketFloats)
+            requests = Array(repeating: nil, count: buckets.count)
+        }
+
+        /// The buckets of `model`'s trained gradients. They lie in its gradient block in the order
+        /// backward completes them, so a bucket is the range from its first tensor to the end of
+        /// its last (with the zero gaps between).
+        static func ranges(_ model: Model, bucketFloats: Int) -> [Bucket] {
             var out: [Bucket] = []
-            var tensors: [FloatBuffer] = [], floats = 0, layer = 0
+            var start: UnsafeMutablePointer<Float>?, end: UnsafeMutablePointer<Float>?, layer = 0
             func close() {
-                guard !tensors.isEmpty else { return }
-                out.append(Bucket(packed: Packed(tensors), layer: layer))
-                tensors = []
-                floats = 0
+                guard let s = start, let e = end else { return }
+                out.append(Bucket(start: s, count: e - s, layer: layer))
+                start = nil
             }
             for i in stride(from: model.layers.count - 1, through: model.frozenLayers, by: -1) {
                 for p in model.layers[i].parameters.reversed() where p.trainable {
                     guard let g = p.grad else { continue }
-                    tensors.append(g)
-                    floats += g.count
+                    if start != nil && g.pointer != end { close() }  // not next in the block
+                    if start == nil { start = g.pointer }
+                    end = g.pointer + Model.gradientStride(g.count)
                     layer = i
-                    if floats >= bucketFloats { close() }
+                    if end! - start! >= bucketFloats { close() }
                 }
             }
             close()
-            buckets = out
-            requests = Array(repeating: nil, count: out.count)
+            return out
         }
 
         deinit { status.deallocate() }
@@ -188,10 +198,8 @@ public final class Distributed {
         /// lets MPI progress the ones under way.
         func layerDone(_ layer: Int) {
             while started < buckets.count && buckets[started].layer >= layer {
-                let b = buckets[started].packed
-                b.pack()
-                let mpi = distributed.mpi
-                _ = mpi.iallreduce(MPILibrary.inPlace, b.buffer.pointer, Int32(b.buffer.count), mpi.float, mpi.sum,
+                let b = buckets[started], mpi = distributed.mpi
+                _ = mpi.iallreduce(MPILibrary.inPlace, b.start, Int32(b.count), mpi.float, mpi.sum,
                                    distributed.comm, &requests[started])
                 started += 1
             }
@@ -200,8 +208,8 @@ public final class Distributed {
             if statusStarted > 0 { _ = distributed.mpi.testall(Int32(statusStarted), &statusRequests, &flag, nil) }
         }
 
-        /// Starts what is left, waits for everything, copies the sums back into the gradients and
-        /// the running statistics, and returns the batch's status summed over the ranks.
+        /// Starts what is left, waits for everything, copies the running statistics back, and
+        /// returns the batch's status summed over the ranks.
         func finish() -> (loss: Double, correct: Int, failed: Bool, cancelled: Bool) {
             layerDone(-1)
             let t0 = monotonicSeconds()
@@ -210,7 +218,6 @@ public final class Distributed {
             waitSeconds += monotonicSeconds() - t0
             if statusStarted == 2 { statistics.unpack() }
             statusStarted = 0
-            for b in buckets { b.packed.unpack() }
             started = 0
             return (status[0], Int(status[1]), status[2] > 0, status[3] > 0)
         }
