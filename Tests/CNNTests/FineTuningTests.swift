@@ -86,4 +86,41 @@ struct FineTuningTests {
         s.freezeUntil = 7
         #expect(throws: Never.self) { try Trainer(model: m, settings: s) }
     }
+
+    /// Frozen layers run at inference, where a convolution applies the batch norm after it folded
+    /// in and pools as it writes: a freeze between them must leave the trained layers the step
+    /// they take with nothing frozen (no norm or dropout among the frozen ones: the same function).
+    @Test(arguments: [
+        ("input(3,8,8) conv(8,3,pad=1) batchnorm relu flatten dense(3)", 1),
+        ("input(3,8,8) conv(8,3,pad=1,groups=1) conv(8,3,pad=1,groups=8) batchnorm relu flatten dense(3)", 2),
+        ("input(3,8,8) conv(8,3,pad=1) maxpool(2) flatten dense(3)", 1),
+        ("input(3,8,8) conv(8,3,pad=1) relu maxpool(2) flatten dense(3)", 2),
+        ("input(3,8,8) conv(8,3,pad=1) relu maxpool(2) flatten dense(3)", 1),
+    ])
+    func freezingBetweenFusedLayersChangesNothingAfter(text: String, frozen: Int) throws {
+        let batch = 3
+        var r = TestRandom(4)
+        let x = FloatBuffer(r.values(batch * 192, -1, 1))
+        let labels: [Int32] = [0, 2, 1]
+        func step(_ m: Model) -> [String: [Float]] {
+            var rng = Random(seed: 1)
+            let logits = m.forward(x, batch: batch, training: true, rng: &rng)
+            let d = FloatBuffer(count: batch * 3)
+            _ = computeLoss(.crossEntropy, logits: logits.pointer, labels: labels, batch: batch, classes: 3, gradient: d.pointer)
+            m.zeroGradients()
+            m.backward(d, batch: batch)
+            return Dictionary(uniqueKeysWithValues: m.namedParameters.compactMap { n, p in p.grad.map { (n, $0.array) } })
+        }
+        let whole = try Model(architecture: Architecture(parsing: text), seed: 2)
+        let part = try Model(architecture: Architecture(parsing: text), seed: 2)
+        try part.freeze(until: frozen)
+        let all = step(whole), some = step(part)
+        for (i, layer) in part.namedLayers.enumerated() where i >= frozen {
+            for p in layer.layer.parameters where p.trainable {
+                let name = layer.prefix + p.name
+                let e = maxRelativeError(some[name]!.map(Double.init), all[name]!.map(Double.init))
+                #expect(e < 1e-5, "\(name) differs by \(e) with layers 0..<\(frozen) frozen")
+            }
+        }
+    }
 }

@@ -271,7 +271,7 @@ public final class Conv2D: Layer, PlannedLayer {
     public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
         let g = geometry, oc = outputShape.c, ckk = g.colRows, p = g.colCols
         let outCount = outputShape.count
-        let col = self.col.buffer.pointer, dyp = dy.pointer
+        let dyp = dy.pointer
         // The bias gradient sums each channel of dy in vector lanes (a fixed order).
         if let db = bias?.grad?.pointer {
             parallelChunks(oc, chunk: 8) { o0, o1 in

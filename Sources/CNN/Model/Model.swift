@@ -315,9 +315,16 @@ public final class Model {
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         var h = x
         for (i, layer) in layers.enumerated() {
-            h = layer.forward(h, batch: batch, training: training && i >= frozenLayers, rng: &rng)
+            // A frozen convolution right before a trained batch norm runs as in training (the same
+            // values): at inference it would apply the norm folded in (see `fuse`), where the norm
+            // trains on its output.
+            let normTrainsNext = i + 1 == frozenLayers && layers[i + 1] is BatchNorm && (layer is Conv2D || layer is GroupedConv2D)
+            h = layer.forward(h, batch: batch, training: training && (i >= frozenLayers || normTrainsNext), rng: &rng)
             if training && i + 1 == frozenLayers {
-                let count = batch * layer.outputShape.count
+                // What the frozen layers leave: pooled already when the next layer's 2×2 pooling is
+                // done by the convolution before (see `fuse`).
+                let pooled = (layers[i + 1] as? MaxPool2D)?.fusedIntoConv == true
+                let count = batch * (pooled ? layers[i + 1] : layer).outputShape.count
                 let kept = frozenOutput.reserve(count)
                 kept.pointer.update(from: h.pointer, count: count)
                 h = kept
