@@ -2,7 +2,7 @@
 # Builds the libFuzzer + AddressSanitizer harnesses of the library's parsers (Tests/fuzz) and runs
 # each for FUZZ_SECONDS (default 60) on its corpus, seeded from Tests/fuzz/seeds/<harness>.
 #
-#   scripts/fuzz.sh [HARNESS...]        architecture, model, idx, jpeg, png, onnx (default: all)
+#   scripts/fuzz.sh [HARNESS...]        architecture, model, idx, jpeg, png, onnx, training (default: all)
 #   FUZZ_SECONDS=600 FUZZ_JOBS=2 scripts/fuzz.sh jpeg
 #
 # The engine's sources are compiled as one module with the harnesses (swiftc -sanitize=fuzzer,address)
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=build/fuzz
 SECONDS_EACH=${FUZZ_SECONDS:-60}
-ALL=(architecture model idx jpeg png onnx)
+ALL=(architecture model idx jpeg png onnx training)
 HARNESSES=("$@")
 [[ ${#HARNESSES[@]} -eq 0 ]] && HARNESSES=("${ALL[@]}")
 mkdir -p "$OUT"

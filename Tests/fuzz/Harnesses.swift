@@ -2,14 +2,15 @@
 // (`make fuzz`): every input must end in a value or a CNNError, never a trap, a leak or a memory
 // error (AddressSanitizer), and never allocate out of proportion (-malloc_limit_mb, -rss_limit_mb).
 // One binary; the harness is chosen by the name it runs under (fuzz-architecture, fuzz-model,
-// fuzz-idx, fuzz-jpeg, fuzz-png, fuzz-onnx), so each keeps its own corpus and crash files replay with the same name.
+// fuzz-idx, fuzz-jpeg, fuzz-png, fuzz-onnx, fuzz-training), so each keeps its own corpus and crash
+// files replay with the same name.
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// What one input exercises.
 enum Harness: String, CaseIterable {
-    case architecture, model, idx, jpeg, png, onnx
+    case architecture, model, idx, jpeg, png, onnx, training
 }
 
 nonisolated(unsafe) var harness = Harness.architecture
@@ -39,6 +40,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     case .jpeg: fuzzJPEG(bytes)
     case .png: fuzzPNG(bytes)
     case .onnx: fuzzONNX(bytes)
+    case .training: fuzzTraining(bytes)
     }
     return 0
 }
@@ -56,6 +58,154 @@ func fuzzArchitecture(_ bytes: [UInt8]) {
     guard model.inputShape.count <= 4096, model.flops <= 1 << 22 else { return }
     let x = [Float](repeating: 0.5, count: model.inputShape.count)
     _ = x.withUnsafeBufferPointer { model.predict($0.baseAddress!, batch: 1) }
+}
+
+/// Training on generated networks: the bytes choose an input shape and a stack of layers of every
+/// kind (convolutions of any kernel, stride, padding and groups, norms, activations, pools, blocks),
+/// which trains a step at a batch of 1-3 with 1 and then 2 threads (the gradients must be the same
+/// bits), predicts (fused and folded paths; without norms or dropout, the logits must be training
+/// forward's), and trains again with its first layers frozen (without norms or dropout among them,
+/// the trained layers' gradients must not change). Every byte string is a network the parser
+/// accepts, so the fuzzer explores the layers' and kernels' paths rather than the grammar; a
+/// memory error in any of them shows under AddressSanitizer.
+func fuzzTraining(_ bytes: [UInt8]) {
+    var r = NetworkBytes(bytes: bytes)
+    let text = r.network()
+    if getenv("FUZZ_SHOW") != nil { fputs(text + "\n", stderr) }  // the network of an input replayed
+    guard let architecture = try? Architecture(parsing: text) else {
+        fatalError("a generated network does not parse: \(text)")
+    }
+    guard let model = try? Model(architecture: architecture, seed: 1),
+          model.inputShape.count <= 4096, model.flops <= 1 << 21 else { return }
+    let batch = 1 + r.next(3), k = model.numClasses, n = model.inputShape.count
+    var rng = Random(seed: UInt64(bytes.count))
+    let x = FloatBuffer((0..<(batch * n)).map { _ in rng.uniform() * 4 - 2 })
+    let labels = (0..<batch).map { Int32($0 % k) }
+    let dLogits = FloatBuffer(count: batch * k)
+    /// One step's gradients, per trained tensor (in `namedParameters`' order).
+    func step(_ m: Model) -> [[Float]] {
+        var draws = Random(seed: 7)
+        let logits = m.forward(x, batch: batch, training: true, rng: &draws)
+        _ = labels.withUnsafeBufferPointer {
+            computeLoss(.crossEntropy, logits: logits.pointer, labels: $0.baseAddress!, batch: batch, classes: k, gradient: dLogits.pointer)
+        }
+        m.zeroGradients()
+        m.backward(dLogits, batch: batch)
+        return m.namedParameters.compactMap { $0.parameter.grad?.array }
+    }
+    ThreadPool.setThreads(1)
+    let one = step(model)
+    ThreadPool.setThreads(2)
+    guard let twin = try? Model(architecture: architecture, seed: 1) else { return }
+    guard step(twin).map({ $0.map(\.bitPattern) }) == one.map({ $0.map(\.bitPattern) }) else {
+        fatalError("training's gradients differ with 1 and 2 threads: \(text)")
+    }
+    /// Layers whose training differs from their inference by design.
+    func drawsOrNorms(_ l: Layer) -> Bool {
+        l is BatchNorm || l is Dropout || (l as? Block)?.sequences.contains { $0.layers.contains(where: drawsOrNorms) } == true
+    }
+    // Inference (its fused and folded paths, pooling as the convolution writes, one image over
+    // both threads) computes what training's forward computes, but for norms and dropout.
+    if !twin.layers.contains(where: drawsOrNorms) {
+        var draws = Random(seed: 7)
+        let trained = twin.forward(x, batch: batch, training: true, rng: &draws).array
+        let scale = trained.reduce(Float(1e-3)) { max($0, abs($1)) }
+        let inferred = twin.predict(x.pointer, batch: batch, logits: true)
+        let single = twin.predict(x.pointer, batch: 1, logits: true)
+        guard zip(trained, inferred).allSatisfy({ abs($0 - $1) <= 1e-4 * scale }),
+              zip(trained, single).allSatisfy({ abs($0 - $1) <= 1e-4 * scale }) else {
+            fatalError("inference differs from training's forward: \(text)\n\(trained)\n\(inferred)\n\(single)")
+        }
+    }
+    if model.layers.count > 1 {
+        let frozen = 1 + r.next(model.layers.count - 1)
+        if getenv("FUZZ_SHOW") != nil { fputs("frozen until layer \(frozen)\n", stderr) }
+        if (try? model.freeze(until: frozen)) != nil {
+            let partly = step(model)
+            // Frozen layers run at inference; without batch norm or dropout among them that is
+            // the same function, so the trained layers' gradients are the unfrozen step's.
+            let same = !model.layers.prefix(frozen).contains(where: drawsOrNorms)
+            let trained = Set(model.layers.dropFirst(frozen).flatMap(\.parameters).map(ObjectIdentifier.init))
+            for (i, p) in model.namedParameters.filter({ $0.parameter.grad != nil }).enumerated()
+                where same && trained.contains(ObjectIdentifier(p.parameter)) {
+                let scale = one[i].reduce(Float(1e-6)) { max($0, abs($1)) }
+                guard zip(partly[i], one[i]).allSatisfy({ abs($0 - $1) <= 1e-3 * scale }) else {
+                    fatalError("\(p.name)'s gradient differs with layers 0..<\(frozen) frozen: \(text)")
+                }
+            }
+        }
+    }
+    _ = model.predict(x.pointer, batch: 1)
+    _ = model.predict(x.pointer, batch: batch)
+    ThreadPool.setThreads(1)
+}
+
+/// Reads a fuzzer's bytes as the choices of a network (zeros once they run out).
+struct NetworkBytes {
+    let bytes: [UInt8]
+    var at = 0
+    /// A choice among `n`.
+    mutating func next(_ n: Int) -> Int {
+        defer { at += 1 }
+        return at < bytes.count && n > 1 ? Int(bytes[at]) % n : 0
+    }
+    mutating func pick<T>(_ options: [T]) -> T { options[next(options.count)] }
+
+    /// An input shape and 1-7 layers or blocks, then a classifier. The channels and size are
+    /// followed so that groups and blocks fit; a layer that would leave no output is left out.
+    mutating func network() -> String {
+        var c = pick([1, 2, 3, 4, 8, 9, 16, 17, 32]), h = 1 + next(14), w = 1 + next(14)
+        var lines = ["input(\(c),\(h),\(w))"]
+        let activations = ["relu", "relu6", "sigmoid", "tanh", "hardsigmoid", "hardswish", "silu", "gelu", "leakyrelu(0.1)"]
+        func size(_ n: Int, _ k: Int, _ s: Int, _ p: Int) -> Int { (n + 2 * p - k) / s + 1 }
+        for _ in 0..<(1 + next(7)) {
+            switch next(10) {
+            case 0, 1, 2:  // a convolution: any kernel, stride, padding, groups
+                let kh = 1 + next(5), kw = next(3) == 0 ? 1 + next(5) : kh
+                let s = 1 + next(3), p = next(3)
+                guard size(h, kh, s, p) >= 1, size(w, kw, s, p) >= 1 else { continue }
+                var out = pick([1, 2, 4, 8, 9, 16, 24, 32, 33]), groups = 1
+                switch next(3) {
+                case 1: groups = c; out = c * (1 + next(2))  // depthwise (times 1 or 2)
+                case 2: groups = [2, 3, 4].first { c % $0 == 0 && out % $0 == 0 } ?? 1
+                default: break
+                }
+                let kernel = kh == kw ? "\(kh)" : "\(kh)x\(kw)"
+                lines.append("conv(\(out),\(kernel),stride=\(s),pad=\(p),groups=\(groups),bias=\(next(2) == 0))")
+                (c, h, w) = (out, size(h, kh, s, p), size(w, kw, s, p))
+            case 3: lines.append("batchnorm")
+            case 4: lines.append(pick(activations))
+            case 5:  // a pool
+                let k = 2 + next(2), s = 1 + next(3), p = next(2)
+                if next(2) == 0, p <= k / 2, size(h, k, s, p) >= 1, size(w, k, s, p) >= 1 {
+                    lines.append("maxpool(\(k),stride=\(s),pad=\(p))")
+                    (h, w) = (size(h, k, s, p), size(w, k, s, p))
+                } else if size(h, k, s, 0) >= 1, size(w, k, s, 0) >= 1 {
+                    lines.append("avgpool(\(k),stride=\(s))")
+                    (h, w) = (size(h, k, s, 0), size(w, k, s, 0))
+                }
+            case 6:  // a residual block, with a projection when it changes the shape
+                let s = 1 + next(2), out = next(2) == 0 ? c : pick([4, 8, 16])
+                guard size(h, 3, s, 1) >= 1, size(w, 3, s, 1) >= 1 else { continue }
+                let act = pick(activations)
+                let body = "conv(\(out),3,stride=\(s),pad=1,bias=false) batchnorm \(act) conv(\(out),3,pad=1,bias=false) batchnorm"
+                let shortcut = s == 1 && out == c ? "" : " | conv(\(out),1,stride=\(s),bias=false) batchnorm"
+                lines.append("residual[\(body)\(shortcut)] \(next(2) == 0 ? act : "")")
+                (c, h, w) = (out, size(h, 3, s, 1), size(w, 3, s, 1))
+            case 7:  // parallel branches
+                let a = 1 + next(8), b = 1 + next(8)
+                lines.append("concat[conv(\(a),1) | conv(\(b),3,pad=1) \(pick(activations)) | maxpool(3,stride=1,pad=1)]")
+                c += a + b
+            case 8: lines.append("se(\(1 + next(8)),act=\(pick(["relu", "silu"])),gate=\(pick(["sigmoid", "hardsigmoid"])))")
+            default: lines.append("dropout(0.\(1 + next(8)))")
+            }
+        }
+        if next(2) == 0 { lines.append("globalavgpool") }
+        lines.append("flatten")
+        if next(2) == 0 { lines.append("dense(\(1 + next(16))) \(pick(activations))") }
+        lines.append("dense(\(1 + next(5)))")
+        return lines.joined(separator: "\n")
+    }
 }
 
 /// Model files (safetensors with our JSON header and metadata), and checkpoints' training state.
