@@ -65,7 +65,8 @@ func fuzzArchitecture(_ bytes: [UInt8]) {
 /// which trains a step at a batch of 1-3 with 1 and then 2 threads (the gradients must be the same
 /// bits), predicts (fused and folded paths; without norms or dropout, the logits must be training
 /// forward's), and trains again with its first layers frozen (without norms or dropout among them,
-/// the trained layers' gradients must not change). Every byte string is a network the parser
+/// the trained layers' gradients must not change), and goes through ONNX and back (the same
+/// network, tensors and logits, bit for bit). Every byte string is a network the parser
 /// accepts, so the fuzzer explores the layers' and kernels' paths rather than the grammar; a
 /// memory error in any of them shows under AddressSanitizer.
 func fuzzTraining(_ bytes: [UInt8]) {
@@ -135,8 +136,24 @@ func fuzzTraining(_ bytes: [UInt8]) {
             }
         }
     }
-    _ = model.predict(x.pointer, batch: 1)
-    _ = model.predict(x.pointer, batch: batch)
+    let logits = model.predict(x.pointer, batch: batch, logits: true)
+    // ONNX export, then import: the same architecture text, every tensor bit for bit (with the
+    // running statistics the steps above moved), the same logits bit for bit.
+    if let onnx = try? model.onnxBytes() {
+        guard let file = try? ONNXFile.parse(onnx, path: "export"), var importer = try? ONNXImporter(file),
+              let back = try? importer.model() else {
+            fatalError("our ONNX export does not import back: \(text)")
+        }
+        guard back.architecture.text == model.architecture.text,
+              back.namedParameters.map(\.name) == model.namedParameters.map(\.name),
+              zip(back.namedParameters, model.namedParameters).allSatisfy({
+                  $0.parameter.value.array.map(\.bitPattern) == $1.parameter.value.array.map(\.bitPattern) }) else {
+            fatalError("ONNX export and import changed the network or its tensors: \(text)\nback: \(back.architecture.text)")
+        }
+        guard back.predict(x.pointer, batch: batch, logits: true).map(\.bitPattern) == logits.map(\.bitPattern) else {
+            fatalError("the imported network predicts other logits: \(text)")
+        }
+    }
     ThreadPool.setThreads(1)
 }
 
@@ -175,7 +192,13 @@ struct NetworkBytes {
                 (c, h, w) = (out, size(h, kh, s, p), size(w, kw, s, p))
             case 3: lines.append("batchnorm")
             case 4: lines.append(pick(activations))
-            case 5:  // a pool
+            case 5:  // a pool: half of them 2×2 at stride 2 (which a convolution before does as it writes)
+                if next(2) == 0 {
+                    guard h >= 2, w >= 2 else { continue }
+                    lines.append("maxpool(2)")
+                    (h, w) = (h / 2, w / 2)
+                    continue
+                }
                 let k = 2 + next(2), s = 1 + next(3), p = next(2)
                 if next(2) == 0, p <= k / 2, size(h, k, s, p) >= 1, size(w, k, s, p) >= 1 {
                     lines.append("maxpool(\(k),stride=\(s),pad=\(p))")

@@ -315,22 +315,34 @@ public final class Model {
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         var h = x
         for (i, layer) in layers.enumerated() {
-            // A frozen convolution right before a trained batch norm runs as in training (the same
-            // values): at inference it would apply the norm folded in (see `fuse`), where the norm
-            // trains on its output.
-            let normTrainsNext = i + 1 == frozenLayers && layers[i + 1] is BatchNorm && (layer is Conv2D || layer is GroupedConv2D)
-            h = layer.forward(h, batch: batch, training: training && (i >= frozenLayers || normTrainsNext), rng: &rng)
+            let asTraining = training && i < frozenLayers && i + 2 >= frozenLayers && fusedAcrossFreeze(i)
+            h = layer.forward(h, batch: batch, training: training && (i >= frozenLayers || asTraining), rng: &rng)
             if training && i + 1 == frozenLayers {
-                // What the frozen layers leave: pooled already when the next layer's 2×2 pooling is
-                // done by the convolution before (see `fuse`).
-                let pooled = (layers[i + 1] as? MaxPool2D)?.fusedIntoConv == true
-                let count = batch * (pooled ? layers[i + 1] : layer).outputShape.count
+                // What the frozen layers leave: pooled already when a convolution among them pools
+                // as it writes for a trained pooling layer.
+                let pool = trainedPooling(ofFrozen: i) ?? (i > 0 ? trainedPooling(ofFrozen: i - 1) : nil)
+                let count = batch * (pool?.outputShape ?? layer.outputShape).count
                 let kept = frozenOutput.reserve(count)
                 kept.pointer.update(from: h.pointer, count: count)
                 h = kept
             }
         }
         return h
+    }
+
+    /// Frozen layer `i` (one of the last two) is a convolution fused with a trained layer: the
+    /// batch norm after it, which it applies folded in at inference, or the 2×2 pooling it does as
+    /// it writes (see `fuse`). It then runs as in training (the same values): the norm gets its
+    /// output unfolded, the pooling its maxima's indices.
+    private func fusedAcrossFreeze(_ i: Int) -> Bool {
+        if trainedPooling(ofFrozen: i) != nil { return true }
+        return i + 1 == frozenLayers && layers[i + 1] is BatchNorm && (layers[i] is Conv2D || layers[i] is GroupedConv2D)
+    }
+
+    /// The pooling frozen convolution `i` does as it writes, when that pooling layer trains.
+    private func trainedPooling(ofFrozen i: Int) -> MaxPool2D? {
+        guard let pool = (layers[i] as? Conv2D)?.pooling, layers[frozenLayers...].contains(where: { $0 === pool }) else { return nil }
+        return pool
     }
 
     /// Backpropagates the gradient of the loss with respect to the logits: the forward, in reverse
