@@ -480,7 +480,8 @@ public final class Trainer {
                     model.backward(dLogits, batch: n)
                 }
                 prefetcher?.release()
-                guard model.gradients.allSatisfy({ $0.allFinite }) else {
+                // Every gradient in one pass over their block (its gaps are 0).
+                guard model.gradientBlock.allFinite else {
                     statistics.restore(batchNorms)
                     throw CNNError(.diverged, "training diverged \(place()): the gradient became NaN or infinite; the model keeps its weights, whose loss was finite (try a lower learning rate)")
                 }
