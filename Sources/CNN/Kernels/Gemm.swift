@@ -266,13 +266,18 @@ func storeHalfRow(_ lo: V, _ c: UnsafeMutablePointer<Float>, _ width: Int, _ st:
     store(lo, c)
 }
 
-/// The first `width` < NR columns (the right edge of C), kept out of line.
+/// The first `width` < NR columns (the right edge of C), kept out of line: a whole first vector
+/// as one, the rest a column at a time.
 @inline(never)
 private func storePartialRow(_ lo: V, _ hi: V, _ c: UnsafeMutablePointer<Float>, _ width: Int, _ st: Store) {
     let w = V.scalarCount
+    var (part, c, width) = (lo, c, width)
+    if width >= w {
+        store(st.clamp.apply(st.accumulate ? load(c) + lo : lo), c)
+        (part, c, width) = (hi, c + w, width - w)
+    }
     for j in 0..<width {
-        let v = j < w ? lo[j] : hi[j - w]
-        c[j] = st.clamp.apply(st.accumulate ? c[j] + v : v)
+        c[j] = st.clamp.apply(st.accumulate ? c[j] + part[j] : part[j])
     }
 }
 

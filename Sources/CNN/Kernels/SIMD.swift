@@ -5,11 +5,8 @@
 
 #if CNN_AVX512
 typealias V = SIMD16<Float>
-/// Two vectors' worth, split into even and odd lanes by `evenHalf` / `oddHalf`.
-typealias VPair = SIMD32<Float>
 #else
 typealias V = SIMD8<Float>
-typealias VPair = SIMD16<Float>
 #endif
 typealias V16 = SIMD16<Float>
 

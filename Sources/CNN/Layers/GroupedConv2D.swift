@@ -205,39 +205,53 @@ public final class GroupedConv2D: Layer, PlannedLayer {
                 plan.border(x + plane * hw, into: own, bordered: plane != task)
                 let o = plane % oc, wk = weights + o * taps, dst = y + plane * ohw
                 let start = V(repeating: bias?[o] ?? 0)
-                for oy in 0..<g.oh {
-                    let base = own + oy * s * plan.rowStride, out = dst + oy * g.ow
-                    var ox = 0
-                    // Two vectors of outputs at a time (each weight broadcast once for both),
-                    // every output summing its taps in the same order.
-                    while ox + 2 * w <= g.ow {
-                        var a0 = start, a1 = start
+                var oy = 0
+                while oy < g.oh {
+                    // Four output rows at a time, each vector of columns summing in four
+                    // independent chains (one row's nine taps alone wait on each other's
+                    // additions); a block past the plane's last row repeats it, unstored.
+                    let rows = min(4, g.oh - oy)
+                    let r0 = own + oy * s * plan.rowStride, r1 = own + min(oy + 1, g.oh - 1) * s * plan.rowStride
+                    let r2 = own + min(oy + 2, g.oh - 1) * s * plan.rowStride, r3 = own + min(oy + 3, g.oh - 1) * s * plan.rowStride
+                    @inline(__always) func sums(_ ox: Int) -> (V, V, V, V) {
+                        var a0 = start, a1 = start, a2 = start, a3 = start
                         for ky in 0..<g.kh {
                             for kx in 0..<g.kw {
-                                let p = base + plan.offset(ky, kx) + ox, wv = V(repeating: wk[ky * g.kw + kx])
-                                a0 = fmadd(a0, wv, load(p))
-                                a1 = fmadd(a1, wv, load(p + w))
+                                let at = plan.offset(ky, kx) + ox, wv = V(repeating: wk[ky * g.kw + kx])
+                                a0 = fmadd(a0, wv, load(r0 + at))
+                                a1 = fmadd(a1, wv, load(r1 + at))
+                                a2 = fmadd(a2, wv, load(r2 + at))
+                                a3 = fmadd(a3, wv, load(r3 + at))
                             }
                         }
-                        store(clamp.apply(a0), out + ox)
-                        store(clamp.apply(a1), out + ox + w)
-                        ox += 2 * w
+                        return (clamp.apply(a0), clamp.apply(a1), clamp.apply(a2), clamp.apply(a3))
                     }
-                    while ox < g.ow {
-                        var acc = start
-                        for ky in 0..<g.kh {
-                            for kx in 0..<g.kw {
-                                acc = fmadd(acc, V(repeating: wk[ky * g.kw + kx]), load(base + plan.offset(ky, kx) + ox))
-                            }
-                        }
-                        acc = clamp.apply(acc)
-                        if ox + w <= g.ow {
-                            store(acc, out + ox)
+                    // A row's last, partial vector first, stored whole: its extra lanes fall on
+                    // the next row's start, which that row's own stores write after. Only where
+                    // they would leave the plane (the next plane is another task's) are its own
+                    // lanes copied alone.
+                    @inline(__always) func put(_ v: V, _ row: Int, _ ox: Int) {
+                        guard row < rows else { return }
+                        let at = (oy + row) * g.ow + ox
+                        if at + w <= ohw {
+                            store(v, dst + at)
                         } else {
-                            for l in 0..<(g.ow - ox) { out[ox + l] = acc[l] }
+                            var v = v
+                            withUnsafeBytes(of: &v) { (dst + at).update(from: $0.baseAddress!.assumingMemoryBound(to: Float.self), count: g.ow - ox) }
                         }
+                    }
+                    let whole = g.ow / w * w
+                    if whole < g.ow {
+                        let (v0, v1, v2, v3) = sums(whole)
+                        put(v0, 0, whole); put(v1, 1, whole); put(v2, 2, whole); put(v3, 3, whole)
+                    }
+                    var ox = 0
+                    while ox < whole {
+                        let (v0, v1, v2, v3) = sums(ox)
+                        put(v0, 0, ox); put(v1, 1, ox); put(v2, 2, ox); put(v3, 3, ox)
                         ox += w
                     }
+                    oy += rows
                 }
             }
         }
@@ -353,9 +367,12 @@ struct DepthwisePlan {
 
     init(_ g: ConvGeometry) {
         self.g = g
-        phaseStride = g.ow + (g.kw - 1) / g.sw + V.scalarCount
+        let phase = g.ow + (g.kw - 1) / g.sw + V.scalarCount
+        // At stride 2 the phases are written a vector at a time (`border`): whole vectors each.
+        phaseStride = g.sw == 1 ? phase : (phase + V.scalarCount - 1) / V.scalarCount * V.scalarCount
         rowStride = g.sw * phaseStride
-        scratchCount = (g.h + 2 * g.ph) * rowStride
+        // At stride 2, one more row: an input row with its border, before it is split.
+        scratchCount = (g.h + 2 * g.ph + (g.sw == 1 ? 0 : 1)) * rowStride
         paddedOW = (g.ow + V.scalarCount - 1) / V.scalarCount * V.scalarCount
         paddedOutputCount = g.oh * paddedOW
     }
@@ -399,24 +416,33 @@ struct DepthwisePlan {
                 row.advanced(by: g.pw).update(from: src, count: g.w)
                 row.advanced(by: g.pw + g.w).update(repeating: 0, count: rowStride - g.pw - g.w)
             } else {
-                // Stride 2: phase 0 holds columns 2j - PW, phase 1 columns 2j + 1 - PW, split from
-                // pairs of vectors where the row has them.
-                let even = row, odd = row + phaseStride
+                // Stride 2: phase 0 holds columns 2j - PW, phase 1 columns 2j + 1 - PW: the row
+                // with its border (in the scratch's last row), split a pair of vectors at a time.
+                let line = scratch + rows * rowStride
+                line.update(repeating: 0, count: g.pw)
+                (line + g.pw).update(from: src, count: g.w)
+                (line + g.pw + g.w).update(repeating: 0, count: rowStride - g.pw - g.w)
                 var j = 0
                 while j < phaseStride {
-                    let col = 2 * j - g.pw
-                    if col >= 0 && col + 2 * V.scalarCount <= g.w && j + V.scalarCount <= phaseStride {
-                        let pair = UnsafeRawPointer(src + col).loadUnaligned(as: VPair.self)
-                        store(pair.evenHalf, even + j)
-                        store(pair.oddHalf, odd + j)
-                        j += V.scalarCount
-                    } else {
-                        even[j] = col >= 0 && col < g.w ? src[col] : 0
-                        odd[j] = col + 1 >= 0 && col + 1 < g.w ? src[col + 1] : 0
-                        j += 1
-                    }
+                    let (even, odd) = evenAndOdd(load(line + 2 * j), load(line + 2 * j + V.scalarCount))
+                    store(even, row + j)
+                    store(odd, row + phaseStride + j)
+                    j += V.scalarCount
                 }
             }
         }
     }
+}
+
+/// The even lanes of a then b, and the odd lanes of a then b: the even and odd elements of the
+/// floats they hold end to end. Built lane by lane, which LLVM folds into a permute each.
+@_transparent
+func evenAndOdd(_ a: V, _ b: V) -> (V, V) {
+    let half = V.scalarCount / 2
+    var even = V(), odd = V()
+    for l in 0..<half {
+        even[l] = a[2 * l]; even[half + l] = b[2 * l]
+        odd[l] = a[2 * l + 1]; odd[half + l] = b[2 * l + 1]
+    }
+    return (even, odd)
 }
