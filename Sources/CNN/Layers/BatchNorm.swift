@@ -17,12 +17,15 @@ public final class BatchNorm: Layer, PlannedLayer {
     let eps: Float
     let momentum: Float
 
-    // Kept for backward: the normalized input x̂ (B, C, S) and 1/σ per channel.
-    private var xhat = Workspace()
+    // Kept for backward: the batch's mean and 1/σ per channel, and the input, from which backward
+    // derives x̂ by forward's own arithmetic (storing x̂ was one more pass over the activation
+    // forward, and one more buffer of its size).
+    private var batchMean = Workspace()
     private var invStd = Workspace()
     let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
-    // Inference mode keeps only its input; backward through it (frozen statistics) derives x̂.
     private var lastInput: FloatBuffer?
+    /// Two running sums per channel (forward's sum and squares, backward's dy and dy · x̂).
+    private let sums = ElementWorkspace<DoubleSums>()
     private var lastTraining = true
     /// Set by the model when the convolution before applies this norm at inference (NormFolding):
     /// forward then passes its input through unless training.
@@ -32,8 +35,8 @@ public final class BatchNorm: Layer, PlannedLayer {
     /// passes through, and neither the norm's output nor the activation's is kept for backward).
     var activation: ActivationKind?
 
-    /// x̂ and 1/σ are its own; backward after an inference forward (frozen statistics) reads the input.
-    var backwardReads: BackwardReads { .nothing }
+    /// Backward reads the input (to derive x̂, or after an inference forward with frozen statistics).
+    var backwardReads: BackwardReads { .input }
 
     init(spec: LayerSpec, input: Shape, eps: Float, momentum: Float) {
         self.spec = spec
@@ -73,31 +76,40 @@ public final class BatchNorm: Layer, PlannedLayer {
             }
             return out
         }
-        let xh = xhat.reserve(count).pointer, istd = invStd.reserve(c).pointer
+        lastInput = x
+        let means = batchMean.reserve(c).pointer, istd = invStd.reserve(c).pointer
         let m = Float(batch * s)
         let rm = runningMean.value.pointer, rv = runningVar.value.pointer
         let momentum = self.momentum, eps = self.eps, act = activation != nil
-        parallelChunks(c, chunk: 4) { c0, c1 in
+        let sum = sums.reserve(2 * c), sq = sum + c
+        // Each task's channels are a contiguous block of every sample, read in memory order (a
+        // channel at a time, a small plane's reads jumped from sample to sample and waited on
+        // memory); each channel's sums still take its planes in sample order.
+        parallelChunks(c, chunk: BatchNorm.chunk(c)) { c0, c1 in
+            // The channel's sums in Double: a deep network in training mode amplifies the
+            // rounding of its batch statistics (in float, a ResNet-20's step differed from
+            // PyTorch's float64 step by 2 % on some weights; PyTorch's own float32 by 0.006 %).
+            for ch in c0..<c1 { (sum[ch], sq[ch]) = (DoubleSums(), DoubleSums()) }
+            for n in 0..<batch {
+                for ch in c0..<c1 { sum[ch].add(xp + (n * c + ch) * s, s) }
+            }
+            for ch in c0..<c1 { means[ch] = Float(sum[ch].total / Double(m)) }
+            for n in 0..<batch {
+                for ch in c0..<c1 { sq[ch].addSquares(xp + (n * c + ch) * s, s, minus: means[ch]) }
+            }
             for ch in c0..<c1 {
-                // The channel's sums in Double: a deep network in training mode amplifies the
-                // rounding of its batch statistics (in float, a ResNet-20's step differed from
-                // PyTorch's float64 step by 2 % on some weights; PyTorch's own float32 by 0.006 %).
-                var sum = DoubleSums()
-                for n in 0..<batch { sum.add(xp + (n * c + ch) * s, s) }
-                let mean = Float(sum.total / Double(m))
-                var sq = DoubleSums()
-                for n in 0..<batch { sq.addSquares(xp + (n * c + ch) * s, s, minus: mean) }
-                let variance = Float(sq.total / Double(m))
-                let inv = 1 / (variance + eps).squareRoot()
-                istd[ch] = inv
-                let g = gamma[ch], b = beta[ch]
-                for n in 0..<batch {
-                    let base = (n * c + ch) * s
-                    BatchNorm.normalize(xp + base, mean: mean, inv: inv, g, b, xhat: xh + base, y + base, s, activation: act, six: six)
-                }
+                let variance = Float(sq[ch].total / Double(m))
+                istd[ch] = 1 / (variance + eps).squareRoot()
                 let unbiased = m > 1 ? variance * m / (m - 1) : variance
-                rm[ch] = (1 - momentum) * rm[ch] + momentum * mean
+                rm[ch] = (1 - momentum) * rm[ch] + momentum * means[ch]
                 rv[ch] = (1 - momentum) * rv[ch] + momentum * unbiased
+            }
+            for n in 0..<batch {
+                for ch in c0..<c1 {
+                    let base = (n * c + ch) * s
+                    BatchNorm.normalize(xp + base, mean: means[ch], inv: istd[ch], gamma[ch], beta[ch], y + base, s,
+                                        activation: act, six: six)
+                }
             }
         }
         runningMean.version += 1
@@ -108,38 +120,43 @@ public final class BatchNorm: Layer, PlannedLayer {
 
     public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
         let c = inputShape.c, s = inputShape.h * inputShape.w, count = batch * c * s
-        let xh = xhat.buffer.pointer, istd = invStd.buffer.pointer, dyp = dy.pointer
+        let means = batchMean.buffer.pointer, istd = invStd.buffer.pointer, dyp = dy.pointer
         let gamma = weight.value.pointer
-        guard let dgamma = weight.grad?.pointer, let dbeta = bias.grad?.pointer else { return nil }
+        guard let dgamma = weight.grad?.pointer, let dbeta = bias.grad?.pointer, let x = lastInput?.pointer else { return nil }
         if !lastTraining {
             return backwardFrozen(dy, batch: batch, needInputGradient: needInputGradient)
         }
-        // With a fused activation, its masked dy is written to dx first and read from there.
+        // x̂ and a fused activation's mask are derived from x in both passes, as forward did.
         let act = activation != nil, six = activation == .relu6, beta = bias.value.pointer
-        let dxBuffer = needInputGradient || act ? buffers.inputGradient(count, dy: dy) : nil, dx = dxBuffer?.pointer
+        let dxBuffer = needInputGradient ? buffers.inputGradient(count, dy: dy) : nil, dx = dxBuffer?.pointer
         let m = Float(batch * s)
-        parallelChunks(c, chunk: 4) { c0, c1 in
-            for ch in c0..<c1 {
-                var sumDy = DoubleSums(), sumDyXhat = DoubleSums()
-                let mask = act ? (gamma[ch], beta[ch], six) : nil
-                for n in 0..<batch {
+        let sumDy = sums.reserve(2 * c), sumDyXhat = sumDy + c
+        // In memory order, each channel's planes in sample order, as forward.
+        parallelChunks(c, chunk: BatchNorm.chunk(c)) { c0, c1 in
+            for ch in c0..<c1 { (sumDy[ch], sumDyXhat[ch]) = (DoubleSums(), DoubleSums()) }
+            for n in 0..<batch {
+                for ch in c0..<c1 {
                     let base = (n * c + ch) * s
-                    DoubleSums.add(dyp + base, times: xh + base, s, &sumDy, &sumDyXhat, mask: mask, masked: dx.map { $0 + base })
+                    DoubleSums.add(dyp + base, timesNormalized: x + base, (means[ch], istd[ch]), s, &sumDy[ch], &sumDyXhat[ch],
+                                   mask: act ? (gamma[ch], beta[ch], six) : nil)
                 }
-                dgamma[ch] += Float(sumDyXhat.total)
-                dbeta[ch] += Float(sumDy.total)
-                guard needInputGradient, let dx else { continue }
-                // dx = γ/σ · (dy - mean(dy) - x̂ · mean(dy · x̂))
-                let k = gamma[ch] * istd[ch]
-                let meanDy = Float(sumDy.total / Double(m)), meanDyXhat = Float(sumDyXhat.total / Double(m))
-                for n in 0..<batch {
+            }
+            for ch in c0..<c1 {
+                dgamma[ch] += Float(sumDyXhat[ch].total)
+                dbeta[ch] += Float(sumDy[ch].total)
+            }
+            guard let dx else { return }
+            // dx = γ/σ · (dy - mean(dy) - x̂ · mean(dy · x̂))
+            for n in 0..<batch {
+                for ch in c0..<c1 {
                     let base = (n * c + ch) * s
-                    let g = act ? UnsafePointer(dx + base) : UnsafePointer(dyp + base)
-                    for i in 0..<s { dx[base + i] = k * (g[i] - meanDy - xh[base + i] * meanDyXhat) }
+                    BatchNorm.inputGradient(dyp + base, x + base, (means[ch], istd[ch]), mask: act ? (gamma[ch], beta[ch], six) : nil,
+                                            k: gamma[ch] * istd[ch], meanDy: Float(sumDy[ch].total / Double(m)),
+                                            meanDyXhat: Float(sumDyXhat[ch].total / Double(m)), dx + base, s)
                 }
             }
         }
-        return needInputGradient ? dxBuffer : nil
+        return dxBuffer
     }
 
     /// Backward through inference mode: y = γ (x - μ_running) / σ_running + β, a per-channel affine map.
@@ -171,6 +188,12 @@ public final class BatchNorm: Layer, PlannedLayer {
 }
 
 extension BatchNorm {
+    /// Channels per task: a contiguous block of every sample for each thread.
+    static func chunk(_ channels: Int) -> Int {
+        let threads = ThreadPool.shared.threads
+        return max(4, (channels + threads - 1) / threads)
+    }
+
     /// A fused activation applied to one value (the activation layer's own definitions).
     @inline(__always)
     static func activate(_ kind: ActivationKind?, _ v: Float) -> Float {
@@ -182,19 +205,48 @@ extension BatchNorm {
     /// values, in vectors as the activation layer computes them.
     @inline(__always)
     static func normalize(_ x: UnsafePointer<Float>, mean: Float, inv: Float, _ gamma: Float, _ beta: Float,
-                          xhat: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int, activation: Bool, six: Bool) {
+                          _ y: UnsafeMutablePointer<Float>, _ n: Int, activation: Bool, six: Bool) {
         var i = 0
         while i + V.scalarCount <= n {
             let v = (load(x + i) - mean) * inv
-            store(v, xhat + i)
             let out = gamma * v + beta
             store(activation ? (six ? ReLU6Function.apply(out) : relu(out)) : out, y + i)
             i += V.scalarCount
         }
         while i < n {
             let v = (x[i] - mean) * inv
-            xhat[i] = v
             y[i] = activation ? activate(six ? .relu6 : .relu, gamma * v + beta) : gamma * v + beta
+            i += 1
+        }
+    }
+
+    /// dx = k · (g - meanDy - x̂ · meanDyXhat) over one plane of n values, with x̂ from x as forward
+    /// derives it and g = dy, or with `mask` (γ, β, ReLU6) dy where the fused activation passes a
+    /// gradient (γ x̂ + β > 0, and < 6 for ReLU6) and 0 elsewhere.
+    @inline(__always)
+    static func inputGradient(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ norm: (mean: Float, inv: Float),
+                              mask: (Float, Float, Bool)?, k: Float, meanDy: Float, meanDyXhat: Float,
+                              _ dx: UnsafeMutablePointer<Float>, _ n: Int) {
+        var i = 0
+        while i + V.scalarCount <= n {
+            let xh = (load(x + i) - norm.mean) * norm.inv
+            var g = load(dy + i)
+            if let (gamma, beta, six) = mask {
+                let v = gamma * xh + beta
+                var pass = v .> 0
+                if six { pass = pass .& (v .< 6) }
+                g = V(repeating: 0).replacing(with: g, where: pass)
+            }
+            store(k * (g - meanDy - xh * meanDyXhat), dx + i)
+            i += V.scalarCount
+        }
+        while i < n {
+            let xh = (x[i] - norm.mean) * norm.inv
+            var g = dy[i]
+            if let (gamma, beta, six) = mask {
+                g = Activation.derivative(six ? .relu6 : .relu, gamma * xh + beta) == 0 ? 0 : g
+            }
+            dx[i] = k * (g - meanDy - xh * meanDyXhat)
             i += 1
         }
     }
@@ -227,25 +279,25 @@ struct DoubleSums {
         }
     }
 
-    /// sums += g[i] and products += g[i]·x[i] in one pass, each in `add`'s order (runs, lanes).
-    /// With `mask` (γ, β, ReLU6), g is dy where batch norm's fused ReLU or ReLU6 passes a gradient
-    /// (γ x̂ + β > 0, and < 6 for ReLU6) and zero elsewhere, written to `masked`.
+    /// sums += g[i] and products += g[i]·x̂[i] in one pass, each in `add`'s order (runs, lanes), with
+    /// x̂ = (x - mean) · inv as batch norm's forward derives it. With `mask` (γ, β, ReLU6), g is dy
+    /// where batch norm's fused ReLU or ReLU6 passes a gradient (γ x̂ + β > 0, and < 6 for ReLU6)
+    /// and zero elsewhere.
     @inline(__always)
-    static func add(_ dy: UnsafePointer<Float>, times x: UnsafePointer<Float>, _ n: Int, _ sums: inout DoubleSums,
-                    _ products: inout DoubleSums, mask: (Float, Float, Bool)?, masked: UnsafeMutablePointer<Float>?) {
+    static func add(_ dy: UnsafePointer<Float>, timesNormalized x: UnsafePointer<Float>, _ norm: (mean: Float, inv: Float), _ n: Int,
+                    _ sums: inout DoubleSums, _ products: inout DoubleSums, mask: (Float, Float, Bool)?) {
         var start = 0
         while start < n {
             let end = min(n, start + run)
             var a = V8(), b = V8(), i = start
             while i + 8 <= end {
                 var g = DoubleSums.load(dy + i)
-                let xv = DoubleSums.load(x + i)
+                let xv = (DoubleSums.load(x + i) - norm.mean) * norm.inv
                 if let (gamma, beta, six) = mask {
                     let v = gamma * xv + beta
                     var pass = v .> 0
                     if six { pass = pass .& (v .< 6) }
                     g = V8(repeating: 0).replacing(with: g, where: pass)
-                    if let masked { UnsafeMutableRawPointer(masked + i).storeBytes(of: g, as: V8.self) }
                 }
                 a += g
                 b += g * xv
@@ -254,12 +306,12 @@ struct DoubleSums {
             var ta: Float = 0, tb: Float = 0
             while i < end {
                 var g = dy[i]
+                let xv = (x[i] - norm.mean) * norm.inv
                 if let (gamma, beta, six) = mask {
-                    g = Activation.derivative(six ? .relu6 : .relu, gamma * x[i] + beta) == 0 ? 0 : g
-                    masked?[i] = g
+                    g = Activation.derivative(six ? .relu6 : .relu, gamma * xv + beta) == 0 ? 0 : g
                 }
                 ta += g
-                tb += g * x[i]
+                tb += g * xv
                 i += 1
             }
             sums.total += Double(a.sum()) + Double(ta)
