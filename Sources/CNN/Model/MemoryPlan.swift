@@ -4,10 +4,10 @@
 ///
 /// In training, a layer's output is kept (its own buffer) when backward reads it: the layer itself
 /// (sigmoid keeps y), or the next layer that writes an output (past those that pass their input
-/// through) keeps its input (a dense layer, a grouped convolution, an activation that keeps x). A
-/// convolution keeps its own bordered copy or im2col matrix, batch norm x̂, pooling its indices:
-/// their inputs are not kept, so a convolution's output, a batch norm's and an activation's before
-/// a convolution need no memory of their own. At inference only the network's output is kept.
+/// through) keeps its input (a dense layer, a grouped convolution, a batch norm, an activation
+/// that keeps x). A convolution keeps its own bordered copy or im2col matrix, pooling its indices:
+/// their inputs are not kept, so a batch norm's output and an activation's before a convolution
+/// need no memory of their own. At inference only the network's output is kept.
 /// Input gradients are used once, by the layer before, and always take turns.
 ///
 /// The two buffers of a sequence serve its forward and its backward (what backward reads is never
