@@ -153,6 +153,25 @@ struct KernelTests {
         }
     }
 
+    /// `predict` runs large images a few at a time (a power of two whose largest activation stays
+    /// within its budget), small ones 32 at a time; a batch across chunks predicts each image as
+    /// alone.
+    @Test func predictionChunksKeepLargeActivationsSmall() throws {
+        #expect(try Model(architecture: Architecture(parsing: referenceNetwork), seed: 1).predictionChunk == 32)
+        let model = try Model(architecture: Architecture(parsing: "input(3,224,224) conv(96,3,stride=2,pad=1) relu globalavgpool flatten dense(3)"), seed: 2)
+        #expect(model.largestActivation == 96 * 112 * 112)
+        #expect(model.predictionChunk == 8)  // 16 Mi floats / 1.2 M: 13, down to a power of two
+        let n = 10
+        var r = TestRandom(4)
+        let x = r.values(n * model.inputShape.count, 0, 1)
+        x.withUnsafeBufferPointer { xp in
+            let all = model.predict(xp.baseAddress!, batch: n, logits: true)
+            var single: [Float] = []
+            for i in 0..<n { single += model.predict(xp.baseAddress! + i * model.inputShape.count, batch: 1, logits: true) }
+            #expect(all == single)
+        }
+    }
+
     /// A convolution followed by 2×2 max pooling pools its own output (Winograd: per tile, and in
     /// inference multiplied by tiles, with partial vectors and panels of channels, small planes
     /// bordered in registers with padding 0, 1 or 2; im2col: from

@@ -23,6 +23,8 @@ public final class Model {
     public let workspacePerSample: Int
     /// `predict`'s normalized input, kept between calls like the layers' buffers.
     var predictionInput = Workspace()
+    /// Values per sample of the network's largest activation (its input, or a layer's output).
+    private(set) lazy var largestActivation: Int = namedLayers.reduce(inputShape.count) { max($0, $1.layer.outputShape.count) }
 
     /// Builds the network and initializes it from `seed` (He for layers followed by ReLU, Glorot
     /// otherwise; biases zero).
