@@ -4,6 +4,7 @@
 #
 #   scripts/fuzz.sh [HARNESS...]        architecture, model, idx, jpeg, png, onnx, training (default: all)
 #   FUZZ_SECONDS=600 FUZZ_JOBS=2 scripts/fuzz.sh jpeg
+#   FUZZ_LEVEL=avx512 scripts/fuzz.sh training     the engine at a kernel level (see below)
 #
 # The engine's sources are compiled as one module with the harnesses (swiftc -sanitize=fuzzer,address)
 # and the C shims with clang -fsanitize=fuzzer-no-link,address. An input that traps, leaks, reads or
@@ -13,7 +14,15 @@
 # file there is replayed at each run, before fuzzing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=build/fuzz
+# FUZZ_LEVEL=avx2 or avx512: the engine compiled for that kernel level (8- or 16-wide vectors,
+# fused multiply-add), in a build folder of its own, so that those kernels run under
+# AddressSanitizer too (on a CPU that has the level); the default is the baseline level.
+case ${FUZZ_LEVEL:-baseline} in
+    baseline) OUT=build/fuzz; level_flags=() ;;
+    avx2) OUT=build/fuzz-avx2; level_flags=(-target-cpu haswell -D CNN_FMA) ;;
+    avx512) OUT=build/fuzz-avx512; level_flags=(-target-cpu skylake-avx512 -D CNN_FMA -D CNN_AVX512) ;;
+    *) echo "unknown FUZZ_LEVEL '$FUZZ_LEVEL' (baseline, avx2, avx512)"; exit 2 ;;
+esac
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 ALL=(architecture model idx jpeg png onnx training)
 HARNESSES=("$@")
@@ -51,7 +60,7 @@ if [[ ! -x $OUT/cnn-fuzz || "$(cat $stamp 2>/dev/null)" != "${libs[*]}" ||
         -c Sources/CPNGShim/cnnpng.c -o $OUT/cnnpng.o
     clang -O1 -g -fsanitize=address -I Sources/CCPUID/include -c Sources/CCPUID/cpuid.c -o $OUT/cpuid.o
     # shellcheck disable=SC2086
-    swiftc -O -g -sanitize=fuzzer,address -parse-as-library -module-name CNN -use-ld=lld \
+    swiftc -O -g -sanitize=fuzzer,address -parse-as-library -module-name CNN -use-ld=lld ${level_flags[@]+"${level_flags[@]}"} \
         -I Tests/fuzz -I Sources/CZlib -I Sources/CLibJPEG -I Sources/CLibPNG $sources Tests/fuzz/Harnesses.swift \
         $OUT/cnnjpeg.o $OUT/cnnpng.o $OUT/cpuid.o -lpng16 "${libs[@]}" -o $OUT/cnn-fuzz
     echo "${libs[*]}" > $stamp
