@@ -371,8 +371,9 @@ struct DepthwisePlan {
         // At stride 2 the phases are written a vector at a time (`border`): whole vectors each.
         phaseStride = g.sw == 1 ? phase : (phase + V.scalarCount - 1) / V.scalarCount * V.scalarCount
         rowStride = g.sw * phaseStride
-        // At stride 2, one more row: an input row with its border, before it is split.
-        scratchCount = (g.h + 2 * g.ph + (g.sw == 1 ? 0 : 1)) * rowStride
+        // At stride 2, one more row: an input row with its border, before it is split (its odd
+        // elements are read from one float past the row's end).
+        scratchCount = g.sw == 1 ? (g.h + 2 * g.ph) * rowStride : (g.h + 2 * g.ph + 1) * rowStride + 1
         paddedOW = (g.ow + V.scalarCount - 1) / V.scalarCount * V.scalarCount
         paddedOutputCount = g.oh * paddedOW
     }
@@ -400,6 +401,10 @@ struct DepthwisePlan {
     /// stride 2 the rows of zeros above and below are left as they are.
     func border(_ x: UnsafePointer<Float>, into scratch: UnsafeMutablePointer<Float>, bordered: Bool) {
         let rows = g.h + 2 * g.ph
+        // Stride 2: each input row is first copied with its zero border into the scratch's last
+        // row (`line`), whose border stays zero from plane to plane.
+        let line = scratch + rows * rowStride
+        if !bordered && g.sw != 1 { line.update(repeating: 0, count: rowStride + 1) }
         if bordered && g.sw == 1 {
             for iy in 0..<g.h { (scratch + (iy + g.ph) * rowStride + g.pw).update(from: x + iy * g.w, count: g.w) }
             return
@@ -416,33 +421,16 @@ struct DepthwisePlan {
                 row.advanced(by: g.pw).update(from: src, count: g.w)
                 row.advanced(by: g.pw + g.w).update(repeating: 0, count: rowStride - g.pw - g.w)
             } else {
-                // Stride 2: phase 0 holds columns 2j - PW, phase 1 columns 2j + 1 - PW: the row
-                // with its border (in the scratch's last row), split a pair of vectors at a time.
-                let line = scratch + rows * rowStride
-                line.update(repeating: 0, count: g.pw)
+                // Stride 2: phase 0 holds columns 2j - PW, phase 1 columns 2j + 1 - PW, split from
+                // the bordered row a vector of each at a time.
                 (line + g.pw).update(from: src, count: g.w)
-                (line + g.pw + g.w).update(repeating: 0, count: rowStride - g.pw - g.w)
                 var j = 0
                 while j < phaseStride {
-                    let (even, odd) = evenAndOdd(load(line + 2 * j), load(line + 2 * j + V.scalarCount))
-                    store(even, row + j)
-                    store(odd, row + phaseStride + j)
+                    store(evenElements(line + 2 * j), row + j)
+                    store(evenElements(line + 2 * j + 1), row + phaseStride + j)
                     j += V.scalarCount
                 }
             }
         }
     }
-}
-
-/// The even lanes of a then b, and the odd lanes of a then b: the even and odd elements of the
-/// floats they hold end to end. Built lane by lane, which LLVM folds into a permute each.
-@_transparent
-func evenAndOdd(_ a: V, _ b: V) -> (V, V) {
-    let half = V.scalarCount / 2
-    var even = V(), odd = V()
-    for l in 0..<half {
-        even[l] = a[2 * l]; even[half + l] = b[2 * l]
-        odd[l] = a[2 * l + 1]; odd[half + l] = b[2 * l + 1]
-    }
-    return (even, odd)
 }
