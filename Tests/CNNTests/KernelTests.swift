@@ -53,6 +53,64 @@ struct KernelTests {
         }
     }
 
+    /// The product over a batch's pixels read from and written to the samples' planes: against
+    /// plain loops, and the same bits as the product sample by sample. Sizes: panels that span
+    /// two samples (49, 100 pixels) or several (4), K past one packed block (400 > KC: the staged
+    /// block accumulates), rows past a whole register block; B as planes or as one matrix. The
+    /// samples' planes lie apart, with NaN between them, which must stay untouched.
+    @Test(arguments: [(16, 49, 3, 20), (13, 4, 9, 7), (24, 100, 2, 400), (8, 196, 2, 64), (3, 49, 5, 33)])
+    func gemmOverSamplesMatchesLoops(_ size: (Int, Int, Int, Int)) {
+        let (m, p, batch, k) = size
+        var r = TestRandom(UInt64(m * 100 + p * 10 + batch + k))
+        let inStride = k * p + 5, outStride = m * p + 7, columns = batch * p
+        let a = r.values(m * k), bias = r.values(m).map { 8 * $0 }
+        var x = [Float](repeating: .nan, count: batch * inStride)
+        for n in 0..<batch { for t in 0..<k * p { x[n * inStride + t] = r.rng.uniform() * 2 - 1 } }
+        // The same pixels as one (K, B·P) matrix.
+        var matrix = [Float](repeating: 0, count: k * columns)
+        for n in 0..<batch { for t in 0..<k { for q in 0..<p { matrix[t * columns + n * p + q] = x[n * inStride + t * p + q] } } }
+        for clamp in [Clamp.none, .relu6] {
+            var expected = [Float](repeating: .nan, count: batch * outStride), bySample = expected
+            for n in 0..<batch {
+                for i in 0..<m {
+                    for q in 0..<p {
+                        var s = Double(bias[i])
+                        for t in 0..<k { s += Double(a[i * k + t]) * Double(x[n * inStride + t * p + q]) }
+                        expected[n * outStride + i * p + q] = Float(clamp == .none ? s : min(max(0, s), 6))
+                    }
+                }
+                a.withUnsafeBufferPointer { ap in x.withUnsafeBufferPointer { xp in bySample.withUnsafeMutableBufferPointer { yp in
+                    bias.withUnsafeBufferPointer { bp in
+                        gemm(m: m, n: p, k: k, a: ap.baseAddress!, aRow: k, aCol: 1, b: xp.baseAddress! + n * inStride, ldb: p,
+                             c: yp.baseAddress! + n * outStride, ldc: p, accumulate: false, rowBias: bp.baseAddress!, clamp: clamp)
+                    }
+                } } }
+            }
+            for asMatrix in [false, true] {
+                var y = [Float](repeating: .nan, count: batch * outStride)
+                a.withUnsafeBufferPointer { ap in y.withUnsafeMutableBufferPointer { yp in bias.withUnsafeBufferPointer { bp in
+                    (asMatrix ? matrix : x).withUnsafeBufferPointer { source in
+                        let layout: SampleColumns = asMatrix ? .matrix(ld: columns) : .planes(p, sampleStride: inStride)
+                        // Uneven pieces of columns, as tasks would take them.
+                        for (j0, j1) in [(0, min(columns, 37)), (min(columns, 37), columns)] where j0 < j1 {
+                            gemmSamples(i0: 0, i1: m, j0: j0, j1: j1, k: k, a: ap.baseAddress!, aRow: k, aCol: 1,
+                                        b: source.baseAddress!, layout, c: yp.baseAddress!, .planes(p, sampleStride: outStride),
+                                        rowBias: bp.baseAddress!, clamp: clamp)
+                        }
+                    }
+                } } }
+                let label = "\(m)x\(p)x\(batch)x\(k) \(clamp) matrix \(asMatrix)"
+                let differing = zip(y, bySample).filter { $0.bitPattern != $1.bitPattern }.count
+                #expect(differing == 0, "\(label): \(differing) elements differ from the per-sample product's bits")
+                let written = (0..<y.count).filter { !expected[$0].isNaN }
+                #expect(written.allSatisfy { !y[$0].isNaN } && y.indices.allSatisfy { !expected[$0].isNaN || y[$0].isNaN },
+                        "\(label): wrote outside the planes or missed an output")
+                let e = maxRelativeError(written.map { Double(y[$0]) }, written.map { Double(expected[$0]) })
+                #expect(e < 1e-4, "\(label): error \(e)")
+            }
+        }
+    }
+
     @Test(arguments: sizes)
     func gemmNTMatchesLoops(_ size: (Int, Int, Int)) {
         let (m, n, k) = size

@@ -77,8 +77,9 @@ func gemm(m: Int, n: Int, k: Int,
     }
 }
 
-/// This thread's buffer for packed panels of B (KC × NR floats, 64-byte aligned), allocated on the
-/// thread's first product and kept until it exits: a product allocates nothing.
+/// This thread's buffer for packed panels of B (KC × NR floats, 64-byte aligned), followed by one
+/// register block's MR × NR floats (`gemmSamples`' staging block), allocated on the thread's first
+/// product and kept until it exits: a product allocates nothing.
 private let packKey: pthread_key_t = {
     var key = pthread_key_t()
     pthread_key_create(&key) { free($0) }
@@ -86,10 +87,10 @@ private let packKey: pthread_key_t = {
 }()
 
 @inline(__always)
-private func packBuffer() -> UnsafeMutablePointer<Float> {
+func packBuffer() -> UnsafeMutablePointer<Float> {
     if let p = pthread_getspecific(packKey) { return p.assumingMemoryBound(to: Float.self) }
     var raw: UnsafeMutableRawPointer? = nil
-    posix_memalign(&raw, 64, gemmKC * gemmNR * MemoryLayout<Float>.size)
+    posix_memalign(&raw, 64, (gemmKC + gemmMR) * gemmNR * MemoryLayout<Float>.size)
     pthread_setspecific(packKey, raw)
     return raw!.assumingMemoryBound(to: Float.self)
 }
@@ -174,23 +175,8 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                 if !prepacked { packB(b + k0 * ldb + j * bCol, ldb: ldb, bCol: bCol, rows: kc, width: width, into: buffer) }
                 let ak = a + k0 * aCol
                 var i = i0
-                // A panel at most half full (16 output channels in AVX-512's 32 columns) takes
-                // the block's first vector only: the same operations on its columns, half of them.
-                let half = width <= V.scalarCount
                 while i + gemmMR <= i1 {
-                    #if CNN_AVX512
-                    if half {
-                        kernel8Half(kc, ak + i * aRow, aRow, aCol, packed, bStep, c + i * ldc + j, ldc, width, store(k0, kc, i))
-                    } else {
-                        kernel8(kc, ak + i * aRow, aRow, aCol, packed, bStep, c + i * ldc + j, ldc, width, store(k0, kc, i))
-                    }
-                    #else
-                    if half {
-                        kernel6Half(kc, ak + i * aRow, aRow, aCol, packed, bStep, c + i * ldc + j, ldc, width, store(k0, kc, i))
-                    } else {
-                        kernel6(kc, ak + i * aRow, aRow, aCol, packed, bStep, c + i * ldc + j, ldc, width, store(k0, kc, i))
-                    }
-                    #endif
+                    registerBlock(kc, ak + i * aRow, aRow, aCol, packed, bStep, c + i * ldc + j, ldc, width, store(k0, kc, i))
                     i += gemmMR
                 }
                 while i < i1 {
@@ -279,6 +265,28 @@ private func storePartialRow(_ lo: V, _ hi: V, _ c: UnsafeMutablePointer<Float>,
     for j in 0..<width {
         c[j] = st.clamp.apply(st.accumulate ? c[j] + part[j] : part[j])
     }
+}
+
+/// One register block of MR rows: C[MR, NR] (+)= A[MR, kc] · B[kc, NR] (packed, or rows ldb
+/// apart), `width` columns written. A panel at most half full (16 output channels in AVX-512's 32
+/// columns) takes the block's first vector only: the same operations on its columns, half of them.
+@inline(__always)
+func registerBlock(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: Int,
+                   _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                   _ width: Int, _ st: Store) {
+    #if CNN_AVX512
+    if width <= V.scalarCount {
+        kernel8Half(kc, a, aRow, aCol, b, ldb, c, ldc, width, st)
+    } else {
+        kernel8(kc, a, aRow, aCol, b, ldb, c, ldc, width, st)
+    }
+    #else
+    if width <= V.scalarCount {
+        kernel6Half(kc, a, aRow, aCol, b, ldb, c, ldc, width, st)
+    } else {
+        kernel6(kc, a, aRow, aCol, b, ldb, c, ldc, width, st)
+    }
+    #endif
 }
 
 /// The register block: C[6, NR] (+)= A[6, kc] · B[kc, NR] (packed, or rows ldb apart).
@@ -415,7 +423,7 @@ private func kernel8(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: 
 /// are ldb apart and hold NR readable columns (the packed, zero-padded panel, or B itself);
 /// `width` columns are written.
 @inline(__always)
-private func kernelRow(_ kc: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
+func kernelRow(_ kc: Int, _ a: UnsafePointer<Float>, _ aCol: Int,
                        _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>,
                        _ width: Int, _ st: Store) {
     let w = V.scalarCount

@@ -122,23 +122,30 @@ public final class Conv2D: Layer, PlannedLayer {
             return y
         }
         if !pool && g.multipliesBatch(batch) {
-            // Small planes through a 1×1 convolution: one product over the batch's pixels, its
-            // columns gathered from the samples' planes (kept for backward) and its rows scattered
-            // back into them.
-            let columns = batch * p, xg = self.col.reserve(batch * ckk * p).pointer
-            let yg = scratch.transposed.reserve(batch * outCount).pointer
-            let parts = min(batch, max(2, ThreadPool.shared.threads))
-            ThreadPool.shared.parallelFor(parts) { task in
-                for n in stride(from: task, to: batch, by: parts) {
-                    for k in 0..<ckk { copyRow(xg + k * columns + n * p, xp + n * inCount + k * p, p, exact: true) }
+            // Small planes through a 1×1 convolution: one product over the batch's pixels, read
+            // from and written to the samples' planes (GemmSamples.swift). Training multiplies
+            // the columns it gathers for backward (one matrix), the rest the planes themselves.
+            let columns = batch * p
+            var source = SampleColumns.planes(p, sampleStride: inCount), pixels = UnsafePointer(xp)
+            if training {
+                let xg = self.col.reserve(batch * ckk * p).pointer
+                let parts = min(batch, max(2, ThreadPool.shared.threads))
+                ThreadPool.shared.parallelFor(parts) { task in
+                    for n in stride(from: task, to: batch, by: parts) {
+                        for k in 0..<ckk { copyRow(xg + k * columns + n * p, xp + n * inCount + k * p, p, exact: true) }
+                    }
                 }
+                (source, pixels) = (.matrix(ld: columns), UnsafePointer(xg))
             }
-            gemm(m: oc, n: columns, k: ckk, a: w, aRow: ckk, aCol: 1, b: xg, ldb: columns, c: yg, ldc: columns,
-                 accumulate: false, rowBias: b, clamp: clamp, parallel: true)
-            ThreadPool.shared.parallelFor(parts) { task in
-                for n in stride(from: task, to: batch, by: parts) {
-                    for o in 0..<oc { copyRow(yp + n * outCount + o * p, yg + o * columns + n * p, p, exact: true) }
-                }
+            // Tasks of four panels, claimed as the threads come free; fewer than two a thread (a
+            // batch of 2×2 planes: 128 columns) also split the output channels.
+            let chunk = 4 * gemmNR, chunks = (columns + chunk - 1) / chunk, threads = ThreadPool.shared.threads
+            let rowParts = chunks >= 2 * threads ? 1 : min((oc + gemmMR - 1) / gemmMR, (2 * threads + chunks - 1) / chunks)
+            let rowPart = ((oc + rowParts - 1) / rowParts + gemmMR - 1) / gemmMR * gemmMR
+            ThreadPool.shared.parallelFor(chunks * rowParts) { t in
+                let j0 = t / rowParts * chunk, i0 = t % rowParts * rowPart
+                gemmSamples(i0: i0, i1: min(oc, i0 + rowPart), j0: j0, j1: min(columns, j0 + chunk), k: ckk, a: w, aRow: ckk,
+                            aCol: 1, b: pixels, source, c: yp, .planes(p, sampleStride: outCount), rowBias: b, clamp: clamp)
             }
             return y
         }
