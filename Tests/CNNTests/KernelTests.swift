@@ -270,14 +270,18 @@ struct KernelTests {
     }
 
     /// A ReLU or ReLU6 right after a convolution (Winograd, im2col, strided, 1×1, grouped,
-    /// depthwise planar and channels last) is applied in its output write: logits and gradients
-    /// must be the bits of the separate layers, with inputs and biases past ReLU6's cap. A ReLU6
-    /// before max pooling keeps the pooling a layer of its own.
+    /// depthwise planar and channels last) is applied in its output write, and a SiLU at inference:
+    /// logits and gradients must be the bits of the separate layers, with inputs and biases past
+    /// ReLU6's cap. A ReLU6 before max pooling keeps the pooling a layer of its own.
     @Test(arguments: [
         "input(8,10,10) conv(16,3,pad=1) relu6 conv(16,3,pad=1,groups=16) relu6 conv(16,3,stride=2,pad=1,groups=16) relu " +
             "conv(24,1) relu6 maxpool(2) flatten dense(3)",
         "input(32,4,4) conv(32,3,pad=1,groups=32) relu6 conv(32,1) relu conv(16,3,pad=1,groups=4) relu6 flatten dense(3)",
         "input(3,9,9) conv(8,3,stride=2) relu6 conv(12,2) relu6 flatten dense(3)",
+        "input(8,10,10) conv(16,3,pad=1) silu conv(16,3,pad=1,groups=16) silu conv(16,3,stride=2,pad=1,groups=16) silu " +
+            "conv(24,1) silu flatten dense(3)",
+        "input(32,4,4) conv(32,3,pad=1,groups=32) silu conv(32,1) silu conv(16,3,pad=1,groups=4) silu flatten dense(3)",
+        "input(3,9,9) conv(8,3,stride=2) silu conv(12,2) silu flatten dense(3)",
     ])
     func fusedActivationsMatchSeparateLayers(_ text: String) throws {
         try threadSettingLock.with {
@@ -289,7 +293,10 @@ struct KernelTests {
             }
             for (a, b) in zip(fused.namedParameters, separate.namedParameters) { b.parameter.value.copy(from: a.parameter.value) }
             let convs = fused.layers.filter { $0 is Conv2D || $0 is GroupedConv2D }
-            #expect(convs.allSatisfy { ($0 as? Conv2D)?.fusedActivation ?? ($0 as? GroupedConv2D)!.fusedActivation != .none })
+            #expect(convs.allSatisfy {
+                let conv = $0 as? Conv2D, grouped = $0 as? GroupedConv2D
+                return (conv?.fusedActivation ?? grouped!.fusedActivation) != .none || (conv?.inferenceActivation ?? grouped!.inferenceActivation) == .silu
+            })
             #expect(!fused.layers.contains { ($0 as? Conv2D)?.pooling != nil })
             var r = TestRandom(4)
             expectSameBits(fused, separate, inputs: r.values(3 * fused.inputShape.count, -4, 4), gradients: r.values(3 * fused.numClasses))
@@ -309,6 +316,9 @@ struct KernelTests {
         "input(4,8,8) residual[conv(4,3,pad=1,bias=false) batchnorm relu conv(4,3,pad=1,bias=false) batchnorm] relu globalavgpool flatten dense(3)",
         "input(8,10,10) conv(8,3,pad=1,bias=false) batchnorm relu6 conv(16,1) batchnorm relu6 conv(16,3,pad=1,groups=16) batchnorm relu6 conv(8,3,stride=2,pad=1) batchnorm relu6 flatten dense(3)",
         "input(16,4,4) conv(16,3,pad=1,groups=16,bias=false) batchnorm relu6 conv(8,1,bias=false) batchnorm relu6 flatten dense(3)",
+        // A SiLU after the norm goes into the output write too (at inference only).
+        "input(8,10,10) conv(8,3,pad=1,bias=false) batchnorm silu conv(16,1) batchnorm silu conv(16,3,pad=1,groups=16) batchnorm silu " +
+            "conv(8,3,stride=2,pad=1) batchnorm silu flatten dense(3)",
     ])
     func batchNormFoldedAtInference(_ text: String) throws {
         try threadSettingLock.with {

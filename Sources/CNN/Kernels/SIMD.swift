@@ -48,14 +48,21 @@ func rectify(_ x: V) -> V { relu(x) }
 func reluIf(_ apply: Bool, _ x: Float) -> Float { apply && x < 0 ? 0 : x }
 
 /// The activation a convolution applies as it writes its output: none, ReLU, or ReLU6 (a batch
-/// norm and the ReLU or ReLU6 after it folded in at inference). The same operations, so the same
-/// bits, as the ReLU and ReLU6 layers.
+/// norm and the ReLU or ReLU6 after it folded in at inference), or SiLU at inference only. The
+/// same operations, so the same bits, as the activation layers.
 enum Clamp {
-    case none, relu, relu6
+    case none, relu, relu6, silu
 
-    /// The clamp that activation `kind` is (.none for any other, or for none).
+    /// The clamp that activation `kind` is in training and at inference (.none for any other, or
+    /// for none).
     init(_ kind: ActivationKind?) {
         self = kind == .relu ? .relu : kind == .relu6 ? .relu6 : .none
+    }
+
+    /// The clamp that activation `kind` is at inference: also SiLU, whose backward needs its input
+    /// (the convolution's output, which a fused write would not keep), so training runs it alone.
+    static func atInference(_ kind: ActivationKind?) -> Clamp {
+        kind == .silu ? .silu : Clamp(kind)
     }
 
     @_transparent   // @inline(__always) left it out of line in the GEMM's output write
@@ -64,6 +71,7 @@ enum Clamp {
         case .none: return x
         case .relu: return rectify(x)
         case .relu6: return ReLU6Function.apply(x)
+        case .silu: return SiLUFunction.apply(x)
         }
     }
 
@@ -73,6 +81,7 @@ enum Clamp {
         case .none: return x
         case .relu: return reluIf(true, x)
         case .relu6: return x < 0 ? 0 : x > 6 ? 6 : x
+        case .silu: return SiLUFunction.apply(V(repeating: x))[0]  // as the layer computes a tail
         }
     }
 }

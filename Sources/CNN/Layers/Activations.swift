@@ -36,6 +36,10 @@ public final class Activation: Layer, PlannedLayer {
     /// Set by the model for a ReLU or ReLU6 after a batch norm, which applies it in its output write
     /// and its mask in backward: forward passes x through and backward dy.
     var appliedByNorm = false
+    /// Set by the model for a SiLU after a convolution (or the batch norm folded into one), which
+    /// applies it in its output write at inference: forward then passes x through. Training runs
+    /// it as written.
+    var fusedAtInference = false
 
     var backwardReads: BackwardReads {
         if appliedByNorm { return .passingThrough }
@@ -57,7 +61,7 @@ public final class Activation: Layer, PlannedLayer {
     public var flops: Int { inputShape.count }
 
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
-        if appliedByNorm { return x }
+        if appliedByNorm || fusedAtInference && !training { return x }
         let count = batch * inputShape.count
         let y = buffers.output(count, input: x, training: training)
         let xp = x.pointer, yp = y.pointer

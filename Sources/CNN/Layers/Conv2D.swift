@@ -13,6 +13,9 @@ public final class Conv2D: Layer, PlannedLayer {
     /// it (the activation layer then passes its input through, keeping it for its backward: the
     /// output is positive, or inside (0, 6), where the input is).
     var fusedActivation = Clamp.none
+    /// Set by the model when a SiLU follows (after the batch norm if any): applied in the output
+    /// write at inference only (the activation layer then passes its input through).
+    var inferenceActivation = Clamp.none
     /// Set by the model when 2×2 max pooling (stride 2) follows, after the ReLU if any: the
     /// convolution returns the pooled output (OC, OH / 2, OW / 2) and, in training, writes the
     /// pooling's indices of the maxima; the full-size output never leaves its task's cache. The
@@ -78,7 +81,7 @@ public final class Conv2D: Layer, PlannedLayer {
         let b = folded?.bias ?? bias.map { UnsafePointer($0.value.pointer) }
         let weightKey = folded == nil ? weight.version : folding?.key ?? 0
         // The output write's activation: a ReLU or ReLU6 right after, or the folded norm's.
-        let clamp: Clamp = fusedActivation != .none ? fusedActivation : folded?.clamp ?? .none
+        let clamp: Clamp = fusedActivation != .none ? fusedActivation : folded?.clamp ?? (training ? .none : inferenceActivation)
         let xp = x.pointer, yp = y.pointer
         let strideOne = g.sh == 1 && g.sw == 1
         if g.winograd {

@@ -21,6 +21,8 @@ public final class GroupedConv2D: Layer, PlannedLayer {
     var folding: NormFolding?
     /// Set by the model when a ReLU or ReLU6 follows: applied in the output write (see Conv2D's).
     var fusedActivation = Clamp.none
+    /// Set by the model when a SiLU follows: applied in the output write at inference only.
+    var inferenceActivation = Clamp.none
     private var saved: FloatBuffer?
     private var depthwiseScratch = Workspace()
     private var turnedWeights = Workspace()  // the input gradient's kernels, turned by 180°
@@ -63,7 +65,7 @@ public final class GroupedConv2D: Layer, PlannedLayer {
         let folded = training ? nil : folding?.folded(weight: weight, bias: bias)
         let w = folded?.weight ?? UnsafePointer(weight.value.pointer)
         let b = folded?.bias ?? bias.map { UnsafePointer($0.value.pointer) }
-        let clamp: Clamp = fusedActivation != .none ? fusedActivation : folded?.clamp ?? .none
+        let clamp: Clamp = fusedActivation != .none ? fusedActivation : folded?.clamp ?? (training ? .none : inferenceActivation)
         let xp = x.pointer, yp = y.pointer
         saved = x
         if let plan = depthwisePlan {

@@ -6,8 +6,8 @@
 /// as written, since it normalizes with the batch's statistics.
 final class NormFolding {
     let norm: BatchNorm
-    /// The ReLU or ReLU6 after the batch norm (applied by it in training), applied by the
-    /// convolution's output write at inference.
+    /// The ReLU or ReLU6 after the batch norm (applied by it in training), or the SiLU after it,
+    /// applied by the convolution's output write at inference.
     private let clamp: Clamp
     private var weights = Workspace()
     private var biases = Workspace()
@@ -17,9 +17,10 @@ final class NormFolding {
     /// negative, so it never equals a weight's own version, and new whenever they are remade.
     private(set) var key = -1
 
-    init(norm: BatchNorm) {
+    /// `then`: the activation after the norm when it is not the norm's own (a SiLU).
+    init(norm: BatchNorm, then activation: ActivationKind? = nil) {
         self.norm = norm
-        self.clamp = Clamp(norm.activation)
+        self.clamp = Clamp.atInference(norm.activation ?? activation)
     }
 
     /// The folded weight (`weight`'s shape) and bias (one per output channel), made again when

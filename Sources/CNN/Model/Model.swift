@@ -158,10 +158,16 @@ public final class Model {
             }
         }
         // Batch norm right after a convolution, and a ReLU or ReLU6 after it, are folded into the
-        // convolution at inference (see NormFolding).
+        // convolution at inference (see NormFolding); so is a SiLU after either.
         for (i, layer) in layers.enumerated() where i + 1 < layers.count && (layer is Conv2D || layer is GroupedConv2D) {
-            guard let norm = layers[i + 1] as? BatchNorm else { continue }
-            let folding = NormFolding(norm: norm)
+            let norm = layers[i + 1] as? BatchNorm
+            let after = layers.dropFirst(i + (norm == nil ? 1 : 2)).first as? Activation
+            let silu = after?.kind == .silu && norm?.activation == nil ? after : nil
+            silu?.fusedAtInference = true
+            (layer as? Conv2D)?.inferenceActivation = silu == nil ? .none : .silu
+            (layer as? GroupedConv2D)?.inferenceActivation = silu == nil ? .none : .silu
+            guard let norm else { continue }
+            let folding = NormFolding(norm: norm, then: silu?.kind)
             (layer as? Conv2D)?.folding = folding
             (layer as? GroupedConv2D)?.folding = folding
             norm.foldedIntoPrevious = true
