@@ -26,25 +26,28 @@ private func batchValues(_ m: Model, _ n: Int32) throws -> Int {
     return total
 }
 
+/// `images(model, values, predict)` checks or converts the caller's images and calls `predict` on
+/// the float pixels.
 private func predict(_ function: String, _ model: OpaquePointer?, _ n: Int32, _ out: UnsafeMutablePointer<Float>?,
-                     logits: Bool, images: (Model, Int) throws -> [Float]) -> cnn_status {
+                     logits: Bool, images: (Model, Int, (UnsafePointer<Float>) -> [Float]) throws -> [Float]) -> cnn_status {
     guarded(function) {
         let handle = try Registry.model(model)
         let out = try required(out, logits ? "logits" : "probabilities")
         let result = try handle.shared { m -> [Float] in
-            let x = try images(m, try batchValues(m, n))
-            return x.withUnsafeBufferPointer { m.predict($0.baseAddress!, batch: Int(n), logits: logits) }
+            try images(m, try batchValues(m, n)) { m.predict($0, batch: Int(n), logits: logits) }
         }
         out.update(from: result, count: result.count)
     }
 }
 
-private func floatImages(_ images: UnsafePointer<Float>?) -> (Model, Int) throws -> [Float] {
-    { m, total in
+/// The caller's float images, used in place once every value is checked to be in [0, 1].
+private func floatImages(_ images: UnsafePointer<Float>?) -> (Model, Int, (UnsafePointer<Float>) -> [Float]) throws -> [Float] {
+    { m, total, predict in
         let images = try required(images, "images")
-        let x = Array(UnsafeBufferPointer(start: images, count: total))
-        if let i = x.firstIndex(where: { !($0 >= 0 && $0 <= 1) }) { throw invalid(pixelRangeMessage(x[i], index: i, shape: m.inputShape)) }
-        return x
+        if let i = firstOutsideUnitInterval(images, count: total) {
+            throw invalid(pixelRangeMessage(images[i], index: i, shape: m.inputShape))
+        }
+        return predict(images)
     }
 }
 
@@ -63,10 +66,11 @@ public func exportModelPredictLogits(_ model: OpaquePointer?, _ images: UnsafePo
 // export: cnn_model_predict_uint8
 public func exportModelPredictUInt8(_ model: OpaquePointer?, _ images: UnsafePointer<UInt8>?, _ n: Int32,
                                     _ probabilities: UnsafeMutablePointer<Float>?) -> cnn_status {
-    predict("cnn_model_predict_uint8", model, n, probabilities, logits: false) { m, total in
+    predict("cnn_model_predict_uint8", model, n, probabilities, logits: false) { m, total, predict in
         let images = try required(images, "images")
         let s = m.inputShape
-        return nhwcToNCHW(images, n: Int(n), c: s.c, h: s.h, w: s.w, total: total).map { Float($0) / 255 }
+        let x = nhwcToNCHW(images, n: Int(n), c: s.c, h: s.h, w: s.w, total: total).map { Float($0) / 255 }
+        return x.withUnsafeBufferPointer { predict($0.baseAddress!) }
     }
 }
 

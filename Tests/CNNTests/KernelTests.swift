@@ -161,6 +161,24 @@ struct KernelTests {
         #expect(e[6].isNaN && e[7] == 1)
     }
 
+    /// The pixel check before a prediction: the first value outside [0, 1] (NaN, a value just past
+    /// either end) wherever it falls, in a whole vector or in the tail; 0, -0 and 1 pass.
+    @Test func firstValueOutsideTheUnitInterval() {
+        for count in [0, 5, 16, 37, 100] {
+            var x = (0..<count).map { Float($0 % 7) / 6 }
+            if count > 2 { x[1] = -0.0; x[2] = 1 }
+            #expect(firstOutsideUnitInterval(x, count: count) == nil, "count \(count)")
+            for bad in [Float.nan, Float(1).nextUp, -Float.leastNonzeroMagnitude, .infinity, 255] {
+                for at in Set([0, count / 2, count - 1]) where count > 0 {
+                    var y = x
+                    y[at] = bad
+                    if at + 3 < count { y[at + 3] = 2 }  // a later one is not reported
+                    #expect(firstOutsideUnitInterval(y, count: count) == at, "count \(count), \(bad) at \(at)")
+                }
+            }
+        }
+    }
+
     @Test(arguments: [(1, 1), (5, 3), (16, 16), (17, 33), (64, 196), (40, 8), (3136, 128)])
     func transposeMatchesLoops(_ size: (Int, Int)) {
         let (rows, cols) = size

@@ -54,7 +54,7 @@ public final class Dataset {
     /// Validates and takes (N, C, H, W) float pixels (finite, in the [0, 1] scale).
     public init(floats: [Float], labels: [Int32], shape: Shape, classNames: [String]) throws {
         try Dataset.validate(pixelCount: floats.count, labels: labels, shape: shape, classes: classNames.count)
-        if let bad = floats.firstIndex(where: { !($0 >= 0 && $0 <= 1) }) {
+        if let bad = floats.withUnsafeBufferPointer({ firstOutsideUnitInterval($0.baseAddress!, count: $0.count) }) {
             let v = floats[bad], hint = v.isFinite && v > 1 && v <= 255 ? "; divide 8-bit values by 255 (or pass uint8 images)" : ""
             throw CNNError(.invalidArgument, "dataset: pixel \(bad) (image \(bad / shape.count)) is \(v): float pixels must be in [0, 1]\(hint)")
         }
@@ -242,4 +242,20 @@ struct SampleScratch {
         bytes = [UInt8](repeating: 0, count: shape.count)
         floats = [Float](repeating: 0, count: shape.count)
     }
+}
+
+/// The index of the first of `count` values outside [0, 1] (NaN is), or nil: a vector at a time,
+/// then the rest one by one (a batch of 224×224 images is checked in place before every prediction).
+public func firstOutsideUnitInterval(_ x: UnsafePointer<Float>, count: Int) -> Int? {
+    var i = 0
+    while i + V.scalarCount <= count {
+        let v = load(x + i)
+        if !all((v .>= 0) .& (v .<= 1)) { break }
+        i += V.scalarCount
+    }
+    while i < count {
+        if !(x[i] >= 0 && x[i] <= 1) { return i }
+        i += 1
+    }
+    return nil
 }

@@ -99,11 +99,11 @@ extension Model {
         var lo = 0
         let s = inputShape.h * inputShape.w
         while lo < batch {
-            let n = min(chunk, batch - lo)
-            for i in 0..<n {
-                for c in 0..<inputShape.c {
-                    let inv = 1 / std[c], m = mean[c]
-                    let src = images + (lo + i) * sample + c * s, dst = x.pointer + i * sample + c * s
+            let n = min(chunk, batch - lo), channels = inputShape.c, xp = x.pointer
+            parallelChunks(n * channels, chunk: max(1, 32768 / s)) { p0, p1 in
+                for plane in p0..<p1 {
+                    let c = plane % channels, inv = 1 / std[c], m = mean[c]
+                    let src = images + lo * sample + plane * s, dst = xp + plane * s
                     for j in 0..<s { dst[j] = (src[j] - m) * inv }
                 }
             }
