@@ -7,9 +7,11 @@ import Testing
 @Suite("Matrix kernels against plain loops", .enabled(if: levelRuns, levelSkipReason))
 struct KernelTests {
     // (16, 48, 20) and (12, 8, 5): a last panel of exactly one vector (AVX-512, AVX2), which
-    // the half-panel kernels take.
+    // the half-panel kernels take. (9, 33, 17), (16, 48, 20), (24, 300, 16) and (13, 200, 64):
+    // a short K, rows running along several packed panels (`gemmTileShortK`), over chunks of
+    // panels with a partial last one.
     static let sizes = [(1, 1, 1), (3, 5, 7), (8, 32, 16), (9, 33, 17), (17, 70, 300), (64, 196, 288), (5, 40, 9), (40, 7, 600),
-                        (16, 48, 20), (12, 8, 5)]
+                        (16, 48, 20), (12, 8, 5), (24, 300, 16), (13, 200, 64)]
 
     @Test(arguments: sizes)
     func gemmAllLayouts(_ size: (Int, Int, Int)) {

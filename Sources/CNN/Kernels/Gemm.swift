@@ -165,6 +165,10 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
         // apart. Packing such a B cost a copy of it per product (7 % of a batch-1 convolution).
         let prepacked = panelStride > 0 || bCol == 1 && (ldb == nr && j1 - j0 == nr || bInPlace && min(k, gemmKC) * ldb <= 4096)
         let bStep = prepacked ? panelRows : nr
+        if !prepacked && 2 * k * nr <= 4096 && j1 - j0 > nr && i1 - i0 > gemmMR {
+            return gemmTileShortK(i0: i0, i1: i1, j0: j0, j1: j1, k: k, a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb, bCol: bCol,
+                                  c: c, ldc: ldc, buffer: buffer, store: store(0, k, i0))
+        }
         var j = j0
         while j < j1 {
             let width = min(nr, j1 - j)
@@ -187,6 +191,51 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
             }
             j += nr
         }
+    }
+}
+
+/// A short K (a 1×1 convolution expanding 16 to 96 channels): as many panels of B as fit in half
+/// of L1 are packed, then each register block of rows runs along all of them, so
+/// that C is written a block of rows at a time, in runs of up to 16 KiB / K columns, instead of
+/// a panel's 128 bytes in each of M rows (as many write streams as rows: at 12544 columns the
+/// product was twice ONNX Runtime's time). The same operations in the same order as `gemmTile`'s.
+@inline(never)
+private func gemmTileShortK(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
+                            a: UnsafePointer<Float>, aRow: Int, aCol: Int,
+                            b: UnsafePointer<Float>, ldb: Int, bCol: Int,
+                            c: UnsafeMutablePointer<Float>, ldc: Int, buffer: UnsafeMutablePointer<Float>, store first: Store) {
+    // The packed panels stay in half of L1 (16 KiB: 8 panels at K = 16, 2 at K = 64).
+    let nr = gemmNR, panels = max(1, 4096 / (k * nr))
+    // Store for the rows from i: the bias pointer moves with them.
+    @inline(__always) func store(_ i: Int) -> Store {
+        Store(accumulate: first.accumulate, bias: first.bias.map { $0 + (i - i0) }, clamp: first.clamp)
+    }
+    var j = j0
+    while j < j1 {
+        let end = min(j1, j + panels * nr)
+        var p = 0
+        for jj in stride(from: j, to: end, by: nr) {
+            packB(b + jj * bCol, ldb: ldb, bCol: bCol, rows: k, width: min(nr, end - jj), into: buffer + p * k * nr)
+            p += 1
+        }
+        var i = i0
+        while i + gemmMR <= i1 {
+            p = 0
+            for jj in stride(from: j, to: end, by: nr) {
+                registerBlock(k, a + i * aRow, aRow, aCol, buffer + p * k * nr, nr, c + i * ldc + jj, ldc, min(nr, end - jj), store(i))
+                p += 1
+            }
+            i += gemmMR
+        }
+        while i < i1 {
+            p = 0
+            for jj in stride(from: j, to: end, by: nr) {
+                kernelRow(k, a + i * aRow, aCol, buffer + p * k * nr, nr, c + i * ldc + jj, min(nr, end - jj), store(i))
+                p += 1
+            }
+            i += 1
+        }
+        j = end
     }
 }
 
