@@ -204,6 +204,8 @@ struct KernelTests {
         referenceNetwork,
         "input(3,40,40) conv(16,7,stride=2,pad=3) relu conv(20,3,stride=2,pad=1) conv(24,1) relu " +
             "conv(16,1,stride=2) conv(17,3,pad=1) batchnorm relu conv(16,3) flatten dense(5)",
+        // 1×1 on 196 positions at batch 1: an expansion split by output channels, a projection by columns.
+        "input(8,14,14) conv(64,1) relu6 conv(16,1) flatten dense(3)",
     ])
     func predictionsDoNotDependOnBatchOrThreads(_ text: String) throws {
         try threadSettingLock.with {

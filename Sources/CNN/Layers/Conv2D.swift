@@ -205,7 +205,7 @@ public final class Conv2D: Layer, PlannedLayer {
         // A 1×1 convolution at stride 1 without padding: in inference its im2col matrix is the
         // input itself (C rows of H·W), multiplied as it is.
         let pointwise = !training && g.kh == 1 && g.kw == 1 && strideOne && g.ph == 0 && g.pw == 0
-        if pointwise && columnSplit {
+        if pointwise && columnSplit && !(rowSplit && oc >= 2 * ckk && rowSplitIsEvener(rows: oc, columns: p)) {
             let split = (p / 2 + gemmNR - 1) / gemmNR * gemmNR
             ThreadPool.shared.parallelFor(2) { t in
                 let columns = t == 0 ? 0..<split : split..<p
@@ -575,6 +575,23 @@ final class ConvScratch {
 /// Where `rows` are cut for two tasks: half of them, rounded up to whole blocks (register blocks,
 /// panels, blocks of the direct kernel).
 private func halfInBlocks(_ rows: Int, of block: Int) -> Int { (rows / 2 + block - 1) / block * block }
+
+/// Whether a product of `rows` × `columns` on two threads leaves less work to the busier one
+/// split by rows (register blocks of MR; a row past them runs alone, at half the speed) than by
+/// columns (panels; a last one at most V.scalarCount wide costs half of one). A 14×14 plane's 196
+/// columns cut at a panel make 128 + 68 (four panels against two and a half), its rows halve
+/// evenly: a quarter less on the busier thread.
+private func rowSplitIsEvener(rows: Int, columns: Int) -> Bool {
+    func panels(_ n: Int) -> Int {
+        let rest = n % gemmNR
+        return n / gemmNR * gemmNR + (rest == 0 ? 0 : rest <= V.scalarCount ? V.scalarCount : gemmNR)
+    }
+    func blocks(_ n: Int) -> Int { n / gemmMR * gemmMR + 2 * (n % gemmMR) }
+    let cutRows = halfInBlocks(rows, of: gemmMR), cutColumns = halfInBlocks(columns, of: gemmNR)
+    let byRows = max(blocks(cutRows), blocks(rows - cutRows)) * panels(columns)
+    let byColumns = blocks(rows) * max(panels(cutColumns), panels(columns - cutColumns))
+    return byRows < byColumns
+}
 
 /// Task 0's or task 1's part of 0..<count, cut at `cut`.
 private func part(_ task: Int, of count: Int, cut: Int) -> Range<Int> { task == 0 ? 0..<cut : cut..<count }
