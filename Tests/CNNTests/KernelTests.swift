@@ -325,6 +325,33 @@ struct KernelTests {
         }
     }
 
+    /// A squeeze-and-excitation before a 1×1 convolution hands its gates to the convolution at
+    /// inference, which scales its input channels while packing them: logits and gradients must be
+    /// the bits of the separate layers, on every path of a 1×1 convolution (batch 1 split by rows or
+    /// columns, a short K, fewer rows than a register block, the batch's pixels as one product,
+    /// sample by sample; inside a residual block).
+    @Test(arguments: [
+        "input(16,7,7) conv(32,1) silu se(8,act=silu) conv(24,1) flatten dense(3)",
+        "input(8,14,14) conv(16,3,pad=1,groups=8) se(4) conv(64,1) relu flatten dense(3)",
+        "input(8,16,16) conv(8,1) se(4) conv(40,1) flatten dense(3)",
+        "input(4,6,6) se(2) conv(5,1) flatten dense(3)",
+        "input(8,8,8) residual[conv(8,3,pad=1,groups=8) se(4,act=relu) conv(8,1)] relu flatten dense(3)",
+    ])
+    func gatedProductMatchesSeparateLayers(_ text: String) throws {
+        try threadSettingLock.with {
+            let (fused, separate) = try fusedAndSeparate(text)
+            var values = TestRandom(7)
+            for (name, p) in fused.namedParameters where name.hasSuffix("bias") { p.value.copy(from: FloatBuffer(values.values(p.count))) }
+            for (a, b) in zip(fused.namedParameters, separate.namedParameters) { b.parameter.value.copy(from: a.parameter.value) }
+            func gated(_ layers: [Layer]) -> Bool {
+                layers.contains { ($0 as? Conv2D)?.gatedBy != nil || ($0 as? Block)?.sequences.contains { gated($0.layers) } ?? false }
+            }
+            #expect(gated(fused.layers) && !gated(separate.layers))
+            var r = TestRandom(4)
+            expectSameBits(fused, separate, inputs: r.values(3 * fused.inputShape.count), gradients: r.values(3 * fused.numClasses))
+        }
+    }
+
     /// Batch norm after a convolution (im2col, Winograd, strided, 1×1, grouped, depthwise, the
     /// direct first-layer path, inside a residual block), and a ReLU after it, are folded into the
     /// convolution at inference: the logits must be the separate layers' up to rounding, the same

@@ -41,7 +41,8 @@ func gemm(m: Int, n: Int, k: Int,
           a: UnsafePointer<Float>, aRow: Int, aCol: Int,
           b: UnsafePointer<Float>, ldb: Int, bCol: Int = 1,
           c: UnsafeMutablePointer<Float>, ldc: Int,
-          accumulate: Bool, rowBias: UnsafePointer<Float>? = nil, clamp: Clamp = .none, parallel: Bool = false) {
+          accumulate: Bool, rowBias: UnsafePointer<Float>? = nil, clamp: Clamp = .none, parallel: Bool = false,
+          bRowScale: UnsafePointer<Float>? = nil) {
     if m <= 0 || n <= 0 { return }
     if k <= 0 {
         if !accumulate {
@@ -69,11 +70,11 @@ func gemm(m: Int, n: Int, k: Int,
             let i0 = (t / colTiles) * tileRows, j0 = (t % colTiles) * tileCols
             gemmTile(i0: i0, i1: min(m, i0 + tileRows), j0: j0, j1: min(n, j0 + tileCols), k: k,
                      a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb, bCol: bCol, c: c, ldc: ldc, accumulate: accumulate,
-                     rowBias: rowBias, clamp: clamp)
+                     rowBias: rowBias, clamp: clamp, bRowScale: bRowScale)
         }
     } else {
         gemmTile(i0: 0, i1: m, j0: 0, j1: n, k: k, a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb, bCol: bCol,
-                 c: c, ldc: ldc, accumulate: accumulate, rowBias: rowBias, clamp: clamp)
+                 c: c, ldc: ldc, accumulate: accumulate, rowBias: rowBias, clamp: clamp, bRowScale: bRowScale)
     }
 }
 
@@ -99,7 +100,7 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
               a: UnsafePointer<Float>, aRow: Int, aCol: Int,
               b: UnsafePointer<Float>, ldb: Int, bCol: Int = 1, panelStride: Int = 0, bInPlace: Bool = false,
               c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
-              rowBias: UnsafePointer<Float>? = nil, clamp: Clamp = .none) {
+              rowBias: UnsafePointer<Float>? = nil, clamp: Clamp = .none, bRowScale: UnsafePointer<Float>? = nil) {
     let nr = gemmNR
     // Row k0 of the panel that starts at column j (with `panelStride`, B is stored as the GEMM's
     // own zero-padded panels, panelStride floats apart, rows NR apart: read in place, and j0 is a
@@ -114,7 +115,9 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
     @inline(__always) func store(_ k0: Int, _ kc: Int, _ i: Int) -> Store {
         Store(accumulate: accumulate || k0 > 0, bias: k0 == 0 ? rowBias.map { $0 + i } : nil, clamp: k0 + kc >= k ? clamp : .none)
     }
-    if i1 - i0 < gemmMR && (bCol == 1 || panelStride > 0) {
+    // `bRowScale`: B's row k is multiplied by bRowScale[k] as it is packed (a squeeze-and-excitation
+    // gate on the product's input channels), so such a B is always packed.
+    if i1 - i0 < gemmMR && (bCol == 1 || panelStride > 0) && bRowScale == nil {
         // A few rows (inference on a small batch): packing B would cost as much as the product,
         // so the rows stream over B as it is, two panels at a time (four independent chains of
         // multiply-adds: one panel's two chains wait on the multiply-add's latency, half the
@@ -163,11 +166,11 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
         // transformed input) the kernel reads B's rows, ldb apart, where they are, as long as
         // they span at most 16 KiB: in L1, without the set conflicts of rows a large power of two
         // apart. Packing such a B cost a copy of it per product (7 % of a batch-1 convolution).
-        let prepacked = panelStride > 0 || bCol == 1 && (ldb == nr && j1 - j0 == nr || bInPlace && min(k, gemmKC) * ldb <= 4096)
+        let prepacked = bRowScale == nil && (panelStride > 0 || bCol == 1 && (ldb == nr && j1 - j0 == nr || bInPlace && min(k, gemmKC) * ldb <= 4096))
         let bStep = prepacked ? panelRows : nr
         if !prepacked && 2 * k * nr <= 4096 && j1 - j0 > nr && i1 - i0 > gemmMR {
             return gemmTileShortK(i0: i0, i1: i1, j0: j0, j1: j1, k: k, a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb, bCol: bCol,
-                                  c: c, ldc: ldc, buffer: buffer, store: store(0, k, i0))
+                                  bRowScale: bRowScale, c: c, ldc: ldc, buffer: buffer, store: store(0, k, i0))
         }
         var j = j0
         while j < j1 {
@@ -176,7 +179,9 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
             while k0 < k {
                 let kc = min(gemmKC, k - k0)
                 let packed = prepacked ? panel(j, k0) : UnsafePointer(buffer)
-                if !prepacked { packB(b + k0 * ldb + j * bCol, ldb: ldb, bCol: bCol, rows: kc, width: width, into: buffer) }
+                if !prepacked {
+                    packB(b + k0 * ldb + j * bCol, ldb: ldb, bCol: bCol, rows: kc, width: width, scale: bRowScale.map { $0 + k0 }, into: buffer)
+                }
                 let ak = a + k0 * aCol
                 var i = i0
                 while i + gemmMR <= i1 {
@@ -202,7 +207,7 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
 @inline(never)
 private func gemmTileShortK(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                             a: UnsafePointer<Float>, aRow: Int, aCol: Int,
-                            b: UnsafePointer<Float>, ldb: Int, bCol: Int,
+                            b: UnsafePointer<Float>, ldb: Int, bCol: Int, bRowScale: UnsafePointer<Float>?,
                             c: UnsafeMutablePointer<Float>, ldc: Int, buffer: UnsafeMutablePointer<Float>, store first: Store) {
     // The packed panels stay in half of L1 (16 KiB: 8 panels at K = 16, 2 at K = 64).
     let nr = gemmNR, panels = max(1, 4096 / (k * nr))
@@ -215,7 +220,7 @@ private func gemmTileShortK(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
         let end = min(j1, j + panels * nr)
         var p = 0
         for jj in stride(from: j, to: end, by: nr) {
-            packB(b + jj * bCol, ldb: ldb, bCol: bCol, rows: k, width: min(nr, end - jj), into: buffer + p * k * nr)
+            packB(b + jj * bCol, ldb: ldb, bCol: bCol, rows: k, width: min(nr, end - jj), scale: bRowScale, into: buffer + p * k * nr)
             p += 1
         }
         var i = i0
@@ -239,11 +244,21 @@ private func gemmTileShortK(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
     }
 }
 
-/// Copies rows × width of B into `out` as rows × NR, zero-padding the columns past `width`.
+/// Copies rows × width of B into `out` as rows × NR, zero-padding the columns past `width`; with
+/// `scale`, row r multiplied by scale[r].
 @inline(__always)
-private func packB(_ b: UnsafePointer<Float>, ldb: Int, bCol: Int, rows: Int, width: Int, into out: UnsafeMutablePointer<Float>) {
+func packB(_ b: UnsafePointer<Float>, ldb: Int, bCol: Int, rows: Int, width: Int, scale: UnsafePointer<Float>? = nil,
+           into out: UnsafeMutablePointer<Float>) {
     let nr = gemmNR, w = V.scalarCount
     if bCol == 1 && width == nr {
+        if let scale {
+            for r in 0..<rows {
+                let src = b + r * ldb, dst = out + r * nr, s = V(repeating: scale[r])
+                store(load(src) * s, dst)
+                store(load(src + w) * s, dst + w)
+            }
+            return
+        }
         for r in 0..<rows {
             let src = b + r * ldb, dst = out + r * nr
             store(load(src), dst)
@@ -254,8 +269,12 @@ private func packB(_ b: UnsafePointer<Float>, ldb: Int, bCol: Int, rows: Int, wi
     // A partial panel, or transposed storage (bCol > 1: each packed row gathers one element from
     // each of `width` columns).
     for r in 0..<rows {
-        let src = b + r * ldb, dst = out + r * nr
-        for j in 0..<width { dst[j] = src[j * bCol] }
+        let src = b + r * ldb, dst = out + r * nr, s = scale?[r] ?? 1
+        if scale != nil {
+            for j in 0..<width { dst[j] = src[j * bCol] * s }
+        } else {
+            for j in 0..<width { dst[j] = src[j * bCol] }
+        }
         for j in width..<nr { dst[j] = 0 }
     }
 }

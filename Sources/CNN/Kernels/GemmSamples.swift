@@ -25,17 +25,18 @@ struct SampleColumns {
         SampleColumns(perSample: Int.max, sampleStride: 0, rowStride: ld)
     }
 
-    /// Calls `body(offset, start, count)` for each sample's run of the columns j..<j + width: the
-    /// run's first column within them, its row 0, and how many columns it has.
+    /// Calls `body(offset, start, count, sample)` for each sample's run of the columns
+    /// j..<j + width: the run's first column within them, its row 0, how many columns it has, and
+    /// which sample they are.
     @inline(__always)
     func runs(_ base: UnsafePointer<Float>, _ j: Int, _ width: Int,
-              _ body: (Int, UnsafePointer<Float>, Int) -> Void) {
+              _ body: (Int, UnsafePointer<Float>, Int, Int) -> Void) {
         var offset = 0
         while offset < width {
             let column = j + offset
             let n = column / perSample, q = column % perSample
             let count = min(width - offset, perSample - q)
-            body(offset, base + n * sampleStride + q, count)
+            body(offset, base + n * sampleStride + q, count, n)
             offset += count
         }
     }
@@ -43,12 +44,13 @@ struct SampleColumns {
 
 /// C[i0..<i1, j0..<j1] = bias + A · B, clamped (a convolution's output write), with B's and C's
 /// columns laid out as `bColumns` and `cColumns` say. Each element is summed in the same order as
-/// `gemmTile`'s, so the result is the same bits as a product sample by sample.
+/// `gemmTile`'s, so the result is the same bits as a product sample by sample. `bRowScale`: row k
+/// of sample n's columns of B is multiplied by bRowScale[n · K + k] as it is packed.
 func gemmSamples(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                  a: UnsafePointer<Float>, aRow: Int, aCol: Int,
                  b: UnsafePointer<Float>, _ bColumns: SampleColumns,
                  c: UnsafeMutablePointer<Float>, _ cColumns: SampleColumns,
-                 rowBias: UnsafePointer<Float>?, clamp: Clamp) {
+                 rowBias: UnsafePointer<Float>?, clamp: Clamp, bRowScale: UnsafePointer<Float>? = nil) {
     let nr = gemmNR, packed = packBuffer(), stage = packed + gemmKC * nr
     var j = j0
     while j < j1 {
@@ -60,7 +62,8 @@ func gemmSamples(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
         var k0 = 0
         while k0 < k {
             let kc = min(gemmKC, k - k0)
-            packSampleColumns(b + k0 * bColumns.rowStride, bColumns, j, width, rows: kc, into: packed)
+            packSampleColumns(b + k0 * bColumns.rowStride, bColumns, j, width, rows: kc,
+                              scale: bRowScale.map { ($0 + k0, k) }, into: packed)
             let ak = a + k0 * aCol
             var i = i0
             while i < i1 {
@@ -71,7 +74,7 @@ func gemmSamples(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                 let ldc = inPlace ? cColumns.rowStride : nr
                 let target = c + i * cColumns.rowStride
                 if !inPlace && st.accumulate {
-                    cColumns.runs(UnsafePointer(target), j, width) { offset, start, count in
+                    cColumns.runs(UnsafePointer(target), j, width) { offset, start, count, _ in
                         for r in 0..<rows { copyRow(stage + r * nr + offset, start + r * cColumns.rowStride, count, exact: true) }
                     }
                 }
@@ -85,7 +88,7 @@ func gemmSamples(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                     }
                 }
                 if !inPlace {
-                    cColumns.runs(UnsafePointer(target), j, width) { offset, start, count in
+                    cColumns.runs(UnsafePointer(target), j, width) { offset, start, count, _ in
                         let start = UnsafeMutablePointer(mutating: start)
                         for r in 0..<rows { copyRow(start + r * cColumns.rowStride, stage + r * nr + offset, count, exact: true) }
                     }
@@ -99,13 +102,20 @@ func gemmSamples(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
 }
 
 /// Packs `rows` rows of B's columns j..<j + width (laid out as `columns` says, from `b`'s row 0)
-/// into `out` as rows × NR, zero-padding the columns past `width`.
+/// into `out` as rows × NR, zero-padding the columns past `width`; with `scale` (its row 0, the
+/// floats between two samples' scales), row r of sample n multiplied by scale[n · stride + r].
 @inline(__always)
 private func packSampleColumns(_ b: UnsafePointer<Float>, _ columns: SampleColumns, _ j: Int, _ width: Int,
-                               rows: Int, into out: UnsafeMutablePointer<Float>) {
+                               rows: Int, scale: (UnsafePointer<Float>, Int)?, into out: UnsafeMutablePointer<Float>) {
     let nr = gemmNR, w = V.scalarCount, ld = columns.rowStride
-    columns.runs(b, j, width) { offset, start, count in
-        if count == nr {
+    columns.runs(b, j, width) { offset, start, count, n in
+        if let (scale, stride) = scale {
+            let own = scale + n * stride
+            for r in 0..<rows {
+                let s = own[r], src = start + r * ld, dst = out + r * nr + offset
+                for t in 0..<count { dst[t] = src[t] * s }
+            }
+        } else if count == nr {
             for r in 0..<rows {
                 store(load(start + r * ld), out + r * nr)
                 store(load(start + r * ld + w), out + r * nr + w)

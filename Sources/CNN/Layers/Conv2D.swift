@@ -16,6 +16,10 @@ public final class Conv2D: Layer, PlannedLayer {
     /// Set by the model when a SiLU follows (after the batch norm if any): applied in the output
     /// write at inference only (the activation layer then passes its input through).
     var inferenceActivation = Clamp.none
+    /// Set by the model for a 1×1 convolution after a squeeze-and-excitation: at inference it
+    /// multiplies its input channels by that layer's gates as it packs them (the gate's multiply,
+    /// the same bits), and the squeeze-and-excitation passes its input through.
+    var gatedBy: SqueezeExcite?
     /// Set by the model when 2×2 max pooling (stride 2) follows, after the ReLU if any: the
     /// convolution returns the pooled output (OC, OH / 2, OW / 2) and, in training, writes the
     /// pooling's indices of the maxima; the full-size output never leaves its task's cache. The
@@ -84,6 +88,8 @@ public final class Conv2D: Layer, PlannedLayer {
         let clamp: Clamp = fusedActivation != .none ? fusedActivation : folded?.clamp ?? (training ? .none : inferenceActivation)
         let xp = x.pointer, yp = y.pointer
         let strideOne = g.sh == 1 && g.sw == 1
+        // The gates of the squeeze-and-excitation before (C per sample), at inference.
+        let gates = training ? nil : gatedBy?.gatesForNext
         if g.winograd {
             let corners = indices == nil ? nil : UnsafePointer(tileCorners.pointer)
             let pooled = pool ? WinogradPooling(indices: indices, corners: corners, mask: mask) : nil
@@ -148,7 +154,8 @@ public final class Conv2D: Layer, PlannedLayer {
             ThreadPool.shared.parallelFor(chunks * rowParts) { t in
                 let j0 = t / rowParts * chunk, i0 = t % rowParts * rowPart
                 gemmSamples(i0: i0, i1: min(oc, i0 + rowPart), j0: j0, j1: min(columns, j0 + chunk), k: ckk, a: w, aRow: ckk,
-                            aCol: 1, b: pixels, source, c: yp, .planes(p, sampleStride: outCount), rowBias: b, clamp: clamp)
+                            aCol: 1, b: pixels, source, c: yp, .planes(p, sampleStride: outCount), rowBias: b, clamp: clamp,
+                            bRowScale: gates)
             }
             return y
         }
@@ -210,7 +217,7 @@ public final class Conv2D: Layer, PlannedLayer {
             ThreadPool.shared.parallelFor(2) { t in
                 let columns = t == 0 ? 0..<split : split..<p
                 gemmTile(i0: 0, i1: oc, j0: columns.lowerBound, j1: columns.upperBound, k: ckk, a: w, aRow: ckk, aCol: 1,
-                         b: xp, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp)
+                         b: xp, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp, bRowScale: gates)
             }
             return y
         }
@@ -218,7 +225,7 @@ public final class Conv2D: Layer, PlannedLayer {
             ThreadPool.shared.parallelFor(2) { t in
                 let rows = part(t, of: oc, cut: channelCut)
                 gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: p, k: ckk, a: w, aRow: ckk, aCol: 1,
-                         b: xp, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp)
+                         b: xp, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp, bRowScale: gates)
             }
             return y
         }
@@ -226,7 +233,7 @@ public final class Conv2D: Layer, PlannedLayer {
             ThreadPool.shared.parallelFor(tasks) { task in
                 for n in stride(from: task, to: batch, by: tasks) {
                     gemm(m: oc, n: p, k: ckk, a: w, aRow: ckk, aCol: 1, b: xp + n * inCount, ldb: p, c: yp + n * outCount,
-                         ldc: p, accumulate: false, rowBias: b, clamp: clamp)
+                         ldc: p, accumulate: false, rowBias: b, clamp: clamp, bRowScale: gates.map { $0 + n * ckk })
                 }
             }
             return y

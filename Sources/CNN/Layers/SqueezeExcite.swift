@@ -24,6 +24,13 @@ public final class SqueezeExcite: Layer, PlannedLayer {
     private var means = Workspace(), hidden = Workspace(), gateInput = Workspace(), gates = Workspace()
     let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
     private var vectorGrads = Workspace()  // dg and ds (C each), dh (S), per sample
+    /// Set by the model when a 1×1 convolution follows: at inference forward computes the gates
+    /// only and passes x through, and the convolution scales its input channels by them as it
+    /// packs them (`gatesForNext`), so the gated copy of x is never written.
+    var scalesNext = false
+
+    /// The last inference's gates (batch × C), for the convolution after it.
+    var gatesForNext: UnsafePointer<Float> { UnsafePointer(gates.buffer.pointer) }
 
     init(spec: LayerSpec, input: Shape, squeeze: Int, act: ActivationKind, gate: ActivationKind) {
         self.spec = spec
@@ -63,7 +70,8 @@ public final class SqueezeExcite: Layer, PlannedLayer {
 
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         let c = inputShape.c, s = squeeze, hw = inputShape.h * inputShape.w
-        let xp = x.pointer, y = buffers.output(batch * inputShape.count, input: x, training: training), yp = y.pointer
+        let xp = x.pointer, y = scalesNext && !training ? x : buffers.output(batch * inputShape.count, input: x, training: training)
+        let yp = y.pointer
         let m = means.reserve(batch * c).pointer, a = hidden.reserve(2 * batch * s).pointer, h = a + batch * s
         let z = gateInput.reserve(batch * c).pointer, g = gates.reserve(batch * c).pointer
         let w1 = fc1Weight.value.pointer, b1 = fc1Bias.value.pointer
@@ -90,13 +98,14 @@ public final class SqueezeExcite: Layer, PlannedLayer {
                 gn[k] = Activation.value(gate, acc)
             }
         }
+        saved = x
+        if scalesNext && !training { return x }
         parallelChunks(batch * c, chunk: max(1, 16384 / hw)) { lo, hi in
             for plane in lo..<hi {
                 let src = xp + plane * hw, dst = yp + plane * hw, gate = g[plane]
                 for i in 0..<hw { dst[i] = src[i] * gate }
             }
         }
-        saved = x
         return y
     }
 

@@ -67,7 +67,10 @@ public final class Model {
         guard shape.flat else {
             throw CNNError(.invalidArgument, "architecture: the network must end with a vector of class scores (dense, or flatten), but its output is \(shape)")
         }
-        if fusing { Model.fuse(layers) }
+        if fusing {
+            Model.fuse(layers)
+            Model.fuseGates(layers)
+        }
         if planning ?? fusing {
             var planner = MemoryPlanner()
             planner.plan(layers)
@@ -185,6 +188,22 @@ public final class Model {
                 conv.pooling = pool
                 pool.fusedIntoConv = true
             }
+        }
+    }
+
+    /// A squeeze-and-excitation right before a 1×1 convolution (stride 1, no padding, no pooling
+    /// fused): at inference its gates scale the convolution's input as it is packed (see
+    /// `Conv2D.gatedBy`). Every inference path of such a convolution multiplies its input as it is.
+    private static func fuseGates(_ layers: [Layer]) {
+        for layer in layers {
+            if let block = layer as? Block { for (_, sequence) in block.sequences { fuseGates(sequence) } }
+        }
+        for (layer, next) in zip(layers, layers.dropFirst()) {
+            guard let se = layer as? SqueezeExcite, let conv = next as? Conv2D, conv.pooling == nil else { continue }
+            let g = conv.geometry
+            guard g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0 else { continue }
+            se.scalesNext = true
+            conv.gatedBy = se
         }
     }
 
