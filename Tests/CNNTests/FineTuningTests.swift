@@ -96,6 +96,11 @@ struct FineTuningTests {
         ("input(3,8,8) conv(8,3,pad=1) maxpool(2) flatten dense(3)", 1),
         ("input(3,8,8) conv(8,3,pad=1) relu maxpool(2) flatten dense(3)", 2),
         ("input(3,8,8) conv(8,3,pad=1) relu maxpool(2) flatten dense(3)", 1),
+        // Fused at inference only: a SiLU in the frozen convolution's write, the frozen
+        // squeeze-and-excitation's gates in the trained 1×1 convolution's packing.
+        ("input(3,8,8) conv(8,3,pad=1) silu conv(8,3,pad=1) silu flatten dense(3)", 1),
+        ("input(3,8,8) conv(8,3,pad=1) se(4) conv(8,1) flatten dense(3)", 2),
+        ("input(3,8,8) se(2) conv(8,1) silu flatten dense(3)", 2),
     ])
     func freezingBetweenFusedLayersChangesNothingAfter(text: String, frozen: Int) throws {
         let batch = 3

@@ -343,7 +343,15 @@ public final class Model {
         var h = x
         for (i, layer) in layers.enumerated() {
             let asTraining = training && i < frozenLayers && i + 2 >= frozenLayers && fusedAcrossFreeze(i)
-            h = layer.forward(h, batch: batch, training: training && (i >= frozenLayers || asTraining), rng: &rng)
+            // Fusions made at inference only, across the freeze: the last frozen layer, a
+            // squeeze-and-excitation whose gates only an inference convolution would apply, runs
+            // as in training (gating its output); the first trained one, a SiLU that the frozen
+            // convolution before it applied in its write, runs as at inference (passing it through:
+            // nothing needs its input gradient).
+            let gatesTrained = training && i + 1 == frozenLayers && (layer as? SqueezeExcite)?.scalesNext == true
+            let appliedFrozen = training && i == frozenLayers && i > 0 && (layer as? Activation)?.fusedAtInference == true
+            let asTrained = training && (i >= frozenLayers || asTraining || gatesTrained) && !appliedFrozen
+            h = layer.forward(h, batch: batch, training: asTrained, rng: &rng)
             if training && i + 1 == frozenLayers {
                 // What the frozen layers leave: pooled already when a convolution among them pools
                 // as it writes for a trained pooling layer.
