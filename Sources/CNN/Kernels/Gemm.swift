@@ -31,6 +31,8 @@ let gemmMR = 6
 let gemmNR = 2 * V.scalarCount
 /// Rows of B packed at a time: KC × NR floats (32 KiB with AVX-512) stay in L1.
 let gemmKC = 320
+/// Floats of packed panels a short-K product keeps (`gemmTileShortK`): half of L1, 16 KiB.
+private let shortKPanelFloats = 4096
 
 /// The largest tile of C one task computes.
 private let maxTileRows = 48
@@ -168,7 +170,7 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
         // apart. Packing such a B cost a copy of it per product (7 % of a batch-1 convolution).
         let prepacked = bRowScale == nil && (panelStride > 0 || bCol == 1 && (ldb == nr && j1 - j0 == nr || bInPlace && min(k, gemmKC) * ldb <= 4096))
         let bStep = prepacked ? panelRows : nr
-        if !prepacked && 2 * k * nr <= 4096 && j1 - j0 > nr && i1 - i0 > gemmMR {
+        if !prepacked && 2 * k * nr <= shortKPanelFloats && j1 - j0 > nr && i1 - i0 > gemmMR {
             return gemmTileShortK(i0: i0, i1: i1, j0: j0, j1: j1, k: k, a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb, bCol: bCol,
                                   bRowScale: bRowScale, c: c, ldc: ldc, buffer: buffer, store: store(0, k, i0))
         }
@@ -209,8 +211,8 @@ private func gemmTileShortK(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                             a: UnsafePointer<Float>, aRow: Int, aCol: Int,
                             b: UnsafePointer<Float>, ldb: Int, bCol: Int, bRowScale: UnsafePointer<Float>?,
                             c: UnsafeMutablePointer<Float>, ldc: Int, buffer: UnsafeMutablePointer<Float>, store first: Store) {
-    // The packed panels stay in half of L1 (16 KiB: 8 panels at K = 16, 2 at K = 64).
-    let nr = gemmNR, panels = max(1, 4096 / (k * nr))
+    // The packed panels stay in half of L1 (8 panels at K = 16, 2 at K = 64).
+    let nr = gemmNR, panels = max(1, shortKPanelFloats / (k * nr))
     // Store for the rows from i: the bias pointer moves with them.
     @inline(__always) func store(_ i: Int) -> Store {
         Store(accumulate: first.accumulate, bias: first.bias.map { $0 + (i - i0) }, clamp: first.clamp)
@@ -269,8 +271,8 @@ func packB(_ b: UnsafePointer<Float>, ldb: Int, bCol: Int, rows: Int, width: Int
     // A partial panel, or transposed storage (bCol > 1: each packed row gathers one element from
     // each of `width` columns).
     for r in 0..<rows {
-        let src = b + r * ldb, dst = out + r * nr, s = scale?[r] ?? 1
-        if scale != nil {
+        let src = b + r * ldb, dst = out + r * nr
+        if let s = scale?[r] {
             for j in 0..<width { dst[j] = src[j * bCol] * s }
         } else {
             for j in 0..<width { dst[j] = src[j * bCol] }

@@ -67,10 +67,7 @@ public final class Model {
         guard shape.flat else {
             throw CNNError(.invalidArgument, "architecture: the network must end with a vector of class scores (dense, or flatten), but its output is \(shape)")
         }
-        if fusing {
-            Model.fuse(layers)
-            Model.fuseGates(layers)
-        }
+        if fusing { Model.fuse(layers) }
         if planning ?? fusing {
             var planner = MemoryPlanner()
             planner.plan(layers)
@@ -189,15 +186,10 @@ public final class Model {
                 pool.fusedIntoConv = true
             }
         }
-    }
-
-    /// A squeeze-and-excitation right before a 1×1 convolution (stride 1, no padding, no pooling
-    /// fused): at inference its gates scale the convolution's input as it is packed (see
-    /// `Conv2D.gatedBy`). Every inference path of such a convolution multiplies its input as it is.
-    private static func fuseGates(_ layers: [Layer]) {
-        for layer in layers {
-            if let block = layer as? Block { for (_, sequence) in block.sequences { fuseGates(sequence) } }
-        }
+        // A squeeze-and-excitation right before a 1×1 convolution (stride 1, no padding, no
+        // pooling fused): at inference its gates scale the convolution's input as it is packed
+        // (see `Conv2D.gatedBy`). Every inference path of such a convolution multiplies its input
+        // as it is.
         for (layer, next) in zip(layers, layers.dropFirst()) {
             guard let se = layer as? SqueezeExcite, let conv = next as? Conv2D, conv.pooling == nil else { continue }
             let g = conv.geometry
