@@ -313,7 +313,11 @@ struct Train: ParsableCommand {
             throw ExitCode(130)
         }
         if let world, world.size > 1, !quiet {
-            printError("exchanging gradients: \(format(trainer.exchangeWaitSeconds, 2)) s waited after backward (the rest ran behind it)")
+            if trainer.gradientsInSharedMemory {
+                printError("summing gradients in shared memory: \(format(trainer.exchangeWaitSeconds, 2)) s waited after backward for the other ranks")
+            } else {
+                printError("exchanging gradients: \(format(trainer.exchangeWaitSeconds, 2)) s waited after backward (the rest ran behind it)")
+            }
         }
         guard leader else { return }
         try model.save(to: out)

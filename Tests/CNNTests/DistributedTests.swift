@@ -102,4 +102,55 @@ struct DistributedTests {
             }
         }
     }
+
+    /// On one machine each rank sums its slice of every rank's gradient block in rank order and
+    /// writes the sum into all of them: the slices cover the trained gradients in order, on
+    /// 64-byte boundaries; the sum is the plain loop's, bit for bit, and touches nothing else.
+    @Test func sharedMemorySumsTheRanksSlices() {
+        for ranks in 1...5 {
+            for trained in [0, 16, 48, 160, 4112] {
+                var next = 0
+                for rank in 0..<ranks {
+                    let s = SharedGradients.slice(rank: rank, ranks: ranks, trained: trained)
+                    #expect(s.lowerBound == next && s.lowerBound % 16 == 0 && s.count >= 0)
+                    next = s.upperBound
+                }
+                #expect(next == trained)
+            }
+        }
+        var r = TestRandom(11)
+        for ranks in 1...4 {
+            let n = 75
+            let values = (0..<ranks).map { _ in r.values(n, -3, 3) }
+            let blocks = values.map { FloatBuffer($0) }
+            // Two ranks' slices with vector parts and tails.
+            for (lo, hi) in [(0, 37), (37, 75)] {
+                SharedGradients.sum(blocks.map(\.pointer), from: lo, to: hi)
+            }
+            for j in 0..<n {
+                var s = values[0][j]
+                for k in 1..<ranks { s += values[k][j] }
+                for b in blocks { #expect(b[j].bitPattern == s.bitPattern) }
+            }
+            let partial = values.map { FloatBuffer($0) }
+            SharedGradients.sum(partial.map(\.pointer), from: 5, to: 21)
+            for (k, b) in partial.enumerated() {
+                for j in 0..<n where j < 5 || j >= 21 { #expect(b[j] == values[k][j]) }
+            }
+        }
+    }
+
+    /// Moving the gradients to another block (the shared segment) keeps their values and puts
+    /// every trained gradient at its offset in the new block.
+    @Test func movingTheGradientsKeepsThem() throws {
+        let m = try Model(architecture: Architecture(parsing: "input(2,6,6) conv(4,3,pad=1) batchnorm relu flatten dense(3)"), seed: 2)
+        let old = m.gradientBlock
+        var r = TestRandom(4)
+        for (j, v) in r.values(old.count).enumerated() { old[j] = v }
+        let offsets = m.trainedParameters.map { $0.parameter.grad!.pointer - old.pointer }
+        let moved = FloatBuffer(count: old.count)
+        m.useGradientBlock(moved)
+        #expect(m.gradientBlock === moved && moved.array == old.array)
+        #expect(m.trainedParameters.map { $0.parameter.grad!.pointer - moved.pointer } == offsets)
+    }
 }

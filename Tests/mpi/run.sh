@@ -87,6 +87,26 @@ train --spec "$PLAIN" --out "$T/single.safetensors"
 if d=$(compare "$T/single.safetensors" "$T/two.safetensors" 1e-4); then ok "2 ranks = 1 process up to rounding ($d relative)"
 else fail "2 ranks differ from 1 process" "$d"; fi
 
+# The gradients summed in memory the ranks share (one machine) or by MPI's all-reduce
+# (CNN_DISTRIBUTED_SHARED=0, on any rank): for two ranks both add the same two floats, so the
+# same bytes; the ranks agree on the way, and leave no segment behind.
+if grep -q "summing gradients in shared memory" "$T/err"; then ok "2 ranks on one machine: gradients summed in shared memory"
+else fail "2 ranks did not sum in shared memory" "$(tail -3 "$T/err")"; fi
+mpirun --oversubscribe -np 1 env CNN_DISTRIBUTED_SHARED=0 "$CNN" train --spec "$PLAIN" --data "$TRAIN" --epochs 2 --batch-size 32 --momentum 0.9 --lr 0.05 --seed 5 \
+    --out "$T/two-mpi.safetensors" : -np 1 "$CNN" train --spec "$PLAIN" --data "$TRAIN" --epochs 2 --batch-size 32 --momentum 0.9 --lr 0.05 --seed 5 \
+    --out "$T/two-mpi.safetensors" >"$T/out" 2>"$T/err"
+if cmp -s "$T/two.safetensors" "$T/two-mpi.safetensors" && grep -q "exchanging gradients" "$T/err"; then
+    ok "2 ranks: MPI's all-reduce (one rank asked for it) gives the shared memory sum's bytes"
+else fail "2 ranks: all-reduce against shared memory" "$(tail -3 "$T/err")"; fi
+for way in 1 0; do
+    CNN_DISTRIBUTED_SHARED=$way mpirun -np 3 --oversubscribe "$CNN" train --spec "$PLAIN" --data "$TRAIN" --epochs 1 --batch-size 48 --momentum 0.9 --lr 0.05 --seed 5 \
+        --quiet --out "$T/three-$way.safetensors" 2>"$T/err"
+done
+if d=$(compare "$T/three-1.safetensors" "$T/three-0.safetensors" 1e-5); then ok "3 ranks: shared memory = all-reduce up to the order of the sums ($d relative)"
+else fail "3 ranks: shared memory against all-reduce" "$d $(tail -2 "$T/err")"; fi
+if ls /dev/shm 2>/dev/null | grep -q "^cnn-gradients"; then fail "shared gradient segments left in /dev/shm" "$(ls /dev/shm)"
+else ok "no shared gradient segment left in /dev/shm"; fi
+
 # 4. Batch norm per rank (running statistics averaged): repeatable, and as accurate.
 $MPI "$CNN" train --spec "$NORM" --data "$TRAIN" --epochs 2 --batch-size 32 --momentum 0.9 --lr 0.05 --seed 5 --quiet --out "$T/bn2.safetensors" 2>"$T/err"
 $MPI "$CNN" train --spec "$NORM" --data "$TRAIN" --epochs 2 --batch-size 32 --momentum 0.9 --lr 0.05 --seed 5 --quiet --out "$T/bn2-b.safetensors" 2>>"$T/err"

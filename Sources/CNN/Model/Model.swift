@@ -229,12 +229,21 @@ public final class Model {
         // One block, in the order backward completes them (the top-level layers from the last,
         // each one's tensors from the last), each tensor on a 64-byte boundary: distributed
         // training sums consecutive ranges of it across processes where they lie, with no copies.
-        let order = layers.reversed().flatMap { $0.parameters.reversed() }.filter(\.trainable)
-        let total = order.reduce(0) { $0 + Model.gradientStride($1.count) }
-        gradientBlock = try FloatBuffer(count: total, for: "the gradients of the model's \(parameterCount) trainable values")
+        let total = gradientOrder.reduce(0) { $0 + Model.gradientStride($1.count) }
+        useGradientBlock(try FloatBuffer(count: total, for: "the gradients of the model's \(parameterCount) trainable values"))
+    }
+
+    private var gradientOrder: [Parameter] { layers.reversed().flatMap { $0.parameters.reversed() }.filter(\.trainable) }
+
+    /// Moves the gradients into `block` (as large as `gradientBlock`, or the first one): their
+    /// values are copied over and every trained parameter's gradient becomes its part of it.
+    /// Distributed training puts them where the other ranks can read them (`SharedGradients`).
+    func useGradientBlock(_ block: FloatBuffer) {
+        block.copy(from: gradientBlock)
+        gradientBlock = block
         var offset = 0
-        for p in order {
-            p.attachGradient(FloatBuffer(partOf: gradientBlock, offset: offset, count: p.count))
+        for p in gradientOrder {
+            p.attachGradient(FloatBuffer(partOf: block, offset: offset, count: p.count))
             offset += Model.gradientStride(p.count)
         }
     }

@@ -10,9 +10,10 @@ import Glibc
 public final class FloatBuffer {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
-    /// The buffer whose memory this one is a part of (`init(partOf:offset:count:)`), kept alive by
-    /// this one; nil when this buffer owns its memory.
-    private let whole: FloatBuffer?
+    /// What owns the memory when this buffer does not, kept alive by it: the buffer it is a part
+    /// of (`init(partOf:offset:count:)`) or a mapping (`init(borrowing:count:owner:)`); nil when
+    /// this buffer owns its memory.
+    private let whole: AnyObject?
 
     /// A buffer whose size was planned and checked against the limits (workspaces): a refusal by
     /// the system here is fatal, as for any Swift allocation.
@@ -38,6 +39,13 @@ public final class FloatBuffer {
         self.whole = whole
         self.count = count
         pointer = whole.pointer + offset
+    }
+
+    /// `count` floats at `pointer`, memory that `owner` holds (and releases when it goes).
+    init(borrowing pointer: UnsafeMutablePointer<Float>, count: Int, owner: AnyObject) {
+        whole = owner
+        self.count = count
+        self.pointer = pointer
     }
 
     public convenience init(_ values: [Float]) {

@@ -17,6 +17,7 @@ final class MPILibrary: @unchecked Sendable {
     typealias Waitall = @convention(c) (Int32, UnsafeMutablePointer<Handle?>, UnsafeMutableRawPointer?) -> Int32
     typealias Testall = @convention(c) (Int32, UnsafeMutablePointer<Handle?>, UnsafeMutablePointer<Int32>, UnsafeMutableRawPointer?) -> Int32
     typealias Abort = @convention(c) (Handle, Int32) -> Int32
+    typealias Barrier = @convention(c) (Handle) -> Int32
     typealias Finalize = @convention(c) () -> Int32
 
     let initThread: InitThread
@@ -29,6 +30,7 @@ final class MPILibrary: @unchecked Sendable {
     let waitall: Waitall
     let testall: Testall
     let abort: Abort
+    let barrier: Barrier
     let finalize: Finalize
     let commWorld: Handle
     let float: Handle, double: Handle
@@ -54,6 +56,7 @@ final class MPILibrary: @unchecked Sendable {
         waitall = try function("MPI_Waitall", Waitall.self)
         testall = try function("MPI_Testall", Testall.self)
         abort = try function("MPI_Abort", Abort.self)
+        barrier = try function("MPI_Barrier", Barrier.self)
         finalize = try function("MPI_Finalize", Finalize.self)
         commWorld = try symbol("ompi_mpi_comm_world")
         float = try symbol("ompi_mpi_float")

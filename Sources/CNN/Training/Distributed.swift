@@ -142,11 +142,13 @@ public final class Distributed {
         /// Seconds spent waiting for the exchange after backward (what it did not hide), this run.
         var waitSeconds = 0.0
 
-        init(model: Model, distributed: Distributed, bucketFloats: Int = 1 << 18) {
+        /// `gradients` false: only the status and statistics (the gradients are summed by
+        /// `SharedGradients`).
+        init(model: Model, distributed: Distributed, gradients: Bool = true, bucketFloats: Int = 1 << 18) {
             self.distributed = distributed
             statistics = Packed(model.namedLayers.compactMap { $0.layer as? BatchNorm }
                 .flatMap { [$0.runningMean.value, $0.runningVar.value] })
-            buckets = Buckets.ranges(model, bucketFloats: bucketFloats)
+            buckets = gradients ? Buckets.ranges(model, bucketFloats: bucketFloats) : []
             requests = Array(repeating: nil, count: buckets.count)
         }
 

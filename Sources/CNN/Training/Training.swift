@@ -182,6 +182,9 @@ public final class Trainer {
     /// Distributed runs: seconds backward waited for the gradient exchange to finish, in all (the
     /// part of the exchange that computing did not hide).
     public private(set) var exchangeWaitSeconds = 0.0
+    /// Distributed runs: whether the last one summed the gradients in memory its ranks share (all
+    /// on one machine; `SharedGradients`) rather than through MPI's all-reduce.
+    public private(set) var gradientsInSharedMemory = false
 
     /// A rank's part of a global batch of `n` samples: samples [first, first + count). The parts
     /// are as equal as can be, in rank order, so one process would see the same samples in the
@@ -362,13 +365,20 @@ public final class Trainer {
         defer { prefetcher?.stop() }
         let dropouts = model.namedLayers.compactMap { $0.layer as? Dropout }
         var buckets: Distributed.Buckets?
+        var shared: SharedGradients?
+        let ownGradients = model.gradientBlock
         if let distributed {
             try checkAgreement(distributed, train: train)
-            buckets = Distributed.Buckets(model: model, distributed: distributed)
+            // On one machine the gradients are summed in memory the ranks share; else by MPI.
+            shared = SharedGradients.make(model: model, distributed: distributed)
+            if let shared { model.useGradientBlock(shared.block) }
+            gradientsInSharedMemory = shared != nil
+            buckets = Distributed.Buckets(model: model, distributed: distributed, gradients: shared == nil)
         }
         defer {
             for d in dropouts { d.batchSlice = nil }
-            exchangeWaitSeconds += buckets?.waitSeconds ?? 0
+            exchangeWaitSeconds += (buckets?.waitSeconds ?? 0) + (shared?.waitSeconds ?? 0)
+            if shared != nil { model.useGradientBlock(ownGradients) }
         }
 
         let last = min(until ?? settings.epochs, settings.epochs)
@@ -458,6 +468,7 @@ public final class Trainer {
                         statistics.restore(batchNorms)
                         throw cancelled(afterBatches: b, rng: rngBefore)
                     }
+                    shared?.sum()
                     result = LossResult(sum: status.loss, correct: status.correct)
                     n = global
                 }
