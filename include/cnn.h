@@ -424,7 +424,9 @@ typedef struct cnn_train_params {
                                   mpi_comm; every rank calls cnn_model_train with the same model,
                                   settings and data; batch_size is the global batch, which must
                                   split evenly over the ranks; gradients are summed across ranks
-                                  before every update, so every rank ends with the same model.
+                                  before every update, so every rank ends with the same model
+                                  (in a /dev/shm segment when all ranks share one machine, else
+                                  by MPI's all-reduce; CNN_DISTRIBUTED_SHARED=0 asks for it).
                                   Open MPI (libmpi.so.40, or CNN_MPI_LIBRARY) is loaded at run time;
                                   MPI is initialized (and finalized at exit) unless the program did.
                                   Errors inside training stop every rank at the same batch; a rank
