@@ -64,10 +64,11 @@ final class SharedGradients {
         let floats = model.gradientBlock.count
         let start = model.gradientBlock.pointer
         let trained = Distributed.Buckets.ranges(model, bucketFloats: Int.max).map { $0.start + $0.count - start }.max() ?? 0
-        let (bytesPerBlock, blocksBytes) = floats.multipliedReportingOverflow(by: 4).overflow ? (0, 0) : (floats * 4, floats * 4 * d.size)
-        let bytes = headerBytes + blocksBytes
+        // The block was allocated, so 4 · floats fits; times the ranks may not.
+        let (blocksBytes, overflow) = (4 * floats).multipliedReportingOverflow(by: d.size)
+        let bytes = headerBytes + (overflow ? 0 : blocksBytes)
         let asked = getenv("CNN_DISTRIBUTED_SHARED").map { String(cString: $0) != "0" } ?? true
-        let fits = bytesPerBlock > 0 && (try? Memory.check(bytes, for: "the ranks' shared gradients")) != nil
+        let fits = floats > 0 && !overflow && (try? Memory.check(bytes, for: "the ranks' shared gradients")) != nil
         guard !d.any(d.size < 2 || !asked || !fits) else { return nil }
 
         // Rank 0 names and makes the segment; the others open it and check its token, which
@@ -146,9 +147,9 @@ final class SharedGradients {
         guard !blocks.isEmpty else { return }
         var j = lo
         while j + V.scalarCount <= hi {
-            var s = UnsafeRawPointer(blocks[0] + j).loadUnaligned(as: V.self)
-            for r in 1..<blocks.count { s += UnsafeRawPointer(blocks[r] + j).loadUnaligned(as: V.self) }
-            for r in 0..<blocks.count { UnsafeMutableRawPointer(blocks[r] + j).storeBytes(of: s, as: V.self) }
+            var s = load(blocks[0] + j)
+            for r in 1..<blocks.count { s += load(blocks[r] + j) }
+            for r in 0..<blocks.count { store(s, blocks[r] + j) }
             j += V.scalarCount
         }
         while j < hi {
