@@ -163,6 +163,31 @@ struct KernelTests {
         #expect(e[6].isNaN && e[7] == 1)
     }
 
+    /// Distributed training's sum in shared memory: floats lo..<hi of every rank's block summed in
+    /// rank order and written to all of them, the plain loop's bits, nothing outside touched.
+    @Test func sharedGradientSumIsThePlainLoops() {
+        var r = TestRandom(11)
+        for ranks in 1...4 {
+            let n = 75
+            let values = (0..<ranks).map { _ in r.values(n, -3, 3) }
+            let blocks = values.map { FloatBuffer($0) }
+            // Two ranks' slices with vector parts and tails.
+            for (lo, hi) in [(0, 37), (37, 75)] {
+                SharedGradients.sum(blocks.map(\.pointer), from: lo, to: hi)
+            }
+            for j in 0..<n {
+                var s = values[0][j]
+                for k in 1..<ranks { s += values[k][j] }
+                for b in blocks { #expect(b[j].bitPattern == s.bitPattern) }
+            }
+            let partial = values.map { FloatBuffer($0) }
+            SharedGradients.sum(partial.map(\.pointer), from: 5, to: 21)
+            for (k, b) in partial.enumerated() {
+                for j in 0..<n where j < 5 || j >= 21 { #expect(b[j] == values[k][j]) }
+            }
+        }
+    }
+
     /// The pixel check before a prediction: the first value outside [0, 1] (NaN, a value just past
     /// either end) wherever it falls, in a whole vector or in the tail; 0, -0 and 1 pass.
     @Test func firstValueOutsideTheUnitInterval() {
