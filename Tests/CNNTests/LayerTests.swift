@@ -14,6 +14,10 @@ struct LayerTests {
         "input(8,10,8) conv(9,3,pad=1) flatten",   // two rows per vector (AVX-512; one with AVX2), 5 rows of tiles
         "input(8,6,4) conv(9,3,pad=1) flatten",    // two rows per vector with AVX2, 3 rows of tiles
         "input(2,9,40) conv(16,7,stride=3,pad=3) flatten",  // strided rows read in runs
+        // Stride 2: rows gathered a vector at a time (35 outputs: two vectors of AVX-512 and a
+        // tail, the last taps' reads stopping at the row's end), without padding, odd widths.
+        "input(2,5,70) conv(3,7,stride=2,pad=3) flatten",
+        "input(1,4,41) conv(2,3,stride=2) flatten",
         "input(1,4,4) conv(40,3,pad=1) flatten",     // 40 output channels: the 4×32 register block
         "input(1,9,9) conv(12,3,pad=1) flatten",     // weight gradient by dot products, K past a vector
         "input(2,8,8) conv(16,3,pad=1) flatten",     // weight gradient by the product, dy transposed in blocks

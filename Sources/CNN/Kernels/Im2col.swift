@@ -39,6 +39,14 @@ func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ col: UnsafeMutablePo
                     if lo > 0 { dst.update(repeating: 0, count: lo) }
                     if g.sw == 1 {
                         if hi > lo { (dst + lo).update(from: src + lo, count: hi - lo) }
+                    } else if g.sw == 2 {
+                        // Whole vectors while their reads stay inside the row (up to `last`).
+                        var ox = lo
+                        while ox + V.scalarCount <= hi && 2 * (ox + V.scalarCount) - 1 <= last {
+                            store(loadEven(src + 2 * ox), dst + ox)
+                            ox += V.scalarCount
+                        }
+                        while ox < hi { dst[ox] = src[2 * ox]; ox += 1 }
                     } else {
                         for ox in lo..<hi { dst[ox] = src[ox * g.sw] }
                     }
