@@ -350,6 +350,39 @@ struct KernelTests {
         }
     }
 
+    /// A residual block whose body ends with a convolution has it write the sum at inference, with
+    /// the activation after the block: logits and gradients must be the bits of the separate
+    /// layers on every path that convolution can take (Winograd's output writes for rows of a
+    /// vector, half a vector, a whole plane in one vector, rows that spill, odd sizes; im2col split
+    /// by columns, by rows, sample by sample, K past one packed block; a 1×1 over a batch's pixels
+    /// with blocks staged across samples; a strided shortcut; SiLU and ReLU6 after the sum, and
+    /// none).
+    @Test(arguments: [
+        "input(8,16,16) residual[conv(8,3,pad=1) relu conv(8,3,pad=1)] relu flatten dense(3)",
+        "input(8,8,8) residual[conv(8,3,pad=1) relu conv(8,3,pad=1)] relu6 flatten dense(3)",
+        "input(8,7,7) residual[conv(8,3,pad=1) relu conv(8,3,pad=1)] relu flatten dense(3)",
+        "input(8,20,20) residual[conv(8,3,pad=1)] relu residual[conv(8,3,pad=1)] relu flatten dense(3)",
+        "input(8,13,11) residual[conv(16,3,pad=1) relu conv(8,3,pad=1)] silu flatten dense(3)",
+        "input(4,16,16) residual[conv(4,3,pad=1) relu conv(4,3,pad=1)] relu flatten dense(3)",
+        "input(16,6,6) residual[conv(16,5,pad=2)] relu flatten dense(3)",
+        "input(16,5,5) residual[conv(8,5,pad=2) relu conv(16,5,pad=2)] relu globalavgpool flatten dense(3)",
+        "input(8,12,12) residual[conv(16,3,stride=2,pad=1) relu conv(16,3,pad=1) | conv(16,1,stride=2)] relu flatten dense(3)",
+        "input(8,14,14) residual[conv(32,1) relu6 conv(32,3,pad=1,groups=32) relu6 conv(8,1)] flatten dense(3)",
+        "input(16,7,7) residual[conv(64,1) relu6 conv(16,1)] silu residual[conv(16,1)] flatten dense(3)",
+    ])
+    func residualSumInTheWriteMatchesSeparateLayers(_ text: String) throws {
+        try threadSettingLock.with {
+            let (fused, separate) = try fusedAndSeparate(text)
+            var values = TestRandom(9)
+            for (name, p) in fused.namedParameters where name.hasSuffix("bias") { p.value.copy(from: FloatBuffer(values.values(p.count, -2, 2))) }
+            for (a, b) in zip(fused.namedParameters, separate.namedParameters) { b.parameter.value.copy(from: a.parameter.value) }
+            #expect(fused.layers.contains { ($0 as? Residual)?.sumsInLastConvolution != nil })
+            #expect(!separate.layers.contains { ($0 as? Residual)?.sumsInLastConvolution != nil })
+            var r = TestRandom(4)
+            expectSameBits(fused, separate, inputs: r.values(3 * fused.inputShape.count, -4, 4), gradients: r.values(3 * fused.numClasses))
+        }
+    }
+
     /// A squeeze-and-excitation before a 1×1 convolution hands its gates to the convolution at
     /// inference, which scales its input channels while packing them: logits and gradients must be
     /// the bits of the separate layers, on every path of a 1×1 convolution (batch 1 split by rows or

@@ -44,12 +44,15 @@ func gemm(m: Int, n: Int, k: Int,
           b: UnsafePointer<Float>, ldb: Int, bCol: Int = 1,
           c: UnsafeMutablePointer<Float>, ldc: Int,
           accumulate: Bool, rowBias: UnsafePointer<Float>? = nil, clamp: Clamp = .none, parallel: Bool = false,
-          bRowScale: UnsafePointer<Float>? = nil) {
+          bRowScale: UnsafePointer<Float>? = nil, addend: Int? = nil) {
     if m <= 0 || n <= 0 { return }
     if k <= 0 {
         if !accumulate {
             for i in 0..<m {
-                for j in 0..<n { c[i * ldc + j] = clamp.apply(rowBias?[i] ?? 0) }
+                for j in 0..<n {
+                    let v = rowBias?[i] ?? 0
+                    c[i * ldc + j] = clamp.apply(addend.map { v + c[i * ldc + j + $0] } ?? v)
+                }
             }
         }
         return
@@ -72,11 +75,11 @@ func gemm(m: Int, n: Int, k: Int,
             let i0 = (t / colTiles) * tileRows, j0 = (t % colTiles) * tileCols
             gemmTile(i0: i0, i1: min(m, i0 + tileRows), j0: j0, j1: min(n, j0 + tileCols), k: k,
                      a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb, bCol: bCol, c: c, ldc: ldc, accumulate: accumulate,
-                     rowBias: rowBias, clamp: clamp, bRowScale: bRowScale)
+                     rowBias: rowBias, clamp: clamp, bRowScale: bRowScale, addend: addend)
         }
     } else {
         gemmTile(i0: 0, i1: m, j0: 0, j1: n, k: k, a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb, bCol: bCol,
-                 c: c, ldc: ldc, accumulate: accumulate, rowBias: rowBias, clamp: clamp, bRowScale: bRowScale)
+                 c: c, ldc: ldc, accumulate: accumulate, rowBias: rowBias, clamp: clamp, bRowScale: bRowScale, addend: addend)
     }
 }
 
@@ -102,7 +105,8 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
               a: UnsafePointer<Float>, aRow: Int, aCol: Int,
               b: UnsafePointer<Float>, ldb: Int, bCol: Int = 1, panelStride: Int = 0, bInPlace: Bool = false,
               c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool,
-              rowBias: UnsafePointer<Float>? = nil, clamp: Clamp = .none, bRowScale: UnsafePointer<Float>? = nil) {
+              rowBias: UnsafePointer<Float>? = nil, clamp: Clamp = .none, bRowScale: UnsafePointer<Float>? = nil,
+              addend: Int? = nil) {
     let nr = gemmNR
     // Row k0 of the panel that starts at column j (with `panelStride`, B is stored as the GEMM's
     // own zero-padded panels, panelStride floats apart, rows NR apart: read in place, and j0 is a
@@ -113,9 +117,10 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
     // How far apart the rows are where `panel` points.
     let panelRows = panelStride > 0 ? nr : ldb
     // How block k0 of K is written: the first adds to C or stores (plus the row's bias), the
-    // last applies the clamp.
+    // last adds the addend and applies the clamp.
     @inline(__always) func store(_ k0: Int, _ kc: Int, _ i: Int) -> Store {
-        Store(accumulate: accumulate || k0 > 0, bias: k0 == 0 ? rowBias.map { $0 + i } : nil, clamp: k0 + kc >= k ? clamp : .none)
+        Store(accumulate: accumulate || k0 > 0, bias: k0 == 0 ? rowBias.map { $0 + i } : nil, clamp: k0 + kc >= k ? clamp : .none,
+              addend: k0 + kc >= k ? addend : nil)
     }
     // `bRowScale`: B's row k is multiplied by bRowScale[k] as it is packed (a squeeze-and-excitation
     // gate on the product's input channels), so such a B is always packed.
@@ -215,7 +220,7 @@ private func gemmTileShortK(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
     let nr = gemmNR, panels = max(1, shortKPanelFloats / (k * nr))
     // Store for the rows from i: the bias pointer moves with them.
     @inline(__always) func store(_ i: Int) -> Store {
-        Store(accumulate: first.accumulate, bias: first.bias.map { $0 + (i - i0) }, clamp: first.clamp)
+        Store(accumulate: first.accumulate, bias: first.bias.map { $0 + (i - i0) }, clamp: first.clamp, addend: first.addend)
     }
     var j = j0
     while j < j1 {
@@ -282,11 +287,28 @@ func packB(_ b: UnsafePointer<Float>, ldb: Int, bCol: Int, rows: Int, width: Int
 }
 
 /// How a register block is written into C: added to it or stored, with the row's bias added
-/// (`bias` points at the block's first row) and the clamp applied (a convolution's fused epilogue).
+/// (`bias` points at the block's first row), then another matrix of C's layout added (`addend`:
+/// its element (i, j) lies that many floats past C's, a residual block's shortcut) and the clamp
+/// applied (a convolution's fused epilogue). Each element is summed as the separate layers would:
+/// ((bias + A·B) + addend), then clamped.
 struct Store {
     var accumulate: Bool
     var bias: UnsafePointer<Float>?
     var clamp: Clamp
+    var addend: Int? = nil
+
+    /// The clamp applied to `v`, computed for the floats at `c`: after the addend's, if any.
+    @_transparent
+    func finish(_ v: V, _ c: UnsafeMutablePointer<Float>) -> V {
+        guard let addend else { return clamp.apply(v) }
+        return clamp.apply(v + load(c + addend))
+    }
+
+    @_transparent
+    func finish(_ x: Float, _ c: UnsafeMutablePointer<Float>) -> Float {
+        guard let addend else { return clamp.apply(x) }
+        return clamp.apply(x + c[addend])
+    }
 }
 
 /// Writes an accumulator pair into row `r` of the block, all NR columns or the first `width`.
@@ -303,7 +325,7 @@ func storeRow(_ lo: V, _ hi: V, _ c: UnsafeMutablePointer<Float>, _ width: Int, 
             lo = load(c) + lo
             hi = load(c + w) + hi
         }
-        (lo, hi) = (st.clamp.apply(lo), st.clamp.apply(hi))
+        (lo, hi) = (st.finish(lo, c), st.finish(hi, c + w))
         store(lo, c)
         store(hi, c + w)
         return
@@ -318,7 +340,7 @@ func storeHalfRow(_ lo: V, _ c: UnsafeMutablePointer<Float>, _ width: Int, _ st:
     if let b = st.bias { lo = V(repeating: b[r]) + lo }
     guard width == V.scalarCount else { return storePartialRow(lo, V(), c, width, st) }
     if st.accumulate { lo = load(c) + lo }
-    lo = st.clamp.apply(lo)
+    lo = st.finish(lo, c)
     store(lo, c)
 }
 
@@ -329,11 +351,11 @@ private func storePartialRow(_ lo: V, _ hi: V, _ c: UnsafeMutablePointer<Float>,
     let w = V.scalarCount
     var (part, c, width) = (lo, c, width)
     if width >= w {
-        store(st.clamp.apply(st.accumulate ? load(c) + lo : lo), c)
+        store(st.finish(st.accumulate ? load(c) + lo : lo, c), c)
         (part, c, width) = (hi, c + w, width - w)
     }
     for j in 0..<width {
-        c[j] = st.clamp.apply(st.accumulate ? c[j] + part[j] : part[j])
+        c[j] = st.finish(st.accumulate ? c[j] + part[j] : part[j], c + j)
     }
 }
 

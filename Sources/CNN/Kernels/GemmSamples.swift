@@ -45,12 +45,13 @@ struct SampleColumns {
 /// C[i0..<i1, j0..<j1] = bias + A · B, clamped (a convolution's output write), with B's and C's
 /// columns laid out as `bColumns` and `cColumns` say. Each element is summed in the same order as
 /// `gemmTile`'s, so the result is the same bits as a product sample by sample. `bRowScale`: row k
-/// of sample n's columns of B is multiplied by bRowScale[n · K + k] as it is packed.
+/// of sample n's columns of B is multiplied by bRowScale[n · K + k] as it is packed. `addend`: a
+/// matrix laid out as C, that many floats past it, added before the clamp (see `Store`).
 func gemmSamples(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                  a: UnsafePointer<Float>, aRow: Int, aCol: Int,
                  b: UnsafePointer<Float>, _ bColumns: SampleColumns,
                  c: UnsafeMutablePointer<Float>, _ cColumns: SampleColumns,
-                 rowBias: UnsafePointer<Float>?, clamp: Clamp, bRowScale: UnsafePointer<Float>? = nil) {
+                 rowBias: UnsafePointer<Float>?, clamp: Clamp, bRowScale: UnsafePointer<Float>? = nil, addend: Int? = nil) {
     let nr = gemmNR, packed = packBuffer(), stage = packed + gemmKC * nr
     var j = j0
     while j < j1 {
@@ -68,8 +69,10 @@ func gemmSamples(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
             var i = i0
             while i < i1 {
                 let rows = min(gemmMR, i1 - i)
+                // A staged block's addend and clamp are applied as it is scattered.
+                let last = k0 + kc >= k, addsHere = last && addend != nil && !inPlace
                 let st = Store(accumulate: k0 > 0, bias: k0 == 0 ? rowBias.map { $0 + i } : nil,
-                               clamp: k0 + kc >= k ? clamp : .none)
+                               clamp: last && !addsHere ? clamp : .none, addend: last && inPlace ? addend : nil)
                 let out = inPlace ? panelC + i * cColumns.rowStride : stage
                 let ldc = inPlace ? cColumns.rowStride : nr
                 let target = c + i * cColumns.rowStride
@@ -90,6 +93,13 @@ func gemmSamples(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                 if !inPlace {
                     cColumns.runs(UnsafePointer(target), j, width) { offset, start, count, _ in
                         let start = UnsafeMutablePointer(mutating: start)
+                        if addsHere, let addend {
+                            for r in 0..<rows {
+                                let dst = start + r * cColumns.rowStride, src = stage + r * nr + offset
+                                for t in 0..<count { dst[t] = clamp.apply(src[t] + dst[t + addend]) }
+                            }
+                            return
+                        }
                         for r in 0..<rows { copyRow(start + r * cColumns.rowStride, stage + r * nr + offset, count, exact: true) }
                     }
                 }

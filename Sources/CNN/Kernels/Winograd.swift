@@ -271,20 +271,31 @@ func inverseTransform(_ src: UnsafePointer<Float>, _ stride: Int, bias: V, clamp
 /// from M[ξ][o][t] (16 matrices of OC × tileColumns, winogradMStride apart). A lane's tile gives
 /// two outputs in each of two rows: the lanes' first and second outputs are interleaved
 /// (zipLanes) into whole vectors of an output row. A vector may run past its row into the next
-/// ones, written after it, but not past the plane: there, element by element.
+/// ones, written after it, but not past the plane: there, element by element. `addend`: a tensor
+/// laid out as y, that many floats past it (never y itself: a spilled vector's lanes are written
+/// before their own), added to each output before the clamp.
 func winogradOutput(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, channels: Range<Int>,
-                    bias: UnsafePointer<Float>?, clamp: Clamp, _ y: UnsafeMutablePointer<Float>) {
+                    bias: UnsafePointer<Float>?, clamp: Clamp, addend: Int? = nil, _ y: UnsafeMutablePointer<Float>) {
     let n = V.scalarCount, t = g.tileColumns, tw = g.tilesW, ow = g.ow, oh = g.oh, stride = g.winogradMStride(outChannels: oc)
+    // With an addend, the clamp comes after it, as outputs are stored.
+    let inner = addend == nil ? clamp : .none
+    @inline(__always) func finish(_ x: Float, _ at: UnsafeMutablePointer<Float>) -> Float {
+        guard let addend else { return x }
+        return clamp.apply(x + at[addend])
+    }
     for o in channels {
         let bv = V(repeating: bias?[o] ?? 0)
         let plane = y + o * oh * ow
         @inline(__always) func put(_ v: V, _ row: Int, _ column: Int) {
             // (An odd height's last row of tiles has no bottom row in the plane.)
             guard row < oh else { return }
+            let at = plane + row * ow + column
             if row * ow + column + n <= oh * ow {
-                UnsafeMutableRawPointer(plane + row * ow + column).storeBytes(of: v, as: V.self)
+                var v = v
+                if let addend { v = clamp.apply(v + load(at + addend)) }
+                UnsafeMutableRawPointer(at).storeBytes(of: v, as: V.self)
             } else {
-                for l in 0..<min(n, ow - column) { plane[row * ow + column + l] = v[l] }
+                for l in 0..<min(n, ow - column) { at[l] = finish(v[l], at + l) }
             }
         }
         if ow == n || 2 * ow == n {
@@ -294,7 +305,7 @@ func winogradOutput(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, chann
             // unused. (The lanes past the last tiles are columns of M that are not written.)
             var ty = 0
             while ty < g.tilesH {
-                let ys = inverseTransform(m + o * t + ty * tw, stride, bias: bv, clamp: clamp)
+                let ys = inverseTransform(m + o * t + ty * tw, stride, bias: bv, clamp: inner)
                 let (top0, top1) = zipLanes(ys.0, ys.1), (bottom0, bottom1) = zipLanes(ys.2, ys.3)
                 if ow == n {
                     // Lanes below TW: tile row ty (output rows 2ty, 2ty + 1); the others ty + 1.
@@ -320,15 +331,15 @@ func winogradOutput(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, chann
             // The whole plane's tiles in one vector (7×7: 16 tiles): each lane's outputs are
             // stored one by one, those past an odd size left out. (A vector per row of tiles
             // would transform the same 16 vectors of M again for each row, most lanes unused.)
-            let ys = inverseTransform(m + o * t, stride, bias: bv, clamp: clamp)
+            let ys = inverseTransform(m + o * t, stride, bias: bv, clamp: inner)
             var ty = 0, tx = 0
             for l in 0..<g.tiles {
                 let top = plane + 2 * ty * ow + 2 * tx, right = 2 * tx + 1 < ow
-                top[0] = ys.0[l]
-                if right { top[1] = ys.1[l] }
+                top[0] = finish(ys.0[l], top)
+                if right { top[1] = finish(ys.1[l], top + 1) }
                 if 2 * ty + 1 < oh {
-                    top[ow] = ys.2[l]
-                    if right { top[ow + 1] = ys.3[l] }
+                    top[ow] = finish(ys.2[l], top + ow)
+                    if right { top[ow + 1] = finish(ys.3[l], top + ow + 1) }
                 }
                 tx += 1
                 if tx == tw { (tx, ty) = (0, ty + 1) }
@@ -341,7 +352,7 @@ func winogradOutput(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, chann
             // (A while loop: `stride(from:through:by:)` stayed an out-of-line iterator.)
             var tx = (tw - 1) / n * n
             while tx >= 0 {
-                let ys = inverseTransform(m + o * t + ty * tw + tx, stride, bias: bv, clamp: clamp)
+                let ys = inverseTransform(m + o * t + ty * tw + tx, stride, bias: bv, clamp: inner)
                 let (top0, top1) = zipLanes(ys.0, ys.1), (bottom0, bottom1) = zipLanes(ys.2, ys.3)
                 if 2 * tx + n < ow { put(top1, 2 * ty, 2 * tx + n) }
                 put(top0, 2 * ty, 2 * tx)

@@ -36,9 +36,10 @@ public final class Activation: Layer, PlannedLayer {
     /// Set by the model for a ReLU or ReLU6 after a batch norm, which applies it in its output write
     /// and its mask in backward: forward passes x through and backward dy.
     var appliedByNorm = false
-    /// Set by the model for a SiLU after a convolution (or the batch norm folded into one), which
-    /// applies it in its output write at inference: forward then passes x through. Training runs
-    /// it as written.
+    /// Set by the model for a SiLU after a convolution (or the batch norm folded into one), or an
+    /// activation after a residual block whose last convolution writes the sum, which applies it
+    /// in its output write at inference: forward then passes x through. Training runs it as
+    /// written.
     var fusedAtInference = false
 
     var backwardReads: BackwardReads {

@@ -43,6 +43,12 @@ public final class Residual: Block, PlannedLayer {
     let body: [Layer]
     let shortcut: [Layer]
     let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
+    /// Set by the model when the body ends with a convolution (or one and the batch norm folded
+    /// into it): at inference the shortcut runs first and that convolution writes the sum, with
+    /// `sumActivation` (the activation after the block, which then passes its input through)
+    /// applied, into the block's output: no separate passes for the sum and the activation.
+    var sumsInLastConvolution: Conv2D?
+    var sumActivation = Clamp.none
 
     /// Its sequences' first layers may read the input: see MemoryPlanner.readsInput.
     var backwardReads: BackwardReads { .nothing }
@@ -62,12 +68,36 @@ public final class Residual: Block, PlannedLayer {
     public var flops: Int { (body + shortcut).reduce(outputShape.count) { $0 + $1.flops } }
 
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
+        let count = batch * outputShape.count
+        if !training, let conv = sumsInLastConvolution {
+            // y is neither x nor the shortcut's output (another sequence's buffers), as the
+            // convolution's write needs.
+            let b = runForward(shortcut, x, batch: batch, training: false, rng: &rng)
+            let y = buffers.output(count, input: x, training: false)
+            conv.residualSum = ResidualSum(output: y, addend: UnsafePointer(b.pointer), clamp: sumActivation)
+            let a = runForward(body, x, batch: batch, training: false, rng: &rng)
+            conv.residualSum = nil
+            if a === y { return y }
+            // (Not reached: the layers after the convolution pass its output through.)
+            add(a.pointer, b.pointer, into: y.pointer, count: count)
+            if sumActivation != .none { for i in 0..<count { y.pointer[i] = sumActivation.apply(y.pointer[i]) } }
+            return y
+        }
         let a = runForward(body, x, batch: batch, training: training, rng: &rng)
         let b = runForward(shortcut, x, batch: batch, training: training, rng: &rng)
-        let count = batch * outputShape.count
         let y = buffers.output(count, input: x, training: training)
         add(a.pointer, b.pointer, into: y.pointer, count: count)
         return y
+    }
+
+    /// The convolution that can write the sum: the body's last layer, or the one before a batch
+    /// norm folded into it, applying no activation or pooling of its own.
+    var lastConvolution: Conv2D? {
+        var layers = body[...]
+        if let norm = layers.last as? BatchNorm, norm.foldedIntoPrevious, norm.activation == nil { layers = layers.dropLast() }
+        guard let conv = layers.last as? Conv2D, conv.pooling == nil, conv.fusedActivation == .none,
+              conv.inferenceActivation == .none else { return nil }
+        return conv
     }
 
     public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
@@ -79,6 +109,14 @@ public final class Residual: Block, PlannedLayer {
         add(a.pointer, b.pointer, into: dx.pointer, count: count)
         return dx
     }
+}
+
+/// What a convolution that ends a residual block's body writes at inference (see
+/// `Residual.sumsInLastConvolution`): clamp(conv(x) + addend) into `output`.
+struct ResidualSum {
+    var output: FloatBuffer
+    var addend: UnsafePointer<Float>
+    var clamp: Clamp
 }
 
 /// z = a + b elementwise, on the pool for large tensors (the same sums in any chunking).

@@ -27,6 +27,10 @@ public final class Conv2D: Layer, PlannedLayer {
     var pooling: MaxPool2D?
     /// Set by the model when batch norm follows: folded into the weights at inference.
     var folding: NormFolding?
+    /// Set by a residual block around its forward at inference when this convolution ends its
+    /// body (`Residual.sumsInLastConvolution`): the output goes to the block's buffer with the
+    /// shortcut added and the activation after the block applied, as the output is written.
+    var residualSum: ResidualSum?
     /// Winograd with pooling, in training: each tile's top-left output index in the plane, OH·OW,
     /// the pooling's index of a maximum there (tileColumns entries). Fixed by the geometry, so
     /// built on first use.
@@ -78,15 +82,18 @@ public final class Conv2D: Layer, PlannedLayer {
         // Training keeps the pooling's indices; a ReLU before it masks non-positive maxima.
         let indices = training ? pooling.map { $0.indices(count: batch * outCount) } : nil
         let mask = pooling?.masksNonPositive ?? false
-        let y = buffers.output(batch * outCount, input: x, training: training)
+        let sum = training ? nil : residualSum
+        let y = sum?.output ?? buffers.output(batch * outCount, input: x, training: training)
         // Inference through a folded batch norm uses the folded weights (and the ReLU after it).
         let folded = training ? nil : folding?.folded(weight: weight, bias: bias)
         let w = folded?.weight ?? UnsafePointer(weight.value.pointer)
         let b = folded?.bias ?? bias.map { UnsafePointer($0.value.pointer) }
         let weightKey = folded == nil ? weight.version : folding?.key ?? 0
         // The output write's activation: a ReLU or ReLU6 right after, or the folded norm's.
-        let clamp: Clamp = fusedActivation != .none ? fusedActivation : folded?.clamp ?? (training ? .none : inferenceActivation)
+        // A residual sum's: its activation, after the shortcut (`addend` floats past the output).
+        let clamp: Clamp = sum?.clamp ?? (fusedActivation != .none ? fusedActivation : folded?.clamp ?? (training ? .none : inferenceActivation))
         let xp = x.pointer, yp = y.pointer
+        let addend = sum.map { yp.distance(to: UnsafeMutablePointer(mutating: $0.addend)) }
         let strideOne = g.sh == 1 && g.sw == 1
         // The gates of the squeeze-and-excitation before (C per sample), at inference.
         let gates = training ? nil : gatedBy?.gatesForNext
@@ -108,7 +115,7 @@ public final class Conv2D: Layer, PlannedLayer {
                 winogradUVersion = weightKey
             }
             winogradConvolution(xp, g, u: winogradU.buffer.pointer, uPanels: panels, outChannels: oc, bias: b, clamp: clamp,
-                                pooling: pooled, batch: batch, into: yp,
+                                addend: addend, pooling: pooled, batch: batch, into: yp,
                                 keeping: training ? self.padded.reserve(batch * g.paddedCount).pointer : nil)
             return y
         }
@@ -155,7 +162,7 @@ public final class Conv2D: Layer, PlannedLayer {
                 let j0 = t / rowParts * chunk, i0 = t % rowParts * rowPart
                 gemmSamples(i0: i0, i1: min(oc, i0 + rowPart), j0: j0, j1: min(columns, j0 + chunk), k: ckk, a: w, aRow: ckk,
                             aCol: 1, b: pixels, source, c: yp, .planes(p, sampleStride: outCount), rowBias: b, clamp: clamp,
-                            bRowScale: gates)
+                            bRowScale: gates, addend: addend)
             }
             return y
         }
@@ -217,7 +224,7 @@ public final class Conv2D: Layer, PlannedLayer {
             ThreadPool.shared.parallelFor(2) { t in
                 let columns = t == 0 ? 0..<split : split..<p
                 gemmTile(i0: 0, i1: oc, j0: columns.lowerBound, j1: columns.upperBound, k: ckk, a: w, aRow: ckk, aCol: 1,
-                         b: xp, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp, bRowScale: gates)
+                         b: xp, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp, bRowScale: gates, addend: addend)
             }
             return y
         }
@@ -225,7 +232,7 @@ public final class Conv2D: Layer, PlannedLayer {
             ThreadPool.shared.parallelFor(2) { t in
                 let rows = part(t, of: oc, cut: channelCut)
                 gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: p, k: ckk, a: w, aRow: ckk, aCol: 1,
-                         b: xp, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp, bRowScale: gates)
+                         b: xp, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp, bRowScale: gates, addend: addend)
             }
             return y
         }
@@ -233,7 +240,7 @@ public final class Conv2D: Layer, PlannedLayer {
             ThreadPool.shared.parallelFor(tasks) { task in
                 for n in stride(from: task, to: batch, by: tasks) {
                     gemm(m: oc, n: p, k: ckk, a: w, aRow: ckk, aCol: 1, b: xp + n * inCount, ldb: p, c: yp + n * outCount,
-                         ldc: p, accumulate: false, rowBias: b, clamp: clamp, bRowScale: gates.map { $0 + n * ckk })
+                         ldc: p, accumulate: false, rowBias: b, clamp: clamp, bRowScale: gates.map { $0 + n * ckk }, addend: addend)
                 }
             }
             return y
@@ -248,7 +255,7 @@ public final class Conv2D: Layer, PlannedLayer {
                 padInput(xp, g, own, readable: inCount)
                 im2colPadded(own, g, col, columns: columns)
                 gemmTile(i0: 0, i1: oc, j0: columns.lowerBound, j1: columns.upperBound, k: ckk, a: w, aRow: ckk, aCol: 1,
-                         b: col, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp)
+                         b: col, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp, addend: addend)
             }
             return y
         }
@@ -258,7 +265,7 @@ public final class Conv2D: Layer, PlannedLayer {
                 let outputRows = part(t, of: g.oh, cut: g.oh / 2)
                 im2col(xp, g, col, rows: outputRows)
                 gemmTile(i0: 0, i1: oc, j0: outputRows.lowerBound * g.ow, j1: outputRows.upperBound * g.ow, k: ckk, a: w,
-                         aRow: ckk, aCol: 1, b: col, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp)
+                         aRow: ckk, aCol: 1, b: col, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp, addend: addend)
             }
             return y
         }
@@ -269,7 +276,7 @@ public final class Conv2D: Layer, PlannedLayer {
                 lower(0, into: t)
                 let rows = part(t, of: oc, cut: channelCut)
                 gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: p, k: ckk, a: w, aRow: ckk, aCol: 1,
-                         b: col + t * ckk * p, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp)
+                         b: col + t * ckk * p, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp, addend: addend)
             }
             return y
         }
@@ -279,7 +286,7 @@ public final class Conv2D: Layer, PlannedLayer {
             for n in stride(from: slot, to: batch, by: slots) {
                 lower(n, into: slot)
                 gemm(m: oc, n: p, k: ckk, a: w, aRow: ckk, aCol: 1, b: col + slot * ckk * p, ldb: p, c: yp + n * outCount,
-                     ldc: p, accumulate: false, rowBias: b, clamp: clamp)
+                     ldc: p, accumulate: false, rowBias: b, clamp: clamp, addend: addend)
             }
         }
         return y
@@ -502,7 +509,7 @@ public final class Conv2D: Layer, PlannedLayer {
     /// written (OH / 2 × OW / 2: one value per tile).
     private func winogradConvolution(_ input: UnsafePointer<Float>, _ g: ConvGeometry, u: UnsafePointer<Float>,
                                      uPanels: UnsafePointer<Float>? = nil, outChannels oc: Int, bias: UnsafePointer<Float>?,
-                                     clamp: Clamp, pooling: WinogradPooling? = nil, batch: Int,
+                                     clamp: Clamp, addend: Int? = nil, pooling: WinogradPooling? = nil, batch: Int,
                                      into output: UnsafeMutablePointer<Float>, keeping kept: UnsafeMutablePointer<Float>?) {
         let c = g.c, t = g.tileColumns, nr = gemmNR
         let inCount = g.c * g.h * g.w, outCount = oc * (pooling != nil ? g.tiles : g.oh * g.ow)
@@ -550,7 +557,7 @@ public final class Conv2D: Layer, PlannedLayer {
             if let pooling {
                 winogradOutputPooled(m, g, oc: oc, channels: rows, bias: bias, clamp: clamp, pooling, sample * outCount, output)
             } else {
-                winogradOutput(m, g, oc: oc, channels: rows, bias: bias, clamp: clamp, output + sample * outCount)
+                winogradOutput(m, g, oc: oc, channels: rows, bias: bias, clamp: clamp, addend: addend, output + sample * outCount)
             }
         }
         if split {

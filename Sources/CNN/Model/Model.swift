@@ -186,6 +186,17 @@ public final class Model {
                 pool.fusedIntoConv = true
             }
         }
+        // A residual block whose body ends with a convolution (and a batch norm folded into it)
+        // has that convolution write the sum at inference, with the ReLU, ReLU6 or SiLU after
+        // the block applied (which then passes its input through at inference, as a SiLU after
+        // a convolution does).
+        for (i, layer) in layers.enumerated() {
+            guard let block = layer as? Residual, let conv = block.lastConvolution else { continue }
+            block.sumsInLastConvolution = conv
+            guard i + 1 < layers.count, let act = layers[i + 1] as? Activation, Clamp.atInference(act.kind) != .none else { continue }
+            block.sumActivation = Clamp.atInference(act.kind)
+            act.fusedAtInference = true
+        }
         // A squeeze-and-excitation right before a 1×1 convolution (stride 1, no padding, no
         // pooling fused): at inference its gates scale the convolution's input as it is packed
         // (see `Conv2D.gatedBy`). Every inference path of such a convolution multiplies its input
