@@ -43,7 +43,7 @@ func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ col: UnsafeMutablePo
                         // Whole vectors while their reads stay inside the row (up to `last`).
                         var ox = lo
                         while ox + V.scalarCount <= hi && 2 * (ox + V.scalarCount) - 1 <= last {
-                            store(loadEven(src + 2 * ox), dst + ox)
+                            store(evenElements(src + 2 * ox), dst + ox)
                             ox += V.scalarCount
                         }
                         while ox < hi { dst[ox] = src[2 * ox]; ox += 1 }

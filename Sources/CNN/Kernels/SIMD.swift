@@ -9,12 +9,6 @@ typealias V = SIMD16<Float>
 typealias V = SIMD8<Float>
 #endif
 typealias V16 = SIMD16<Float>
-/// Two vectors' worth of floats, whose even lanes make one vector (`loadEven`).
-#if CNN_AVX512
-typealias VPair = SIMD32<Float>
-#else
-typealias VPair = SIMD16<Float>
-#endif
 
 @inline(__always)
 func fmadd(_ acc: V, _ a: V, _ b: V) -> V {
@@ -37,11 +31,6 @@ func fmadd(_ acc: Float, _ a: Float, _ b: Float) -> Float {
 /// V.scalarCount floats from `p`, which need not be aligned.
 @inline(__always)
 func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
-
-/// p[0], p[2], ..., p[2·(V.scalarCount - 1)]: a stride-2 row gathered a vector at a time (reads
-/// 2·V.scalarCount - 1 floats).
-@inline(__always)
-func loadEven(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: VPair.self).evenHalf }
 
 @inline(__always)
 func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
