@@ -190,6 +190,9 @@ struct LayerTests {
         "input(2,7,6) maxpool(3,stride=2,pad=1) flatten",   // ResNet-18's stem pooling
         "input(1,5,6) maxpool(2x3,stride=1,pad=1) flatten",
         "input(2,9,37) maxpool(3,stride=2,pad=1) flatten",  // inference's rows of column maxima: vectors and a tail
+        // Inference at stride 2: vectors of windows inside the row, single windows at both edges.
+        "input(2,5,112) maxpool(3,stride=2,pad=1) flatten",
+        "input(1,6,75) maxpool(5,stride=2,pad=2) flatten",
         "input(2,6,6) avgpool(2) flatten",
         "input(2,7,5) avgpool(3,stride=1) flatten",
         "input(3,5,4) globalavgpool flatten",

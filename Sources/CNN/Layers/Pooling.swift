@@ -78,12 +78,30 @@ public final class MaxPool2D: Layer, PlannedLayer {
                             columns[ix] = best
                             ix += 1
                         }
-                        for ox in 0..<ow {
+                        @inline(__always) func window(_ ox: Int) {
                             let x0 = max(ox * sw - pw, 0), x1 = min(ox * sw - pw + kw, w)
                             var best = columns[x0]
                             for i in x0 + 1..<x1 where columns[i] > best { best = columns[i] }
                             dst[oy * ow + ox] = best
                         }
+                        var ox = 0
+                        if sw == 2 {
+                            // A vector of windows at a time where they and their reads (the even
+                            // elements of two vectors from each tap) lie inside the row: the same
+                            // comparisons in the same order.
+                            while ox < min(ow, (pw + 1) / 2) { window(ox); ox += 1 }
+                            while ox + n <= ow && 2 * ox - pw + kw - 1 + 2 * n <= w {
+                                let first = columns + 2 * ox - pw
+                                var best = evenElements(first)
+                                for i in 1..<kw {
+                                    let v = evenElements(first + i)
+                                    best.replace(with: v, where: v .> best)
+                                }
+                                store(best, dst + oy * ow + ox)
+                                ox += n
+                            }
+                        }
+                        while ox < ow { window(ox); ox += 1 }
                     }
                 }
             }
