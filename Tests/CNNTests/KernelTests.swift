@@ -231,6 +231,9 @@ struct KernelTests {
             "conv(16,1,stride=2) conv(17,3,pad=1) batchnorm relu conv(16,3) flatten dense(5)",
         // 1×1 on 196 positions at batch 1: an expansion split by output channels, a projection by columns.
         "input(8,14,14) conv(64,1) relu6 conv(16,1) flatten dense(3)",
+        // 49 positions at batch 1, output channels in whole panels: the product transposed
+        // (strided, 5×5 with K past a packed block, 1×1 without lowering; with and without bias).
+        "input(8,14,14) conv(64,3,stride=2,pad=1) relu conv(64,5,pad=2) conv(32,1,bias=false) relu6 flatten dense(3)",
     ])
     func predictionsDoNotDependOnBatchOrThreads(_ text: String) throws {
         try threadSettingLock.with {
@@ -369,6 +372,9 @@ struct KernelTests {
         "input(8,12,12) residual[conv(16,3,stride=2,pad=1) relu conv(16,3,pad=1) | conv(16,1,stride=2)] relu flatten dense(3)",
         "input(8,14,14) residual[conv(32,1) relu6 conv(32,3,pad=1,groups=32) relu6 conv(8,1)] flatten dense(3)",
         "input(16,7,7) residual[conv(64,1) relu6 conv(16,1)] silu residual[conv(16,1)] flatten dense(3)",
+        // Batch 1 on 49 positions: the product transposed, the sum added as it is transposed back.
+        "input(8,14,14) residual[conv(64,3,stride=2,pad=1) relu conv(64,5,pad=2) | conv(64,1,stride=2)] relu flatten dense(3)",
+        "input(32,7,7) residual[conv(64,1) relu conv(32,1)] relu6 flatten dense(3)",
     ])
     func residualSumInTheWriteMatchesSeparateLayers(_ text: String) throws {
         try threadSettingLock.with {

@@ -251,6 +251,16 @@ private func gemmTileShortK(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
     }
 }
 
+/// Aᵀ (K, rows) of a row-major A (rows, K) as the GEMM's panels of B: [r / NR][k][r % NR], rows
+/// a multiple of NR (a convolution's weights, the right operand of a transposed product).
+func packTransposedPanels(_ a: UnsafePointer<Float>, rows: Int, k: Int, into out: UnsafeMutablePointer<Float>) {
+    let nr = gemmNR
+    for r in 0..<rows {
+        let panel = out + r / nr * k * nr + r % nr, src = a + r * k
+        for kk in 0..<k { panel[kk * nr] = src[kk] }
+    }
+}
+
 /// Copies rows × width of B into `out` as rows × NR, zero-padding the columns past `width`; with
 /// `scale`, row r multiplied by scale[r].
 @inline(__always)

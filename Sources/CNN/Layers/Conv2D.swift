@@ -53,7 +53,9 @@ public final class Conv2D: Layer, PlannedLayer {
     /// Winograd's per-task slots and the weight gradient's transposed dy: used within one call,
     /// so the model's plan gives every convolution the same one.
     var scratch = ConvScratch()
-    private var unpooled = Workspace()   // im2col with pooling: each task's full-size output
+    private var unpooled = Workspace()   // im2col with pooling: each task's full-size output; Yᵀ
+    private var weightPanels = Workspace()  // one image on few positions: Wᵀ as the GEMM's panels
+    private var weightPanelsVersion = -1
     private var winogradUBackward = Workspace()  // the input gradient's: 16 × (C, OC)
     private var dwT = Workspace()        // (CKK, OC): the weight gradient of one step, transposed
 
@@ -219,6 +221,10 @@ public final class Conv2D: Layer, PlannedLayer {
         // A 1×1 convolution at stride 1 without padding: in inference its im2col matrix is the
         // input itself (C rows of H·W), multiplied as it is.
         let pointwise = !training && g.kh == 1 && g.kw == 1 && strideOne && g.ph == 0 && g.pw == 0
+        if rowSplit && !columnSplit && gates == nil && oc % gemmNR == 0 && p >= gemmMR {
+            transposedProduct(xp, w: w, weightKey: weightKey, bias: b, clamp: clamp, addend: addend, lowered: !pointwise, into: yp)
+            return y
+        }
         if pointwise && columnSplit && !(rowSplit && oc >= 2 * ckk && rowSplitIsEvener(rows: oc, columns: p)) {
             let split = (p / 2 + gemmNR - 1) / gemmNR * gemmNR
             ThreadPool.shared.parallelFor(2) { t in
@@ -495,6 +501,54 @@ public final class Conv2D: Layer, PlannedLayer {
         for o in 0..<oc {
             for ch in 0..<c {
                 for tap in 0..<taps { dw[(o * c + ch) * taps + tap] += dwt[(tap * c + ch) * oc + o] }
+            }
+        }
+    }
+
+    /// One image on few positions (P < 4 panels: a 7×7 plane fills 49 of a product's 64 columns),
+    /// on two threads: Yᵀ (P, OC) = colᵀ · Wᵀ, the positions as the rows (whole register blocks
+    /// but one row) and the output channels as the columns (whole panels of Wᵀ, packed once per
+    /// weight version), then transposed into y. Each element is summed as in Y = W · col (the
+    /// bias first: C starts as it; then the K blocks in order), so the bits are the other paths'.
+    /// The im2col matrix (unless `lowered` is false: a 1×1 convolution's is x) is lowered by both
+    /// tasks, half of the input channels each.
+    private func transposedProduct(_ xp: UnsafeMutablePointer<Float>, w: UnsafePointer<Float>, weightKey: Int,
+                                   bias: UnsafePointer<Float>?, clamp: Clamp, addend: Int?, lowered: Bool,
+                                   into yp: UnsafeMutablePointer<Float>) {
+        let g = geometry, oc = outputShape.c, ckk = g.colRows, p = g.colCols, nr = gemmNR
+        if weightPanelsVersion != weightKey || weightPanels.buffer.count < oc * ckk {
+            packTransposedPanels(w, rows: oc, k: ckk, into: weightPanels.reserve(oc * ckk).pointer)
+            weightPanelsVersion = weightKey
+        }
+        let panels = UnsafePointer(weightPanels.buffer.pointer)
+        let yt = unpooled.reserve(p * oc).pointer
+        var a = UnsafePointer(xp)
+        if lowered {
+            let col = self.col.reserve(ckk * p).pointer
+            ThreadPool.shared.parallelFor(2) { t in
+                let channels = part(t, of: g.c, cut: g.c / 2)
+                var own = g
+                own.c = channels.count
+                im2col(xp + channels.lowerBound * g.h * g.w, own, col + channels.lowerBound * g.kh * g.kw * p)
+            }
+            a = UnsafePointer(col)
+        }
+        // The sum of an addend comes before the clamp: both as y is written.
+        let cut = (oc / nr + 1) / 2 * nr
+        ThreadPool.shared.parallelFor(2) { t in
+            let columns = part(t, of: oc, cut: cut)
+            if let bias {
+                for j in 0..<p { (yt + j * oc + columns.lowerBound).update(from: bias + columns.lowerBound, count: columns.count) }
+            }
+            gemmTile(i0: 0, i1: p, j0: columns.lowerBound, j1: columns.upperBound, k: ckk, a: a, aRow: 1, aCol: p,
+                     b: panels, ldb: nr, panelStride: ckk * nr, c: yt, ldc: oc, accumulate: bias != nil,
+                     clamp: addend == nil ? clamp : .none)
+        }
+        guard let addend else { return transpose(yt, rows: p, cols: oc, into: yp) }
+        ThreadPool.shared.parallelFor(2) { t in
+            for o in part(t, of: oc, cut: cut) {
+                let dst = yp + o * p
+                for j in 0..<p { dst[j] = clamp.apply(yt[j * oc + o] + dst[j + addend]) }
             }
         }
     }
