@@ -332,6 +332,9 @@ struct KernelTests {
             "conv(24,1) silu flatten dense(3)",
         "input(32,4,4) conv(32,3,pad=1,groups=32) silu conv(32,1) silu conv(16,3,pad=1,groups=4) silu flatten dense(3)",
         "input(3,9,9) conv(8,3,stride=2) silu conv(12,2) silu flatten dense(3)",
+        // Depthwise rows of whole vectors and a part (3×3 and 5×5 kernels in registers, strides 1 and 2).
+        "input(4,7,37) conv(4,3,pad=1,groups=4) relu6 conv(4,5,stride=2,pad=2,groups=4) silu conv(4,5,pad=2,groups=4) relu " +
+            "conv(4,3,stride=2,pad=1,groups=4) relu6 flatten dense(3)",
     ])
     func fusedActivationsMatchSeparateLayers(_ text: String) throws {
         try threadSettingLock.with {

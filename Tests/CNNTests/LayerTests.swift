@@ -68,11 +68,14 @@ struct LayerTests {
         "input(2,7,19) conv(2,3x5,pad=1x2,groups=2) flatten",            // rectangular, stride 1
         "input(3,6,10) conv(3,3,pad=2,groups=3) flatten",                // padding 2 with a 3×3 kernel: a larger output
         "input(3,4,5) conv(3,1,groups=3) flatten",                       // depthwise 1×1
-        // Rows in blocks of four, a partial vector stored whole onto the next row but not past
-        // the plane: 14 rows (4, 4, 4, 2) of 14; stride 2 onto 3 rows of 14; 9 rows of 28.
+        // A partial vector stored whole onto the next row but not past the plane: 14 rows of 14;
+        // stride 2 onto 3 rows of 14; 9 rows of 28; 5×5 kernels (weights in registers) at strides
+        // 1 and 2 on rows of two vectors and a part.
         "input(2,14,14) conv(2,3,pad=1,groups=2) flatten",
         "input(2,6,28) conv(2,3,stride=2,pad=1,groups=2,bias=false) flatten",
         "input(2,9,28) conv(2,3,pad=1,groups=2) flatten",
+        "input(2,6,37) conv(2,5,pad=2,groups=2) flatten",
+        "input(2,7,75) conv(2,5,stride=2,pad=2,groups=2,bias=false) flatten",
         // Channels last (rows of at most half a vector): more channels than a vector, stride 2,
         // a 2×2 plane, padding past the kernel's reach.
         "input(20,4,4) conv(20,3,pad=1,groups=20) flatten",

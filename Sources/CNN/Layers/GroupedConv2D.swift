@@ -149,7 +149,7 @@ public final class GroupedConv2D: Layer, PlannedLayer {
                     for n in 0..<batch {
                         let plane = n * oc + o, d = dy + plane * ohw
                         if db != nil { biasSum.add(d, ohw) }
-                        plan.border(x + plane * hw, into: own, bordered: o != task || n > 0)
+                        plan.border(x + plane * hw, into: own, bordered: o != task || n > 0, end: x + batch * oc * hw)
                         // Rows of whole vectors are read where they are.
                         let rows = plan.paddedOW == g.ow ? d : UnsafePointer(dyRows)
                         if plan.paddedOW != g.ow { plan.pad(d, into: dyRows) }
@@ -196,64 +196,23 @@ public final class GroupedConv2D: Layer, PlannedLayer {
     /// The plan's geometry is the forward's, or the input gradient's (`depthwiseGradientPlan`).
     private func depthwise(_ x: UnsafePointer<Float>, _ plan: DepthwisePlan, weights: UnsafePointer<Float>,
                            bias: UnsafePointer<Float>?, clamp: Clamp, batch: Int, into y: UnsafeMutablePointer<Float>) {
-        let g = plan.g, oc = g.c, hw = g.h * g.w, ohw = g.oh * g.ow, taps = g.kh * g.kw
-        let s = g.sw, planes = batch * oc, w = V.scalarCount
+        let g = plan.g, oc = g.c, hw = g.h * g.w, ohw = g.oh * g.ow, taps = g.kh * g.kw, planes = batch * oc
         // At most max(2, batch) scratch planes, as the model's memory plan counts them.
         let tasks = min(planes, max(2, min(batch, ThreadPool.shared.threads)))
         let scratch = depthwiseScratch.reserve(tasks * plan.scratchCount).pointer
         ThreadPool.shared.parallelFor(tasks) { task in
             let own = scratch + task * plan.scratchCount
             for plane in stride(from: task, to: planes, by: tasks) {
-                plan.border(x + plane * hw, into: own, bordered: plane != task)
+                plan.border(x + plane * hw, into: own, bordered: plane != task, end: x + planes * hw)
                 let o = plane % oc, wk = weights + o * taps, dst = y + plane * ohw
                 let start = V(repeating: bias?[o] ?? 0)
-                var oy = 0
-                while oy < g.oh {
-                    // Four output rows at a time, each vector of columns summing in four
-                    // independent chains (one row's nine taps alone wait on each other's
-                    // additions); a block past the plane's last row repeats it, unstored.
-                    let rows = min(4, g.oh - oy)
-                    let r0 = own + oy * s * plan.rowStride, r1 = own + min(oy + 1, g.oh - 1) * s * plan.rowStride
-                    let r2 = own + min(oy + 2, g.oh - 1) * s * plan.rowStride, r3 = own + min(oy + 3, g.oh - 1) * s * plan.rowStride
-                    @inline(__always) func sums(_ ox: Int) -> (V, V, V, V) {
-                        var a0 = start, a1 = start, a2 = start, a3 = start
-                        for ky in 0..<g.kh {
-                            for kx in 0..<g.kw {
-                                let at = plan.offset(ky, kx) + ox, wv = V(repeating: wk[ky * g.kw + kx])
-                                a0 = fmadd(a0, wv, load(r0 + at))
-                                a1 = fmadd(a1, wv, load(r1 + at))
-                                a2 = fmadd(a2, wv, load(r2 + at))
-                                a3 = fmadd(a3, wv, load(r3 + at))
-                            }
-                        }
-                        return (clamp.apply(a0), clamp.apply(a1), clamp.apply(a2), clamp.apply(a3))
-                    }
-                    // A row's last, partial vector first, stored whole: its extra lanes fall on
-                    // the next row's start, which that row's own stores write after. Only where
-                    // they would leave the plane (the next plane is another task's) are its own
-                    // lanes copied alone.
-                    @inline(__always) func put(_ v: V, _ row: Int, _ ox: Int) {
-                        guard row < rows else { return }
-                        let at = (oy + row) * g.ow + ox
-                        if at + w <= ohw {
-                            store(v, dst + at)
-                        } else {
-                            var v = v
-                            withUnsafeBytes(of: &v) { (dst + at).update(from: $0.baseAddress!.assumingMemoryBound(to: Float.self), count: g.ow - ox) }
-                        }
-                    }
-                    let whole = g.ow / w * w
-                    if whole < g.ow {
-                        let (v0, v1, v2, v3) = sums(whole)
-                        put(v0, 0, whole); put(v1, 1, whole); put(v2, 2, whole); put(v3, 3, whole)
-                    }
-                    var ox = 0
-                    while ox < whole {
-                        let (v0, v1, v2, v3) = sums(ox)
-                        put(v0, 0, ox); put(v1, 1, ox); put(v2, 2, ox); put(v3, 3, ox)
-                        ox += w
-                    }
-                    oy += rows
+                // The common kernels' weights stay in registers for the whole plane.
+                if g.kh == 3 && g.kw == 3 {
+                    plan.convolve(Taps3x3(wk), own, start: start, clamp: clamp, into: dst)
+                } else if g.kh == 5 && g.kw == 5 {
+                    plan.convolve(Taps5x5(wk), own, start: start, clamp: clamp, into: dst)
+                } else {
+                    plan.convolve(AnyTaps(weights: wk, plan: plan), own, start: start, clamp: clamp, into: dst)
                 }
             }
         }
@@ -351,88 +310,5 @@ public final class GroupedConv2D: Layer, PlannedLayer {
             }
         }
         return dx
-    }
-}
-
-/// The scratch layout of a depthwise convolution's input plane: rows of the zero-bordered plane
-/// (H + 2·PH of them), each split into `stride` phases (phase p holds columns p, p + stride, ...),
-/// each phase `phaseStride` floats, with room for a whole vector read past the last output.
-struct DepthwisePlan {
-    let g: ConvGeometry
-    let phaseStride: Int
-    let rowStride: Int
-    let scratchCount: Int
-    /// The output width rounded up to whole vectors: the weight gradient's copy of a dy plane
-    /// (`pad`), `paddedOutputCount` floats, zeros past each row's end.
-    let paddedOW: Int
-    let paddedOutputCount: Int
-
-    init(_ g: ConvGeometry) {
-        self.g = g
-        let phase = g.ow + (g.kw - 1) / g.sw + V.scalarCount
-        // At stride 2 the phases are written a vector at a time (`border`): whole vectors each.
-        phaseStride = g.sw == 1 ? phase : (phase + V.scalarCount - 1) / V.scalarCount * V.scalarCount
-        rowStride = g.sw * phaseStride
-        // At stride 2, one more row: an input row with its border, before it is split (its odd
-        // elements are read from one float past the row's end).
-        scratchCount = g.sw == 1 ? (g.h + 2 * g.ph) * rowStride : (g.h + 2 * g.ph + 1) * rowStride + 1
-        paddedOW = (g.ow + V.scalarCount - 1) / V.scalarCount * V.scalarCount
-        paddedOutputCount = g.oh * paddedOW
-    }
-
-    /// Where tap (ky, kx) reads for output (0, 0) in the bordered plane: kernel row ky, phase
-    /// kx mod stride, column kx / stride (stride 1 or 2: a mask and a shift, no division).
-    @inline(__always)
-    func offset(_ ky: Int, _ kx: Int) -> Int {
-        let shift = g.sw - 1
-        return ky * rowStride + (kx & shift) * phaseStride + (kx >> shift)
-    }
-
-    /// Copies an output-sized plane (OH × OW) into rows of `paddedOW`, zeros after each row.
-    func pad(_ d: UnsafePointer<Float>, into rows: UnsafeMutablePointer<Float>) {
-        for oy in 0..<g.oh {
-            let row = rows + oy * paddedOW
-            row.update(from: d + oy * g.ow, count: g.ow)
-            row.advanced(by: g.ow).update(repeating: 0, count: paddedOW - g.ow)
-        }
-    }
-
-    /// Copies input plane `x` (H × W) into `scratch`, bordered with zeros. `bordered`: the
-    /// scratch holds another plane of this geometry, whose zeros are where this one's go (a
-    /// task's planes after its first): at stride 1 only the input's own values are copied, at
-    /// stride 2 the rows of zeros above and below are left as they are.
-    func border(_ x: UnsafePointer<Float>, into scratch: UnsafeMutablePointer<Float>, bordered: Bool) {
-        let rows = g.h + 2 * g.ph
-        // Stride 2: each input row is first copied with its zero border into the scratch's last
-        // row (`line`), whose border stays zero from plane to plane.
-        let line = scratch + rows * rowStride
-        if !bordered && g.sw != 1 { line.update(repeating: 0, count: rowStride + 1) }
-        if bordered && g.sw == 1 {
-            for iy in 0..<g.h { (scratch + (iy + g.ph) * rowStride + g.pw).update(from: x + iy * g.w, count: g.w) }
-            return
-        }
-        for r in 0..<rows {
-            let iy = r - g.ph, row = scratch + r * rowStride
-            guard iy >= 0 && iy < g.h else {
-                if !bordered { row.update(repeating: 0, count: rowStride) }
-                continue
-            }
-            let src = x + iy * g.w
-            if g.sw == 1 {
-                row.update(repeating: 0, count: g.pw)
-                row.advanced(by: g.pw).update(from: src, count: g.w)
-                row.advanced(by: g.pw + g.w).update(repeating: 0, count: rowStride - g.pw - g.w)
-            } else {
-                // Stride 2: phase 0 holds columns 2j - PW, phase 1 columns 2j + 1 - PW, split from
-                // the bordered row a vector of each at a time.
-                (line + g.pw).update(from: src, count: g.w)
-                var j = 0
-                while j < phaseStride {
-                    store(evenElements(line + 2 * j), row + j)
-                    store(evenElements(line + 2 * j + 1), row + phaseStride + j)
-                    j += V.scalarCount
-                }
-            }
-        }
     }
 }
