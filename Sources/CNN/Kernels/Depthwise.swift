@@ -170,6 +170,27 @@ protocol DepthwiseTaps {
     func sum<S: DepthwiseStride>(_ start: V, _ top: UnsafePointer<Float>, _ plan: DepthwisePlan, _: S.Type, _ ox: Int) -> V
 }
 
+/// A depthwise kernel's taps for a block of V.scalarCount channels, pixels × channels
+/// (DepthwiseChannelsLast.swift): one weight vector per tap.
+protocol ChannelsLastTaps {
+    /// `start` plus every tap's weights times the input vector it reads for the output whose
+    /// first tap reads `at`: tap (ky, kx) reads `at` + ky·`row` + kx·V.scalarCount.
+    func sum(_ start: V, _ at: UnsafePointer<Float>, row: Int) -> V
+}
+
+/// A kernel row's taps reading consecutive pixels' vectors from `r`.
+@inline(__always)
+private func pixelRow(_ a: V, _ r: UnsafePointer<Float>, _ w0: V, _ w1: V, _ w2: V) -> V {
+    let w = V.scalarCount
+    return fmadd(fmadd(fmadd(a, w0, load(r)), w1, load(r + w)), w2, load(r + 2 &* w))
+}
+
+@inline(__always)
+private func pixelRow(_ a: V, _ r: UnsafePointer<Float>, _ w0: V, _ w1: V, _ w2: V, _ w3: V, _ w4: V) -> V {
+    let w = V.scalarCount, a = pixelRow(a, r, w0, w1, w2)
+    return fmadd(fmadd(a, w3, load(r + 3 &* w)), w4, load(r + 4 &* w))
+}
+
 /// Adds kernel row `ws`' taps (weights broadcast) reading row `r` from the output column: tap kx
 /// at column kx (stride 1), or at column kx / 2 of phase kx mod 2 (stride 2, phases `phase` apart).
 @inline(__always)
@@ -186,8 +207,21 @@ private func kernelRow<S: DepthwiseStride>(_ a: V, _ r: UnsafePointer<Float>, _ 
     return fmadd(fmadd(a, w3, load(r3)), w4, load(r4))
 }
 
-struct Taps3x3: DepthwiseTaps {
+struct Taps3x3: DepthwiseTaps, ChannelsLastTaps {
     let w0, w1, w2, w3, w4, w5, w6, w7, w8: V
+
+    /// Channels last: tap t's weights are the vector at `vectors` + t·`stride`.
+    @inline(__always)
+    init(vectors k: UnsafePointer<Float>, stride: Int) {
+        @inline(__always) func v(_ t: Int) -> V { load(k + t &* stride) }
+        (w0, w1, w2, w3, w4, w5, w6, w7, w8) = (v(0), v(1), v(2), v(3), v(4), v(5), v(6), v(7), v(8))
+    }
+
+    @inline(__always)
+    func sum(_ start: V, _ at: UnsafePointer<Float>, row: Int) -> V {
+        let a = pixelRow(start, at, w0, w1, w2)
+        return pixelRow(pixelRow(a, at + row, w3, w4, w5), at + 2 &* row, w6, w7, w8)
+    }
 
     @inline(__always)
     init(_ k: UnsafePointer<Float>) {
@@ -204,8 +238,25 @@ struct Taps3x3: DepthwiseTaps {
     }
 }
 
-struct Taps5x5: DepthwiseTaps {
+struct Taps5x5: DepthwiseTaps, ChannelsLastTaps {
     let w: (V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V)
+
+    /// Channels last: tap t's weights are the vector at `vectors` + t·`stride`.
+    @inline(__always)
+    init(vectors k: UnsafePointer<Float>, stride: Int) {
+        @inline(__always) func v(_ t: Int) -> V { load(k + t &* stride) }
+        w = (v(0), v(1), v(2), v(3), v(4), v(5), v(6), v(7), v(8), v(9), v(10), v(11), v(12),
+             v(13), v(14), v(15), v(16), v(17), v(18), v(19), v(20), v(21), v(22), v(23), v(24))
+    }
+
+    @inline(__always)
+    func sum(_ start: V, _ at: UnsafePointer<Float>, row: Int) -> V {
+        var a = pixelRow(start, at, w.0, w.1, w.2, w.3, w.4)
+        a = pixelRow(a, at + row, w.5, w.6, w.7, w.8, w.9)
+        a = pixelRow(a, at + 2 &* row, w.10, w.11, w.12, w.13, w.14)
+        a = pixelRow(a, at + 3 &* row, w.15, w.16, w.17, w.18, w.19)
+        return pixelRow(a, at + 4 &* row, w.20, w.21, w.22, w.23, w.24)
+    }
 
     @inline(__always)
     init(_ k: UnsafePointer<Float>) {
@@ -237,6 +288,23 @@ struct AnyTaps: DepthwiseTaps {
         for ky in 0..<g.kh {
             for kx in 0..<g.kw {
                 a = fmadd(a, V(repeating: weights[ky &* g.kw &+ kx]), load(top + (plan.offset(ky, kx) &+ ox)))
+            }
+        }
+        return a
+    }
+}
+
+/// Any other kernel, channels last: tap t's weights are the vector at `weights` + t·`stride`.
+struct AnyVectorTaps: ChannelsLastTaps {
+    let weights: UnsafePointer<Float>
+    let stride, kh, kw: Int
+
+    @inline(__always)
+    func sum(_ start: V, _ at: UnsafePointer<Float>, row: Int) -> V {
+        var a = start
+        for ky in 0..<kh {
+            for kx in 0..<kw {
+                a = fmadd(a, load(weights + (ky &* kw &+ kx) &* stride), load(at + (ky &* row &+ kx &* V.scalarCount)))
             }
         }
         return a

@@ -2,73 +2,79 @@
 //
 // The plane-by-plane kernel (`GroupedConv2D.depthwise`) computes a row of outputs in a vector, so
 // on rows shorter than half a vector (a MobileNet's 7×7, 4×4 and 2×2 stages: 2 of AVX-512's 16
-// lanes on a 2×2 plane) most of its work is padding. Here each sample's (C, H, W) block is
-// transposed to pixels × channels (H·W, C'), C' = C rounded up to whole vectors, so that a vector
-// holds one pixel's next V.scalarCount channels and every lane is an output. The kernel walks the
-// output pixels and the taps that fall inside the input; a tap in the zero padding is skipped
-// (where the plane kernel adds its weight times 0). Lanes past C hold whatever was there and are
-// never written back.
+// lanes on a 2×2 plane) most of its work is padding. Here a vector holds one pixel's next
+// V.scalarCount channels, so that every lane is an output. Forward takes the channels a vector's
+// worth (a block) at a time: the block's (V.scalarCount, H, W) input is transposed to pixels ×
+// channels inside a zero border, (H + 2·PH) × (W + 2·PW) × V.scalarCount, and every tap of every
+// output reads its input vector at a fixed distance from the output's first, the taps' weight
+// vectors held in registers (as the plane kernel's, the taps in the zero padding add their weight
+// times 0: the same operations, so the same bits). Backward transposes whole samples, (H·W, C'),
+// C' = C rounded up to whole vectors, and skips the padding's taps. Lanes past C hold whatever
+// was there and are never written back.
 
 extension ConvGeometry {
     /// A depthwise convolution runs channels last when its output rows fill at most half a vector.
     var depthwiseChannelsLast: Bool { 2 * ow <= V.scalarCount }
     /// The channels rounded up to whole vectors.
     var paddedChannels: Int { (c + V.scalarCount - 1) / V.scalarCount * V.scalarCount }
-    /// Floats per sample channels last: the input's pixels, then the output's (or dy's).
+    /// Floats per sample channels last (backward): the input's pixels, then the output's (or dy's).
     var channelsLastCount: Int { (h * w + oh * ow) * paddedChannels }
+    /// Floats per task of the forward's blocks: the bordered input, then the block's pixels on
+    /// their way in and out.
+    var channelsLastBlockCount: Int { ((h + 2 * ph) * (w + 2 * pw) + max(h * w, oh * ow)) * V.scalarCount }
 }
 
 extension GroupedConv2D {
     /// y = the depthwise convolution of x (batch × C × H × W), plus the bias, then the clamp.
-    /// Each task takes whole samples, so every output sums its taps in the same order whatever
-    /// the threads.
-    func depthwiseChannelsLast(_ x: UnsafePointer<Float>, weights: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+    /// The blocks of channels of all samples are shared among the tasks; each output is computed
+    /// the same way whichever task takes its block.
+    /// `key`: the weights' version (or their folding's key), for the cached taps × channels copy.
+    func depthwiseChannelsLast(_ x: UnsafePointer<Float>, weights: UnsafePointer<Float>, key: Int, bias: UnsafePointer<Float>?,
                                clamp: Clamp, batch: Int, into y: UnsafeMutablePointer<Float>) {
         let g = geometry, c = g.c, cp = g.paddedChannels, hw = g.h * g.w, ohw = g.oh * g.ow, taps = g.kh * g.kw
-        let per = g.channelsLastCount, w = V.scalarCount
-        // At most max(2, batch) samples' blocks, as the model's memory plan counts them.
-        let tasks = min(batch, max(2, ThreadPool.shared.threads))
-        let scratch = channelsLastScratch.reserve(tasks * per + (taps + 1) * cp).pointer
-        let wT = scratch + tasks * per, bT = wT + taps * cp
-        transposedWeights(weights, into: wT)
+        let w = V.scalarCount, bw = g.w + 2 * g.pw, bordered = (g.h + 2 * g.ph) * bw * w
+        let per = g.channelsLastBlockCount, blocks = cp / w, items = batch * blocks
+        let tasks = min(items, max(2, ThreadPool.shared.threads))
+        let scratch = channelsLastScratch.reserve(tasks * per + cp).pointer
+        let wT = channelsLastWeights.reserve(taps * cp).pointer, bT = scratch + tasks * per
+        if channelsLastWeightsKey != key {
+            transposedWeights(weights, into: wT)
+            channelsLastWeightsKey = key
+        }
         for ch in 0..<cp { bT[ch] = ch < c ? bias?[ch] ?? 0 : 0 }
-        // Channels c0..<c1 of sample n, through the sample's scratch block.
-        func run(_ n: Int, _ c0: Int, _ c1: Int, _ xT: UnsafeMutablePointer<Float>) {
-            let yT = xT + hw * cp
-            transpose(x + (n * c + c0) * hw, rows: c1 - c0, cols: hw, into: xT + c0, ldo: cp)
-            for oy in 0..<g.oh {
-                for ox in 0..<g.ow {
-                    let out = yT + (oy * g.ow + ox) * cp
-                    var v = c0
-                    while v < c1 {
-                        var acc = load(bT + v)
-                        for ky in 0..<g.kh {
-                            let iy = oy * g.sh - g.ph + ky
-                            guard iy >= 0 && iy < g.h else { continue }
-                            for kx in 0..<g.kw {
-                                let ix = ox * g.sw - g.pw + kx
-                                guard ix >= 0 && ix < g.w else { continue }
-                                acc = fmadd(acc, load(wT + (ky * g.kw + kx) * cp + v), load(xT + (iy * g.w + ix) * cp + v))
-                            }
-                        }
-                        store(clamp.apply(acc), out + v)
-                        v += w
-                    }
-                }
-            }
-            transpose(yT + c0, rows: ohw, cols: c1 - c0, ldx: cp, into: y + (n * c + c0) * ohw)
-        }
-        if batch == 1 && ThreadPool.shared.threads > 1 && cp > w {
-            // One image on two threads: the channels split in two at a vector, each task moving its
-            // own channels in and out (a channel's outputs read its own input only).
-            let half = (cp / w + 1) / 2 * w
-            ThreadPool.shared.parallelFor(2) { task in
-                run(0, task == 0 ? 0 : half, task == 0 ? min(c, half) : c, scratch)
-            }
-            return
-        }
         ThreadPool.shared.parallelFor(tasks) { task in
-            for n in stride(from: task, to: batch, by: tasks) { run(n, 0, c, scratch + task * per) }
+            let xB = scratch + task * per, staged = xB + bordered
+            xB.update(repeating: 0, count: bordered)  // the border, which the blocks leave as it is
+            for item in stride(from: task, to: items, by: tasks) {
+                let n = item / blocks, c0 = (item % blocks) * w, lanes = min(w, c - c0)
+                transpose(x + (n * c + c0) * hw, rows: lanes, cols: hw, into: staged, ldo: w)
+                for iy in 0..<g.h {
+                    let from = staged + iy * g.w * w, to = xB + ((iy + g.ph) * bw + g.pw) * w
+                    for j in stride(from: 0, to: g.w * w, by: w) { store(load(from + j), to + j) }
+                }
+                let start = load(bT + c0)
+                if g.kh == 3 && g.kw == 3 {
+                    blockOutputs(Taps3x3(vectors: wT + c0, stride: cp), xB, start: start, clamp: clamp, into: staged)
+                } else if g.kh == 5 && g.kw == 5 {
+                    blockOutputs(Taps5x5(vectors: wT + c0, stride: cp), xB, start: start, clamp: clamp, into: staged)
+                } else {
+                    blockOutputs(AnyVectorTaps(weights: wT + c0, stride: cp, kh: g.kh, kw: g.kw), xB, start: start, clamp: clamp, into: staged)
+                }
+                transpose(staged, rows: ohw, cols: lanes, ldx: w, into: y + (n * c + c0) * ohw, ldo: ohw)
+            }
+        }
+    }
+
+    /// A block's outputs, pixels × V.scalarCount channels, from its bordered input.
+    @inline(__always)
+    private func blockOutputs<Taps: ChannelsLastTaps>(_ taps: Taps, _ xB: UnsafePointer<Float>, start: V, clamp: Clamp,
+                                                      into out: UnsafeMutablePointer<Float>) {
+        let g = geometry, w = V.scalarCount, row = (g.w + 2 * g.pw) * w
+        for oy in 0..<g.oh {
+            let top = xB + oy &* g.sh &* row, o = out + oy &* g.ow &* w
+            for ox in 0..<g.ow {
+                store(clamp.apply(taps.sum(start, top + ox &* g.sw &* w, row: row)), o + ox &* w)
+            }
         }
     }
 

@@ -30,6 +30,9 @@ public final class GroupedConv2D: Layer, PlannedLayer {
     /// as taps × channels; the weight gradient's sums.
     var channelsLastScratch = Workspace()
     let channelsLastSums = DoubleWorkspace()
+    /// The forward's weights channels last, and the version (or folding key) they were made from.
+    var channelsLastWeights = Workspace()
+    var channelsLastWeightsKey: Int?
     let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
 
     init(spec: LayerSpec, input: Shape, outChannels: Int, groups: Int, kernel: (Int, Int), stride: (Int, Int),
@@ -70,7 +73,7 @@ public final class GroupedConv2D: Layer, PlannedLayer {
         saved = x
         if let plan = depthwisePlan {
             if runsChannelsLast {
-                depthwiseChannelsLast(xp, weights: w, bias: b, clamp: clamp, batch: batch, into: yp)
+                depthwiseChannelsLast(xp, weights: w, key: folded != nil ? folding!.key : weight.version, bias: b, clamp: clamp, batch: batch, into: yp)
             } else {
                 depthwise(xp, plan, weights: w, bias: b, clamp: clamp, batch: batch, into: yp)
             }

@@ -117,8 +117,9 @@ public final class Model {
                 }
             }
             if let conv = layer as? GroupedConv2D, conv.runsChannelsLast {
-                // The samples' input and output pixels, channels last (DepthwiseChannelsLast.swift).
-                workspace += conv.geometry.channelsLastCount
+                // The samples' input and output pixels channels last (backward), and a bordered
+                // block of channels per task (forward; DepthwiseChannelsLast.swift).
+                workspace += conv.geometry.channelsLastCount + conv.geometry.channelsLastBlockCount
             } else if let conv = layer as? GroupedConv2D, let plan = conv.depthwisePlan {
                 // Each task's bordered input (or dy) plane, at most max(2, batch) of them,
                 // and the weight gradient's padded dy plane.
