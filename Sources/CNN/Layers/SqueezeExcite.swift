@@ -85,15 +85,15 @@ public final class SqueezeExcite: Layer, PlannedLayer {
         }
         for n in 0..<batch {
             let mn = m + n * c, an = a + n * s, hn = h + n * s, zn = z + n * c, gn = g + n * c
+            // Vector dot products: the scalar sums were one chain of additions per output, a
+            // tenth of a millisecond for EfficientNet-B0's 1,152 channels.
             for r in 0..<s {
-                var acc = b1[r]
-                for k in 0..<c { acc += w1[r * c + k] * mn[k] }
+                let acc = b1[r] + dot(c, w1 + r * c, mn)
                 an[r] = acc
                 hn[r] = Activation.value(act, acc)
             }
             for k in 0..<c {
-                var acc = b2[k]
-                for r in 0..<s { acc += w2[k * s + r] * hn[r] }
+                let acc = b2[k] + dot(s, w2 + k * s, hn)
                 zn[k] = acc
                 gn[k] = Activation.value(gate, acc)
             }
