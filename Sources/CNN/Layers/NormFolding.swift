@@ -11,8 +11,9 @@ final class NormFolding {
     private let clamp: Clamp
     private var weights = Workspace()
     private var biases = Workspace()
-    /// The versions of the tensors the folded ones were made from.
-    private var stamp: [Int] = []
+    /// The versions of the tensors the folded ones were made from (a tuple: an array made on
+    /// every forward would allocate).
+    private var stamp: (Int, Int, Int, Int, Int, Int)?
     /// Identifies the folded weights for caches of derived data (Winograd's transformed weights):
     /// negative, so it never equals a weight's own version, and new whenever they are remade.
     private(set) var key = -1
@@ -26,10 +27,10 @@ final class NormFolding {
     /// The folded weight (`weight`'s shape) and bias (one per output channel), made again when
     /// any tensor they come from has changed, and the activation the output write applies.
     func folded(weight: Parameter, bias: Parameter?) -> (weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, clamp: Clamp) {
-        let versions = [weight.version, bias?.version ?? 0, norm.weight.version, norm.bias.version,
-                        norm.runningMean.version, norm.runningVar.version]
+        let versions = (weight.version, bias?.version ?? 0, norm.weight.version, norm.bias.version,
+                        norm.runningMean.version, norm.runningVar.version)
         let oc = norm.inputShape.c, perChannel = weight.count / oc
-        if versions != stamp || weights.buffer.count < weight.count {
+        if stamp.map({ $0 != versions }) ?? true || weights.buffer.count < weight.count {
             let w = weights.reserve(weight.count).pointer, b = biases.reserve(oc).pointer
             let gamma = norm.weight.value.pointer, beta = norm.bias.value.pointer
             let mean = norm.runningMean.value.pointer, variance = norm.runningVar.value.pointer
