@@ -8,12 +8,29 @@ struct Summary: ParsableCommand {
     @Argument(help: "An architecture text, a file holding one, or a model file (.safetensors, or .onnx to import).")
     var specOrModel: String
 
+    @Flag(help: "Run the network and show each layer's forward time per prediction (an architecture text runs with random weights).")
+    var time = false
+
+    @Option(help: "With --time: images per prediction.")
+    var batch = 1
+
+    @Option(help: "With --time: predictions to average over (after one to warm up).")
+    var rounds = 20
+
     @OptionGroup var common: CommonOptions
 
     func run() throws {
         try CNNCommandRun {
             try common.apply()
-            if specOrModel.hasSuffix(".safetensors") || Model.isONNXPath(specOrModel) || isSafetensors(specOrModel) {
+            let isModel = specOrModel.hasSuffix(".safetensors") || Model.isONNXPath(specOrModel) || isSafetensors(specOrModel)
+            if time {
+                let model = isModel ? try Model.load(from: specOrModel)
+                                    : try Model(architecture: Architecture(parsing: architectureText(specOrModel)), seed: 1)
+                let times = try model.layerTimes(batch: batch, rounds: rounds)
+                print(model.architecture.text)
+                print(model.summary(times: times))
+                print("batch \(batch), \(rounds) predictions, \(ThreadPool.shared.threads) threads")
+            } else if isModel {
                 let model = try Model.load(from: specOrModel)
                 print(model.architecture.text)
                 print(model.summary)

@@ -83,6 +83,33 @@ struct ArchitectureTests {
         #expect(zip(back.namedParameters, m.namedParameters).allSatisfy { $0.parameter.value.array == $1.parameter.value.array })
     }
 
+    /// Per-layer forward times (`cnn summary --time`): one for every layer, blocks' inner layers
+    /// too, a block's at least its layers' sum; the predictions are the same bits with the clock
+    /// running; bad arguments are errors.
+    @Test func layerTimes() throws {
+        let m = try Model(architecture: Architecture(parsing: """
+            input(3,16,16) conv(8,3,pad=1) batchnorm relu residual[conv(8,3,pad=1) batchnorm relu conv(8,3,pad=1) batchnorm] relu
+            concat[conv(4,1) | conv(4,3,pad=1,groups=4) | ] globalavgpool flatten dense(3)
+            """), seed: 2)
+        var r = TestRandom(3)
+        let x = r.values(2 * m.inputShape.count, 0, 1)
+        let before = x.withUnsafeBufferPointer { m.predict($0.baseAddress!, batch: 2, logits: true) }
+        let times = try m.layerTimes(batch: 2, rounds: 3)
+        let all = m.namedLayers.map(\.layer) + m.layers.filter { $0 is Block }
+        #expect(all.allSatisfy { times[ObjectIdentifier($0)].map { $0 >= 0 } ?? false })
+        #expect(times.count == Set(all.map(ObjectIdentifier.init)).count)
+        for case let block as Block in m.layers {
+            let inner = block.sequences.flatMap(\.layers).reduce(0) { $0 + times[ObjectIdentifier($1)]! }
+            #expect(times[ObjectIdentifier(block)]! >= inner)
+        }
+        let after = x.withUnsafeBufferPointer { m.predict($0.baseAddress!, batch: 2, logits: true) }
+        #expect(before == after)
+        let table = m.summary(times: times)
+        #expect(table.contains("ms") && table.contains("forward:") && table.contains("body.3 conv(8,3,pad=1)"))
+        #expect(throws: CNNError.self) { try m.layerTimes(batch: 0, rounds: 1) }
+        #expect(throws: CNNError.self) { try m.layerTimes(batch: 1, rounds: 0) }
+    }
+
     @Test(arguments: [
         ("input(3,8,8) residual[conv(4,3,pad=1)] flatten dense(2)", "must have one shape to be added (a body that changes the shape needs a shortcut"),
         ("input(3,8,8) residual[conv(4,3,pad=1) | conv(4,1,stride=2)] flatten dense(2)", "the body's output [4, 8, 8] and the shortcut's output [4, 4, 4]"),

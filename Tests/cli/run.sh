@@ -101,6 +101,8 @@ if python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert len(d) ==
     ok "predict --json"
 else fail "predict --json" "$(head -c 300 "$T/pred.json")"; fi
 "$CNN" summary "$T/a.safetensors" | grep -q "dense(128)" && ok "summary of a model file" || fail "summary of a model file"
+"$CNN" summary "$T/a.safetensors" --time --rounds 2 --batch 3 | grep -q "forward: .* ms per prediction" && ok "summary --time of a model file" || fail "summary --time"
+"$CNN" summary "$T/a.safetensors" --time --rounds 0 2>/dev/null && fail "summary --time --rounds 0 accepted" || ok "summary --time --rounds 0 refused"
 
 # ONNX: export, import back (same architecture, same weights bit for bit), and the .onnx file
 # taken directly by eval and summary.

@@ -4,6 +4,8 @@
 protocol Block: Layer {
     /// The sequences, each with its module path ("body", "branches.1").
     var sequences: [(name: String, layers: [Layer])] { get }
+    /// Times the sequences' layers while the model measures them (`Model.layerTimes`).
+    var clock: LayerClock? { get set }
 }
 
 extension Block {
@@ -12,9 +14,16 @@ extension Block {
 
 /// Runs a sequence forward from x (x itself for an empty one).
 @inline(__always)
-func runForward(_ layers: [Layer], _ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
+func runForward(_ layers: [Layer], _ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random,
+                clock: LayerClock?) -> FloatBuffer {
     var h = x
-    for layer in layers { h = layer.forward(h, batch: batch, training: training, rng: &rng) }
+    for layer in layers {
+        if let clock {
+            h = clock.time(layer) { layer.forward(h, batch: batch, training: training, rng: &rng) }
+        } else {
+            h = layer.forward(h, batch: batch, training: training, rng: &rng)
+        }
+    }
     return h
 }
 
@@ -49,6 +58,7 @@ public final class Residual: Block, PlannedLayer {
     /// applied, into the block's output: no separate passes for the sum and the activation.
     var sumsInLastConvolution: Conv2D?
     var sumActivation = Clamp.none
+    var clock: LayerClock?
 
     /// Its sequences' first layers may read the input: see MemoryPlanner.readsInput.
     var backwardReads: BackwardReads { .nothing }
@@ -72,10 +82,10 @@ public final class Residual: Block, PlannedLayer {
         if !training, let conv = sumsInLastConvolution {
             // y is neither x nor the shortcut's output (another sequence's buffers), as the
             // convolution's write needs.
-            let b = runForward(shortcut, x, batch: batch, training: false, rng: &rng)
+            let b = runForward(shortcut, x, batch: batch, training: false, rng: &rng, clock: clock)
             let y = buffers.output(count, input: x, training: false)
             conv.residualSum = ResidualSum(output: y, addend: UnsafePointer(b.pointer), clamp: sumActivation)
-            let a = runForward(body, x, batch: batch, training: false, rng: &rng)
+            let a = runForward(body, x, batch: batch, training: false, rng: &rng, clock: clock)
             conv.residualSum = nil
             if a === y { return y }
             // (Not reached: the layers after the convolution pass its output through.)
@@ -83,8 +93,8 @@ public final class Residual: Block, PlannedLayer {
             if sumActivation != .none { for i in 0..<count { y.pointer[i] = sumActivation.apply(y.pointer[i]) } }
             return y
         }
-        let a = runForward(body, x, batch: batch, training: training, rng: &rng)
-        let b = runForward(shortcut, x, batch: batch, training: training, rng: &rng)
+        let a = runForward(body, x, batch: batch, training: training, rng: &rng, clock: clock)
+        let b = runForward(shortcut, x, batch: batch, training: training, rng: &rng, clock: clock)
         let y = buffers.output(count, input: x, training: training)
         add(a.pointer, b.pointer, into: y.pointer, count: count)
         return y
@@ -135,6 +145,7 @@ public final class Concat: Block, PlannedLayer {
     let branches: [[Layer]]
     let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
     private var slices: [Workspace]   // each branch's part of dy, contiguous
+    var clock: LayerClock?
 
     var backwardReads: BackwardReads { .nothing }
 
@@ -161,7 +172,7 @@ public final class Concat: Block, PlannedLayer {
         let y = buffers.output(batch * outputShape.count, input: x, training: training), yp = y.pointer
         var offset = 0
         for (branch, c) in zip(branches, channels) {
-            let out = runForward(branch, x, batch: batch, training: training, rng: &rng).pointer
+            let out = runForward(branch, x, batch: batch, training: training, rng: &rng, clock: clock).pointer
             let first = offset
             parallelChunks(batch, chunk: 1) { lo, hi in
                 for n in lo..<hi { (yp + (n * total + first) * hw).update(from: out + n * c * hw, count: c * hw) }

@@ -222,6 +222,12 @@ public final class Model {
         }
     }
 
+    /// Times every layer's forward with `clock` (nil: no timing), blocks' inner layers too.
+    func setClock(_ clock: LayerClock?) {
+        self.clock = clock
+        for case let block as Block in Model.blocks(layers) { block.clock = clock }
+    }
+
     private static func blocks(_ layers: [Layer]) -> [Layer] {
         layers.flatMap { layer -> [Layer] in
             guard let block = layer as? Block else { return [] }
@@ -344,6 +350,8 @@ public final class Model {
     /// The frozen layers' output, which the first trained layer's backward may read: copied out of
     /// the buffers the frozen layers (at inference) take turns on.
     private var frozenOutput = Workspace()
+    /// Set while `layerTimes` measures the layers.
+    private var clock: LayerClock?
 
     /// The parameters training updates (those of the layers not frozen).
     var trainedParameters: [(name: String, parameter: Parameter)] {
@@ -364,7 +372,11 @@ public final class Model {
             let gatesTrained = training && i + 1 == frozenLayers && (layer as? SqueezeExcite)?.scalesNext == true
             let appliedFrozen = training && i == frozenLayers && i > 0 && (layer as? Activation)?.fusedAtInference == true
             let asTrained = training && (i >= frozenLayers || asTraining || gatesTrained) && !appliedFrozen
-            h = layer.forward(h, batch: batch, training: asTrained, rng: &rng)
+            if let clock {
+                h = clock.time(layer) { layer.forward(h, batch: batch, training: asTrained, rng: &rng) }
+            } else {
+                h = layer.forward(h, batch: batch, training: asTrained, rng: &rng)
+            }
             if training && i + 1 == frozenLayers {
                 // What the frozen layers leave: pooled already when a convolution among them pools
                 // as it writes for a trained pooling layer.
