@@ -279,7 +279,6 @@ struct Taps5x5: DepthwiseTaps, ChannelsLastTaps {
 /// Any other kernel: its weights read and broadcast, and its offsets computed, tap by tap.
 struct AnyTaps: DepthwiseTaps {
     let weights: UnsafePointer<Float>
-    let plan: DepthwisePlan
 
     @inline(__always)
     func sum<S: DepthwiseStride>(_ start: V, _ top: UnsafePointer<Float>, _ plan: DepthwisePlan, _: S.Type, _ ox: Int) -> V {

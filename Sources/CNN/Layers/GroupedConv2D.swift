@@ -215,7 +215,7 @@ public final class GroupedConv2D: Layer, PlannedLayer {
                 } else if g.kh == 5 && g.kw == 5 {
                     plan.convolve(Taps5x5(wk), own, start: start, clamp: clamp, into: dst)
                 } else {
-                    plan.convolve(AnyTaps(weights: wk, plan: plan), own, start: start, clamp: clamp, into: dst)
+                    plan.convolve(AnyTaps(weights: wk), own, start: start, clamp: clamp, into: dst)
                 }
             }
         }

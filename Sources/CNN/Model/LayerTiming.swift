@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// Forward times per layer, for `cnn summary --time`: where a network's time goes, layer by
 /// layer, as the engine runs it (a layer fused into the one before it, a batch norm folded into
 /// its convolution, shows the little time it takes on its own).
@@ -11,16 +7,10 @@ final class LayerClock {
     /// Runs `body` (the layer's forward), adding the wall time it took to the layer's.
     @inline(__always)
     func time(_ layer: Layer, _ body: () -> FloatBuffer) -> FloatBuffer {
-        let start = LayerClock.now()
+        let start = monotonicSeconds()
         let y = body()
-        seconds[ObjectIdentifier(layer), default: 0] += LayerClock.now() - start
+        seconds[ObjectIdentifier(layer), default: 0] += monotonicSeconds() - start
         return y
-    }
-
-    static func now() -> Double {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
     }
 }
 

@@ -18,8 +18,8 @@ extension Model {
             let t = times?[ObjectIdentifier(layer)] ?? 0
             return [milliseconds(t), total > 0 ? String(Int((100 * t / total).rounded())) : "0"]
         }
-        let columns = times == nil ? 5 : 7
         var rows: [[String]] = [["#", "layer", "output", "params", "FLOPs"] + (times == nil ? [] : ["ms", "%"])]
+        let columns = rows[0].count
         rows.append(["", "input", inputShape.description, "0", "0"] + time(nil))
         // A block is a row with its totals, then its sequences' layers indented under their
         // module paths (body.0, shortcut.1, branches.2.0).
@@ -46,9 +46,10 @@ extension Model {
                 return j >= 3 ? pad + cell : cell + pad
             }.joined(separator: "  ")
         }
-        var out = [line(rows[0]), String(repeating: "-", count: widths.reduce(0, +) + 2 * (columns - 1))]
+        let rule = String(repeating: "-", count: widths.reduce(0, +) + 2 * (columns - 1))
+        var out = [line(rows[0]), rule]
         out += rows.dropFirst().map(line)
-        out.append(String(repeating: "-", count: widths.reduce(0, +) + 2 * (columns - 1)))
+        out.append(rule)
         out.append("parameters: \(grouped(parameterCount))   forward FLOPs per image: \(grouped(flops))   classes: \(numClasses)")
         if times != nil { out.append("forward: \(milliseconds(total)) ms per prediction (the layers' sum)") }
         return out.joined(separator: "\n")
