@@ -512,6 +512,12 @@ struct KernelTests {
             "conv(8,3,stride=2,pad=1,groups=4) sigmoid globalavgpool flatten dropout(0.5) dense(3)",
         "input(3,8,8) concat[conv(4,1) relu | conv(4,3,pad=1) tanh | ] maxpool(2) flatten dense(6) relu dropout(0.3) dense(5) sigmoid dense(3)",
         "input(2,6,6) concat[residual[conv(2,3,pad=1) relu] | conv(3,1) leakyrelu(0.1) | residual[concat[conv(1,1) | conv(1,3,pad=1) gelu] batchnorm]] relu avgpool(2) flatten dense(3)",
+        // Convolutions that lower their input again in backward: after a norm (with and without
+        // its ReLU or ReLU6, inside a block and at its start), after a kept ReLU output (Winograd,
+        // at a stride, at stride 1 without Winograd), and the 1×1 ones that still copy.
+        "input(3,9,9) conv(6,3,pad=1,bias=false) batchnorm conv(8,5,pad=2) batchnorm relu residual[conv(8,3,pad=1) batchnorm relu " +
+            "conv(8,3,pad=1,bias=false) batchnorm] relu conv(4,3,pad=1) relu residual[conv(4,3,pad=1) batchnorm] relu " +
+            "conv(6,3,stride=2) batchnorm relu6 conv(6,1) batchnorm conv(16,1) flatten dense(3)",
     ])
     func memoryPlanComputesTheSameBits(_ text: String) throws {
         try threadSettingLock.with {
@@ -555,6 +561,29 @@ struct KernelTests {
             }
             #expect(planned.bufferFloats < own.bufferFloats, "planned \(planned.bufferFloats) floats, own \(own.bufferFloats)")
         }
+    }
+
+    /// In training, a convolution after a batch norm or after a layer's kept output (the ReLU after
+    /// a residual block) keeps no copy of its input (MemoryPlan.swift): in a ResNet every one but
+    /// the first, which reads the network's input, and the 1×1 shortcut, whose weight gradient
+    /// (8 rows) is by dot products over kept columns. Frozen layers run at inference: the first
+    /// trained convolution after them, fed their copied output, keeps its own copy.
+    @Test func convolutionsLowerKeptInputsAgain() throws {
+        let text = "input(3,8,8) conv(8,3,pad=1,bias=false) batchnorm relu " +
+            "residual[conv(8,3,pad=1,bias=false) batchnorm relu conv(8,3,pad=1,bias=false) batchnorm] relu " +
+            "residual[conv(16,3,stride=2,pad=1,bias=false) batchnorm relu conv(16,3,pad=1,bias=false) batchnorm " +
+            "| conv(16,1,stride=2,bias=false) batchnorm] relu globalavgpool flatten dense(3)"
+        let model = try Model(architecture: Architecture(parsing: text), seed: 2)
+        let convs = model.namedLayers.compactMap { $0.layer as? Conv2D }
+        #expect(convs.count == 6)
+        var rng = Random(seed: 1)
+        var r = TestRandom(4)
+        let x = FloatBuffer(r.values(2 * model.inputShape.count))
+        _ = model.forward(x, batch: 2, training: true, rng: &rng)
+        #expect(convs.map(\.lowersInputAgain) == [false, true, true, true, true, false])
+        try model.freeze(until: 3)
+        _ = model.forward(x, batch: 2, training: true, rng: &rng)
+        #expect(convs.map(\.lowersInputAgain) == [false, false, true, true, true, false])
     }
 }
 

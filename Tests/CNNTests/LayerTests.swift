@@ -50,6 +50,69 @@ struct LayerTests {
         checkLayer(layer, batch: 2)
     }
 
+    /// A convolution whose input is kept anyway (`readsKeptInput`: after a residual block's ReLU)
+    /// keeps no copy and lowers each sample again in backward, a task's channels into its own slot:
+    /// Winograd's bordered input (a whole and a partial panel of dyᵀ), im2col at a stride, at stride
+    /// 1 and for the product's weight gradient, against the reference and finite differences, on
+    /// one and two threads. (The 1×1 product over the batch's pixels and the weight gradient by dot
+    /// products read kept columns: they still copy.)
+    @Test(arguments: [
+        ("input(8,6,6) conv(8,3,pad=1) flatten", true),
+        ("input(8,4,6) conv(40,3,pad=1) flatten", true),
+        ("input(9,8,10) conv(10,3) flatten", true),
+        ("input(2,5,70) conv(3,7,stride=2,pad=3) flatten", true),
+        ("input(2,4,21) conv(3,3x2,pad=1x0) flatten", true),
+        ("input(2,8,8) conv(16,3,pad=1) flatten", true),
+        ("input(16,5,5) conv(4,3,pad=1) flatten", true),
+        ("input(5,2,2) conv(7,1) flatten", false),
+        ("input(1,9,9) conv(12,3,pad=1) flatten", false),
+    ])
+    func convLoweringKeptInputAgain(_ text: String, _ lowers: Bool) throws {
+        let (_, layer) = try makeLayer(text)
+        let conv = try #require(layer as? Conv2D)
+        conv.readsKeptInput = true
+        try threadSettingLock.with {
+            for threads in [1, 2] {
+                ThreadPool.setThreads(threads)
+                defer { ThreadPool.setThreads(1) }
+                checkLayer(layer, batch: 2)
+                #expect(conv.lowersInputAgain == lowers, "\(text)")
+            }
+        }
+    }
+
+    /// The Winograd weight gradient takes the samples a chunk at a time (about 8 MB of dyᵀ's
+    /// panels): on planes of 40 × 520, three samples and then one. The same gradients, kept copy or
+    /// input lowered again (the same bits), as four single-sample steps summed (within rounding).
+    @Test func winogradWeightGradientInChunks() throws {
+        let text = "input(8,40,520) conv(8,3,pad=1,bias=false) flatten"
+        let (_, a) = try makeLayer(text)
+        let (_, b) = try makeLayer(text)
+        let copying = try #require(a as? Conv2D), lowering = try #require(b as? Conv2D)
+        lowering.readsKeptInput = true
+        let batch = 4, count = a.inputShape.count, outCount = a.outputShape.count
+        var r = TestRandom(3)
+        let x = r.values(batch * count), g = r.values(batch * outCount)
+        var rng = Random(seed: 1)
+        var results: [[Float]] = []
+        for conv in [copying, lowering] {
+            conv.weight.grad?.fill(0)
+            _ = conv.forward(FloatBuffer(x), batch: batch, training: true, rng: &rng)
+            _ = conv.backward(FloatBuffer(g), batch: batch, needInputGradient: false)
+            results.append(conv.weight.grad?.array ?? [])
+        }
+        #expect(lowering.lowersInputAgain && !copying.lowersInputAgain)
+        #expect(results[0] == results[1])
+        copying.weight.grad?.fill(0)
+        for n in 0..<batch {
+            _ = copying.forward(FloatBuffer(Array(x[n * count..<(n + 1) * count])), batch: 1, training: true, rng: &rng)
+            _ = copying.backward(FloatBuffer(Array(g[n * outCount..<(n + 1) * outCount])), batch: 1, needInputGradient: false)
+        }
+        let single: [Double] = (copying.weight.grad?.array ?? [Float]()).map { Double($0) }
+        #expect(single.count == results[0].count)
+        #expect(maxRelativeError(results[0].map(Double.init), single, floor: 1e-2) < 1e-4)
+    }
+
     /// Grouped and depthwise convolutions (their own direct kernel; depthwise at stride 1 and 2 by
     /// rows in registers): strides, padding, rectangular kernels, channel multipliers, without
     /// bias, rows shorter than a vector and longer, on one and two threads.

@@ -127,12 +127,15 @@ extension ConvGeometry {
 /// the last spilling past the row, and a vector of zeros is stored right after the row: it clears
 /// the spill (the right border and the next row's left one; the next row is written after it),
 /// and stays within the bottom border and the slack. Rows short of a vector (conv2's 14 floats)
-/// would otherwise be copied one float at a time.
-func padInput(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ padded: UnsafeMutablePointer<Float>, readable: Int) {
+/// would otherwise be copied one float at a time. `channels`: only those (all by default), at their
+/// places in padded, zeroed with the slack after them; the rest of padded is left as it is.
+func padInput(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ padded: UnsafeMutablePointer<Float>, readable: Int,
+              channels: Range<Int>? = nil) {
     let hp = g.paddedH, wp = g.paddedW, n = V.scalarCount, w = g.w
     let whole = (w + n - 1) / n * n
-    padded.update(repeating: 0, count: g.paddedCount)
-    for c in 0..<g.c {
+    let channels = channels ?? 0..<g.c
+    (padded + channels.lowerBound * hp * wp).update(repeating: 0, count: channels.count * hp * wp + 3 * n)
+    for c in channels {
         for y in 0..<g.h {
             let src = (c * g.h + y) * w, dst = padded + (c * hp + y + g.ph) * wp + g.pw
             if src + whole <= readable {

@@ -18,14 +18,16 @@ public enum ActivationKind: Equatable, Sendable {
     case gelu
 }
 
-/// An elementwise activation: y = f(x). Backward needs x (ReLU, LeakyReLU and the newer ones) or
-/// y (Sigmoid, Tanh).
+/// An elementwise activation: y = f(x). Backward needs x (LeakyReLU and the newer ones) or y
+/// (Sigmoid, Tanh; ReLU and ReLU6, whose masks y gives as x does: y > 0 exactly where x > 0, and
+/// 0 < y < 6 where 0 < x < 6). Keeping y serves the layer after too when it reads its input (a
+/// convolution after a residual block's ReLU reads it instead of keeping a copy of its own).
 public final class Activation: Layer, PlannedLayer {
     public let spec: LayerSpec
     public let inputShape: Shape
     public var outputShape: Shape { inputShape }
     public let kind: ActivationKind
-    private var saved: FloatBuffer?        // kept for backward: x for ReLU/LeakyReLU, y otherwise
+    private var saved: FloatBuffer?        // kept for backward: x or y (see above)
     let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
     /// Set by the model for a ReLU or ReLU6 whose convolution applies it already: forward passes x
     /// through (and keeps it: the output is positive, or inside (0, 6), where the input is).
@@ -49,6 +51,7 @@ public final class Activation: Layer, PlannedLayer {
         if fusedIntoPrevious { return BackwardReads(passesThrough: true, input: reads) }
         switch kind {
         case .sigmoid, .tanh: return BackwardReads(input: false, output: true)
+        case .relu, .relu6: return BackwardReads(input: false, output: reads)
         default: return BackwardReads(input: reads)
         }
     }
@@ -79,7 +82,7 @@ public final class Activation: Layer, PlannedLayer {
                 }
                 while i < hi { yp[i] = reluIf(true, xp[i]); i += 1 }
             }
-            saved = x
+            saved = y
         case .leakyRelu(let alpha):
             for i in 0..<count { yp[i] = xp[i] > 0 ? xp[i] : alpha * xp[i] }
             saved = x
@@ -91,7 +94,7 @@ public final class Activation: Layer, PlannedLayer {
             saved = y
         case .relu6:
             Activation.map(count, xp, yp, ReLU6Function.self)
-            saved = x
+            saved = y
         case .hardSigmoid:
             Activation.map(count, xp, yp, HardSigmoidFunction.self)
             saved = x

@@ -24,6 +24,8 @@ public final class BatchNorm: Layer, PlannedLayer {
     private var invStd = Workspace()
     let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
     private var lastInput: FloatBuffer?
+    /// The output of the last forward when it trained (see `wroteInTraining`).
+    private var lastOutput: FloatBuffer?
     /// Two running sums per channel (forward's sum and squares, backward's dy and dy · x̂).
     private let sums = ElementWorkspace<DoubleSums>()
     private var lastTraining = true
@@ -63,6 +65,7 @@ public final class BatchNorm: Layer, PlannedLayer {
         let out = buffers.output(count, input: x, training: training), y = out.pointer, xp = x.pointer
         let gamma = weight.value.pointer, beta = bias.value.pointer
         let six = activation == .relu6
+        lastOutput = training ? out : nil
         if !training {
             lastInput = x
             let rm = runningMean.value.pointer, rv = runningVar.value.pointer
@@ -116,6 +119,25 @@ public final class BatchNorm: Layer, PlannedLayer {
         runningVar.version += 1
         batchesTracked += 1
         return out
+    }
+
+    /// Whether `buffer` is the output of the last forward, which trained: the convolution after the
+    /// norm then keeps no copy of it, and its backward has it recomputed (`recomputeOutput`).
+    func wroteInTraining(_ buffer: FloatBuffer) -> Bool { lastTraining && lastOutput === buffer }
+
+    /// Sample n's output channels `channels` of the last (training) forward, written at their
+    /// offsets from `y` (channel ch at y + ch·H·W), by forward's own arithmetic from the kept input
+    /// and batch statistics: the same bits. Valid until this norm's next forward or an update of γ
+    /// and β, so during the backward of the layers after it.
+    func recomputeOutput(sample n: Int, channels: Range<Int>, into y: UnsafeMutablePointer<Float>) {
+        guard let x = lastInput?.pointer else { return }
+        let c = inputShape.c, s = inputShape.h * inputShape.w
+        let means = batchMean.buffer.pointer, istd = invStd.buffer.pointer
+        let gamma = weight.value.pointer, beta = bias.value.pointer
+        for ch in channels {
+            BatchNorm.normalize(x + (n * c + ch) * s, mean: means[ch], inv: istd[ch], gamma[ch], beta[ch], y + ch * s, s,
+                                activation: activation != nil, six: activation == .relu6)
+        }
     }
 
     public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {

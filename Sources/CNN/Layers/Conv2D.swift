@@ -41,7 +41,8 @@ public final class Conv2D: Layer, PlannedLayer {
     }()
 
     // Kept by forward for backward: the im2col matrix of every sample, (B, CKK, P) (Winograd
-    // layers keep each sample's zero-bordered input in `padded` instead).
+    // layers keep each sample's zero-bordered input in `padded` instead), unless the input is
+    // kept (`readsKeptInput`).
     private var col = Workspace()
     /// The output (B, OC, OH, OW), or (B, OC, OH / 2, OW / 2) when pooling, and the input gradient.
     let buffers = LayerBuffers()
@@ -59,8 +60,22 @@ public final class Conv2D: Layer, PlannedLayer {
     private var winogradUBackward = Workspace()  // the input gradient's: 16 × (C, OC)
     private var dwT = Workspace()        // (CKK, OC): the weight gradient of one step, transposed
 
-    /// Its own bordered copy of the input or im2col matrix.
+    /// Its own bordered copy of the input or im2col matrix, or an input kept anyway.
     var backwardReads: BackwardReads { .nothing }
+    /// Set by the model's memory plan when the input is a layer's kept output (unchanged until this
+    /// layer's backward, as the output of the ReLU after a residual block): training then keeps
+    /// no copy of it and backward lowers each sample again, a task's part into its own slot (the
+    /// same values: the same bits). Not for the product over the batch's pixels or the weight
+    /// gradient by dot products, which read their kept columns (`lowersInBackward`).
+    var readsKeptInput = false
+    /// Set by the model's memory plan when a batch norm (and the ReLU it applies) comes right
+    /// before: when the input is that norm's training output, backward has the norm recompute
+    /// each sample's channels from its kept input instead of this layer keeping a copy.
+    var inputNorm: BatchNorm?
+    /// What backward lowers again, when forward kept no copy.
+    private var lowering = LoweredInput.none
+    /// Whether the last forward kept no copy of its input for backward (see `readsKeptInput`).
+    var lowersInputAgain: Bool { !lowering.isNone }
 
     init(spec: LayerSpec, input: Shape, outChannels: Int, kernel: (Int, Int), stride: (Int, Int),
          padding: (Int, Int), bias hasBias: Bool) {
@@ -86,6 +101,16 @@ public final class Conv2D: Layer, PlannedLayer {
         let mask = pooling?.masksNonPositive ?? false
         let sum = training ? nil : residualSum
         let y = sum?.output ?? buffers.output(batch * outCount, input: x, training: training)
+        // Training keeps a bordered copy or the im2col matrices, or backward lowers x again.
+        lowering = .none
+        if training && lowersInBackward(batch) {
+            if readsKeptInput {
+                lowering = .kept(x)
+            } else if let norm = inputNorm, norm.wroteInTraining(x) {
+                lowering = .norm(norm)
+            }
+        }
+        let keepsCopy = training && lowering.isNone
         // Inference through a folded batch norm uses the folded weights (and the ReLU after it).
         let folded = training ? nil : folding?.folded(weight: weight, bias: bias)
         let w = folded?.weight ?? UnsafePointer(weight.value.pointer)
@@ -118,7 +143,7 @@ public final class Conv2D: Layer, PlannedLayer {
             }
             winogradConvolution(xp, g, u: winogradU.buffer.pointer, uPanels: panels, outChannels: oc, bias: b, clamp: clamp,
                                 addend: addend, pooling: pooled, batch: batch, into: yp,
-                                keeping: training ? self.padded.reserve(batch * g.paddedCount).pointer : nil)
+                                keeping: keepsCopy ? self.padded.reserve(batch * g.paddedCount).pointer : nil)
             return y
         }
         if pool && !training && g.directPooling {
@@ -185,7 +210,7 @@ public final class Conv2D: Layer, PlannedLayer {
         // The output channels of task 0 or 1 when they are split.
         let channelCut = halfInBlocks(oc, of: gemmMR)
         let tasks = rowSplit ? 2 : min(batch, max(2, ThreadPool.shared.threads))
-        let slots = training ? batch : tasks
+        let slots = keepsCopy ? batch : tasks
         let col = self.col.reserve(slots * ckk * p).pointer
         let padded = strideOne ? self.padded.reserve(max(2, slots) * g.paddedCount).pointer : nil
         func lower(_ n: Int, into slot: Int) {
@@ -205,7 +230,7 @@ public final class Conv2D: Layer, PlannedLayer {
                 let rows = poolSplit ? part(task, of: oc, cut: channelCut) : 0..<oc
                 let own = full + task * oc * p
                 for n in stride(from: poolSplit ? 0 : task, to: batch, by: tasks) {
-                    let slot = training ? n : task
+                    let slot = keepsCopy ? n : task
                     lower(n, into: slot)
                     gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: p, k: ckk, a: w, aRow: ckk, aCol: 1,
                              b: col + slot * ckk * p, ldb: p, c: own, ldc: p, accumulate: false, rowBias: b, clamp: clamp)
@@ -327,9 +352,7 @@ public final class Conv2D: Layer, PlannedLayer {
         if let dw = weight.grad?.pointer {
             if g.winograd {
                 weightGradientFromPadded(dy, batch: batch, into: dw)
-            } else if ckk < oc && ckk < 32 {
-                // Dot products only for a first layer's few rows: a 1×1 expansion (24 → 144
-                // channels) by dots took 15 % of MobileNetV2's training, twice the packed product.
+            } else if gradientByDots {
                 weightGradientByDots(dy, batch: batch, into: dw)
             } else {
                 weightGradientByProduct(dy, batch: batch, into: dw)
@@ -346,26 +369,41 @@ public final class Conv2D: Layer, PlannedLayer {
                                 into: dx.pointer, keeping: nil)
             return dx
         }
-        // dx_n = col2im(Wᵀ (CKK, OC) · dy_n (OC, P)); the im2col matrix is no longer needed, so
-        // its memory holds dcol. (After a Winograd forward, which made none, with fewer than 8
-        // output channels, so that dy's convolution is not Winograd: reserved here.)
-        let dcols = self.col.reserve(batch * ckk * p).pointer
+        // dx_n = col2im(Wᵀ (CKK, OC) · dy_n (OC, P)), each task's samples through its own slot: the
+        // im2col matrices are no longer needed, so their memory holds the slots. (After a
+        // Winograd forward, which made none, with fewer than 8 output channels, so that dy's
+        // convolution is not Winograd; or with the input kept: reserved here.)
+        let slots = min(batch, max(2, ThreadPool.shared.threads))
+        let dcols = self.col.reserve(slots * ckk * p).pointer
         let w = weight.value.pointer, dxp = dx.pointer
-        let padded = g.sh == 1 && g.sw == 1 ? self.padded.reserve(batch * g.paddedCount).pointer : nil
-        ThreadPool.shared.parallelFor(batch) { n in
-            let dcol = dcols + n * ckk * p
-            gemm(m: ckk, n: p, k: oc, a: w, aRow: 1, aCol: ckk, b: dyp + n * outCount, ldb: p,
-                 c: dcol, ldc: p, accumulate: false)
-            let dxn = dxp + n * inCount
-            dxn.update(repeating: 0, count: inCount)
-            if let padded {
-                col2imPadded(dcol, g, padded + n * g.paddedCount, dxn)
-            } else {
-                col2im(dcol, g, dxn)
+        let padded = g.sh == 1 && g.sw == 1 ? self.padded.reserve(slots * g.paddedCount).pointer : nil
+        ThreadPool.shared.parallelFor(slots) { slot in
+            let dcol = dcols + slot * ckk * p
+            for n in stride(from: slot, to: batch, by: slots) {
+                gemm(m: ckk, n: p, k: oc, a: w, aRow: 1, aCol: ckk, b: dyp + n * outCount, ldb: p,
+                     c: dcol, ldc: p, accumulate: false)
+                let dxn = dxp + n * inCount
+                dxn.update(repeating: 0, count: inCount)
+                if let padded {
+                    col2imPadded(dcol, g, padded + slot * g.paddedCount, dxn)
+                } else {
+                    col2im(dcol, g, dxn)
+                }
             }
         }
         return dx
     }
+
+    /// The weight gradient by dot products: only for a first layer's few rows (a 1×1 expansion,
+    /// 24 → 144 channels, by dots took 15 % of MobileNetV2's training, twice the packed product).
+    private var gradientByDots: Bool {
+        let g = geometry
+        return !g.winograd && g.colRows < outputShape.c && g.colRows < 32
+    }
+
+    /// Whether backward can lower the input again instead of reading a kept copy (see
+    /// `readsKeptInput`).
+    private func lowersInBackward(_ batch: Int) -> Bool { !geometry.multipliesBatch(batch) && !gradientByDots }
 
     /// Backward of the product over the batch's pixels (`ConvGeometry.multipliesBatch`): dy as one
     /// (B·P, OC) matrix, each sample's (OC, P) transposed into its P rows; then dWᵀ (C, OC) =
@@ -414,16 +452,31 @@ public final class Conv2D: Layer, PlannedLayer {
     /// than gathering it while packing), then dWᵀ (CKK, OC) = Σ_n col_n · dyᵀ_n runs on the packed
     /// GEMM, in two fixed halves of the CKK rows, and is added into dW once.
     private func weightGradientByProduct(_ dy: FloatBuffer, batch: Int, into dw: UnsafeMutablePointer<Float>) {
-        let oc = outputShape.c, ckk = geometry.colRows, p = geometry.colCols, outCount = outputShape.count
-        let col = self.col.buffer.pointer
+        let g = geometry, oc = outputShape.c, ckk = g.colRows, p = g.colCols, outCount = outputShape.count
+        let col = self.col.buffer.pointer, inCount = inputShape.count, taps = g.kh * g.kw
+        let lowering = self.lowering
         let dyT = transposedGradient(dy, batch: batch)
         let dwt = dwT.reserve(ckk * oc).pointer
         dwt.update(repeating: 0, count: ckk * oc)
         let half = ((ckk + 1) / 2 + 7) / 8 * 8
+        // Without a kept copy, each task lowers the channels of its rows into its own slot.
+        let slots = lowering.isNone ? nil : scratch.lowered.reserve(2 * (ckk * p + inCount)).pointer
         ThreadPool.shared.parallelFor(ckk > half ? 2 : 1) { t in
             let r0 = t * half, r1 = min(ckk, r0 + half)
+            let c0 = r0 / taps, c1 = min(g.c, (r1 + taps - 1) / taps)
+            var part = g
+            part.c = c1 - c0
             for n in 0..<batch {
-                gemmTile(i0: r0, i1: r1, j0: 0, j1: oc, k: p, a: col + n * ckk * p, aRow: p, aCol: 1,
+                let a: UnsafePointer<Float>
+                if let slots {
+                    let own = slots + t * (ckk * p + inCount)
+                    let x = lowering.sample(n, channels: c0..<c1, batch: batch, shape: inputShape, temp: own + ckk * p)
+                    im2col(x.pointer + c0 * g.h * g.w, part, own + c0 * taps * p)
+                    a = UnsafePointer(own)
+                } else {
+                    a = UnsafePointer(col + n * ckk * p)
+                }
+                gemmTile(i0: r0, i1: r1, j0: 0, j1: oc, k: p, a: a, aRow: p, aCol: 1,
                          b: dyT + n * outCount, ldb: oc, c: dwt, ldc: oc, accumulate: true)
             }
         }
@@ -461,39 +514,59 @@ public final class Conv2D: Layer, PlannedLayer {
         let nr = gemmNR, panels = (oc + nr - 1) / nr, perSample = panels * pp * nr
         let padded = self.padded.buffer.pointer, dyp = dy.pointer
         let slots = min(batch, max(2, ThreadPool.shared.threads))
-        let dyT = scratch.transposed.reserve(batch * perSample + slots * p * oc).pointer
-        let perTask = dyT + batch * perSample
-        ThreadPool.shared.parallelFor(slots) { slot in
-            let t = perTask + slot * p * oc
-            for n in stride(from: slot, to: batch, by: slots) {
-                transpose(dyp + n * outCount, rows: oc, cols: p, into: t)
-                // Every value of the panels is written once: dy's, or a zero (the columns past OC,
-                // the rows past OW).
-                let panel0 = dyT + n * perSample
-                for y in 0..<g.oh {
-                    for x in 0..<wp {
-                        let src = t + (y * g.ow + x) * oc, row = y * wp + x
-                        for q in 0..<panels {
-                            let dst = panel0 + (q * pp + row) * nr, width = x < g.ow ? min(nr, oc - q * nr) : 0
-                            copyRow(dst, src + q * nr, width, exact: true)
-                            if width < nr { (dst + width).update(repeating: 0, count: nr - width) }
+        // The samples a chunk at a time (about 8 MB of panels; 2 MB chunks ran no faster), so
+        // that the scratch is not the batch's; each sample is summed in order as before.
+        let chunk = min(batch, max(1, (1 << 21) / perSample))
+        let dyT = scratch.transposed.reserve(chunk * perSample + slots * p * oc).pointer
+        let perTask = dyT + chunk * perSample
+        let dwt = dwT.reserve(ckk * oc).pointer
+        dwt.update(repeating: 0, count: ckk * oc)
+        let half = halfInBlocks(c, of: gemmMR)
+        // Without a kept copy, each task borders the channels of its rows into its own slot (their
+        // zeroed slack after them: the last tap reads two floats past a channel's plane).
+        let inCount = inputShape.count, lowering = self.lowering
+        let bordered = lowering.isNone ? nil : scratch.lowered.reserve(2 * (g.paddedCount + inCount)).pointer
+        for first in stride(from: 0, to: batch, by: chunk) {
+            let samples = first..<min(batch, first + chunk)
+            ThreadPool.shared.parallelFor(slots) { slot in
+                let t = perTask + slot * p * oc
+                for n in stride(from: samples.lowerBound + slot, to: samples.upperBound, by: slots) {
+                    transpose(dyp + n * outCount, rows: oc, cols: p, into: t)
+                    // Every value of the panels is written once: dy's, or a zero (the columns past OC,
+                    // the rows past OW).
+                    let panel0 = dyT + (n - first) * perSample
+                    for y in 0..<g.oh {
+                        for x in 0..<wp {
+                            let src = t + (y * g.ow + x) * oc, row = y * wp + x
+                            for q in 0..<panels {
+                                let dst = panel0 + (q * pp + row) * nr, width = x < g.ow ? min(nr, oc - q * nr) : 0
+                                copyRow(dst, src + q * nr, width, exact: true)
+                                if width < nr { (dst + width).update(repeating: 0, count: nr - width) }
+                            }
                         }
                     }
                 }
             }
-        }
-        let dwt = dwT.reserve(ckk * oc).pointer
-        dwt.update(repeating: 0, count: ckk * oc)
-        let half = halfInBlocks(c, of: gemmMR)
-        ThreadPool.shared.parallelFor(c > half ? 2 : 1) { task in
-            let r0 = task * half, r1 = min(c, r0 + half)
-            for n in 0..<batch {
-                let x = padded + n * g.paddedCount
-                for tap in 0..<taps {
-                    for q in 0..<panels {
-                        gemmTile(i0: r0, i1: r1, j0: 0, j1: min(nr, oc - q * nr), k: pp, a: x + (tap / g.kw) * wp + tap % g.kw,
-                                 aRow: plane, aCol: 1, b: dyT + n * perSample + q * pp * nr, ldb: nr, panelStride: pp * nr,
-                                 c: dwt + tap * c * oc + q * nr, ldc: oc, accumulate: true)
+            ThreadPool.shared.parallelFor(c > half ? 2 : 1) { task in
+                let r0 = task * half, r1 = min(c, r0 + half)
+                for n in samples {
+                    let x: UnsafePointer<Float>
+                    if let bordered {
+                        let own = bordered + task * (g.paddedCount + inCount)
+                        let input = lowering.sample(n, channels: r0..<r1, batch: batch, shape: inputShape,
+                                                    temp: own + g.paddedCount)
+                        padInput(input.pointer, g, own, readable: input.readable, channels: r0..<r1)
+                        x = UnsafePointer(own)
+                    } else {
+                        x = UnsafePointer(padded + n * g.paddedCount)
+                    }
+                    for tap in 0..<taps {
+                        for q in 0..<panels {
+                            gemmTile(i0: r0, i1: r1, j0: 0, j1: min(nr, oc - q * nr), k: pp,
+                                     a: x + (tap / g.kw) * wp + tap % g.kw, aRow: plane, aCol: 1,
+                                     b: dyT + (n - first) * perSample + q * pp * nr, ldb: nr, panelStride: pp * nr,
+                                     c: dwt + tap * c * oc + q * nr, ldc: oc, accumulate: true)
+                        }
                     }
                 }
             }
@@ -634,10 +707,42 @@ extension ConvGeometry {
     }
 }
 
+/// What a convolution's backward lowers again when its forward kept no copy of the input (see
+/// `Conv2D.readsKeptInput`, `Conv2D.inputNorm`).
+enum LoweredInput {
+    case none
+    /// The input itself, a kept output.
+    case kept(FloatBuffer)
+    /// The output of this batch norm's last forward, recomputed.
+    case norm(BatchNorm)
+
+    var isNone: Bool {
+        if case .none = self { return true }
+        return false
+    }
+
+    /// Sample n of the input (shape `shape`), where backward reads its channels `channels`: where
+    /// the sample starts, and the floats readable from there. A norm's output is recomputed into
+    /// `temp` (a sample's floats, the caller task's own), those channels only, at their places.
+    func sample(_ n: Int, channels: Range<Int>, batch: Int, shape: Shape, temp: UnsafeMutablePointer<Float>)
+        -> (pointer: UnsafePointer<Float>, readable: Int) {
+        switch self {
+        case .kept(let x):
+            return (UnsafePointer(x.pointer + n * shape.count), (batch - n) * shape.count)
+        case .norm(let norm):
+            norm.recomputeOutput(sample: n, channels: channels, into: temp)
+            return (UnsafePointer(temp), channels.upperBound * shape.h * shape.w)
+        case .none:
+            return (UnsafePointer(temp), 0)   // (not asked: forward kept a copy)
+        }
+    }
+}
+
 /// Memory a convolution uses only within a call (see `Conv2D.scratch`).
 final class ConvScratch {
     var slots = Workspace()       // Winograd: each task's bordered input, transformed input, products
     var transposed = Workspace()  // the weight gradient's dy transposed, (B, P, OC) or as panels
+    var lowered = Workspace()     // the weight gradient's: each task's sample lowered again (readsKeptInput)
 }
 
 /// Where `rows` are cut for two tasks: half of them, rounded up to whole blocks (register blocks,

@@ -8,7 +8,10 @@
 /// that keeps x). A convolution keeps its own bordered copy or im2col matrix, pooling its indices:
 /// their inputs are not kept, so a batch norm's output and an activation's before a convolution
 /// need no memory of their own. At inference only the network's output is kept.
-/// Input gradients are used once, by the layer before, and always take turns.
+/// Input gradients are used once, by the layer before, and always take turns. A convolution whose
+/// input is such a kept output (the ReLU after a residual block keeps its output) reads it in
+/// backward instead of keeping a copy (`Conv2D.readsKeptInput`); one right after a batch norm has
+/// the norm recompute its output from its kept input (`Conv2D.inputNorm`).
 ///
 /// The two buffers of a sequence serve its forward and its backward (what backward reads is never
 /// in them). Sequences that can be alive together (the top level, a block's body and its shortcut,
@@ -78,7 +81,8 @@ struct MemoryPlanner {
     let convScratch = ConvScratch()
 
     mutating func plan(_ layers: [Layer]) {
-        plan(layers, key: [0], topLevel: true)
+        // The network's input is the caller's: not counted on to stay until backward.
+        plan(layers, key: [0], topLevel: true, inputKept: false, writer: nil)
     }
 
     private mutating func pair(_ key: [Int]) -> SlotPair {
@@ -88,14 +92,27 @@ struct MemoryPlanner {
         return p
     }
 
-    private mutating func plan(_ layers: [Layer], key: [Int], topLevel: Bool) {
+    /// `inputKept`: whether what the sequence receives in training stays unchanged until its
+    /// backward (a layer's own kept output), so that a convolution reading it need not copy it;
+    /// `writer`: the layer that wrote it (nil: unknown).
+    private mutating func plan(_ layers: [Layer], key: [Int], topLevel: Bool, inputKept: Bool, writer: Layer?) {
         let pair = self.pair(key)
+        var (inputKept, writer) = (inputKept, writer)
         for (i, layer) in layers.enumerated() {
             if let block = layer as? Block {
-                for (b, sequence) in block.sequences.enumerated() { plan(sequence.layers, key: key + [b], topLevel: false) }
+                for (b, sequence) in block.sequences.enumerated() {
+                    plan(sequence.layers, key: key + [b], topLevel: false, inputKept: inputKept, writer: writer)
+                }
             }
-            (layer as? Conv2D)?.scratch = convScratch
-            guard let buffers = (layer as? PlannedLayer)?.buffers else { continue }
+            if let conv = layer as? Conv2D {
+                conv.scratch = convScratch
+                conv.readsKeptInput = inputKept
+                conv.inputNorm = writer as? BatchNorm
+            }
+            guard let buffers = (layer as? PlannedLayer)?.buffers else {
+                (inputKept, writer) = (false, nil)
+                continue
+            }
             // Training: kept when backward reads it (the layer, or a layer after it up to the next
             // writer, or the network at the top level).
             let rest = layers[(i + 1)...]
@@ -104,6 +121,9 @@ struct MemoryPlanner {
             // writes (every layer after it may pass its input through at inference).
             let last = topLevel && rest.allSatisfy(MemoryPlanner.mayPassThroughAtInference)
             buffers.plan(pair, keptInTraining: kept, keptAtInference: last)
+            // A layer that passes its input through (in training, exactly those that say so)
+            // hands the next one what it received; any other its output.
+            if !MemoryPlanner.reads(layer).passesThrough { (inputKept, writer) = (kept, layer) }
         }
     }
 
