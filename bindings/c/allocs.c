@@ -66,11 +66,18 @@ int main(int argc, char **argv) {
     const char *specs[] = {
         "input(1,28,28) conv(32,3,pad=1) relu maxpool(2) conv(64,3,pad=1) relu maxpool(2) flatten dense(128) relu dense(10)",
         "input(1,28,28) conv(8,3) batchnorm leakyrelu avgpool(2) flatten dropout(0.3) dense(32) tanh dense(10)",
+        /* Blocks: residual sums, concatenation, convolutions that lower their input again in
+         * backward (after a norm, after a kept ReLU output), depthwise, SE, SiLU. */
+        "input(1,28,28) conv(8,3,stride=2,pad=1,bias=false) batchnorm relu "
+        "residual[conv(8,3,pad=1,bias=false) batchnorm relu conv(8,3,pad=1,bias=false) batchnorm] relu "
+        "concat[conv(8,1) batchnorm relu6 | conv(8,3,pad=1,groups=8) batchnorm silu se(4)] "
+        "conv(16,3,stride=2,pad=1) batchnorm relu globalavgpool flatten dense(10)",
     };
+    enum { networks = sizeof specs / sizeof specs[0] };
     int passed = 0, failed = 0;
     cnn_dataset *data = NULL;
     if (cnn_dataset_from_idx(path, NULL, &data) != CNN_OK) { fprintf(stderr, "%s\n", cnn_last_error()); return 1; }
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < networks; s++) {
         for (int threads = 1; threads <= 2; threads++) {
             cnn_model *model = NULL;
             cnn_model_create(specs[s], 1, &model);

@@ -145,6 +145,8 @@ public final class Concat: Block, PlannedLayer {
     let branches: [[Layer]]
     let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
     private var slices: [Workspace]   // each branch's part of dy, contiguous
+    /// Channels of each branch's output (stored: made per call, it was an allocation a step).
+    private let channels: [Int]
     var clock: LayerClock?
 
     var backwardReads: BackwardReads { .nothing }
@@ -154,6 +156,7 @@ public final class Concat: Block, PlannedLayer {
         inputShape = input
         self.branches = branches
         let shapes = branches.map { $0.last?.outputShape ?? input }
+        channels = shapes.map(\.c)
         outputShape = Shape(c: shapes.reduce(0) { $0 + $1.c }, h: shapes[0].h, w: shapes[0].w)
         slices = branches.map { _ in Workspace() }
     }
@@ -163,9 +166,6 @@ public final class Concat: Block, PlannedLayer {
     }
 
     public var flops: Int { branches.joined().reduce(0) { $0 + $1.flops } }
-
-    /// Channels of each branch's output.
-    private var channels: [Int] { branches.map { ($0.last?.outputShape ?? inputShape).c } }
 
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         let hw = outputShape.h * outputShape.w, total = outputShape.c
