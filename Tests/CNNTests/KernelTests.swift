@@ -541,7 +541,8 @@ struct KernelTests {
                             var outputs: [[Float]] = [], gradients: [[[Float]]] = []
                             for model in [planned, own] {
                                 var rng = Random(seed: UInt64(step))
-                                outputs.append(model.forward(input, batch: batch, training: training, rng: &rng).array)
+                                outputs.append(model.forward(input, batch: batch, training: training, rng: &rng,
+                                                             inputKept: true).array)
                                 if training {
                                     model.zeroGradients()
                                     model.backward(FloatBuffer(g), batch: batch)
@@ -565,9 +566,10 @@ struct KernelTests {
 
     /// In training, a convolution after a batch norm or after a layer's kept output (the ReLU after
     /// a residual block) keeps no copy of its input (MemoryPlan.swift): in a ResNet every one but
-    /// the first, which reads the network's input, and the 1×1 shortcut, whose weight gradient
-    /// (8 rows) is by dot products over kept columns. Frozen layers run at inference: the first
-    /// trained convolution after them, fed their copied output, keeps its own copy.
+    /// the first, which reads the network's input (unless the caller keeps it, as the training
+    /// loop does), and the 1×1 shortcut, whose weight gradient (8 rows) is by dot products over
+    /// kept columns. Frozen layers run at inference: the first trained convolution after them, fed
+    /// their copied output, keeps its own copy.
     @Test func convolutionsLowerKeptInputsAgain() throws {
         let text = "input(3,8,8) conv(8,3,pad=1,bias=false) batchnorm relu " +
             "residual[conv(8,3,pad=1,bias=false) batchnorm relu conv(8,3,pad=1,bias=false) batchnorm] relu " +
@@ -581,8 +583,10 @@ struct KernelTests {
         let x = FloatBuffer(r.values(2 * model.inputShape.count))
         _ = model.forward(x, batch: 2, training: true, rng: &rng)
         #expect(convs.map(\.lowersInputAgain) == [false, true, true, true, true, false])
+        _ = model.forward(x, batch: 2, training: true, rng: &rng, inputKept: true)
+        #expect(convs.map(\.lowersInputAgain) == [true, true, true, true, true, false])
         try model.freeze(until: 3)
-        _ = model.forward(x, batch: 2, training: true, rng: &rng)
+        _ = model.forward(x, batch: 2, training: true, rng: &rng, inputKept: true)
         #expect(convs.map(\.lowersInputAgain) == [false, false, true, true, true, false])
     }
 }

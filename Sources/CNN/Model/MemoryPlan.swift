@@ -80,9 +80,13 @@ struct MemoryPlanner {
     /// The scratch every convolution shares.
     let convScratch = ConvScratch()
 
+    /// The convolutions that read the network's input itself (before any layer writes an output):
+    /// whether it stays until backward is the caller's to say (`Model.forward(..., inputKept:)`).
+    private(set) var inputReaders: [Conv2D] = []
+
     mutating func plan(_ layers: [Layer]) {
         // The network's input is the caller's: not counted on to stay until backward.
-        plan(layers, key: [0], topLevel: true, inputKept: false, writer: nil)
+        plan(layers, key: [0], topLevel: true, inputKept: false, writer: nil, networkInput: true)
     }
 
     private mutating func pair(_ key: [Int]) -> SlotPair {
@@ -94,23 +98,26 @@ struct MemoryPlanner {
 
     /// `inputKept`: whether what the sequence receives in training stays unchanged until its
     /// backward (a layer's own kept output), so that a convolution reading it need not copy it;
-    /// `writer`: the layer that wrote it (nil: unknown).
-    private mutating func plan(_ layers: [Layer], key: [Int], topLevel: Bool, inputKept: Bool, writer: Layer?) {
+    /// `writer`: the layer that wrote it (nil: unknown); `networkInput`: whether it is the network's input.
+    private mutating func plan(_ layers: [Layer], key: [Int], topLevel: Bool, inputKept: Bool, writer: Layer?,
+                               networkInput: Bool) {
         let pair = self.pair(key)
-        var (inputKept, writer) = (inputKept, writer)
+        var (inputKept, writer, networkInput) = (inputKept, writer, networkInput)
         for (i, layer) in layers.enumerated() {
             if let block = layer as? Block {
                 for (b, sequence) in block.sequences.enumerated() {
-                    plan(sequence.layers, key: key + [b], topLevel: false, inputKept: inputKept, writer: writer)
+                    plan(sequence.layers, key: key + [b], topLevel: false, inputKept: inputKept, writer: writer,
+                         networkInput: networkInput)
                 }
             }
             if let conv = layer as? Conv2D {
                 conv.scratch = convScratch
                 conv.readsKeptInput = inputKept
                 conv.inputNorm = writer as? BatchNorm
+                if networkInput { inputReaders.append(conv) }
             }
             guard let buffers = (layer as? PlannedLayer)?.buffers else {
-                (inputKept, writer) = (false, nil)
+                (inputKept, writer, networkInput) = (false, nil, false)
                 continue
             }
             // Training: kept when backward reads it (the layer, or a layer after it up to the next
@@ -123,7 +130,7 @@ struct MemoryPlanner {
             buffers.plan(pair, keptInTraining: kept, keptAtInference: last)
             // A layer that passes its input through (in training, exactly those that say so)
             // hands the next one what it received; any other its output.
-            if !MemoryPlanner.reads(layer).passesThrough { (inputKept, writer) = (kept, layer) }
+            if !MemoryPlanner.reads(layer).passesThrough { (inputKept, writer, networkInput) = (kept, layer, false) }
         }
     }
 

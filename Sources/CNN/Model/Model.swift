@@ -72,6 +72,7 @@ public final class Model {
             var planner = MemoryPlanner()
             planner.plan(layers)
             memorySlots = Array(planner.pairs.values)
+            inputReaders = planner.inputReaders
         }
         self.layers = layers
         workspacePerSample = workspace
@@ -213,6 +214,8 @@ public final class Model {
 
     /// The buffers the layers' sequences take turns on (see MemoryPlan).
     private var memorySlots: [SlotPair] = []
+    /// The convolutions that read the network's input itself (see `forward`).
+    private var inputReaders: [Conv2D] = []
 
     /// Floats of working memory held now: the layers' own outputs and input gradients and the
     /// shared buffers (not the convolutions' own scratch and kept copies).
@@ -360,7 +363,12 @@ public final class Model {
     }
 
     /// Runs the network on `batch` samples of `x` (B, C, H, W); returns the logits (B, classes).
-    public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
+    /// `inputKept`: in training, the caller leaves x unchanged until `backward` is done (the
+    /// training loop's batch), so that a first convolution reads it again instead of keeping a
+    /// copy of its own.
+    public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random,
+                        inputKept: Bool = false) -> FloatBuffer {
+        for conv in inputReaders { conv.readsKeptInput = training && inputKept }
         var h = x
         for (i, layer) in layers.enumerated() {
             let asTraining = training && i < frozenLayers && i + 2 >= frozenLayers && fusedAcrossFreeze(i)

@@ -438,7 +438,8 @@ public final class Trainer {
                 for d in dropouts where distributed != nil { d.batchSlice = (share.first, global) }
                 var result = LossResult(sum: 0, correct: 0)
                 if failure == nil && n > 0 {
-                    let logits = model.forward(input, batch: n, training: true, rng: &rng)
+                    // The batch stays as it is until backward is done.
+                    let logits = model.forward(input, batch: n, training: true, rng: &rng, inputKept: true)
                     result = computeLoss(settings.loss, logits: logits.pointer, labels: labelPointer, batch: n, classes: k,
                                          labelSmoothing: settings.labelSmoothing, gradient: dLogits.pointer,
                                          meanOver: distributed == nil ? nil : global)
