@@ -322,6 +322,13 @@ cnn_status cnn_model_architecture(const cnn_model *model, const char **text);
 /* A table of the layers with output shapes, parameters and FLOPs, owned by the model. */
 cnn_status cnn_model_summary(const cnn_model *model, const char **text);
 
+/* The same table with each layer's forward time per prediction (ms) and its share, measured over
+ * `rounds` predictions (1 .. 1000000) of `batch` random images (1 .. 4096) after one to warm up,
+ * on the threads cnn_set_num_threads set; blocks' inner layers have their own. Where a network's
+ * time goes, layer by layer, as the engine runs it (`cnn summary --time`). The text is owned by
+ * the model, valid until the next call of this function on it or a change of the model. */
+cnn_status cnn_model_summary_timed(const cnn_model *model, int32_t batch, int32_t rounds, const char **text);
+
 /* Class names and labels must agree between data and model: a dataset whose classes are named
  * (class folders, classes.txt, cnn_dataset_set_class_names) is evaluated or trained on a model
  * that names its classes (trained on named data) only when its label i has the name of the

@@ -103,6 +103,16 @@ final class ModelHandle {
         return try body(model)
     }
 
+    /// A string owned by the handle that replaces the one before under `key` (valid until then).
+    func replaceString(_ key: String, _ value: String) throws -> UnsafePointer<CChar> {
+        try lock.with {
+            guard readable else { throw CNNError(.busy, "the model is being trained") }
+            let s = CString(value)
+            strings[key] = s
+            return UnsafePointer(s.pointer)
+        }
+    }
+
     /// A string owned by the handle, made once.
     func string(_ key: String, _ make: (Model) -> String) throws -> UnsafePointer<CChar> {
         try lock.with {

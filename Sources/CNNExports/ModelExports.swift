@@ -109,6 +109,18 @@ public func exportModelArchitecture(_ model: OpaquePointer?, _ text: UnsafeMutab
     }
 }
 
+// export: cnn_model_summary_timed
+public func exportModelSummaryTimed(_ model: OpaquePointer?, _ batch: Int32, _ rounds: Int32,
+                                    _ text: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> cnn_status {
+    guarded("cnn_model_summary_timed") {
+        let handle = try Registry.model(model)
+        let text = try required(text, "text")
+        // Measured on a private copy (the clock is the copy's), as predictions run.
+        let table = try handle.shared { m in m.architecture.text + "\n" + (try m.timedSummary(batch: Int(batch), rounds: Int(rounds))) }
+        text.pointee = try handle.replaceString("timed summary", table)
+    }
+}
+
 // export: cnn_model_summary
 public func exportModelSummary(_ model: OpaquePointer?, _ text: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> cnn_status {
     guarded("cnn_model_summary") {

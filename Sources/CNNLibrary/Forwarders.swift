@@ -425,6 +425,17 @@ public func exportModelSummary(_ model: OpaquePointer?, _ text: UnsafeMutablePoi
     }
 }
 
+@_cdecl("cnn_model_summary_timed")
+public func exportModelSummaryTimed(_ model: OpaquePointer?, _ batch: Int32, _ rounds: Int32, _ text: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> cnn_status {
+    switch dispatchLevel {
+#if CNN_ALL_LEVELS
+    case .avx512: CNNExportsAVX512.exportModelSummaryTimed(model, batch, rounds, text)
+    case .avx2: CNNExportsAVX2.exportModelSummaryTimed(model, batch, rounds, text)
+#endif
+    default: CNNExports.exportModelSummaryTimed(model, batch, rounds, text)
+    }
+}
+
 @_cdecl("cnn_model_train")
 public func exportModelTrain(_ model: OpaquePointer?, _ data: OpaquePointer?, _ params: UnsafePointer<cnn_train_params>?) -> cnn_status {
     switch dispatchLevel {

@@ -26,10 +26,9 @@ struct Summary: ParsableCommand {
             if time {
                 let model = isModel ? try Model.load(from: specOrModel)
                                     : try Model(architecture: Architecture(parsing: architectureText(specOrModel)), seed: 1)
-                let times = try model.layerTimes(batch: batch, rounds: rounds)
+                let table = try model.timedSummary(batch: batch, rounds: rounds)
                 print(model.architecture.text)
-                print(model.summary(times: times))
-                print("batch \(batch), \(rounds) predictions, \(ThreadPool.shared.threads) threads")
+                print(table)
             } else if isModel {
                 let model = try Model.load(from: specOrModel)
                 print(model.architecture.text)

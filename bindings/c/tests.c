@@ -187,6 +187,13 @@ static void test_models(void) {
     CHECK(text && strstr(text, "421,642") != NULL, "%s", text ? text : "(null)");
     EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_summary(NULL, &text));
     EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_summary(m, NULL));
+    EXPECT_STATUS(CNN_OK, cnn_model_summary_timed(m, 2, 3, &text));
+    CHECK(text && strstr(text, "421,642") != NULL && strstr(text, "batch 2, 3 predictions") != NULL, "%s",
+          text ? text : "(null)");
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_summary_timed(m, 0, 3, &text));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_summary_timed(m, 2, 0, &text));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_summary_timed(m, 2, 3, NULL));
+    EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_summary_timed(NULL, 2, 3, &text));
     EXPECT_STATUS(CNN_OK, cnn_model_class_name(m, 9, &text));
     CHECK(text && strcmp(text, "9") == 0, "%s", text ? text : "(null)");
     EXPECT_STATUS(CNN_INVALID_ARGUMENT, cnn_model_class_name(m, 10, &text));

@@ -37,4 +37,11 @@ extension Model {
         for _ in 0..<rounds { _ = predict(images.pointer, batch: batch) }
         return clock.seconds.mapValues { $0 / Double(rounds) }
     }
+
+    /// The summary with each layer's time (`layerTimes`), and a last line that says how it was
+    /// measured (`cnn summary --time`, `cnn_model_summary_timed`).
+    public func timedSummary(batch: Int, rounds: Int) throws -> String {
+        let times = try layerTimes(batch: batch, rounds: rounds)
+        return summary(times: times) + "\nbatch \(batch), \(rounds) predictions, \(ThreadPool.shared.threads) threads"
+    }
 }

@@ -112,6 +112,7 @@ _FUNCTIONS = {
     "cnn_model_parameter_count": (status, [handle, c_int64_p]),
     "cnn_model_architecture": (status, [handle, c_char_pp]),
     "cnn_model_summary": (status, [handle, c_char_pp]),
+    "cnn_model_summary_timed": (status, [handle, ctypes.c_int32, ctypes.c_int32, c_char_pp]),
     "cnn_train_params_default": (None, [ctypes.POINTER(TrainParams)]),
     "cnn_model_train": (status, [handle, handle, ctypes.POINTER(TrainParams)]),
     "cnn_trainer_create": (status, [handle, handle, ctypes.POINTER(TrainParams), handle_p]),

@@ -113,9 +113,16 @@ class Model:
     def architecture(self):
         return _text(lib.cnn_model_architecture, self._native)
 
-    def summary(self):
-        """A table of layers with output shapes, parameters and FLOPs."""
-        return _text(lib.cnn_model_summary, self._native)
+    def summary(self, time=False, batch=1, rounds=100):
+        """A table of layers with output shapes, parameters and FLOPs. With time=True, also each
+        layer's forward time per prediction (ms) and its share, over `rounds` predictions of `batch`
+        random images on the threads set_num_threads set (cnn summary --time)."""
+        if not time:
+            return _text(lib.cnn_model_summary, self._native)
+        for name, value, most in (("batch", batch, 4096), ("rounds", rounds, 1000000)):
+            if not isinstance(value, int) or not 1 <= value <= most:
+                raise _lib.errors.InvalidArgumentError("summary: %s must be an integer from 1 to %d, not %r" % (name, most, value), 1)
+        return _text(lib.cnn_model_summary_timed, self._native, batch, rounds)
 
     def __repr__(self):
         if self._native.closed:

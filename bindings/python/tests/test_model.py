@@ -40,6 +40,24 @@ def test_model_properties():
         m.num_classes
 
 
+def test_summary_with_layer_times():
+    # Each layer's time per prediction (ms) and share, blocks' inner layers too; the predictions
+    # and the table's other columns are unchanged.
+    text = "input(3,16,16) conv(8,3,pad=1) batchnorm relu residual[conv(8,3,pad=1) batchnorm] relu globalavgpool flatten dense(4)"
+    with cnn.Model(text, seed=1) as m:
+        x = np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)
+        before = m.predict(x)
+        table = m.summary(time=True, batch=2, rounds=3)
+        assert table.splitlines()[-1] == "batch 2, 3 predictions, %d threads" % cnn.get_num_threads()
+        rows = [line for line in table.splitlines()[1:] if "conv(8,3,pad=1)" in line]   # after the architecture
+        assert len(rows) == 2 and all(float(r.split()[-2]) > 0 for r in rows)   # ms, then %
+        assert "body.0 conv(8,3,pad=1)" in table
+        assert np.array_equal(m.predict(x), before)
+        for bad in (dict(batch=0), dict(rounds=0), dict(batch=5000), dict(rounds=1.5)):
+            with pytest.raises(cnn.InvalidArgumentError, match="summary"):
+                m.summary(time=True, **bad)
+
+
 def test_fit_evaluate_history(trained, sample):
     model, history = trained
     assert len(history) == 2 and history["loss"][1] < history["loss"][0]
