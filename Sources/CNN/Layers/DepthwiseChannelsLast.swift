@@ -49,8 +49,7 @@ extension GroupedConv2D {
                 let n = item / blocks, c0 = (item % blocks) * w, lanes = min(w, c - c0)
                 transpose(x + (n * c + c0) * hw, rows: lanes, cols: hw, into: staged, ldo: w)
                 for iy in 0..<g.h {
-                    let from = staged + iy * g.w * w, to = xB + ((iy + g.ph) * bw + g.pw) * w
-                    for j in stride(from: 0, to: g.w * w, by: w) { store(load(from + j), to + j) }
+                    copyRow(xB + ((iy + g.ph) * bw + g.pw) * w, staged + iy * g.w * w, g.w * w, exact: true)
                 }
                 let start = load(bT + c0)
                 if g.kh == 3 && g.kw == 3 {
