@@ -206,7 +206,9 @@ struct KernelTests {
         }
     }
 
-    @Test(arguments: [(1, 1), (5, 3), (16, 16), (17, 33), (64, 196), (40, 8), (3136, 128)])
+    // Rows or columns of 1, 2 or 4 (narrowColumns, storeNarrowRows) from (37, 4) on.
+    @Test(arguments: [(1, 1), (5, 3), (16, 16), (17, 33), (64, 196), (40, 8), (3136, 128),
+                      (37, 4), (160, 2), (33, 1), (4, 37), (2, 160), (1, 50), (4, 16), (16, 4), (8, 4), (4, 8)])
     func transposeMatchesLoops(_ size: (Int, Int)) {
         let (rows, cols) = size
         var r = TestRandom(UInt64(rows * 31 + cols))
@@ -561,6 +563,69 @@ struct KernelTests {
                 }
             }
             #expect(planned.bufferFloats < own.bufferFloats, "planned \(planned.bufferFloats) floats, own \(own.bufferFloats)")
+        }
+    }
+
+    /// Batch norm over planes of 1, 2 or 4 values goes a group of channels at a time
+    /// (BatchNormSmallPlanes.swift): the same bits as plane by plane, in training (outputs, running
+    /// statistics, input and parameter gradients, with and without a fused ReLU or ReLU6, with and
+    /// without the input gradient) and at inference, at one and two threads (whose tasks split the
+    /// channels into groups and a remainder), and planes of 3 and 9 values left to the plane loop.
+    @Test(arguments: [
+        "input(37,2,2) batchnorm relu6 conv(40,1) batchnorm relu conv(19,1) batchnorm relu6 conv(21,3,pad=1,groups=1) batchnorm flatten dense(3)",
+        "input(35,1,4) batchnorm conv(33,1,bias=false) batchnorm relu flatten dense(40) batchnorm relu dense(17) batchnorm dense(3)",
+        "input(6,9,9) conv(48,3,stride=4) batchnorm relu6 conv(32,2) batchnorm relu conv(40,1,stride=2) batchnorm flatten dense(3)",
+        "input(5,3,3) conv(34,1) batchnorm relu conv(36,3,pad=1) batchnorm conv(20,3,stride=3) batchnorm relu6 flatten dense(3)",
+    ])
+    func batchNormSmallPlanes(_ text: String) throws {
+        try threadSettingLock.with {
+            let architecture = try Architecture(parsing: text)
+            let grouped = try Model(architecture: architecture, seed: 6), planes = try Model(architecture: architecture, seed: 6)
+            var values = TestRandom(8)
+            for (name, p) in grouped.namedParameters where name.hasSuffix("bias") || name.hasSuffix("weight") && p.count < 64 {
+                p.value.copy(from: FloatBuffer(values.values(p.count, -0.6, 0.9)))
+            }
+            try planes.assign(from: grouped)
+            let norms = planes.namedLayers.compactMap { $0.layer as? BatchNorm }
+            #expect(norms.count >= 3)
+            for norm in norms { norm.groupsSmallPlanes = false }
+            let small = grouped.namedLayers.compactMap { $0.layer as? BatchNorm }.filter {
+                let s = $0.inputShape.h * $0.inputShape.w
+                return (s == 1 || s == 2 || s == 4) && $0.inputShape.c >= BatchNorm.group
+            }
+            #expect(!small.isEmpty, "no norm over small planes in groups")
+            let count = grouped.inputShape.count, classes = grouped.numClasses
+            for threads in [1, 2] {
+                ThreadPool.setThreads(threads)
+                defer { ThreadPool.setThreads(1) }
+                for batch in [1, 5] {
+                    for step in 0..<2 {
+                        var r = TestRandom(UInt64(10 * batch + step))
+                        let input = FloatBuffer(r.values(batch * count, -2, 3)), g = r.values(batch * classes, -1, 1)
+                        for training in [true, false] {
+                            var outputs: [[Float]] = [], gradients: [[[Float]]] = [], statistics: [[[Float]]] = []
+                            for model in [grouped, planes] {
+                                var rng = Random(seed: UInt64(step))
+                                outputs.append(model.forward(input, batch: batch, training: training, rng: &rng).array)
+                                if training {
+                                    model.zeroGradients()
+                                    model.backward(FloatBuffer(g), batch: batch)
+                                    gradients.append(model.gradients.map { $0.array })
+                                }
+                                statistics.append(model.namedParameters.filter { $0.name.contains("running") }
+                                    .map { $0.1.value.array })
+                            }
+                            let run = "\(threads) threads, batch \(batch), step \(step), training \(training)"
+                            #expect(outputs[0] == outputs[1], "outputs differ, \(run)")
+                            #expect(statistics[0] == statistics[1] && !statistics[0].isEmpty, "running statistics differ, \(run)")
+                            if training {
+                                let differ = zip(gradients[0], gradients[1]).map { zip($0, $1).filter { $0 != $1 }.count }
+                                #expect(differ.allSatisfy { $0 == 0 }, "gradients: \(differ) values differ per tensor, \(run)")
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -396,7 +396,10 @@ struct LayerTests {
         #expect(kept.count > 20 && kept.count < 65)
     }
 
-    @Test(arguments: ["input(3,4,5) batchnorm flatten", "input(1,1,6) flatten batchnorm(eps=0.001,momentum=0.2)"])
+    // Planes of 4, 2 and 1 values in groups of channels (BatchNormSmallPlanes.swift), with a
+    // remainder of channels a plane at a time.
+    @Test(arguments: ["input(3,4,5) batchnorm flatten", "input(1,1,6) flatten batchnorm(eps=0.001,momentum=0.2)",
+                      "input(37,2,2) batchnorm flatten", "input(35,2,1) batchnorm flatten", "input(1,1,40) flatten batchnorm"])
     func batchNorm(_ text: String) throws {
         let index = text.contains("flatten batchnorm") ? 1 : 0
         let (_, layer) = try makeLayer(text, index: index)

@@ -13,6 +13,29 @@ func transpose(_ x: UnsafePointer<Float>, rows: Int, cols: Int, ldx: Int? = nil,
     let ldx = ldx ?? cols, ldo = ldo ?? rows
     let w = V.scalarCount
     var i = 0
+    // Rows or columns of 1, 2 or 4 packed floats (a 1×1 convolution's planes in a MobileNet's last
+    // stages), which the blocks below would leave to the element-by-element loops.
+    if isNarrow(cols) && ldx == cols && rows >= w {
+        while i + w <= rows {
+            let c = narrowColumns(x + i * cols, cols)
+            store(c.0, out + i)
+            if cols > 1 { store(c.1, out + ldo + i) }
+            if cols > 2 { store(c.2, out + 2 * ldo + i); store(c.3, out + 3 * ldo + i) }
+            i += w
+        }
+    } else if isNarrow(rows) && ldo == rows && cols >= w {
+        var j = 0
+        while j + w <= cols {
+            let r = (load(x + j), rows > 1 ? load(x + ldx + j) : V(), rows > 2 ? load(x + 2 * ldx + j) : V(),
+                     rows > 2 ? load(x + 3 * ldx + j) : V())
+            storeNarrowRows(r, rows, out + j * rows)
+            j += w
+        }
+        for jj in j..<cols {
+            for ii in 0..<rows { out[jj * ldo + ii] = x[ii * ldx + jj] }
+        }
+        return
+    }
     while i + w <= rows {
         var j = 0
         while j + w <= cols {
@@ -92,4 +115,50 @@ func zipLanes<T: SIMD>(_ a: T, _ b: T) -> (T, T) {
         hi[2 * i + 1] = b[half + i]
     }
     return (lo, hi)
+}
+
+/// Whether rows of n floats go through `narrowColumns` and `storeNarrowRows`.
+@inline(__always)
+func isNarrow(_ n: Int) -> Bool { n == 1 || n == 2 || n == 4 }
+
+/// Column k of the V.scalarCount rows of s floats at p (s = 1, 2 or 4, row after row) in element k
+/// of the result (lane i from row i); the elements from s on are zero. One or two rounds of unzip.
+@inline(__always)
+func narrowColumns(_ p: UnsafePointer<Float>, _ s: Int) -> (V, V, V, V) {
+    let w = V.scalarCount
+    switch s {
+    case 1:
+        return (load(p), V(), V(), V())
+    case 2:
+        let (c0, c1) = unzip(load(p), load(p + w))
+        return (c0, c1, V(), V())
+    default:
+        // e holds columns 0 and 2 of each row, o columns 1 and 3.
+        let (e0, o0) = unzip(load(p), load(p + w)), (e1, o1) = unzip(load(p + 2 * w), load(p + 3 * w))
+        let (c0, c2) = unzip(e0, e1), (c1, c3) = unzip(o0, o1)
+        return (c0, c1, c2, c3)
+    }
+}
+
+/// The inverse of `narrowColumns`: the V.scalarCount rows of s floats (s = 1, 2 or 4) whose column k
+/// is element k of `columns`, written row after row at p.
+@inline(__always)
+func storeNarrowRows(_ columns: (V, V, V, V), _ s: Int, _ p: UnsafeMutablePointer<Float>) {
+    let w = V.scalarCount
+    switch s {
+    case 1:
+        store(columns.0, p)
+    case 2:
+        let (lo, hi) = zipLanes(columns.0, columns.1)
+        store(lo, p)
+        store(hi, p + w)
+    default:
+        // Columns 0 and 2 zipped, 1 and 3 zipped, then the two zipped: rows of 4.
+        let (e0, e1) = zipLanes(columns.0, columns.2), (o0, o1) = zipLanes(columns.1, columns.3)
+        let (r0, r1) = zipLanes(e0, o0), (r2, r3) = zipLanes(e1, o1)
+        store(r0, p)
+        store(r1, p + w)
+        store(r2, p + 2 * w)
+        store(r3, p + 3 * w)
+    }
 }

@@ -22,6 +22,8 @@ public final class BatchNorm: Layer, PlannedLayer {
     // forward, and one more buffer of its size).
     private var batchMean = Workspace()
     private var invStd = Workspace()
+    /// The parameters of the element-wise passes over small planes, one per value (`spread`).
+    private var spreadParameters = Workspace()
     let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
     private var lastInput: FloatBuffer?
     /// The output of the last forward when it trained (see `wroteInTraining`).
@@ -36,6 +38,9 @@ public final class BatchNorm: Layer, PlannedLayer {
     /// gradient's mask in backward, from x̂ by the forward's own arithmetic (the activation layer
     /// passes through, and neither the norm's output nor the activation's is kept for backward).
     var activation: ActivationKind?
+    /// Planes of 1, 2 or 4 values go a group of channels at a time (BatchNormSmallPlanes.swift);
+    /// tests turn it off to compare with the per-plane loops.
+    var groupsSmallPlanes = true
 
     /// Backward reads the input (to derive x̂, or after an inference forward with frozen statistics).
     var backwardReads: BackwardReads { .input }
@@ -85,20 +90,25 @@ public final class BatchNorm: Layer, PlannedLayer {
         let rm = runningMean.value.pointer, rv = runningVar.value.pointer
         let momentum = self.momentum, eps = self.eps, act = activation != nil
         let sum = sums.reserve(2 * c), sq = sum + c
+        let spread = spreadParameters.reserve(groupedEnd(0, c, planes: s) > 0 ? 4 * c * s : 0).pointer
         // Each task's channels are a contiguous block of every sample, read in memory order (a
         // channel at a time, a small plane's reads jumped from sample to sample and waited on
         // memory); each channel's sums still take its planes in sample order.
         parallelChunks(c, chunk: BatchNorm.chunk(c)) { c0, c1 in
+            // Channels c0..<g1 in groups (small planes), g1..<c1 a plane at a time.
+            let g1 = groupedEnd(c0, c1, planes: s)
             // The channel's sums in Double: a deep network in training mode amplifies the
             // rounding of its batch statistics (in float, a ResNet-20's step differed from
             // PyTorch's float64 step by 2 % on some weights; PyTorch's own float32 by 0.006 %).
             for ch in c0..<c1 { (sum[ch], sq[ch]) = (DoubleSums(), DoubleSums()) }
+            BatchNorm.groupSums(xp, batch: batch, channels: c, plane: s, c0..<g1, minus: nil, into: sum)
             for n in 0..<batch {
-                for ch in c0..<c1 { sum[ch].add(xp + (n * c + ch) * s, s) }
+                for ch in g1..<c1 { sum[ch].add(xp + (n * c + ch) * s, s) }
             }
             for ch in c0..<c1 { means[ch] = Float(sum[ch].total / Double(m)) }
+            BatchNorm.groupSums(xp, batch: batch, channels: c, plane: s, c0..<g1, minus: means, into: sq)
             for n in 0..<batch {
-                for ch in c0..<c1 { sq[ch].addSquares(xp + (n * c + ch) * s, s, minus: means[ch]) }
+                for ch in g1..<c1 { sq[ch].addSquares(xp + (n * c + ch) * s, s, minus: means[ch]) }
             }
             for ch in c0..<c1 {
                 let variance = Float(sq[ch].total / Double(m))
@@ -107,8 +117,14 @@ public final class BatchNorm: Layer, PlannedLayer {
                 rm[ch] = (1 - momentum) * rm[ch] + momentum * means[ch]
                 rv[ch] = (1 - momentum) * rv[ch] + momentum * unbiased
             }
+            let cs = c * s
+            BatchNorm.spread(means, plane: s, c0..<g1, into: spread)
+            BatchNorm.spread(istd, plane: s, c0..<g1, into: spread + cs)
+            BatchNorm.spread(gamma, plane: s, c0..<g1, into: spread + 2 * cs)
+            BatchNorm.spread(beta, plane: s, c0..<g1, into: spread + 3 * cs)
+            BatchNorm.groupNormalize(xp, y, batch: batch, channels: c, plane: s, c0..<g1, spread: spread, activation: act, six: six)
             for n in 0..<batch {
-                for ch in c0..<c1 {
+                for ch in g1..<c1 {
                     let base = (n * c + ch) * s
                     BatchNorm.normalize(xp + base, mean: means[ch], inv: istd[ch], gamma[ch], beta[ch], y + base, s,
                                         activation: act, six: six)
@@ -154,10 +170,16 @@ public final class BatchNorm: Layer, PlannedLayer {
         let m = Float(batch * s)
         let sumDy = sums.reserve(2 * c), sumDyXhat = sumDy + c
         // In memory order, each channel's planes in sample order, as forward.
+        let mask = act ? (UnsafePointer(gamma), UnsafePointer(beta), six) : nil
+        let spread = spreadParameters.reserve(groupedEnd(0, c, planes: s) > 0 && needInputGradient ? 7 * c * s + 3 * c : 0).pointer
+        let terms = spread + 7 * c * s  // k, mean(dy), mean(dy · x̂) per channel, after the spread ones
         parallelChunks(c, chunk: BatchNorm.chunk(c)) { c0, c1 in
+            let g1 = groupedEnd(c0, c1, planes: s)
             for ch in c0..<c1 { (sumDy[ch], sumDyXhat[ch]) = (DoubleSums(), DoubleSums()) }
+            BatchNorm.groupGradientSums(dyp, x, batch: batch, channels: c, plane: s, c0..<g1, mean: means, inv: istd, mask: mask,
+                                        sumDy, sumDyXhat)
             for n in 0..<batch {
-                for ch in c0..<c1 {
+                for ch in g1..<c1 {
                     let base = (n * c + ch) * s
                     DoubleSums.add(dyp + base, timesNormalized: x + base, (means[ch], istd[ch]), s, &sumDy[ch], &sumDyXhat[ch],
                                    mask: act ? (gamma[ch], beta[ch], six) : nil)
@@ -169,8 +191,25 @@ public final class BatchNorm: Layer, PlannedLayer {
             }
             guard let dx else { return }
             // dx = γ/σ · (dy - mean(dy) - x̂ · mean(dy · x̂))
+            for ch in c0..<g1 {
+                terms[ch] = gamma[ch] * istd[ch]
+                terms[c + ch] = Float(sumDy[ch].total / Double(m))
+                terms[2 * c + ch] = Float(sumDyXhat[ch].total / Double(m))
+            }
+            let cs = c * s
+            BatchNorm.spread(means, plane: s, c0..<g1, into: spread)
+            BatchNorm.spread(istd, plane: s, c0..<g1, into: spread + cs)
+            BatchNorm.spread(terms, plane: s, c0..<g1, into: spread + 2 * cs)
+            BatchNorm.spread(terms + c, plane: s, c0..<g1, into: spread + 3 * cs)
+            BatchNorm.spread(terms + 2 * c, plane: s, c0..<g1, into: spread + 4 * cs)
+            if act {
+                BatchNorm.spread(gamma, plane: s, c0..<g1, into: spread + 5 * cs)
+                BatchNorm.spread(beta, plane: s, c0..<g1, into: spread + 6 * cs)
+            }
+            BatchNorm.groupInputGradient(dyp, x, dx, batch: batch, channels: c, plane: s, c0..<g1, spread: spread,
+                                         mask: act ? six : nil)
             for n in 0..<batch {
-                for ch in c0..<c1 {
+                for ch in g1..<c1 {
                     let base = (n * c + ch) * s
                     BatchNorm.inputGradient(dyp + base, x + base, (means[ch], istd[ch]), mask: act ? (gamma[ch], beta[ch], six) : nil,
                                             k: gamma[ch] * istd[ch], meanDy: Float(sumDy[ch].total / Double(m)),
@@ -341,6 +380,10 @@ struct DoubleSums {
             start = end
         }
     }
+
+    /// Adds a total made elsewhere (batch norm's groups of small planes).
+    @inline(__always)
+    mutating func add(total t: Double) { total += t }
 
     @inline(__always)
     mutating func add(_ x: UnsafePointer<Float>, _ n: Int) {
