@@ -145,6 +145,10 @@ struct LayerTests {
         "input(18,5,5) conv(18,3,stride=2,pad=1,groups=18,bias=false) flatten",
         "input(5,2,2) conv(5,3,pad=1,groups=5) flatten",
         "input(4,3,4) conv(4,3,pad=3,groups=4) flatten",
+        // Weight gradients of up to four vectors at once, and a remainder (5 vectors: 1 and 2
+        // threads split them differently); 5×5 taps.
+        "input(70,3,3) conv(70,3,pad=1,groups=70) flatten",
+        "input(40,4,4) conv(40,5,pad=2,groups=40,bias=false) flatten",
     ])
     func groupedConv(_ text: String) throws {
         let (_, layer) = try makeLayer(text)

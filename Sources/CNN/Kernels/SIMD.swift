@@ -35,6 +35,33 @@ func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as
 @inline(__always)
 func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
 
+/// Half a vector's lanes in Double.
+#if CNN_AVX512
+typealias VD = SIMD8<Double>
+#else
+typealias VD = SIMD4<Double>
+#endif
+
+/// The lanes of v in Double, the first half's and the second's. Lane by lane: SIMD's own
+/// conversion was left a generic call in some loops (this way it is vcvtps2pd).
+@inline(__always)
+func widened(_ v: V) -> (VD, VD) {
+    var low = VD(), high = VD()
+    for i in 0..<VD.scalarCount {
+        low[i] = Double(v[i])
+        high[i] = Double(v[VD.scalarCount + i])
+    }
+    return (low, high)
+}
+
+/// p[i] += Double(v[i]) for every lane.
+@inline(__always)
+func addWidened(_ v: V, into p: UnsafeMutablePointer<Double>) {
+    let (low, high) = widened(v), raw = UnsafeMutableRawPointer(p), half = MemoryLayout<VD>.size
+    raw.storeBytes(of: raw.loadUnaligned(as: VD.self) + low, as: VD.self)
+    raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: half, as: VD.self) + high, toByteOffset: half, as: VD.self)
+}
+
 /// max(x, 0) as the ReLU layer computes it (NaN stays NaN, so divergence is still seen).
 @inline(__always)
 func relu(_ x: V) -> V { x.replacing(with: 0, where: x .< 0) }

@@ -13,12 +13,6 @@
 // (KernelTests.batchNormSmallPlanes compares them). The sums are specialized for s = 1, 2, 4, so
 // that the shuffles' lane indices are constants (one vpermt2ps each on AVX-512).
 
-#if CNN_AVX512
-private typealias DoubleHalf = SIMD8<Double>
-#else
-private typealias DoubleHalf = SIMD4<Double>
-#endif
-
 extension BatchNorm {
     /// Channels in a group: one per vector lane.
     static var group: Int { V.scalarCount }
@@ -167,16 +161,11 @@ extension BatchNorm {
 
 /// A group's channel totals in Double, in registers: each lane's float sums added in order.
 private struct Totals {
-    var low = DoubleHalf(), high = DoubleHalf()
+    var low = VD(), high = VD()
 
     @inline(__always)
     mutating func add(_ t: V) {
-        // Lane by lane: SIMD's own conversion was left a generic call here (vcvtps2pd this way).
-        var l = DoubleHalf(), h = DoubleHalf()
-        for i in 0..<DoubleHalf.scalarCount {
-            l[i] = Double(t[i])
-            h[i] = Double(t[DoubleHalf.scalarCount + i])
-        }
+        let (l, h) = widened(t)
         low += l
         high += h
     }
@@ -185,9 +174,9 @@ private struct Totals {
     /// never become -0), so the channel's total is the same sum DoubleSums makes term by term.
     @inline(__always)
     func add(to sums: UnsafeMutablePointer<DoubleSums>) {
-        for l in 0..<DoubleHalf.scalarCount {
+        for l in 0..<VD.scalarCount {
             sums[l].add(total: low[l])
-            sums[DoubleHalf.scalarCount + l].add(total: high[l])
+            sums[VD.scalarCount + l].add(total: high[l])
         }
     }
 }

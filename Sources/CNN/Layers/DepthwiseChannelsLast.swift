@@ -100,31 +100,48 @@ extension GroupedConv2D {
         if dw != nil || db != nil {
             let sums = channelsLastSums.reserve((taps + 1) * cp)
             sums.update(repeating: 0, count: (taps + 1) * cp)
-            let parts = min(vectors, max(1, ThreadPool.shared.threads))
+            let parts = min(vectors, max(1, ThreadPool.shared.threads)), step = parts * w
             ThreadPool.shared.parallelFor(parts) { part in
-                for v in stride(from: part * w, to: cp, by: parts * w) {
+                // Four of the part's vectors at a time: four independent chains of multiply-adds
+                // (one chain waited on each FMA's latency). A vector past the channels repeats the
+                // first, and its sums are dropped. Each lane adds its products in the same order.
+                for first in stride(from: part * w, to: cp, by: 4 * step) {
+                    let v = (first, first + step < cp ? first + step : first, first + 2 * step < cp ? first + 2 * step : first,
+                             first + 3 * step < cp ? first + 3 * step : first)
+                    let kept = min(4, (cp - first + step - 1) / step)
+                    @inline(__always) func add(_ acc: (V, V, V, V), to row: Int) {
+                        let out = sums + row * cp
+                        addWidened(acc.0, into: out + v.0)
+                        if kept > 1 { addWidened(acc.1, into: out + v.1) }
+                        if kept > 2 { addWidened(acc.2, into: out + v.2) }
+                        if kept > 3 { addWidened(acc.3, into: out + v.3) }
+                    }
                     for n in 0..<batch {
                         let xT = scratch + n * per, dyT = xT + hw * cp
                         if db != nil {
-                            var acc = V()
-                            for o in 0..<ohw { acc += load(dyT + o * cp + v) }
-                            for l in 0..<w { sums[taps * cp + v + l] += Double(acc[l]) }
+                            var acc = (V(), V(), V(), V())
+                            for o in 0..<ohw {
+                                let d = dyT + o &* cp
+                                acc = (acc.0 + load(d + v.0), acc.1 + load(d + v.1), acc.2 + load(d + v.2), acc.3 + load(d + v.3))
+                            }
+                            add(acc, to: taps)
                         }
                         guard dw != nil else { continue }
                         for ky in 0..<g.kh {
                             for kx in 0..<g.kw {
-                                var acc = V()
+                                var acc = (V(), V(), V(), V())
                                 for oy in 0..<g.oh {
-                                    let iy = oy * g.sh - g.ph + ky
+                                    let iy = oy &* g.sh &- g.ph &+ ky
                                     guard iy >= 0 && iy < g.h else { continue }
                                     for ox in 0..<g.ow {
-                                        let ix = ox * g.sw - g.pw + kx
+                                        let ix = ox &* g.sw &- g.pw &+ kx
                                         guard ix >= 0 && ix < g.w else { continue }
-                                        acc = fmadd(acc, load(dyT + (oy * g.ow + ox) * cp + v), load(xT + (iy * g.w + ix) * cp + v))
+                                        let d = dyT + (oy &* g.ow &+ ox) &* cp, i = xT + (iy &* g.w &+ ix) &* cp
+                                        acc = (fmadd(acc.0, load(d + v.0), load(i + v.0)), fmadd(acc.1, load(d + v.1), load(i + v.1)),
+                                               fmadd(acc.2, load(d + v.2), load(i + v.2)), fmadd(acc.3, load(d + v.3), load(i + v.3)))
                                     }
                                 }
-                                let t = ky * g.kw + kx
-                                for l in 0..<w { sums[t * cp + v + l] += Double(acc[l]) }
+                                add(acc, to: ky * g.kw + kx)
                             }
                         }
                     }
