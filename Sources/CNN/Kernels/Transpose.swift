@@ -54,14 +54,7 @@ func transpose(_ x: UnsafePointer<Float>, rows: Int, cols: Int, ldx: Int? = nil,
 
 /// The even and the odd elements of a and b laid end to end.
 @inline(__always)
-private func unzip(_ a: V, _ b: V) -> (V, V) {
-    #if CNN_AVX512
-    let ab = SIMD32(lowHalf: a, highHalf: b)
-    #else
-    let ab = SIMD16(lowHalf: a, highHalf: b)
-    #endif
-    return (ab.evenHalf, ab.oddHalf)
-}
+private func unzip(_ a: V, _ b: V) -> (V, V) { unzipLanes(a, b) }
 
 /// One W × W block, from rows ldx apart to rows ldo apart.
 @inline(__always)
@@ -89,17 +82,25 @@ private func transposeBlock(_ x: UnsafePointer<Float>, _ ldx: Int, _ out: Unsafe
     }
 }
 
-/// p[0], p[2], ..., p[2N - 2]: the even elements of the 2N floats from p. Where the odd ones are
-/// needed too, they are evenElements(p + 1): SIMD32's oddHalf was left as an out-of-line call in
-/// the pooling and Winograd loops, evenHalf compiles to one permute.
+/// p[0], p[2], ..., p[2N - 2]: the even elements of the 2N floats from p.
 @inline(__always)
-func evenElements(_ p: UnsafePointer<Float>) -> V {
-    let a = UnsafeRawPointer(p).loadUnaligned(as: V.self), b = UnsafeRawPointer(p + V.scalarCount).loadUnaligned(as: V.self)
-    #if CNN_AVX512
-    return SIMD32(lowHalf: a, highHalf: b).evenHalf
-    #else
-    return SIMD16(lowHalf: a, highHalf: b).evenHalf
-    #endif
+func evenElements(_ p: UnsafePointer<Float>) -> V { unzipLanes(load(p), load(p + V.scalarCount)).0 }
+
+/// The even lanes of a then b, and the odd lanes of a then b, lane by lane: LLVM folds the lane
+/// moves into permutes (vpermt2ps with AVX-512). Not SIMD32's evenHalf and oddHalf: generic library
+/// code that the inliner may leave as calls, as it did in the Winograd input transform (12 % of
+/// ResNet-20's batch-1 time) once they had more callers.
+@inline(__always)
+func unzipLanes<T: SIMD>(_ a: T, _ b: T) -> (T, T) {
+    var even = T(), odd = T()
+    let half = T.scalarCount / 2
+    for i in 0..<half {
+        even[i] = a[2 * i]
+        even[half + i] = b[2 * i]
+        odd[i] = a[2 * i + 1]
+        odd[half + i] = b[2 * i + 1]
+    }
+    return (even, odd)
 }
 
 /// (a[0], b[0], a[1], b[1], ...): the lanes of a and b interleaved, the first half's and the
@@ -161,4 +162,20 @@ func storeNarrowRows(_ columns: (V, V, V, V), _ s: Int, _ p: UnsafeMutablePointe
         store(r2, p + 2 * w)
         store(r3, p + 3 * w)
     }
+}
+
+/// (a's low half, b's low half) and (a's high half, b's high half), lane by lane, folded into
+/// permutes: SIMD's lowHalf and highHalf were left as library calls in the Winograd output
+/// transform.
+@inline(__always)
+func pairHalves<T: SIMD>(_ a: T, _ b: T) -> (low: T, high: T) {
+    var low = T(), high = T()
+    let half = T.scalarCount / 2
+    for i in 0..<half {
+        low[i] = a[i]
+        low[half + i] = b[i]
+        high[i] = a[half + i]
+        high[half + i] = b[half + i]
+    }
+    return (low, high)
 }

@@ -318,10 +318,11 @@ func winogradOutput(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, chann
                     ty += 2
                 } else {
                     // Each half vector is one output row of a tile row: tile rows ty ... ty + 3.
-                    put(V(lowHalf: top0.lowHalf, highHalf: bottom0.lowHalf), 2 * ty, 0)
-                    if ty + 1 < g.tilesH { put(V(lowHalf: top0.highHalf, highHalf: bottom0.highHalf), 2 * ty + 2, 0) }
-                    if ty + 2 < g.tilesH { put(V(lowHalf: top1.lowHalf, highHalf: bottom1.lowHalf), 2 * ty + 4, 0) }
-                    if ty + 3 < g.tilesH { put(V(lowHalf: top1.highHalf, highHalf: bottom1.highHalf), 2 * ty + 6, 0) }
+                    let (row0, row2) = pairHalves(top0, bottom0), (row4, row6) = pairHalves(top1, bottom1)
+                    put(row0, 2 * ty, 0)
+                    if ty + 1 < g.tilesH { put(row2, 2 * ty + 2, 0) }
+                    if ty + 2 < g.tilesH { put(row4, 2 * ty + 4, 0) }
+                    if ty + 3 < g.tilesH { put(row6, 2 * ty + 6, 0) }
                     ty += 4
                 }
             }
