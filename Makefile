@@ -120,11 +120,13 @@ test-cli: build $(VENV)/ready
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH Tests/cli/run.sh $(BIN)/cnn
 
 # The C tests: built with -Wall -Wextra -Werror (also as C++), run, run again under valgrind; the
-# example builds against an installed copy through pkg-config; header and symbols agree.
+# example builds against an installed copy through pkg-config; header and symbols agree; the
+# kernels' lane moves are inline (scripts/check-inlined.sh).
 test-c: lib example
 	cc $(CFLAGS_C) bindings/c/tests.c $(LINK_C) -o build/bin/c-tests
 	c++ -x c++ -std=c++11 -Wall -Wextra -Werror -Iinclude -fsyntax-only bindings/c/example.c
 	scripts/check-symbols.sh build/lib/libcnn.so include/cnn.h
+	scripts/check-inlined.sh build/lib/libcnn.so
 	build/bin/c-tests data/fashion-mnist-sample
 	cc $(CFLAGS_C) bindings/c/allocs.c $(LINK_C) -o build/bin/allocs
 	build/bin/allocs data/fashion-mnist-sample
