@@ -531,37 +531,7 @@ struct KernelTests {
                 p.value.copy(from: FloatBuffer(values.values(p.count, -0.3, 0.3)))
             }
             try own.assign(from: planned)
-            let count = planned.inputShape.count, classes = planned.numClasses
-            for threads in [1, 2] {
-                ThreadPool.setThreads(threads)
-                defer { ThreadPool.setThreads(1) }
-                for batch in [1, 3] {
-                    for step in 0..<2 {
-                        var r = TestRandom(UInt64(10 * batch + step))
-                        let input = FloatBuffer(r.values(batch * count)), g = r.values(batch * classes)
-                        for training in [true, false] {
-                            var outputs: [[Float]] = [], gradients: [[[Float]]] = []
-                            for model in [planned, own] {
-                                var rng = Random(seed: UInt64(step))
-                                outputs.append(model.forward(input, batch: batch, training: training, rng: &rng,
-                                                             inputKept: true).array)
-                                if training {
-                                    model.zeroGradients()
-                                    model.backward(FloatBuffer(g), batch: batch)
-                                    gradients.append(model.gradients.map { $0.array })
-                                }
-                            }
-                            let run = "\(threads) threads, batch \(batch), step \(step), training \(training)"
-                            let logitsDiffer = zip(outputs[0], outputs[1]).filter { $0 != $1 }.count
-                            #expect(logitsDiffer == 0, "logits: \(logitsDiffer) differ, \(run)")
-                            if training {
-                                let differ = zip(gradients[0], gradients[1]).map { zip($0, $1).filter { $0 != $1 }.count }
-                                #expect(differ.allSatisfy { $0 == 0 }, "gradients: \(differ) values differ per tensor, \(run)")
-                            }
-                        }
-                    }
-                }
-            }
+            expectSameBits(planned, own, batches: [1, 3], inputKept: true)
             #expect(planned.bufferFloats < own.bufferFloats, "planned \(planned.bufferFloats) floats, own \(own.bufferFloats)")
         }
     }
@@ -594,38 +564,7 @@ struct KernelTests {
                 return (s == 1 || s == 2 || s == 4) && $0.inputShape.c >= BatchNorm.group
             }
             #expect(!small.isEmpty, "no norm over small planes in groups")
-            let count = grouped.inputShape.count, classes = grouped.numClasses
-            for threads in [1, 2] {
-                ThreadPool.setThreads(threads)
-                defer { ThreadPool.setThreads(1) }
-                for batch in [1, 5] {
-                    for step in 0..<2 {
-                        var r = TestRandom(UInt64(10 * batch + step))
-                        let input = FloatBuffer(r.values(batch * count, -2, 3)), g = r.values(batch * classes, -1, 1)
-                        for training in [true, false] {
-                            var outputs: [[Float]] = [], gradients: [[[Float]]] = [], statistics: [[[Float]]] = []
-                            for model in [grouped, planes] {
-                                var rng = Random(seed: UInt64(step))
-                                outputs.append(model.forward(input, batch: batch, training: training, rng: &rng).array)
-                                if training {
-                                    model.zeroGradients()
-                                    model.backward(FloatBuffer(g), batch: batch)
-                                    gradients.append(model.gradients.map { $0.array })
-                                }
-                                statistics.append(model.namedParameters.filter { $0.name.contains("running") }
-                                    .map { $0.1.value.array })
-                            }
-                            let run = "\(threads) threads, batch \(batch), step \(step), training \(training)"
-                            #expect(outputs[0] == outputs[1], "outputs differ, \(run)")
-                            #expect(statistics[0] == statistics[1] && !statistics[0].isEmpty, "running statistics differ, \(run)")
-                            if training {
-                                let differ = zip(gradients[0], gradients[1]).map { zip($0, $1).filter { $0 != $1 }.count }
-                                #expect(differ.allSatisfy { $0 == 0 }, "gradients: \(differ) values differ per tensor, \(run)")
-                            }
-                        }
-                    }
-                }
-            }
+            expectSameBits(grouped, planes, batches: [1, 5], input: (-2, 3))
         }
     }
 

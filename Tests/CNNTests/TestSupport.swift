@@ -110,3 +110,41 @@ final class TestLock: @unchecked Sendable {
         return try body()
     }
 }
+
+/// Runs two models with the same weights side by side, at one and two threads, two steps for each
+/// batch in training and at inference, and expects the same bits: the outputs, every gradient in
+/// training, and the running statistics the steps update. Hold `threadSettingLock`.
+func expectSameBits(_ a: Model, _ b: Model, batches: [Int], inputKept: Bool = false, input: (Float, Float) = (-1, 1)) {
+    let count = a.inputShape.count, classes = a.numClasses
+    for threads in [1, 2] {
+        ThreadPool.setThreads(threads)
+        defer { ThreadPool.setThreads(1) }
+        for batch in batches {
+            for step in 0..<2 {
+                var r = TestRandom(UInt64(10 * batch + step))
+                let x = FloatBuffer(r.values(batch * count, input.0, input.1)), g = r.values(batch * classes)
+                for training in [true, false] {
+                    var outputs: [[Float]] = [], gradients: [[[Float]]] = [], statistics: [[[Float]]] = []
+                    for model in [a, b] {
+                        var rng = Random(seed: UInt64(step))
+                        outputs.append(model.forward(x, batch: batch, training: training, rng: &rng, inputKept: inputKept).array)
+                        if training {
+                            model.zeroGradients()
+                            model.backward(FloatBuffer(g), batch: batch)
+                            gradients.append(model.gradients.map { $0.array })
+                        }
+                        statistics.append(model.namedParameters.filter { $0.name.contains("running") }.map { $0.parameter.value.array })
+                    }
+                    let run = "\(threads) threads, batch \(batch), step \(step), training \(training)"
+                    let outputsDiffer = zip(outputs[0], outputs[1]).filter { $0 != $1 }.count
+                    #expect(outputsDiffer == 0, "outputs: \(outputsDiffer) differ, \(run)")
+                    #expect(statistics[0] == statistics[1], "running statistics differ, \(run)")
+                    if training {
+                        let differ = zip(gradients[0], gradients[1]).map { zip($0, $1).filter { $0 != $1 }.count }
+                        #expect(differ.allSatisfy { $0 == 0 }, "gradients: \(differ) values differ per tensor, \(run)")
+                    }
+                }
+            }
+        }
+    }
+}

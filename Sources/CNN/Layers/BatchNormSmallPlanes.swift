@@ -85,14 +85,8 @@ extension BatchNorm {
                 var a = V(), b = V()
                 // Value k's terms: dy (0 where a fused activation passed none) and dy · x̂.
                 @inline(__always) func add(_ dyv: V, _ xv: V) {
-                    var gv = dyv
                     let xh = (xv - m) * iv
-                    if mask != nil {
-                        let v = gamma * xh + beta
-                        var pass = v .> 0
-                        if six { pass = pass .& (v .< 6) }
-                        gv = V(repeating: 0).replacing(with: gv, where: pass)
-                    }
+                    let gv = mask != nil ? passed(dyv, xh: xh, gamma: gamma, beta: beta, six: six) : dyv
                     a += gv
                     b += gv * xh
                 }
@@ -147,12 +141,7 @@ extension BatchNorm {
                 let o = n * cs + i
                 let xh = (load(x + o) - m) * iv
                 var gv = load(dy + o)
-                if let six {
-                    let v = gamma * xh + beta
-                    var pass = v .> 0
-                    if six { pass = pass .& (v .< 6) }
-                    gv = V(repeating: 0).replacing(with: gv, where: pass)
-                }
+                if let six { gv = passed(gv, xh: xh, gamma: gamma, beta: beta, six: six) }
                 store(k * (gv - meanDy - xh * meanDyXhat), dx + o)
             }
         }
