@@ -52,10 +52,6 @@ func transpose(_ x: UnsafePointer<Float>, rows: Int, cols: Int, ldx: Int? = nil,
     }
 }
 
-/// The even and the odd elements of a and b laid end to end.
-@inline(__always)
-private func unzip(_ a: V, _ b: V) -> (V, V) { unzipLanes(a, b) }
-
 /// One W × W block, from rows ldx apart to rows ldo apart.
 @inline(__always)
 private func transposeBlock(_ x: UnsafePointer<Float>, _ ldx: Int, _ out: UnsafeMutablePointer<Float>, _ ldo: Int) {
@@ -73,7 +69,7 @@ private func transposeBlock(_ x: UnsafePointer<Float>, _ ldx: Int, _ out: Unsafe
             var next = (V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V())
             withUnsafeMutableBytes(of: &next) { nraw in
                 let n = nraw.baseAddress!.assumingMemoryBound(to: V.self)
-                for k in 0..<(w / 2) { (n[k], n[k + w / 2]) = unzip(rows[2 * k], rows[2 * k + 1]) }
+                for k in 0..<(w / 2) { (n[k], n[k + w / 2]) = unzipLanes(rows[2 * k], rows[2 * k + 1]) }
                 for k in 0..<w { rows[k] = n[k] }
             }
             rounds /= 2
@@ -131,12 +127,12 @@ func narrowColumns(_ p: UnsafePointer<Float>, _ s: Int) -> (V, V, V, V) {
     case 1:
         return (load(p), V(), V(), V())
     case 2:
-        let (c0, c1) = unzip(load(p), load(p + w))
+        let (c0, c1) = unzipLanes(load(p), load(p + w))
         return (c0, c1, V(), V())
     default:
         // e holds columns 0 and 2 of each row, o columns 1 and 3.
-        let (e0, o0) = unzip(load(p), load(p + w)), (e1, o1) = unzip(load(p + 2 * w), load(p + 3 * w))
-        let (c0, c2) = unzip(e0, e1), (c1, c3) = unzip(o0, o1)
+        let (e0, o0) = unzipLanes(load(p), load(p + w)), (e1, o1) = unzipLanes(load(p + 2 * w), load(p + 3 * w))
+        let (c0, c2) = unzipLanes(e0, e1), (c1, c3) = unzipLanes(o0, o1)
         return (c0, c1, c2, c3)
     }
 }
