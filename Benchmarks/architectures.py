@@ -10,8 +10,9 @@ drifts by 30-45 % over minutes, so each ratio is the median of rounds that ran b
 The cases are the targets of the architectures issue: ResNet-20 (3x32x32) training at batch 128,
 MobileNetV2 (3x64x64, 10 classes) training at batch 32, and inference of ResNet-20 and of
 MobileNetV2 (3x224x224) at batch 1 (median call) and batch 32 (images/s); `--rss` adds the peak
-resident size of ResNet-20 training at batch 128, each engine in a fresh process. All three run the
-same network: PyTorch's is built from the same architecture text (pytorch.py's cnn_to_torch) and
+resident size of ResNet-20 training at batch 128, each engine in a fresh process. The training
+cases and `--rss` also run SwiftCNN with `recompute_blocks` (less memory for a second forward of
+the blocks). All three run the same network: PyTorch's is built from the same architecture text (pytorch.py's cnn_to_torch) and
 ONNX Runtime runs its export. Every engine gets the same float32 NCHW arrays; ours go through the
 Python binding (the ctypes call and its argument checks are in our times, as ONNX Runtime's
 Python binding is in its).
@@ -57,16 +58,17 @@ def timed(fn, seconds):
 
 
 class Ours:
-    def __init__(self, text, threads):
+    def __init__(self, text, threads, recompute_blocks=False):
         import cnn
         self.cnn = cnn
         self.model = cnn.Model(text, seed=1)
         self.threads = threads
+        self.recompute_blocks = recompute_blocks
 
     def train(self, x, y, batch):
         data = self.cnn.Dataset.from_numpy(x, y, classes=[str(i) for i in range(int(y.max()) + 1)])
         settings = dict(epochs=1, batch_size=batch, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4,
-                        threads=self.threads, verbose=0)
+                        threads=self.threads, verbose=0, recompute_blocks=self.recompute_blocks)
         return lambda: self.model.fit(data, **settings)
 
     def infer(self, x):
@@ -156,6 +158,8 @@ def run_case(case, rounds, threads, seconds):
         k = classes or 10
         x = rng.random((images,) + shape, dtype=np.float32)
         y = rng.integers(0, k, images).astype(np.int32)
+        # The memory-saving option's cost, in the same rounds.
+        engines["SwiftCNN recompute_blocks"] = Ours(text, threads, recompute_blocks=True)
         calls = {k2: e.train(x, y, batch) for k2, e in engines.items()}
     per_round = {k: [] for k in calls}
     for _ in range(rounds):
@@ -173,7 +177,11 @@ def run_case(case, rounds, threads, seconds):
             figure = "%8.0f images/s" % (batch / t)
         ratio = "" if k == "SwiftCNN" else "   SwiftCNN: %.2fx its speed (median of per-round ratios)" % \
             statistics.median(theirs / mine for mine, theirs in zip(ours, times))
-        print("  %-22s %s%s" % (k, figure, ratio))
+        if k.startswith("SwiftCNN "):
+            ratio = "   %.2fx SwiftCNN's speed, %.2fx PyTorch's" % (
+                statistics.median(mine / theirs for mine, theirs in zip(ours, times)),
+                statistics.median(t / mine for mine, t in zip(times, per_round["PyTorch channels-last"])))
+        print("  %-26s %s%s" % (k, figure, ratio))
 
 
 RSS_SCRIPT = r"""
@@ -183,12 +191,13 @@ def hwm():   # the peak resident size of this process (kB); ru_maxrss would incl
 engine, text, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rng = np.random.default_rng(1)
 x = rng.random((512, 3, 32, 32), dtype=np.float32); y = rng.integers(0, 10, 512).astype(np.int32)
-if engine == "swiftcnn":
+if engine.startswith("swiftcnn"):
     import cnn
     m = cnn.Model(text, seed=1)
     data = cnn.Dataset.from_numpy(x, y, classes=[str(i) for i in range(10)])
     before = hwm()
-    m.fit(data, epochs=1, batch_size=128, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, threads=threads, verbose=0)
+    m.fit(data, epochs=1, batch_size=128, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, threads=threads, verbose=0,
+          recompute_blocks=engine == "swiftcnn-recompute")
 else:
     import torch
     from pytorch import cnn_to_torch
@@ -210,15 +219,16 @@ def rss(threads):
     print("\nresnet20 training at batch 128, peak resident size (each engine in its own Python process;"
           " 'before': after loading the engine, the model and 512 images)")
     figures = {}
-    for engine in ("swiftcnn", "torch"):
+    for engine in ("swiftcnn", "swiftcnn-recompute", "torch"):
         out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, engine, text, str(threads)], capture_output=True,
                              text=True, check=True, env=dict(os.environ)).stdout.split()
         before, peak = int(out[0]) / 1024, int(out[1]) / 1024
         figures[engine] = (before, peak)
-        print("  %-10s before training %6.0f MB, peak %6.0f MB, growth in training %6.0f MB" % (engine, before, peak, peak - before))
-    ratio = figures["swiftcnn"][1] / figures["torch"][1]
-    growth = (figures["swiftcnn"][1] - figures["swiftcnn"][0]) / max(1, figures["torch"][1] - figures["torch"][0])
-    print("  SwiftCNN / PyTorch: peak %.2fx, growth in training %.2fx" % (ratio, growth))
+        print("  %-18s before training %6.0f MB, peak %6.0f MB, growth in training %6.0f MB" % (engine, before, peak, peak - before))
+    for ours in ("swiftcnn", "swiftcnn-recompute"):
+        ratio = figures[ours][1] / figures["torch"][1]
+        growth = (figures[ours][1] - figures[ours][0]) / max(1, figures["torch"][1] - figures["torch"][0])
+        print("  %s / PyTorch: peak %.2fx, growth in training %.2fx" % (ours, ratio, growth))
 
 
 def main():

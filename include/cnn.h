@@ -441,6 +441,10 @@ typedef struct cnn_train_params {
                                   waiting: call MPI_Abort on an error. Default 0: alone. */
     void *mpi_comm;            /* with distributed: the communicator (Open MPI's MPI_Comm), or NULL
                                   for MPI_COMM_WORLD */
+    int32_t recompute_blocks;  /* 1: less memory for more time: the top-level blocks (residual,
+                                  concat) keep nothing of their layers for backward, which runs each
+                                  block forward again first (gradient checkpointing, a block a
+                                  segment). The same results bit for bit. Default 0. */
 } cnn_train_params;
 
 enum { CNN_MONITOR_VAL_LOSS = 0, CNN_MONITOR_VAL_ACCURACY = 1 };

@@ -49,6 +49,7 @@ func cParams(_ s: TrainingSettings) -> cnn_train_params {
     p.freeze_until = Int32(s.freezeUntil)
     p.distributed = 0
     p.mpi_comm = nil
+    p.recompute_blocks = s.recomputeBlocks ? 1 : 0
     return p
 }
 
@@ -135,6 +136,8 @@ func trainingSettings(_ p: cnn_train_params) throws -> TrainingSettings {
     s.optimizer.decayBiasAndNorm = p.decay_bias_and_norm == 1
     s.augmentation.erase = p.augment_erase
     s.freezeUntil = Int(p.freeze_until)
+    guard p.recompute_blocks == 0 || p.recompute_blocks == 1 else { throw invalid("params.recompute_blocks must be 0 or 1, not \(p.recompute_blocks)") }
+    s.recomputeBlocks = p.recompute_blocks == 1
     guard p.threads >= 0, p.threads <= 256 else { throw invalid("params.threads must be from 0 to 256, not \(p.threads)") }
     do { try s.validate() } catch let e as CNNError { throw invalid("params: \(e.message)") }
     return s

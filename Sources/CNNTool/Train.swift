@@ -62,6 +62,8 @@ struct Train: ParsableCommand {
     @Option(help: "Augment: random brightness change up to this much (pixels in [0, 1]; default: 0).") var brightness: Float?
     @Option(help: "Augment: random contrast change up to this factor (default: 0).") var contrast: Float?
     @Option(help: "Augment: random erasing with this probability (a rectangle of 2-33 % of the image filled with its mean; default: 0).") var erase: Float?
+    @Flag(name: .customLong("recompute-blocks"), help: "Less memory for more time: residual and concat blocks keep nothing for backward, which runs each forward again first (the same results).")
+    var recomputeBlocks = false
     @Option(name: .customLong("loader-threads"), help: "Threads preparing batches ahead (decoding, augmentation; default: \(defaults.loaderThreads)).") var loaderThreads: Int?
     @Option(name: .customLong("divergence-factor"), help: "Stop (diverged) when a batch's loss exceeds this multiple of the first batch's; 0: no such bound (NaN or infinity always stops; default: \(defaults.divergenceFactor)).")
     var divergenceFactor: Float?
@@ -139,6 +141,7 @@ struct Train: ParsableCommand {
         }
         set("freeze-until", freezeUntil) { $0.freezeUntil = $1 }
         if let loaderThreads { s.loaderThreads = loaderThreads }
+        s.recomputeBlocks = recomputeBlocks
         return (s, given)
     }
 
@@ -176,6 +179,7 @@ struct Train: ParsableCommand {
                         continued.epochs = settings.epochs
                     }
                     continued.loaderThreads = settings.loaderThreads
+                    continued.recomputeBlocks = settings.recomputeBlocks
                     settings = continued
                     options.data = options.data ?? recordedData["data"]
                     options.val = options.val ?? recordedData["val"]

@@ -76,6 +76,10 @@ struct ArchitectureTests {
         #expect(names.contains("3.body.0.weight") && names.contains("3.body.4.running_var") && names.contains("7.shortcut.1.bias"))
         #expect(names.contains("9.branches.1.0.weight") && names.last == "12.bias")
         #expect(m.summary.contains("shortcut.1 batchnorm") && m.summary.contains("branches.2: identity"))
+        // A block's parameters are its layers' (gradients, optimizers and devices take them from
+        // the layers): every named one, each trained one with a gradient.
+        #expect(m.layers.flatMap(\.parameters).map(ObjectIdentifier.init) == m.namedParameters.map { ObjectIdentifier($0.parameter) })
+        #expect(m.namedParameters.allSatisfy { !$0.parameter.trainable || $0.parameter.grad != nil })
         let path = temporaryPath("blocks.safetensors")
         try m.save(to: path)
         let back = try Model.load(from: path)

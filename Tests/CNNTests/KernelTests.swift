@@ -499,6 +499,14 @@ struct KernelTests {
         }
     }
 
+    /// Blocks one after the other (residual blocks, then a concatenation, nested ones, and a
+    /// projection shortcut that adds its input gradient into the body's, after a layer that passes
+    /// through): a block's dy may then be in the buffers of the next one's sequences.
+    static let adjacentBlocks = "input(4,8,8) conv(8,1) batchnorm residual[conv(8,3,pad=1) batchnorm relu conv(8,1) batchnorm] " +
+        "residual[conv(8,1) batchnorm relu6 conv(8,3,pad=1,groups=8) batchnorm] concat[residual[conv(8,3,pad=1) relu] | conv(4,1)] " +
+        "residual[residual[conv(12,3,pad=1) batchnorm] conv(12,1)] relu dropout(0) " +
+        "residual[conv(16,3,stride=2,pad=1) batchnorm | conv(16,1,stride=2) batchnorm] residual[conv(16,1) relu] flatten dense(3)"
+
     /// The memory plan (MemoryPlan.swift): layers whose outputs and input gradients take turns on
     /// shared buffers must compute the same bits as layers that each keep their own, in training
     /// (logits and every gradient, two steps in a row) and at inference, at one and two threads,
@@ -520,6 +528,8 @@ struct KernelTests {
         "input(3,9,9) conv(6,3,pad=1,bias=false) batchnorm conv(8,5,pad=2) batchnorm relu residual[conv(8,3,pad=1) batchnorm relu " +
             "conv(8,3,pad=1,bias=false) batchnorm] relu conv(4,3,pad=1) relu residual[conv(4,3,pad=1) batchnorm] relu " +
             "conv(6,3,stride=2) batchnorm relu6 conv(6,1) batchnorm conv(16,1) flatten dense(3)",
+
+        adjacentBlocks,
     ])
     func memoryPlanComputesTheSameBits(_ text: String) throws {
         try threadSettingLock.with {
@@ -533,6 +543,51 @@ struct KernelTests {
             try own.assign(from: planned)
             expectSameBits(planned, own, batches: [1, 3], inputKept: true)
             #expect(planned.bufferFloats < own.bufferFloats, "planned \(planned.bufferFloats) floats, own \(own.bufferFloats)")
+        }
+    }
+
+    /// Recomputed blocks (`Model.recomputesBlocks`, MemoryPlanner): top-level residual and
+    /// concatenation blocks that keep nothing for backward and run forward again first must
+    /// compute the same bits as blocks that keep their layers' outputs, in training (logits, every
+    /// gradient, running statistics, two steps) and at inference, at one and two threads: blocks
+    /// in a row and after layers that pass through, a shortcut, nested blocks, SE, dropout inside
+    /// a block (the same masks again), a block on the network's input (not recomputed), blocks
+    /// one after the other. With blocks of one shape in a row, the plan holds less.
+    @Test(arguments: [
+        "input(4,8,8) conv(8,3,pad=1) batchnorm relu residual[conv(8,3,pad=1,bias=false) batchnorm relu conv(8,3,pad=1,bias=false) batchnorm] relu " +
+            "residual[conv(8,3,pad=1,bias=false) batchnorm relu conv(8,3,pad=1,bias=false) batchnorm] relu " +
+            "residual[conv(16,3,stride=2,pad=1) batchnorm relu conv(16,3,pad=1) batchnorm | conv(16,1,stride=2) batchnorm] relu globalavgpool flatten dense(3)",
+        "input(4,9,9) conv(8,1) batchnorm relu6 residual[conv(16,1) batchnorm silu conv(16,3,pad=1,groups=16) batchnorm hardswish se(4,act=silu) conv(8,1) batchnorm] " +
+            "residual[conv(16,1) batchnorm relu6 dropout(0.4) conv(16,3,pad=1,groups=16) batchnorm relu6 conv(8,1) batchnorm] " +
+            "conv(8,3,stride=2,pad=1,groups=4) sigmoid globalavgpool flatten dropout(0.5) dense(3)",
+        "input(2,6,6) concat[residual[conv(2,3,pad=1) relu] | conv(3,1) leakyrelu(0.1) | residual[concat[conv(1,1) | conv(1,3,pad=1) gelu] batchnorm]] relu " +
+            "concat[residual[conv(7,3,pad=1) batchnorm relu] | conv(3,1) batchnorm | ] avgpool(2) flatten dense(3)",
+        "input(3,8,8) residual[conv(3,3,pad=1) batchnorm relu conv(3,3,pad=1) batchnorm] flatten residual[dense(12) batchnorm relu dense(192)] dense(3)",
+        adjacentBlocks,
+    ])
+    func recomputedBlocksComputeTheSameBits(_ text: String) throws {
+        try threadSettingLock.with {
+            let architecture = try Architecture(parsing: text)
+            let recomputing = try Model(architecture: architecture, seed: 6)
+            let own = try Model(architecture: architecture, fusing: true, planning: false)
+            recomputing.recomputesBlocks = true
+            #expect(recomputing.layers.contains { ($0 as? Block)?.recomputation != nil })
+            var values = TestRandom(5)
+            for (name, p) in recomputing.namedParameters where name.hasSuffix("bias") || name.hasSuffix("running_mean") {
+                p.value.copy(from: FloatBuffer(values.values(p.count, -0.3, 0.3)))
+            }
+            try own.assign(from: recomputing)
+            expectSameBits(recomputing, own, batches: [1, 3], inputKept: true)
+            let norms = { (m: Model) in m.namedLayers.compactMap { ($0.layer as? BatchNorm)?.batchesTracked } }
+            #expect(norms(recomputing) == norms(own), "batches tracked")
+            if text.hasPrefix("input(4,8,8) conv(8,3,pad=1)") {
+                // The same steps with the blocks keeping their layers' outputs.
+                let keeping = try Model(architecture: architecture, seed: 6)
+                var rng = Random(seed: 1)
+                _ = keeping.forward(FloatBuffer(count: 3 * architecture.input.count), batch: 3, training: true, rng: &rng, inputKept: true)
+                keeping.backward(FloatBuffer(count: 3 * keeping.numClasses), batch: 3)
+                #expect(recomputing.bufferFloats < keeping.bufferFloats, "recomputing \(recomputing.bufferFloats) floats, keeping \(keeping.bufferFloats)")
+            }
         }
     }
 

@@ -72,6 +72,11 @@ int main(int argc, char **argv) {
         "residual[conv(8,3,pad=1,bias=false) batchnorm relu conv(8,3,pad=1,bias=false) batchnorm] relu "
         "concat[conv(8,1) batchnorm relu6 | conv(8,3,pad=1,groups=8) batchnorm silu se(4)] "
         "conv(16,3,stride=2,pad=1) batchnorm relu globalavgpool flatten dense(10)",
+        /* The same with its blocks recomputed in backward (recompute_blocks). */
+        "input(1,28,28) conv(8,3,stride=2,pad=1,bias=false) batchnorm relu "
+        "residual[conv(8,3,pad=1,bias=false) batchnorm relu conv(8,3,pad=1,bias=false) batchnorm] relu "
+        "concat[conv(8,1) batchnorm relu6 | conv(8,3,pad=1,groups=8) batchnorm silu se(4)] "
+        "conv(16,3,stride=2,pad=1) batchnorm relu globalavgpool flatten dense(10)",
     };
     enum { networks = sizeof specs / sizeof specs[0] };
     int passed = 0, failed = 0;
@@ -90,6 +95,7 @@ int main(int argc, char **argv) {
             params.threads = threads;
             params.progress = on_progress;
             params.user_data = &c;
+            params.recompute_blocks = s == networks - 1;
             cnn_status status = cnn_model_train(model, data, &params);
             int ok = status == CNN_OK && c.measured > 20 && (threads == 1 ? c.worst == 0 : c.worst == c.best);
             printf("%s network %d, %d thread(s): %d steps measured, %ld allocations in all, at most %ld in one step\n",

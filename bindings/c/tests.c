@@ -325,6 +325,7 @@ static void test_training(cnn_model **trained, cnn_dataset **test_out) {
     BAD_PARAM(label_smoothing, 1);
     BAD_PARAM(threads, -1);
     BAD_PARAM(threads, 1000);
+    BAD_PARAM(recompute_blocks, 2);
     BAD_PARAM(validation, (const cnn_dataset *)&bad);
 
     /* Data that does not fit the model. */

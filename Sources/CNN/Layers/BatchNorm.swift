@@ -41,6 +41,9 @@ public final class BatchNorm: Layer, PlannedLayer {
     /// Planes of 1, 2 or 4 values go a group of channels at a time (BatchNormSmallPlanes.swift);
     /// tests turn it off to compare with the per-plane loops.
     var groupsSmallPlanes = true
+    /// Turned off while a recomputed block runs forward again (`Recomputation`): the batch's
+    /// statistics are computed again, the running ones were updated the first time.
+    var updatesRunningStatistics = true
 
     /// Backward reads the input (to derive x̂, or after an inference forward with frozen statistics).
     var backwardReads: BackwardReads { .input }
@@ -88,7 +91,7 @@ public final class BatchNorm: Layer, PlannedLayer {
         let means = batchMean.reserve(c).pointer, istd = invStd.reserve(c).pointer
         let m = Float(batch * s)
         let rm = runningMean.value.pointer, rv = runningVar.value.pointer
-        let momentum = self.momentum, eps = self.eps, act = activation != nil
+        let momentum = self.momentum, eps = self.eps, act = activation != nil, updates = updatesRunningStatistics
         let sum = sums.reserve(2 * c), sq = sum + c
         let spread = spreadParameters.reserve(groupedEnd(0, c, planes: s) > 0 ? 4 * c * s : 0).pointer
         // Each task's channels are a contiguous block of every sample, read in memory order (a
@@ -114,8 +117,10 @@ public final class BatchNorm: Layer, PlannedLayer {
                 let variance = Float(sq[ch].total / Double(m))
                 istd[ch] = 1 / (variance + eps).squareRoot()
                 let unbiased = m > 1 ? variance * m / (m - 1) : variance
-                rm[ch] = (1 - momentum) * rm[ch] + momentum * means[ch]
-                rv[ch] = (1 - momentum) * rv[ch] + momentum * unbiased
+                if updates {
+                    rm[ch] = (1 - momentum) * rm[ch] + momentum * means[ch]
+                    rv[ch] = (1 - momentum) * rv[ch] + momentum * unbiased
+                }
             }
             let cs = c * s
             BatchNorm.spread(means, plane: s, c0..<g1, into: spread)
@@ -131,9 +136,11 @@ public final class BatchNorm: Layer, PlannedLayer {
                 }
             }
         }
-        runningMean.version += 1
-        runningVar.version += 1
-        batchesTracked += 1
+        if updates {
+            runningMean.version += 1
+            runningVar.version += 1
+            batchesTracked += 1
+        }
         return out
     }
 

@@ -6,6 +6,47 @@ protocol Block: Layer {
     var sequences: [(name: String, layers: [Layer])] { get }
     /// Times the sequences' layers while the model measures them (`Model.layerTimes`).
     var clock: LayerClock? { get set }
+    /// Set by the memory plan when the block runs forward again in backward (see MemoryPlanner).
+    var recomputation: Recomputation? { get set }
+}
+
+/// A block that keeps nothing of its layers from forward to backward: forward notes its input
+/// (kept by the layer that wrote it, see MemoryPlanner) and the generator, and backward first runs
+/// the sequences forward again from them. The same input, generator and code give the same values
+/// bit for bit (dropout draws the same masks); batch norm does not update its running statistics
+/// a second time.
+final class Recomputation {
+    private let sequences: [[Layer]]
+    /// The batch norms inside, at any depth.
+    private let norms: [BatchNorm]
+    private var input: FloatBuffer?
+    private var rng = Random(seed: 0)
+
+    init(_ sequences: [[Layer]]) {
+        self.sequences = sequences
+        func norms(_ layers: [Layer]) -> [BatchNorm] {
+            layers.flatMap { layer -> [BatchNorm] in
+                if let norm = layer as? BatchNorm { return [norm] }
+                return (layer as? Block)?.sequences.flatMap { norms($0.layers) } ?? []
+            }
+        }
+        self.norms = sequences.flatMap(norms)
+    }
+
+    /// Called by the block's forward.
+    func note(_ x: FloatBuffer, training: Bool, rng: Random) {
+        input = training ? x : nil
+        self.rng = rng
+    }
+
+    /// Runs the sequences forward again on the noted input, before their backward.
+    func rerun(batch: Int) {
+        guard let x = input else { return }
+        for norm in norms { norm.updatesRunningStatistics = false }
+        var r = rng
+        for layers in sequences { _ = runForward(layers, x, batch: batch, training: true, rng: &r, clock: nil) }
+        for norm in norms { norm.updatesRunningStatistics = true }
+    }
 }
 
 extension Block {
@@ -59,6 +100,12 @@ public final class Residual: Block, PlannedLayer {
     var sumsInLastConvolution: Conv2D?
     var sumActivation = Clamp.none
     var clock: LayerClock?
+    var recomputation: Recomputation?
+    /// Set by the memory plan when backward may return the sum in the body's input gradient (its
+    /// sequence's buffer, used once): no buffer of the input's size of its own beside dy and it.
+    /// Not when the layer before is a block (or passes through to one), whose sequences would take
+    /// turns on the buffer that holds their dy.
+    var sumsIntoBody = false
 
     /// Its sequences' first layers may read the input: see MemoryPlanner.readsInput.
     var backwardReads: BackwardReads { .nothing }
@@ -93,6 +140,7 @@ public final class Residual: Block, PlannedLayer {
             if sumActivation != .none { for i in 0..<count { y.pointer[i] = sumActivation.apply(y.pointer[i]) } }
             return y
         }
+        recomputation?.note(x, training: training, rng: rng)
         let a = runForward(body, x, batch: batch, training: training, rng: &rng, clock: clock)
         let b = runForward(shortcut, x, batch: batch, training: training, rng: &rng, clock: clock)
         let y = buffers.output(count, input: x, training: training)
@@ -111,11 +159,18 @@ public final class Residual: Block, PlannedLayer {
     }
 
     public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
+        recomputation?.rerun(batch: batch)
         let a = runBackward(body, dy, batch: batch, needInputGradient: needInputGradient)
+        // A shortcut that starts with a strided convolution (a 1×1 projection) adds its input
+        // gradient into the body's: its sequence's pair then holds no buffer of the input's size.
+        let first = shortcut.first as? Conv2D
+        if let a, a !== dy, let first, first.canAddInputGradient(batch: batch) { first.addsInputGradient = a }
         let b = runBackward(shortcut, dy, batch: batch, needInputGradient: needInputGradient)
+        first?.addsInputGradient = nil
         guard let a, let b else { return nil }
+        if b === a { return a }
         let count = batch * inputShape.count
-        let dx = buffers.inputGradient(count, dy: dy)
+        let dx = sumsIntoBody && a !== dy ? a : buffers.inputGradient(count, dy: dy)
         add(a.pointer, b.pointer, into: dx.pointer, count: count)
         return dx
     }
@@ -148,6 +203,7 @@ public final class Concat: Block, PlannedLayer {
     /// Channels of each branch's output (stored: made per call, it was an allocation a step).
     private let channels: [Int]
     var clock: LayerClock?
+    var recomputation: Recomputation?
 
     var backwardReads: BackwardReads { .nothing }
 
@@ -169,6 +225,7 @@ public final class Concat: Block, PlannedLayer {
 
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         let hw = outputShape.h * outputShape.w, total = outputShape.c
+        recomputation?.note(x, training: training, rng: rng)
         let y = buffers.output(batch * outputShape.count, input: x, training: training), yp = y.pointer
         var offset = 0
         for (branch, c) in zip(branches, channels) {
@@ -183,6 +240,7 @@ public final class Concat: Block, PlannedLayer {
     }
 
     public func backward(_ dy: FloatBuffer, batch: Int, needInputGradient: Bool) -> FloatBuffer? {
+        recomputation?.rerun(batch: batch)
         let hw = outputShape.h * outputShape.w, total = outputShape.c
         let dyp = dy.pointer
         let count = batch * inputShape.count

@@ -72,6 +72,19 @@ public final class Conv2D: Layer, PlannedLayer {
     /// before: when the input is that norm's training output, backward has the norm recompute
     /// each sample's channels from its kept input instead of this layer keeping a copy.
     var inputNorm: BatchNorm?
+    /// Set by a residual block for one backward of its shortcut (see `Residual.backward`): the
+    /// input gradient is added into this buffer, the body's, instead of written to one of its own.
+    var addsInputGradient: FloatBuffer?
+
+    /// Whether backward can add its input gradient into a given buffer (`addsInputGradient`):
+    /// col2im at strides that no window overlaps, so that each input gets at most one value added
+    /// to it, exactly the sum the block would make after.
+    func canAddInputGradient(batch: Int) -> Bool {
+        let g = geometry
+        return !g.multipliesBatch(batch) && g.inputGradientWinograd(outChannels: outputShape.c) == nil
+            && (g.sh > 1 || g.sw > 1) && g.kh <= g.sh && g.kw <= g.sw
+    }
+
     /// What backward lowers again, when forward kept no copy.
     private var lowering = LoweredInput.none
     /// Whether the last forward kept no copy of its input for backward (see `readsKeptInput`).
@@ -360,9 +373,10 @@ public final class Conv2D: Layer, PlannedLayer {
         }
         guard needInputGradient else { return nil }
         let inCount = inputShape.count
-        let dx = buffers.inputGradient(batch * inCount, dy: dy)
+        let adding = addsInputGradient
+        let dx = adding ?? buffers.inputGradient(batch * inCount, dy: dy)
         // For 3×3 at stride 1, dx is a convolution of dy: by Winograd when it applies, no col2im.
-        if let back = g.inputGradientWinograd(outChannels: oc) {
+        if adding == nil, let back = g.inputGradientWinograd(outChannels: oc) {
             let u = winogradUBackward.reserve(16 * oc * g.c).pointer
             winogradWeights(weight.value.pointer, oc: oc, c: g.c, layout: .inputGradient, into: u)
             winogradConvolution(dyp, back, u: u, outChannels: g.c, bias: nil, clamp: .none, batch: batch,
@@ -383,7 +397,7 @@ public final class Conv2D: Layer, PlannedLayer {
                 gemm(m: ckk, n: p, k: oc, a: w, aRow: 1, aCol: ckk, b: dyp + n * outCount, ldb: p,
                      c: dcol, ldc: p, accumulate: false)
                 let dxn = dxp + n * inCount
-                dxn.update(repeating: 0, count: inCount)
+                if adding == nil { dxn.update(repeating: 0, count: inCount) }
                 if let padded {
                     col2imPadded(dcol, g, padded + slot * g.paddedCount, dxn)
                 } else {
@@ -455,42 +469,59 @@ public final class Conv2D: Layer, PlannedLayer {
         let g = geometry, oc = outputShape.c, ckk = g.colRows, p = g.colCols, outCount = outputShape.count
         let col = self.col.buffer.pointer, inCount = inputShape.count, taps = g.kh * g.kw
         let lowering = self.lowering
-        let dyT = transposedGradient(dy, batch: batch)
+        // dy transposed a chunk of samples at a time (see dyChunkFloats).
+        let chunk = min(batch, max(1, Conv2D.dyChunkFloats / outCount))
+        let dyT = scratch.transposed.reserve(chunk * outCount).pointer
         let dwt = dwT.reserve(ckk * oc).pointer
         dwt.update(repeating: 0, count: ckk * oc)
         let half = ((ckk + 1) / 2 + 7) / 8 * 8
         // Without a kept copy, each task lowers the channels of its rows into its own slot.
         let slots = lowering.isNone ? nil : scratch.lowered.reserve(2 * (ckk * p + inCount)).pointer
-        ThreadPool.shared.parallelFor(ckk > half ? 2 : 1) { t in
-            let r0 = t * half, r1 = min(ckk, r0 + half)
-            let c0 = r0 / taps, c1 = min(g.c, (r1 + taps - 1) / taps)
-            var part = g
-            part.c = c1 - c0
-            for n in 0..<batch {
-                let a: UnsafePointer<Float>
-                if let slots {
-                    let own = slots + t * (ckk * p + inCount)
-                    let x = lowering.sample(n, channels: c0..<c1, batch: batch, shape: inputShape, temp: own + ckk * p)
-                    im2col(x.pointer + c0 * g.h * g.w, part, own + c0 * taps * p)
-                    a = UnsafePointer(own)
-                } else {
-                    a = UnsafePointer(col + n * ckk * p)
+        for first in stride(from: 0, to: batch, by: chunk) {
+            let samples = first..<min(batch, first + chunk)
+            transposeSamples(dy, samples, into: dyT)
+            ThreadPool.shared.parallelFor(ckk > half ? 2 : 1) { t in
+                let r0 = t * half, r1 = min(ckk, r0 + half)
+                let c0 = r0 / taps, c1 = min(g.c, (r1 + taps - 1) / taps)
+                var part = g
+                part.c = c1 - c0
+                for n in samples {
+                    let a: UnsafePointer<Float>
+                    if let slots {
+                        let own = slots + t * (ckk * p + inCount)
+                        let x = lowering.sample(n, channels: c0..<c1, batch: batch, shape: inputShape, temp: own + ckk * p)
+                        im2col(x.pointer + c0 * g.h * g.w, part, own + c0 * taps * p)
+                        a = UnsafePointer(own)
+                    } else {
+                        a = UnsafePointer(col + n * ckk * p)
+                    }
+                    gemmTile(i0: r0, i1: r1, j0: 0, j1: oc, k: p, a: a, aRow: p, aCol: 1,
+                             b: dyT + (n - first) * outCount, ldb: oc, c: dwt, ldc: oc, accumulate: true)
                 }
-                gemmTile(i0: r0, i1: r1, j0: 0, j1: oc, k: p, a: a, aRow: p, aCol: 1,
-                         b: dyT + n * outCount, ldb: oc, c: dwt, ldc: oc, accumulate: true)
             }
         }
         addTransposed(dwt, into: dw)
     }
 
+    /// The weight gradients take dy transposed a chunk of samples at a time, in the shared scratch:
+    /// about 2 MB (whole batches made it one of the largest buffers training holds; 8 MB chunks
+    /// ran no faster). Each sample is still summed in order.
+    static let dyChunkFloats = 1 << 19
+
     /// dy as (B, P, OC): each sample's (OC, P) transposed into its P rows, in the shared scratch.
     private func transposedGradient(_ dy: FloatBuffer, batch: Int) -> UnsafeMutablePointer<Float> {
-        let oc = outputShape.c, p = geometry.colCols, outCount = outputShape.count, dyp = dy.pointer
-        let dyT = scratch.transposed.reserve(batch * outCount).pointer
-        ThreadPool.shared.parallelFor(batch) { n in
-            transpose(dyp + n * outCount, rows: oc, cols: p, into: dyT + n * outCount)
-        }
+        let dyT = scratch.transposed.reserve(batch * outputShape.count).pointer
+        transposeSamples(dy, 0..<batch, into: dyT)
         return dyT
+    }
+
+    /// Samples `samples` of dy, each (OC, P) transposed into its P rows of `dyT`.
+    private func transposeSamples(_ dy: FloatBuffer, _ samples: Range<Int>, into dyT: UnsafeMutablePointer<Float>) {
+        let oc = outputShape.c, p = geometry.colCols, outCount = outputShape.count, dyp = dy.pointer
+        let first = samples.lowerBound
+        ThreadPool.shared.parallelFor(samples.count) { i in
+            transpose(dyp + (first + i) * outCount, rows: oc, cols: p, into: dyT + i * outCount)
+        }
     }
 
     /// dW (OC, CKK) += dWᵀ (CKK, OC).
@@ -514,9 +545,8 @@ public final class Conv2D: Layer, PlannedLayer {
         let nr = gemmNR, panels = (oc + nr - 1) / nr, perSample = panels * pp * nr
         let padded = self.padded.buffer.pointer, dyp = dy.pointer
         let slots = min(batch, max(2, ThreadPool.shared.threads))
-        // The samples a chunk at a time (about 8 MB of panels; 2 MB chunks ran no faster), so
-        // that the scratch is not the batch's; each sample is summed in order as before.
-        let chunk = min(batch, max(1, (1 << 21) / perSample))
+        // The samples a chunk at a time (see dyChunkFloats).
+        let chunk = min(batch, max(1, Conv2D.dyChunkFloats / perSample))
         let dyT = scratch.transposed.reserve(chunk * perSample + slots * p * oc).pointer
         let perTask = dyT + chunk * perSample
         let dwt = dwT.reserve(ckk * oc).pointer

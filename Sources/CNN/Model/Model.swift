@@ -68,18 +68,14 @@ public final class Model {
             throw CNNError(.invalidArgument, "architecture: the network must end with a vector of class scores (dense, or flatten), but its output is \(shape)")
         }
         if fusing { Model.fuse(layers) }
-        if planning ?? fusing {
-            var planner = MemoryPlanner()
-            planner.plan(layers)
-            memorySlots = Array(planner.pairs.values)
-            inputReaders = planner.inputReaders
-        }
         self.layers = layers
+        plansMemory = planning ?? fusing
         workspacePerSample = workspace
         parameterFloats = layers.reduce(0) { $0 + $1.parameters.reduce(0) { $0 + $1.allocationCount } }
         classNames = (0..<shape.c).map { String($0) }
         mean = [Float](repeating: 0, count: architecture.input.c)
         std = [Float](repeating: 1, count: architecture.input.c)
+        planMemory()
         if allocate { try allocateParameters() }
     }
 
@@ -212,15 +208,36 @@ public final class Model {
         }
     }
 
+    /// Whether the layers' buffers are planned (see MemoryPlan), or each layer's own.
+    private var plansMemory = false
+    /// Training: the top-level blocks keep nothing of their layers until backward, which runs them
+    /// forward again (gradient checkpointing, see MemoryPlanner): the same results with less memory
+    /// held, for a second forward of the blocks. Set by training from `TrainingSettings.recomputeBlocks`.
+    public internal(set) var recomputesBlocks = false {
+        didSet { if recomputesBlocks != oldValue { planMemory() } }
+    }
+
+    private func planMemory() {
+        guard plansMemory else { return }
+        var planner = MemoryPlanner(recomputingBlocks: recomputesBlocks)
+        planner.plan(layers)
+        memorySlots = Array(planner.pairs.values)
+        sharedSlots = Array(planner.sharedSlots.values)
+        inputReaders = planner.inputReaders
+    }
+
     /// The buffers the layers' sequences take turns on (see MemoryPlan).
     private var memorySlots: [SlotPair] = []
+    /// The buffers recomputed blocks keep their layers' outputs in by turns (see MemoryPlan).
+    private var sharedSlots: [SharedSlot] = []
     /// The convolutions that read the network's input itself (see `forward`).
     private var inputReaders: [Conv2D] = []
 
     /// Floats of working memory held now: the layers' own outputs and input gradients and the
     /// shared buffers (not the convolutions' own scratch and kept copies).
     var bufferFloats: Int {
-        (namedLayers.map(\.layer) + Model.blocks(layers)).reduce(memorySlots.reduce(0) { $0 + $1.floats }) {
+        let shared = memorySlots.reduce(0) { $0 + $1.floats } + sharedSlots.reduce(0) { $0 + $1.floats }
+        return (namedLayers.map(\.layer) + Model.blocks(layers)).reduce(shared) {
             $0 + (($1 as? PlannedLayer)?.buffers.floats ?? 0)
         }
     }

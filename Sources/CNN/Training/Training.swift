@@ -34,6 +34,9 @@ public struct TrainingSettings: Equatable, Sendable {
     public var monitor = Monitor.valLoss
     /// Fine-tuning: the first this-many layers of the top sequence are frozen (see `Model.frozenLayers`).
     public var freezeUntil = 0
+    /// Less memory for more time: the top-level blocks keep nothing of their layers for backward,
+    /// which runs each forward again first (`Model.recomputesBlocks`). The same results, bit for bit.
+    public var recomputeBlocks = false
     public init() {}
 
     public static func == (a: TrainingSettings, b: TrainingSettings) -> Bool {
@@ -43,6 +46,7 @@ public struct TrainingSettings: Equatable, Sendable {
             && a.augmentation == b.augmentation && a.loaderThreads == b.loaderThreads
             && a.divergenceFactor == b.divergenceFactor && a.allowExtraOutputs == b.allowExtraOutputs
             && a.earlyStopping == b.earlyStopping && a.monitor == b.monitor && a.freezeUntil == b.freezeUntil
+            && a.recomputeBlocks == b.recomputeBlocks
             && a.normalization?.mean == b.normalization?.mean && a.normalization?.std == b.normalization?.std
     }
 
@@ -197,6 +201,7 @@ public final class Trainer {
     public init(model: Model, settings: TrainingSettings) throws {
         try settings.validate()
         try model.freeze(until: settings.freezeUntil)
+        model.recomputesBlocks = settings.recomputeBlocks
         self.model = model
         self.settings = settings
         state = TrainingState(optimizer: try Optimizer(settings.optimizer, model: model), epoch: 0,

@@ -9,7 +9,7 @@ extension TrainingSettings {
     private static func flag(_ v: Bool) -> String { v ? "true" : "false" }
     private static func parseFlag(_ s: String) -> Bool? { s == "true" ? true : s == "false" ? false : nil }
 
-    // Loader threads are left out: they change the speed, never the result.
+    // Loader threads and recomputing blocks are left out: they change the speed (and memory), never the result.
     private static let fields: [Field] = [
         ("epochs", { String($0.epochs) }, { s, v in Int(v).map { s.epochs = $0 } != nil }),
         ("batch-size", { String($0.batchSize) }, { s, v in Int(v).map { s.batchSize = $0 } != nil }),

@@ -56,6 +56,7 @@ class TrainParams(ctypes.Structure):
         ("monitor", ctypes.c_int32), ("save_best", ctypes.c_char_p),
         ("decay_bias_and_norm", ctypes.c_int32), ("augment_erase", ctypes.c_float),
         ("freeze_until", ctypes.c_int32), ("distributed", ctypes.c_int32), ("mpi_comm", ctypes.c_void_p),
+        ("recompute_blocks", ctypes.c_int32),
     ]
 
 

@@ -173,7 +173,9 @@ class Model:
                 training over MPI, run under ``mpirun -np N python script.py``: every rank calls fit
                 with the same model, data and settings, batch_size is the global batch; see
                 ``cnn.launcher_rank()``), mpi_comm (with distributed: a communicator of the
-                program's, ``MPI._handleof(comm)`` with mpi4py; default MPI_COMM_WORLD).
+                program's, ``MPI._handleof(comm)`` with mpi4py; default MPI_COMM_WORLD),
+                recompute_blocks (True: less memory for more time, the same results: residual
+                and concat blocks keep nothing for backward and run forward again first).
 
         Ctrl-C stops at the end of the batch: the model keeps its last completed update and
         KeyboardInterrupt is raised. A NaN or infinite loss, gradient or weight raises

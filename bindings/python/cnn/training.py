@@ -49,7 +49,7 @@ _SETTINGS = {
     "divergence_factor": ("divergence_factor", float), "allow_extra_outputs": ("allow_extra_outputs", _flag),
     "early_stopping": ("early_stopping", int), "monitor": ("monitor", _choice(_MONITORS, "monitor")),
     "freeze_until": ("freeze_until", int), "distributed": ("distributed", _flag),
-    "mpi_comm": ("mpi_comm", lambda v: v),
+    "mpi_comm": ("mpi_comm", lambda v: v), "recompute_blocks": ("recompute_blocks", _flag),
 }
 
 

@@ -58,6 +58,25 @@ def test_summary_with_layer_times():
                 m.summary(time=True, **bad)
 
 
+def test_recompute_blocks_same_model(tmp_path):
+    # recompute_blocks trades time for memory: the residual blocks run forward again in backward,
+    # and the trained model is the same, byte for byte (dropout inside a block draws the same masks).
+    text = ("input(3,16,16) conv(8,3,pad=1) batchnorm relu residual[conv(8,3,pad=1) batchnorm relu dropout(0.3) "
+            "conv(8,3,pad=1) batchnorm] relu residual[conv(16,3,stride=2,pad=1) batchnorm | conv(16,1,stride=2) batchnorm] "
+            "relu globalavgpool flatten dense(4)")
+    rng = np.random.default_rng(3)
+    x = rng.random((40, 3, 16, 16), dtype=np.float32)
+    y = rng.integers(0, 4, 40).astype(np.int32)
+    files = []
+    for recompute in (False, True):
+        with cnn.Model(text, seed=1) as m:
+            m.fit(x, y, epochs=2, batch_size=8, lr=0.05, momentum=0.9, recompute_blocks=recompute, verbose=0)
+            files.append(tmp_path / ("%s.safetensors" % recompute))
+            m.save(files[-1])
+    assert files[0].read_bytes() == files[1].read_bytes()
+    assert cnn.train_defaults()["recompute_blocks"] is False
+
+
 def test_fit_evaluate_history(trained, sample):
     model, history = trained
     assert len(history) == 2 and history["loss"][1] < history["loss"][0]
