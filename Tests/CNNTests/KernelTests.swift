@@ -499,6 +499,21 @@ struct KernelTests {
         }
     }
 
+    /// The model of `text` planned (and set up by `configure`) and one whose layers keep buffers of
+    /// their own, the plan's reference, with the same parameters (biases and running means not 0).
+    private func plannedAndOwn(_ text: String, _ configure: (Model) -> Void = { _ in }) throws -> (Model, Model) {
+        let architecture = try Architecture(parsing: text)
+        let planned = try Model(architecture: architecture, seed: 6)
+        let own = try Model(architecture: architecture, fusing: true, planning: false)
+        configure(planned)
+        var values = TestRandom(5)
+        for (name, p) in planned.namedParameters where name.hasSuffix("bias") || name.hasSuffix("running_mean") {
+            p.value.copy(from: FloatBuffer(values.values(p.count, -0.3, 0.3)))
+        }
+        try own.assign(from: planned)
+        return (planned, own)
+    }
+
     /// Blocks one after the other (residual blocks, then a concatenation, nested ones, and a
     /// projection shortcut that adds its input gradient into the body's, after a layer that passes
     /// through): a block's dy may then be in the buffers of the next one's sequences.
@@ -528,19 +543,11 @@ struct KernelTests {
         "input(3,9,9) conv(6,3,pad=1,bias=false) batchnorm conv(8,5,pad=2) batchnorm relu residual[conv(8,3,pad=1) batchnorm relu " +
             "conv(8,3,pad=1,bias=false) batchnorm] relu conv(4,3,pad=1) relu residual[conv(4,3,pad=1) batchnorm] relu " +
             "conv(6,3,stride=2) batchnorm relu6 conv(6,1) batchnorm conv(16,1) flatten dense(3)",
-
         adjacentBlocks,
     ])
     func memoryPlanComputesTheSameBits(_ text: String) throws {
         try threadSettingLock.with {
-            let architecture = try Architecture(parsing: text)
-            let planned = try Model(architecture: architecture, seed: 6)
-            let own = try Model(architecture: architecture, fusing: true, planning: false)
-            var values = TestRandom(5)
-            for (name, p) in planned.namedParameters where name.hasSuffix("bias") || name.hasSuffix("running_mean") {
-                p.value.copy(from: FloatBuffer(values.values(p.count, -0.3, 0.3)))
-            }
-            try own.assign(from: planned)
+            let (planned, own) = try plannedAndOwn(text)
             expectSameBits(planned, own, batches: [1, 3], inputKept: true)
             #expect(planned.bufferFloats < own.bufferFloats, "planned \(planned.bufferFloats) floats, own \(own.bufferFloats)")
         }
@@ -567,24 +574,16 @@ struct KernelTests {
     ])
     func recomputedBlocksComputeTheSameBits(_ text: String) throws {
         try threadSettingLock.with {
-            let architecture = try Architecture(parsing: text)
-            let recomputing = try Model(architecture: architecture, seed: 6)
-            let own = try Model(architecture: architecture, fusing: true, planning: false)
-            recomputing.recomputesBlocks = true
+            let (recomputing, own) = try plannedAndOwn(text) { $0.recomputesBlocks = true }
             #expect(recomputing.layers.contains { ($0 as? Block)?.recomputation != nil })
-            var values = TestRandom(5)
-            for (name, p) in recomputing.namedParameters where name.hasSuffix("bias") || name.hasSuffix("running_mean") {
-                p.value.copy(from: FloatBuffer(values.values(p.count, -0.3, 0.3)))
-            }
-            try own.assign(from: recomputing)
             expectSameBits(recomputing, own, batches: [1, 3], inputKept: true)
             let norms = { (m: Model) in m.namedLayers.compactMap { ($0.layer as? BatchNorm)?.batchesTracked } }
             #expect(norms(recomputing) == norms(own), "batches tracked")
             if text.hasPrefix("input(4,8,8) conv(8,3,pad=1)") {
                 // The same steps with the blocks keeping their layers' outputs.
-                let keeping = try Model(architecture: architecture, seed: 6)
+                let keeping = try Model(architecture: recomputing.architecture, seed: 6)
                 var rng = Random(seed: 1)
-                _ = keeping.forward(FloatBuffer(count: 3 * architecture.input.count), batch: 3, training: true, rng: &rng, inputKept: true)
+                _ = keeping.forward(FloatBuffer(count: 3 * keeping.inputShape.count), batch: 3, training: true, rng: &rng, inputKept: true)
                 keeping.backward(FloatBuffer(count: 3 * keeping.numClasses), batch: 3)
                 #expect(recomputing.bufferFloats < keeping.bufferFloats, "recomputing \(recomputing.bufferFloats) floats, keeping \(keeping.bufferFloats)")
             }
