@@ -164,7 +164,7 @@ public final class Residual: Block, PlannedLayer {
         // A shortcut that starts with a strided convolution (a 1×1 projection) adds its input
         // gradient into the body's: its sequence's pair then holds no buffer of the input's size.
         let first = shortcut.first as? Conv2D
-        if let a, a !== dy, let first, first.canAddInputGradient(batch: batch) { first.addsInputGradient = a }
+        if let a, a !== dy, let first, first.canAddInputGradient { first.addsInputGradient = a }
         let b = runBackward(shortcut, dy, batch: batch, needInputGradient: needInputGradient)
         first?.addsInputGradient = nil
         guard let a, let b else { return nil }

@@ -77,12 +77,12 @@ public final class Conv2D: Layer, PlannedLayer {
     var addsInputGradient: FloatBuffer?
 
     /// Whether backward can add its input gradient into a given buffer (`addsInputGradient`):
-    /// col2im at strides that no window overlaps, so that each input gets at most one value added
-    /// to it, exactly the sum the block would make after.
-    func canAddInputGradient(batch: Int) -> Bool {
+    /// strides that no window overlaps, so that each input gets at most one value added to it,
+    /// exactly the sum the block would make after. A stride rules out the product over the batch
+    /// and Winograd: backward takes the col2im path.
+    var canAddInputGradient: Bool {
         let g = geometry
-        return !g.multipliesBatch(batch) && g.inputGradientWinograd(outChannels: outputShape.c) == nil
-            && (g.sh > 1 || g.sw > 1) && g.kh <= g.sh && g.kw <= g.sw
+        return (g.sh > 1 || g.sw > 1) && g.kh <= g.sh && g.kw <= g.sw
     }
 
     /// What backward lowers again, when forward kept no copy.
