@@ -17,7 +17,7 @@ endif
 BIN = $(LIB_BUILD)/release
 VENV = build/venv
 # module=distribution, for the test dependencies whose names differ
-PY_TEST_DEPS = numpy safetensors pytest PIL=pillow onnx onnxruntime
+PY_TEST_DEPS = numpy safetensors pytest PIL=pillow onnx onnxruntime onnxscript
 TORCH_CPU = 2.13.0+cpu
 
 # The library's version is the header's.
@@ -185,8 +185,8 @@ test-python: build lib $(VENV)/ready
 	CNN_LIBRARY=$(CURDIR)/build/lib/libcnn.so CNN_TOOL=$(CURDIR)/$(BIN)/cnn $(VENV)/bin/python -m pytest -q bindings/python/tests
 
 # The Python the tests use: a virtual environment under build/ (made once) that sees the system's
-# packages and gets what is missing of numpy, safetensors, pytest, pillow, onnx and onnxruntime
-# from PyPI, and PyTorch's CPU build for the parity tests (bindings/python/tests/test_pytorch_parity.py,
+# packages and gets what is missing of numpy, safetensors, pytest, pillow, onnx, onnxruntime and
+# onnxscript (torch.onnx.export's default exporter needs it) from PyPI, and PyTorch's CPU build for the parity tests (bindings/python/tests/test_pytorch_parity.py,
 # test_onnx.py) from the local wheel pip's find-links offer here (/opt/wheels; about 30 s); where
 # there is none they are skipped.
 $(VENV)/ready:

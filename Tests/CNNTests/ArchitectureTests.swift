@@ -36,6 +36,26 @@ struct ArchitectureTests {
         #expect(m.layers[1].outputShape == Shape(c: 64, h: 56, w: 56))
     }
 
+    /// ceil=true rounds the output size up as PyTorch's ceil_mode does (a last window that would
+    /// start past the input and its leading padding is dropped); average pooling takes padding.
+    @Test func ceilModeAndPaddedAveragePooling() throws {
+        let text = "input(3,13,13) maxpool(3, stride=2, ceil=true) avgpool(3,stride=1,pad=1) maxpool(2,ceil=false) flatten dense(2)"
+        let a = try Architecture(parsing: text)
+        #expect(a.text == "input(3,13,13) maxpool(3,stride=2,ceil=true) avgpool(3,stride=1,pad=1) maxpool(2) flatten dense(2)")
+        #expect(try Architecture(parsing: a.text) == a)
+        let m = try Model(architecture: a)
+        #expect(m.layers.prefix(3).map(\.outputShape) == [Shape(c: 3, h: 6, w: 6), Shape(c: 3, h: 6, w: 6), Shape(c: 3, h: 3, w: 3)])
+        // PyTorch's sizes: 112 -> 56 (ceil as floor), 55 -> 28 (floor 27), 6 at stride 2 with pad 1 -> 4,
+        // and 5 with kernel 2, stride 2, pad 1 -> 3 (ceil's 4th window would start in the right padding).
+        for (n, k, s, p, floor, ceil) in [(112, 3, 2, 0, 55, 56), (55, 3, 2, 0, 27, 27), (56, 3, 2, 0, 27, 28), (6, 3, 2, 1, 3, 4), (5, 2, 2, 1, 3, 3)] {
+            #expect(pooledSize(n, kernel: k, stride: s, pad: p, ceil: false) == floor, "\(n) \(k) \(s) \(p)")
+            #expect(pooledSize(n, kernel: k, stride: s, pad: p, ceil: true) == ceil, "\(n) \(k) \(s) \(p) ceil")
+        }
+        #expect(throws: CNNError.self) { try Architecture(parsing: "input(1,8,8) avgpool(3,pad=2) flatten dense(2)") }
+        #expect(throws: CNNError.self) { try Architecture(parsing: "input(1,8,8) maxpool(3,ceil=maybe) flatten dense(2)") }
+        #expect(throws: CNNError.self) { try Architecture(parsing: "input(1,8,8) avgpool(3,ceil=true) flatten dense(2)") }
+    }
+
     /// The newer layers round-trip through their text and name their tensors as PyTorch does:
     /// a depthwise conv's weight is (C, 1, K, K), a grouped one's (OC, C / groups, K, K).
     @Test func groupsAndNewerActivations() throws {
@@ -160,7 +180,7 @@ struct ArchitectureTests {
         ("input(4,8,8) se(2,gate=relu) flatten dense(2)", "gate must be one of sigmoid, hardsigmoid, not 'relu'"),
         ("input(4,8,8) se(2,act=magic) flatten dense(2)", "act must be one of"),
         ("input(1,8,8) maxpool(3,pad=2) flatten dense(2)", "pad (2) must be at most half the kernel (3)"),
-        ("input(1,8,8) avgpool(2,pad=1) flatten dense(2)", "unknown argument 'pad'"),
+        ("input(1,8,8) avgpool(2,ceil=true) flatten dense(2)", "unknown argument 'ceil'"),
     ])
     func parseErrors(_ text: String, _ expected: String) {
         do {
@@ -182,7 +202,7 @@ struct ArchitectureTests {
         ("input(1,4,4) flatten conv(2,1) dense(2)", "needs an image input"),
         ("input(65536,65536,65536) flatten dense(2)", "has more than"),
         ("input(1,4096,4096) conv(4096,3,pad=1) flatten dense(2)", "values per sample"),
-        ("input(16,1024,1024) conv(8,5,pad=2) flatten dense(2)", "im2col matrix"),
+        ("input(64,1024,1024) conv(8,5,pad=2) flatten dense(2)", "im2col matrix"),
         ("input(1,1,65536) flatten dense(65536)", "too many weights"),
         ("input(1,1,1) conv(65536,65535,pad=32767) flatten dense(2)", "too many weights"),
         ("input(6,8,8) conv(4,3,groups=4) flatten dense(2)", "6 channels are not a multiple of groups (4)"),

@@ -263,8 +263,15 @@ struct LayerTests {
         // Inference at stride 2: vectors of windows inside the row, single windows at both edges.
         "input(2,5,112) maxpool(3,stride=2,pad=1) flatten",
         "input(1,6,75) maxpool(5,stride=2,pad=2) flatten",
+        // ceil=true: a last window overhanging the input's end (SqueezeNet's, GoogLeNet's pooling).
+        "input(2,12,12) maxpool(3,stride=2,ceil=true) flatten",
+        "input(2,7,6) maxpool(2,ceil=true) flatten",
+        "input(2,9,38) maxpool(3,stride=2,pad=1,ceil=true) flatten",
         "input(2,6,6) avgpool(2) flatten",
         "input(2,7,5) avgpool(3,stride=1) flatten",
+        // Padding counted as zeros (Inception's average pooling branch).
+        "input(2,7,5) avgpool(3,stride=1,pad=1) flatten",
+        "input(1,8,9) avgpool(3,stride=2,pad=1) flatten",
         "input(3,5,4) globalavgpool flatten",
     ])
     func pooling(_ text: String) throws {
@@ -299,6 +306,7 @@ struct LayerTests {
         "input(2,6,6) conv(3,3,pad=1) relu maxpool(2) conv(4,3,pad=1) relu maxpool(2) flatten dense(5)",
         "input(1,12,34) conv(3,3,pad=1) relu maxpool(2) conv(4,3,pad=1) relu maxpool(2) flatten dense(5)",
         "input(1,12,12) conv(8,3,pad=1) relu maxpool(2) conv(8,3,pad=1) relu maxpool(2) flatten dense(5)",
+        "input(2,7,7) conv(3,3,pad=1) relu maxpool(2,ceil=true) conv(4,3,pad=1) relu maxpool(3,stride=2,ceil=true) flatten dense(5)",
     ])
     func fusedNetwork(_ text: String) throws {
         let model = try Model(architecture: Architecture(parsing: text), seed: 3)

@@ -21,10 +21,10 @@ enum Reference {
                 y[((n * out + oc) * o.h + oy) * o.w + ox] = acc
             } } } }
             return y
-        case let .maxpool(k, st, pad):
+        case let .maxpool(k, st, pad, _):
             return pool(x, batch: batch, s, o, k, st, true, pad: pad)
-        case let .avgpool(k, st):
-            return pool(x, batch: batch, s, o, k, st, false)
+        case let .avgpool(k, st, pad):
+            return pool(x, batch: batch, s, o, k, st, false, pad: pad)
         case .globalAvgPool:
             return pool(x, batch: batch, s, o, Pair(s.h, s.w), Pair(s.h, s.w), false)
         case .flatten:

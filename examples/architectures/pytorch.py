@@ -78,6 +78,13 @@ def _arguments(token, positional):
     return name.lower(), args
 
 
+def _pooled(n, k, s, p, ceil):
+    """A pooling's output size, as PyTorch computes it (ceil_mode: rounded up, the last window
+    starting inside the input or its leading padding)."""
+    out = (n + 2 * p - k + (s - 1 if ceil else 0)) // s + 1
+    return out - 1 if ceil and (out - 1) * s >= n + p else out
+
+
 def _pair(value):
     h, _, w = value.partition("x")
     return (int(h), int(w or h))
@@ -155,8 +162,10 @@ class _Builder:
             k = _pair(args["kernel"])
             s = _pair(args.get("stride", args["kernel"]))
             p = _pair(args.get("pad", "0"))
-            module = nn.MaxPool2d(k, stride=s, padding=p) if name == "maxpool" else nn.AvgPool2d(k, stride=s)
-            return module, (c, (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1)
+            ceil = _flag(args.get("ceil", "false"))
+            module = (nn.MaxPool2d(k, stride=s, padding=p, ceil_mode=ceil) if name == "maxpool"
+                      else nn.AvgPool2d(k, stride=s, padding=p))
+            return module, (c, _pooled(h, k[0], s[0], p[0], ceil), _pooled(w, k[1], s[1], p[1], ceil))
         if name == "globalavgpool":
             return nn.AdaptiveAvgPool2d(1), (shape[0], 1, 1)
         if name == "flatten":

@@ -1,7 +1,18 @@
 // B = batch, C = channels, H×W input, OH×OW output, KH×KW window, SH×SW stride.
 
+/// Output rows (or columns) of a pooling window `k` at `stride` over `n` inputs with `pad` on each
+/// side, as PyTorch counts them: rounded down, or with `ceil` up, where the last window must
+/// still start inside the input or its leading padding (so every window holds an input when
+/// pad <= k / 2).
+func pooledSize(_ n: Int, kernel k: Int, stride s: Int, pad p: Int, ceil: Bool) -> Int {
+    var out = (n + 2 * p - k + (ceil ? s - 1 : 0)) / s + 1
+    if ceil && (out - 1) * s >= n + p { out -= 1 }
+    return out
+}
+
 /// Max pooling over KH×KW windows, with PH×PW padding that never wins (-infinity, as in PyTorch;
-/// at most half the window, so every window holds an input); the output size rounds down.
+/// at most half the window, so every window holds an input); the output size rounds down, or up
+/// with `ceil` (the last window then overhangs the input's end, which never wins either).
 public final class MaxPool2D: Layer, PlannedLayer {
     public let spec: LayerSpec
     public let inputShape: Shape
@@ -25,19 +36,24 @@ public final class MaxPool2D: Layer, PlannedLayer {
 
     var backwardReads: BackwardReads { fusedIntoConv ? .passingThrough : .nothing }
 
-    init(spec: LayerSpec, input: Shape, kernel: (Int, Int), stride: (Int, Int), padding: (Int, Int) = (0, 0)) {
+    init(spec: LayerSpec, input: Shape, kernel: (Int, Int), stride: (Int, Int), padding: (Int, Int) = (0, 0), ceil: Bool = false) {
         self.spec = spec
         inputShape = input
         (kh, kw) = kernel
         (sh, sw) = stride
         (ph, pw) = padding
-        outputShape = Shape(c: input.c, h: (input.h + 2 * ph - kh) / sh + 1, w: (input.w + 2 * pw - kw) / sw + 1)
+        outputShape = Shape(c: input.c, h: pooledSize(input.h, kernel: kh, stride: sh, pad: ph, ceil: ceil),
+                            w: pooledSize(input.w, kernel: kw, stride: sw, pad: pw, ceil: ceil))
     }
 
     public var flops: Int { outputShape.count * kh * kw }
 
-    /// The 2×2 window at stride 2, the one a convolution can pool as it writes its output.
-    var isTwoByTwo: Bool { kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 }
+    /// The 2×2 window at stride 2 over whole windows (not a ceil-mode window past an odd input's
+    /// end), the one a convolution can pool as it writes its output.
+    var isTwoByTwo: Bool {
+        kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0
+            && outputShape.h == inputShape.h / 2 && outputShape.w == inputShape.w / 2
+    }
 
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         if fusedIntoConv { return x }
@@ -165,22 +181,24 @@ public final class MaxPool2D: Layer, PlannedLayer {
     }
 }
 
-/// Average pooling over KH×KW windows (no padding). `global` averages each whole channel.
+/// Average pooling over KH×KW windows, with PH×PW padding counted as zeros (each window's sum
+/// divided by KH·KW, PyTorch's default). `global` averages each whole channel.
 public final class AvgPool2D: Layer, PlannedLayer {
     public let spec: LayerSpec
     public let inputShape: Shape
     public let outputShape: Shape
-    let kh: Int, kw: Int, sh: Int, sw: Int
+    let kh: Int, kw: Int, sh: Int, sw: Int, ph: Int, pw: Int
     let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
 
     var backwardReads: BackwardReads { .nothing }
 
-    init(spec: LayerSpec, input: Shape, kernel: (Int, Int), stride: (Int, Int)) {
+    init(spec: LayerSpec, input: Shape, kernel: (Int, Int), stride: (Int, Int), padding: (Int, Int) = (0, 0)) {
         self.spec = spec
         inputShape = input
         (kh, kw) = kernel
         (sh, sw) = stride
-        outputShape = Shape(c: input.c, h: (input.h - kh) / sh + 1, w: (input.w - kw) / sw + 1)
+        (ph, pw) = padding
+        outputShape = Shape(c: input.c, h: (input.h + 2 * ph - kh) / sh + 1, w: (input.w + 2 * pw - kw) / sw + 1)
     }
 
     public var flops: Int { outputShape.count * kh * kw }
@@ -190,9 +208,9 @@ public final class AvgPool2D: Layer, PlannedLayer {
         let planes = batch * inputShape.c
         let y = buffers.output(planes * oh * ow, input: x, training: training)
         let scale = 1 / Float(kh * kw)
-        let (kh, kw, sh, sw) = (self.kh, self.kw, self.sh, self.sw)
+        let (kh, kw, sh, sw, ph, pw) = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw)
         let xp = x.pointer, yp = y.pointer
-        if oh == 1 && ow == 1 && kh == h && kw == w {
+        if oh == 1 && ow == 1 && kh == h && kw == w && ph == 0 && pw == 0 {
             // Global pooling: each plane's sum in vector lanes (one scalar chain was 4 cycles an element).
             parallelChunks(planes, chunk: max(1, 16384 / (h * w))) { p0, p1 in
                 for plane in p0..<p1 { yp[plane] = sum(xp + plane * h * w, h * w) * scale }
@@ -203,11 +221,14 @@ public final class AvgPool2D: Layer, PlannedLayer {
             for plane in p0..<p1 {
                 let src = xp + plane * h * w
                 for oy in 0..<oh {
+                    // The window's rows and columns inside the input (the padding adds zeros).
+                    let y0 = max(oy * sh - ph, 0), y1 = min(oy * sh - ph + kh, h)
                     for ox in 0..<ow {
+                        let x0 = max(ox * sw - pw, 0), x1 = min(ox * sw - pw + kw, w)
                         var s: Float = 0
-                        for ki in 0..<kh {
-                            let row = src + (oy * sh + ki) * w + ox * sw
-                            for kj in 0..<kw { s += row[kj] }
+                        for iy in y0..<y1 {
+                            let row = src + iy * w
+                            for ix in x0..<x1 { s += row[ix] }
                         }
                         yp[(plane * oh + oy) * ow + ox] = s * scale
                     }
@@ -223,18 +244,20 @@ public final class AvgPool2D: Layer, PlannedLayer {
         let planes = batch * inputShape.c
         let dx = buffers.inputGradient(planes * h * w, dy: dy)
         let scale = 1 / Float(kh * kw)
-        let (kh, kw, sh, sw) = (self.kh, self.kw, self.sh, self.sw)
+        let (kh, kw, sh, sw, ph, pw) = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw)
         let dxp = dx.pointer, dyp = dy.pointer
         parallelChunks(planes, chunk: 64) { p0, p1 in
             for plane in p0..<p1 {
                 let d = dxp + plane * h * w
                 d.update(repeating: 0, count: h * w)
                 for oy in 0..<oh {
+                    let y0 = max(oy * sh - ph, 0), y1 = min(oy * sh - ph + kh, h)
                     for ox in 0..<ow {
+                        let x0 = max(ox * sw - pw, 0), x1 = min(ox * sw - pw + kw, w)
                         let g = dyp[(plane * oh + oy) * ow + ox] * scale
-                        for ki in 0..<kh {
-                            let row = d + (oy * sh + ki) * w + ox * sw
-                            for kj in 0..<kw { row[kj] += g }
+                        for iy in y0..<y1 {
+                            let row = d + iy * w
+                            for ix in x0..<x1 { row[ix] += g }
                         }
                     }
                 }

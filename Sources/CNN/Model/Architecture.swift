@@ -9,7 +9,8 @@
 ///
 ///     input(C,H,W)                       first, exactly once
 ///     conv(OUT,K, stride=1, pad=0, bias=true, groups=1)   groups=C: depthwise
-///     maxpool(K, stride=K, pad=0)   avgpool(K, stride=K)   globalavgpool   (pad <= K/2, as PyTorch)
+///     maxpool(K, stride=K, pad=0, ceil=false)   avgpool(K, stride=K, pad=0)   globalavgpool
+///                                        pad <= K/2; ceil: the output size rounds up (as PyTorch)
 ///     flatten   dense(OUT, bias=true)
 ///     relu   leakyrelu(alpha=0.01)   sigmoid   tanh
 ///     relu6   hardsigmoid   hardswish   silu (or swish)   gelu
@@ -21,9 +22,13 @@
 ///     repeat(N)[LAYERS]                  the layers N times (written out in the canonical text)
 public enum LayerKind: Equatable, Sendable {
     case conv(out: Int, kernel: Pair, stride: Pair, pad: Pair, bias: Bool, groups: Int = 1)
-    /// Padding never wins a maximum (PyTorch's and ONNX's -infinity).
-    case maxpool(kernel: Pair, stride: Pair, pad: Pair = Pair(0, 0))
-    case avgpool(kernel: Pair, stride: Pair)
+    /// Padding never wins a maximum (PyTorch's and ONNX's -infinity). `ceil`: the output size
+    /// rounds up, a last window that starts inside the input (or its leading padding) overhanging
+    /// its end (PyTorch's ceil_mode, ONNX's ceil_mode 1).
+    case maxpool(kernel: Pair, stride: Pair, pad: Pair = Pair(0, 0), ceil: Bool = false)
+    /// Padding counts as zeros: a window's sum is divided by K·K wherever it lies (PyTorch's
+    /// default count_include_pad, ONNX's count_include_pad 1).
+    case avgpool(kernel: Pair, stride: Pair, pad: Pair = Pair(0, 0))
     case globalAvgPool
     case flatten
     case dense(out: Int, bias: Bool)
@@ -70,8 +75,9 @@ public struct LayerSpec: Equatable, Sendable {
             if !b { t += ",bias=false" }
             if groups != 1 { t += ",groups=\(groups)" }
             return t + ")"
-        case let .maxpool(k, s, p): return "maxpool(\(k)" + (s == k ? "" : ",stride=\(s)") + (p == Pair(0, 0) ? "" : ",pad=\(p)") + ")"
-        case let .avgpool(k, s): return "avgpool(\(k)" + (s == k ? "" : ",stride=\(s)") + ")"
+        case let .maxpool(k, s, p, ceil):
+            return "maxpool(\(k)" + (s == k ? "" : ",stride=\(s)") + (p == Pair(0, 0) ? "" : ",pad=\(p)") + (ceil ? ",ceil=true" : "") + ")"
+        case let .avgpool(k, s, p): return "avgpool(\(k)" + (s == k ? "" : ",stride=\(s)") + (p == Pair(0, 0) ? "" : ",pad=\(p)") + ")"
         case .globalAvgPool: return "globalavgpool"
         case .flatten: return "flatten"
         case let .dense(out, b): return "dense(\(out)" + (b ? "" : ",bias=false") + ")"

@@ -205,12 +205,13 @@ struct ArchitectureParser {
             guard out % groups == 0 else { throw error(t, "out (\(out)) must be a multiple of groups (\(groups))") }
             return .conv(out: out, kernel: k, stride: s, pad: p, bias: b, groups: groups)
         case "maxpool", "avgpool":
-            let a = try arguments(t, positional: ["kernel"], keywords: t.name == "maxpool" ? ["stride", "pad"] : ["stride"], required: 1)
+            let a = try arguments(t, positional: ["kernel"], keywords: t.name == "maxpool" ? ["stride", "pad", "ceil"] : ["stride", "pad"], required: 1)
             let k = try pair(try need(a, "kernel", t), t, "kernel", min: 1)
             let s = try a["stride"].map { try pair($0, t, "stride", min: 1) } ?? k
             let p = try a["pad"].map { try pair($0, t, "pad", min: 0) } ?? Pair(0, 0)
             guard 2 * p.h <= k.h, 2 * p.w <= k.w else { throw error(t, "pad (\(p)) must be at most half the kernel (\(k))") }
-            return t.name == "maxpool" ? .maxpool(kernel: k, stride: s, pad: p) : .avgpool(kernel: k, stride: s)
+            let ceil = try a["ceil"].map { try bool($0, t, "ceil") } ?? false
+            return t.name == "maxpool" ? .maxpool(kernel: k, stride: s, pad: p, ceil: ceil) : .avgpool(kernel: k, stride: s, pad: p)
         case "globalavgpool":
             _ = try arguments(t, positional: [], keywords: [], required: 0)
             return .globalAvgPool

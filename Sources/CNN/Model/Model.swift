@@ -15,7 +15,10 @@ public final class Model {
     /// working memory per sample (activations, gradients, im2col matrices), in floats.
     public static let maxActivationsPerSample = 1 << 26
     public static let maxParameters = 1 << 28
-    public static let maxWorkspacePerSample = 1 << 28
+    /// (The working memory is a bound that sums every layer's scratch as if none were shared:
+    /// DenseNet-121 with its batch norms at 3×224×224 counts more than 2^28 floats, though its
+    /// memory plan holds far less; `maxBatch` and the memory limit bound what is taken.)
+    public static let maxWorkspacePerSample = 1 << 30
     /// The most floats of working memory one batch may plan (16 GiB).
     public static let maxWorkspacePerBatch = 1 << 32
 
@@ -506,14 +509,14 @@ public final class Model {
             }
             return Conv2D(spec: spec, input: input, outChannels: out, kernel: (k.h, k.w),
                           stride: (s.h, s.w), padding: (p.h, p.w), bias: bias)
-        case let .maxpool(k, s, p):
+        case let .maxpool(k, s, p, ceil):
             guard !input.flat else { throw fail("pooling needs an image input (C,H,W), not a vector") }
             guard input.h + 2 * p.h >= k.h, input.w + 2 * p.w >= k.w else { throw fail("the window \(k) is larger than the input (with its padding)") }
-            return MaxPool2D(spec: spec, input: input, kernel: (k.h, k.w), stride: (s.h, s.w), padding: (p.h, p.w))
-        case let .avgpool(k, s):
+            return MaxPool2D(spec: spec, input: input, kernel: (k.h, k.w), stride: (s.h, s.w), padding: (p.h, p.w), ceil: ceil)
+        case let .avgpool(k, s, p):
             guard !input.flat else { throw fail("pooling needs an image input (C,H,W), not a vector") }
-            guard input.h >= k.h, input.w >= k.w else { throw fail("the window \(k) is larger than the input") }
-            return AvgPool2D(spec: spec, input: input, kernel: (k.h, k.w), stride: (s.h, s.w))
+            guard input.h + 2 * p.h >= k.h, input.w + 2 * p.w >= k.w else { throw fail("the window \(k) is larger than the input (with its padding)") }
+            return AvgPool2D(spec: spec, input: input, kernel: (k.h, k.w), stride: (s.h, s.w), padding: (p.h, p.w))
         case .globalAvgPool:
             guard !input.flat else { throw fail("globalavgpool needs an image input (C,H,W), not a vector") }
             return AvgPool2D(spec: spec, input: input, kernel: (input.h, input.w), stride: (input.h, input.w))

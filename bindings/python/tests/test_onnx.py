@@ -27,6 +27,8 @@ ARCHITECTURES = {
     "blocks": "input(3,16,16) conv(8,3,pad=1) batchnorm relu residual[conv(8,3,pad=1) batchnorm relu conv(8,3,pad=1) batchnorm] relu "
               "residual[conv(16,3,stride=2,pad=1) batchnorm relu | conv(16,1,stride=2) batchnorm] "
               "concat[conv(8,1) | | conv(4,3,pad=1) relu] se(4) se(6,act=silu,gate=hardsigmoid) globalavgpool flatten dense(3,bias=false)",
+    "pooling": "input(3,14,14) conv(8,3) relu maxpool(3,stride=2,ceil=true) avgpool(3,stride=1,pad=1) conv(8,2) relu "
+               "maxpool(2,ceil=true) avgpool(3,stride=2,pad=1) concat[ | conv(4,1) relu] concat[ | conv(4,1)] globalavgpool flatten dense(4)",
 }
 for _name in ("resnet20", "mobilenetv2", "efficientnet-small"):
     with open(os.path.join(EXAMPLES, _name + ".txt")) as _f:
@@ -127,8 +129,31 @@ TORCH_CASES = [
     ("mobilenetv2", 64, dict(opset_version=18, do_constant_folding=False)),
     ("efficientnet-b0", 64, dict(opset_version=17)),
     ("efficientnet-b0", 64, dict(opset_version=20, do_constant_folding=False)),
+    # Max pooling with ceil_mode, fire modules; DenseNet's concatenations of every earlier output;
+    # inception modules with a padded average pooling branch and a concatenation inside one.
+    ("squeezenet", 64, dict(opset_version=13)),
+    ("densenet", 64, dict(opset_version=13)),
+    ("densenet", 64, dict(opset_version=17, do_constant_folding=False)),
+    ("googlenet", 64, dict(opset_version=18)),
+    # torch.onnx.export's default exporter (torch.export, opset 18 and later; it needs onnxscript).
+    ("resnet18", 64, dict(dynamo=True)),
+    ("efficientnet-b0", 64, dict(dynamo=True)),
+    ("densenet", 64, dict(dynamo=True)),
+    ("googlenet", 64, dict(dynamo=True)),
 ]
-NETWORKS = nets.NETWORKS
+NETWORKS = {**nets.NETWORKS, **nets.MINIATURES}
+
+
+def _export(net, x, path, settings):
+    """torch.onnx.export with a dynamic batch: the TorchScript exporter with `settings`, or with
+    dynamo=True the default exporter (through torch.export)."""
+    if settings.get("dynamo"):
+        pytest.importorskip("onnxscript")
+        torch.onnx.export(net, (x,), path, input_names=["image"], output_names=["scores"],
+                          dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+    else:
+        torch.onnx.export(net, (x,), path, dynamo=False, input_names=["image"], output_names=["scores"],
+                          dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}}, **settings)
 
 
 @pytest.mark.parametrize("name, size, settings", TORCH_CASES)
@@ -136,11 +161,16 @@ def test_torch_onnx_export_imports_and_matches_onnxruntime(name, size, settings,
     net = _randomize(NETWORKS[name](), 7)
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     path = str(tmp_path / "net.onnx")
-    torch.onnx.export(net, (x,), path, dynamo=False, input_names=["image"], output_names=["scores"],
-                      dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}}, **settings)
+    _export(net, x, path, settings)
     expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(expected, net(x).numpy(), rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     model = cnn.Model.load(path)
     assert model.input_shape == (3, size, size) and model.num_classes == 10
+    structure = {"squeezenet": ["maxpool(3,stride=2,ceil=true)"], "googlenet": ["maxpool(3,stride=2,ceil=true)", "avgpool(3,stride=1,pad=1)", "concat[conv(12,1x3,pad=0x1"],
+                 "densenet": ["concat[ | batchnorm relu conv(16,1"] * 5}
+    for part in structure.get(name, []):
+        assert model.architecture.count(part) >= structure[name].count(part), (part, model.architecture)
     got = model.predict(x.numpy(), logits=True)
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max(), (name, settings)
     # The imported model trains and saves like any other.

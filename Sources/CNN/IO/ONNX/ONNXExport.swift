@@ -138,12 +138,16 @@ struct ONNXGraphWriter {
                 ("kernel_shape", .ints([k.h, k.w])), ("strides", .ints([s.h, s.w])),
                 ("pads", .ints([p.h, p.w, p.h, p.w])), ("dilations", .ints([1, 1])), ("group", .int(groups)),
             ])
-        case let .maxpool(k, s, p):
+        case let .maxpool(k, s, p, ceil):
             node("MaxPool", [x], [y], name: path + ".MaxPool", [
                 ("kernel_shape", .ints([k.h, k.w])), ("strides", .ints([s.h, s.w])), ("pads", .ints([p.h, p.w, p.h, p.w])),
+                ("ceil_mode", .int(ceil ? 1 : 0)),
             ])
-        case let .avgpool(k, s):
-            node("AveragePool", [x], [y], name: path + ".AveragePool", [("kernel_shape", .ints([k.h, k.w])), ("strides", .ints([s.h, s.w]))])
+        case let .avgpool(k, s, p):
+            node("AveragePool", [x], [y], name: path + ".AveragePool", [
+                ("kernel_shape", .ints([k.h, k.w])), ("strides", .ints([s.h, s.w])), ("pads", .ints([p.h, p.w, p.h, p.w])),
+                ("count_include_pad", .int(1)),
+            ])
         case .globalAvgPool:
             node("GlobalAveragePool", [x], [y], name: path + ".GlobalAveragePool")
         case .flatten:

@@ -25,8 +25,9 @@ extension Model {
 
 struct ONNXImporter {
     let file: ONNXFile
-    /// The file's nodes, with the activations written as several made one node (see `fusingActivations`).
-    let nodes: [ONNXFile.Node]
+    /// The file's nodes, with the activations written as several made one node (see
+    /// `fusingActivations`) and concatenations nested (`nestingConcatenations`, and `fork`'s).
+    var nodes: [ONNXFile.Node]
     let opset: Int
     /// Node indices that read each value (a node once per input naming it).
     var consumers: [String: [Int]] = [:]
@@ -67,7 +68,7 @@ struct ONNXImporter {
         for n in file.nodes where n.opType == "Constant" {
             if let t = n.attributes["value"]?.t { constants[n.outputs.first ?? ""] = t }
         }
-        nodes = ONNXImporter.fusingActivations(file.nodes, constants: constants, file: file)
+        nodes = ONNXImporter.nestingConcatenations(ONNXImporter.fusingActivations(file.nodes, constants: constants, file: file))
         used = [Bool](repeating: false, count: nodes.count)
         var produced = Set<String>()
         for (i, n) in nodes.enumerated() {
@@ -157,6 +158,37 @@ struct ONNXImporter {
             drop.insert(mul)
         }
         return out.enumerated().filter { !drop.contains($0.offset) }.map(\.element)
+    }
+
+    /// DenseNet's concatenations (torchvision's `torch.cat(features, 1)` in every layer) read the
+    /// same values again and again: cat(x), cat(x, a), cat(x, a, b), ... Each becomes the
+    /// concatenation of the longest other one along channels whose inputs begin its own, and of the
+    /// values after them, cat(cat(x, a), b): the same channels in the same order, and each is one
+    /// block's join (`concat[ | LAYER]`, LAYER having made b from cat(x, a)). A concatenation of
+    /// one value is that value (an Identity).
+    static func nestingConcatenations(_ nodes: [ONNXFile.Node]) -> [ONNXFile.Node] {
+        func channels(_ n: ONNXFile.Node) -> Bool {
+            n.opType == "Concat" && n.outputs.count == 1 && !n.inputs.isEmpty && !n.inputs.contains("")
+                && [1, -3].contains(n.attributes["axis"]?.i ?? 0)
+        }
+        // Each concatenation's output by its inputs, as the file wrote them.
+        var byInputs: [[String]: String] = [:]
+        for n in nodes where channels(n) && byInputs[n.inputs] == nil { byInputs[n.inputs] = n.outputs[0] }
+        var out = nodes
+        for (i, n) in nodes.enumerated() where channels(n) {
+            if n.inputs.count == 1 {
+                out[i].opType = "Identity"
+                out[i].attributes = [:]
+                continue
+            }
+            for k in stride(from: n.inputs.count - 1, through: 1, by: -1) {
+                if let first = byInputs[Array(n.inputs.prefix(k))], first != n.outputs[0] {
+                    out[i].inputs = [first] + n.inputs.dropFirst(k)
+                    break
+                }
+            }
+        }
+        return out
     }
 
     func error(_ node: Int, _ what: String) -> CNNError {
@@ -382,6 +414,23 @@ struct ONNXImporter {
         guard let j = join else { throw CNNError(.internal, "\(file.path): a fork without branches") }
         let node = nodes[j]
         let inputs = dataInputs(j)
+        if inputs.count > branches.count, node.opType == "Concat", let run = adjacentRun(of: branches.map(\.end), in: inputs) {
+            // A concatenation of concatenations written as one (TorchScript's export flattens
+            // Inception-v3's cat([a, cat([b, c]), ...])): these branches' inputs, side by side,
+            // become a concat block whose output takes their place among the join's inputs.
+            let ordered = run.map { i in branches[branches.firstIndex { $0.end == inputs[i] }!] }
+            guard ordered.allSatisfy({ !$0.shape.flat && $0.shape.h == ordered[0].shape.h && $0.shape.w == ordered[0].shape.w }) else {
+                throw error(j, "a concatenation of \(ordered.map(\.shape.description).joined(separator: ", ")) is not along the channels of images")
+            }
+            piece.append(LayerSpec(kind: .concat(branches: ordered.map(\.piece.specs))), ordered.flatMap(\.piece.weights))
+            shape = Shape(c: ordered.reduce(0) { $0 + $1.shape.c }, h: ordered[0].shape.h, w: ordered[0].shape.w)
+            let nested = "\(node.outputs.first ?? "concat")#\(run.lowerBound)"
+            let positions = nodes[j].inputs.indices.filter { !nodes[j].inputs[$0].isEmpty && constants[nodes[j].inputs[$0]] == nil
+                && !isShapeValue(nodes[j].inputs[$0]) }
+            nodes[j].inputs.replaceSubrange(positions[run.lowerBound]...positions[run.upperBound - 1], with: [nested])
+            consumers[nested] = [j]
+            return nested
+        }
         guard inputs.count == branches.count else {
             throw error(j, "it joins \(inputs.count) values, but \(branches.count) branches come from '\(v)'")
         }
@@ -427,6 +476,17 @@ struct ONNXImporter {
             throw error(j, "joining branches is supported by Add, Concat and Mul")
         }
         return node.outputs[0]
+    }
+
+    /// The positions of `ends` among `inputs` (each input taken once), when they lie side by side.
+    private func adjacentRun(of ends: [String], in inputs: [String]) -> Range<Int>? {
+        var taken = Set<Int>()
+        for e in ends {
+            guard let i = inputs.indices.first(where: { inputs[$0] == e && !taken.contains($0) }) else { return nil }
+            taken.insert(i)
+        }
+        guard let lo = taken.min(), let hi = taken.max(), hi - lo + 1 == ends.count else { return nil }
+        return lo..<(hi + 1)
     }
 
     /// x · f(x): SiLU, hard-swish, or squeeze-and-excitation (pool, 1×1 conv, act, 1×1 conv, gate).

@@ -103,17 +103,22 @@ extension ONNXImporter {
             guard strides.count == 2, strides.allSatisfy({ $0 >= 1 }) else { throw error(n, "strides \(strides)") }
             guard (intList("dilations") ?? [1, 1]).allSatisfy({ $0 == 1 }) else { throw error(n, "dilation is not supported") }
             let pads = try padding(n, attrs, shape: shape, kernel: k, strides: strides)
-            guard pads == Pair(0, 0) || node.opType == "MaxPool" && 2 * pads.h <= k.h && 2 * pads.w <= k.w else {
-                throw error(n, node.opType == "MaxPool" ? "padding \(pads) is more than half the window \(k)" : "padding \(pads) is not supported for average pooling")
-            }
-            if int("ceil_mode", 0) != 0 {
-                let (eh, ew) = (shape.h + 2 * pads.h - k.h, shape.w + 2 * pads.w - k.w)
-                let floor = (eh / strides[0], ew / strides[1])
-                let ceil = ((eh + strides[0] - 1) / strides[0], (ew + strides[1] - 1) / strides[1])
-                guard floor == ceil else { throw error(n, "ceil_mode 1 changes the output size here, which is not supported") }
-            }
+            guard 2 * pads.h <= k.h && 2 * pads.w <= k.w else { throw error(n, "padding \(pads) is more than half the window \(k)") }
             let s = Pair(strides[0], strides[1])
-            try add(node.opType == "MaxPool" ? .maxpool(kernel: k, stride: s, pad: pads) : .avgpool(kernel: k, stride: s))
+            // ceil_mode: the output size rounds up (a window past the end), kept where it changes it.
+            let ceil = int("ceil_mode", 0) != 0
+                && (pooledSize(shape.h, kernel: k.h, stride: s.h, pad: pads.h, ceil: true) != pooledSize(shape.h, kernel: k.h, stride: s.h, pad: pads.h, ceil: false)
+                    || pooledSize(shape.w, kernel: k.w, stride: s.w, pad: pads.w, ceil: true) != pooledSize(shape.w, kernel: k.w, stride: s.w, pad: pads.w, ceil: false))
+            if node.opType == "MaxPool" {
+                try add(.maxpool(kernel: k, stride: s, pad: pads, ceil: ceil))
+            } else {
+                // Average pooling here divides by the whole window, padding included.
+                guard pads == Pair(0, 0) || int("count_include_pad", 0) != 0 else {
+                    throw error(n, "padding \(pads) without count_include_pad (a border window divided by its inputs alone) is not supported; PyTorch's default count_include_pad=True is")
+                }
+                guard !ceil else { throw error(n, "ceil_mode 1 changes the output size here, which is not supported for average pooling") }
+                try add(.avgpool(kernel: k, stride: s, pad: pads))
+            }
         case "GlobalAveragePool":
             try add(.globalAvgPool)
         case "ReduceMean":
