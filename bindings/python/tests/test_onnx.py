@@ -260,6 +260,51 @@ def test_unsupported_nodes_are_named_with_their_op_and_why(tmp_path):
     assert "head" in message
 
 
+def _random_weights(name, *shape, seed=0):
+    from onnx import numpy_helper
+    return numpy_helper.from_array(np.random.default_rng(seed).normal(0, 0.5, shape).astype(np.float32), name)
+
+
+def _same_as_onnxruntime(path, model, shape=(2, 4, 4)):
+    x = np.random.default_rng(1).random((3,) + shape, dtype=np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"x": x})[0].reshape(3, -1)
+    np.testing.assert_allclose(model.predict(x, logits=True), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_concatenations_of_concatenations_by_hand(tmp_path):
+    """Graphs written by hand: DenseNet's concatenations, each of every value before (cat(x, a),
+    then cat(x, a, b) with b made from cat(x, a)), and a concatenation of concatenations written
+    as one (cat(c, a, b) with a and b both made from y)."""
+    from onnx import helper
+    dense = [helper.make_node("Conv", ["x", "wa"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["x", "a"], ["xa"], axis=1),
+             helper.make_node("Relu", ["xa"], ["r"]),
+             helper.make_node("Conv", ["r", "wb"], ["b"]),
+             helper.make_node("Concat", ["x", "a", "b"], ["xab"], axis=1),
+             helper.make_node("Flatten", ["xab"], ["z"])]
+    path = tmp_path / "dense.onnx"
+    path.write_bytes(_node_model(dense, [_random_weights("wa", 3, 2, 3, 3), _random_weights("wb", 1, 5, 1, 1, seed=1)]).SerializeToString())
+    model = cnn.Model.load(path)
+    assert model.architecture == "input(2,4,4) concat[ | conv(3,3,pad=1,bias=false)] concat[ | relu conv(1,1,bias=false)] flatten"
+    _same_as_onnxruntime(path, model)
+    flat = [helper.make_node("Conv", ["x", "w1"], ["y"]),
+            helper.make_node("Relu", ["y"], ["a"]),
+            helper.make_node("Sigmoid", ["y"], ["b"]),
+            helper.make_node("Conv", ["x", "wc"], ["c"]),
+            helper.make_node("Concat", ["c", "a", "b"], ["cab"], axis=1),
+            helper.make_node("Flatten", ["cab"], ["z"])]
+    path = tmp_path / "flat.onnx"
+    path.write_bytes(_node_model(flat, [_random_weights("w1", 2, 2, 1, 1), _random_weights("wc", 1, 2, 1, 1, seed=1)]).SerializeToString())
+    model = cnn.Model.load(path)
+    assert model.architecture == "input(2,4,4) concat[conv(1,1,bias=false) | conv(2,1,bias=false) concat[relu | sigmoid]] flatten"
+    _same_as_onnxruntime(path, model)
+    # The inputs of a branch that are not side by side among the join's are not guessed at.
+    apart = flat[:4] + [helper.make_node("Concat", ["a", "c", "b"], ["cab"], axis=1), flat[5]]
+    message = _load_error(tmp_path, _node_model(apart, [_random_weights("w1", 2, 2, 1, 1), _random_weights("wc", 1, 2, 1, 1)]))
+    assert "(Concat)" in message and "branches" in message, message
+
+
 def test_hostile_files_give_errors(tmp_path):
     from onnx import TensorProto, helper
     w = _weights("w", 3, 2, 3, 3)
@@ -314,3 +359,18 @@ def test_external_data_inside_the_folder_is_read(tmp_path):
     w = weights.reshape(3, 2, 3, 3)
     expected = np.array([[(x[0, :, i:i + 3, j:j + 3] * w[o]).sum() for o in range(3) for i in range(2) for j in range(2)]])
     np.testing.assert_allclose(m.predict(x, logits=True), expected, rtol=1e-5)
+    # Integers stored there too, as the default exporter stores some (a Reshape's shape here).
+    shape = np.array([-1, 12], dtype=np.int64)
+    (tmp_path / "weights.bin").write_bytes(b"\0" * 8 + weights.tobytes() + shape.tobytes())
+    ints = TensorProto()
+    ints.name, ints.data_type, ints.data_location = "shape", TensorProto.INT64, TensorProto.EXTERNAL
+    ints.dims.append(2)
+    for key, value in (("location", "weights.bin"), ("offset", str(8 + weights.nbytes)), ("length", "16")):
+        entry = ints.external_data.add()
+        entry.key, entry.value = key, value
+    model = _node_model([helper.make_node("Conv", ["x", "w"], ["y"]), helper.make_node("Reshape", ["y", "shape"], ["z"])], [ext, ints])
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    np.testing.assert_allclose(cnn.Model.load(tmp_path / "m.onnx").predict(x, logits=True), expected, rtol=1e-5)
+    ints.external_data[2].value = "12"   # not its 2 values of 8 bytes
+    model = _node_model([helper.make_node("Conv", ["x", "w"], ["y"]), helper.make_node("Reshape", ["y", "shape"], ["z"])], [ext, ints])
+    assert "do not give its 2 values of 8 bytes" in _load_error(tmp_path, model, name="m.onnx")

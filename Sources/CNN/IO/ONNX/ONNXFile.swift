@@ -364,11 +364,15 @@ struct ONNXFile {
             guard !location.hasPrefix("/"), !location.split(separator: "/").contains(".."), !location.contains("\\") else {
                 throw CNNError(.badFormat, "\(what): external data '\(location)' is outside the model's folder (an absolute path or '..' is refused)")
             }
-            guard t.dataType == ONNXFile.floatType else { throw CNNError(.badFormat, "\(what): external data must be float32") }
+            // Weights, and the integers the default exporter also stores there (shapes, axes).
+            let sizes = [ONNXFile.floatType: 4, ONNXFile.doubleType: 8, ONNXFile.int64Type: 8, ONNXFile.int32Type: 4]
+            guard let size = sizes[t.dataType] else {
+                throw CNNError(.badFormat, "\(what): external data of type \(ONNXFile.typeName(t.dataType)) is not supported (float32, float64, int64 and int32 are)")
+            }
             let offset = Int(t.external["offset"] ?? "0") ?? -1
-            let length = t.external["length"].map { Int($0) ?? -1 } ?? t.elementCount * 4
-            guard offset >= 0, length == t.elementCount * 4 else {
-                throw CNNError(.badFormat, "\(what): external data offset \(t.external["offset"] ?? "0") and length \(t.external["length"] ?? "-") do not give its \(t.elementCount) floats")
+            let length = t.external["length"].map { Int($0) ?? -1 } ?? t.elementCount * size
+            guard offset >= 0, length == t.elementCount * size else {
+                throw CNNError(.badFormat, "\(what): external data offset \(t.external["offset"] ?? "0") and length \(t.external["length"] ?? "-") do not give its \(t.elementCount) values of \(size) bytes")
             }
             if files[location] == nil { files[location] = try FileIO.read(folder + "/" + location, maxBytes: ONNXFile.maxFileBytes) }
             let data = files[location]!

@@ -165,7 +165,8 @@ struct ONNXImporter {
     /// concatenation of the longest other one along channels whose inputs begin its own, and of the
     /// values after them, cat(cat(x, a), b): the same channels in the same order, and each is one
     /// block's join (`concat[ | LAYER]`, LAYER having made b from cat(x, a)). A concatenation of
-    /// one value is that value (an Identity).
+    /// one value is that value (an Identity). Only prefixes up to four values shorter are looked
+    /// up (DenseNet's is one shorter), so that a file's nodes cost time in proportion to their inputs.
     static func nestingConcatenations(_ nodes: [ONNXFile.Node]) -> [ONNXFile.Node] {
         func channels(_ n: ONNXFile.Node) -> Bool {
             n.opType == "Concat" && n.outputs.count == 1 && !n.inputs.isEmpty && !n.inputs.contains("")
@@ -181,7 +182,7 @@ struct ONNXImporter {
                 out[i].attributes = [:]
                 continue
             }
-            for k in stride(from: n.inputs.count - 1, through: 1, by: -1) {
+            for k in stride(from: n.inputs.count - 1, through: max(1, n.inputs.count - 4), by: -1) {
                 if let first = byInputs[Array(n.inputs.prefix(k))], first != n.outputs[0] {
                     out[i].inputs = [first] + n.inputs.dropFirst(k)
                     break
