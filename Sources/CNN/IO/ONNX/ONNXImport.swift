@@ -419,13 +419,15 @@ struct ONNXImporter {
             // A concatenation of concatenations written as one (TorchScript's export flattens
             // Inception-v3's cat([a, cat([b, c]), ...])): these branches' inputs, side by side,
             // become a concat block whose output takes their place among the join's inputs.
-            let ordered = run.map { i in branches[branches.firstIndex { $0.end == inputs[i] }!] }
+            let ordered = run.compactMap { i in branches.first { $0.end == inputs[i] } }
             guard ordered.allSatisfy({ !$0.shape.flat && $0.shape.h == ordered[0].shape.h && $0.shape.w == ordered[0].shape.w }) else {
                 throw error(j, "a concatenation of \(ordered.map(\.shape.description).joined(separator: ", ")) is not along the channels of images")
             }
             piece.append(LayerSpec(kind: .concat(branches: ordered.map(\.piece.specs))), ordered.flatMap(\.piece.weights))
             shape = Shape(c: ordered.reduce(0) { $0 + $1.shape.c }, h: ordered[0].shape.h, w: ordered[0].shape.w)
-            let nested = "\(node.outputs.first ?? "concat")#\(run.lowerBound)"
+            // A name no value of the file has.
+            var nested = "\(node.outputs.first ?? "concat")#\(run.lowerBound)"
+            while producer[nested] != nil || consumers[nested] != nil || constants[nested] != nil { nested += "#" }
             let positions = nodes[j].inputs.indices.filter { !nodes[j].inputs[$0].isEmpty && constants[nodes[j].inputs[$0]] == nil
                 && !isShapeValue(nodes[j].inputs[$0]) }
             nodes[j].inputs.replaceSubrange(positions[run.lowerBound]...positions[run.upperBound - 1], with: [nested])
