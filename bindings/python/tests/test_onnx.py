@@ -265,11 +265,16 @@ def _random_weights(name, *shape, seed=0):
     return numpy_helper.from_array(np.random.default_rng(seed).normal(0, 0.5, shape).astype(np.float32), name)
 
 
-def _same_as_onnxruntime(path, model, shape=(2, 4, 4)):
-    x = np.random.default_rng(1).random((3,) + shape, dtype=np.float32)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    expected = session.run(None, {"x": x})[0].reshape(3, -1)
-    np.testing.assert_allclose(model.predict(x, logits=True), expected, rtol=1e-5, atol=1e-5)
+def _imported_by_hand(tmp_path, nodes, weights):
+    """The architecture a hand-written graph imports as, after checking its logits against ONNX
+    Runtime's."""
+    path = tmp_path / "hand.onnx"
+    path.write_bytes(_node_model(nodes, weights).SerializeToString())
+    model = cnn.Model.load(path)
+    x = np.random.default_rng(1).random((3, 2, 4, 4), dtype=np.float32)
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(model.predict(x, logits=True), expected.reshape(3, -1), rtol=1e-5, atol=1e-5)
+    return model.architecture
 
 
 def test_concatenations_of_concatenations_by_hand(tmp_path):
@@ -277,30 +282,18 @@ def test_concatenations_of_concatenations_by_hand(tmp_path):
     then cat(x, a, b) with b made from cat(x, a)), and a concatenation of concatenations written
     as one (cat(c, a, b) with a and b both made from y)."""
     from onnx import helper
-    dense = [helper.make_node("Conv", ["x", "wa"], ["a"], pads=[1, 1, 1, 1]),
-             helper.make_node("Concat", ["x", "a"], ["xa"], axis=1),
-             helper.make_node("Relu", ["xa"], ["r"]),
-             helper.make_node("Conv", ["r", "wb"], ["b"]),
-             helper.make_node("Concat", ["x", "a", "b"], ["xab"], axis=1),
-             helper.make_node("Flatten", ["xab"], ["z"])]
-    path = tmp_path / "dense.onnx"
-    path.write_bytes(_node_model(dense, [_random_weights("wa", 3, 2, 3, 3), _random_weights("wb", 1, 5, 1, 1, seed=1)]).SerializeToString())
-    model = cnn.Model.load(path)
-    assert model.architecture == "input(2,4,4) concat[ | conv(3,3,pad=1,bias=false)] concat[ | relu conv(1,1,bias=false)] flatten"
-    _same_as_onnxruntime(path, model)
-    flat = [helper.make_node("Conv", ["x", "w1"], ["y"]),
-            helper.make_node("Relu", ["y"], ["a"]),
-            helper.make_node("Sigmoid", ["y"], ["b"]),
-            helper.make_node("Conv", ["x", "wc"], ["c"]),
-            helper.make_node("Concat", ["c", "a", "b"], ["cab"], axis=1),
-            helper.make_node("Flatten", ["cab"], ["z"])]
-    path = tmp_path / "flat.onnx"
-    path.write_bytes(_node_model(flat, [_random_weights("w1", 2, 2, 1, 1), _random_weights("wc", 1, 2, 1, 1, seed=1)]).SerializeToString())
-    model = cnn.Model.load(path)
-    assert model.architecture == "input(2,4,4) concat[conv(1,1,bias=false) | conv(2,1,bias=false) concat[relu | sigmoid]] flatten"
-    _same_as_onnxruntime(path, model)
+    node = helper.make_node
+    dense = [node("Conv", ["x", "wa"], ["a"], pads=[1, 1, 1, 1]), node("Concat", ["x", "a"], ["xa"], axis=1),
+             node("Relu", ["xa"], ["r"]), node("Conv", ["r", "wb"], ["b"]),
+             node("Concat", ["x", "a", "b"], ["xab"], axis=1), node("Flatten", ["xab"], ["z"])]
+    assert _imported_by_hand(tmp_path, dense, [_random_weights("wa", 3, 2, 3, 3), _random_weights("wb", 1, 5, 1, 1, seed=1)]) == \
+        "input(2,4,4) concat[ | conv(3,3,pad=1,bias=false)] concat[ | relu conv(1,1,bias=false)] flatten"
+    flat = [node("Conv", ["x", "w1"], ["y"]), node("Relu", ["y"], ["a"]), node("Sigmoid", ["y"], ["b"]),
+            node("Conv", ["x", "wc"], ["c"]), node("Concat", ["c", "a", "b"], ["cab"], axis=1), node("Flatten", ["cab"], ["z"])]
+    assert _imported_by_hand(tmp_path, flat, [_random_weights("w1", 2, 2, 1, 1), _random_weights("wc", 1, 2, 1, 1, seed=1)]) == \
+        "input(2,4,4) concat[conv(1,1,bias=false) | conv(2,1,bias=false) concat[relu | sigmoid]] flatten"
     # The inputs of a branch that are not side by side among the join's are not guessed at.
-    apart = flat[:4] + [helper.make_node("Concat", ["a", "c", "b"], ["cab"], axis=1), flat[5]]
+    apart = flat[:4] + [node("Concat", ["a", "c", "b"], ["cab"], axis=1), flat[5]]
     message = _load_error(tmp_path, _node_model(apart, [_random_weights("w1", 2, 2, 1, 1), _random_weights("wc", 1, 2, 1, 1)]))
     assert "(Concat)" in message and "branches" in message, message
 
