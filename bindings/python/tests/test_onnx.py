@@ -135,7 +135,7 @@ TORCH_CASES = [
     ("densenet", 64, dict(opset_version=13)),
     ("densenet", 64, dict(opset_version=17, do_constant_folding=False)),
     ("googlenet", 64, dict(opset_version=18)),
-    # torch.onnx.export's default exporter (torch.export, opset 18 and later; it needs onnxscript).
+    # torch.onnx.export's default exporter (through torch.export, opset 20 with PyTorch 2.13; it needs onnxscript).
     ("resnet18", 64, dict(dynamo=True)),
     ("efficientnet-b0", 64, dict(dynamo=True)),
     ("densenet", 64, dict(dynamo=True)),
