@@ -10,6 +10,13 @@ func pooledSize(_ n: Int, kernel k: Int, stride s: Int, pad p: Int, ceil: Bool) 
     return out
 }
 
+/// The input rows (or columns) under output `o`'s window, its padding left out: lo..<hi, never
+/// empty (pad <= k / 2, and a ceil-mode window starts inside the input or its leading padding).
+@inline(__always)
+func pooledWindow(_ o: Int, kernel k: Int, stride s: Int, pad p: Int, size n: Int) -> (Int, Int) {
+    (max(o * s - p, 0), min(o * s - p + k, n))
+}
+
 /// Max pooling over KH×KW windows, with PH×PW padding that never wins (-infinity, as in PyTorch;
 /// at most half the window, so every window holds an input); the output size rounds down, or up
 /// with `ceil` (the last window then overhangs the input's end, which never wins either).
@@ -77,7 +84,7 @@ public final class MaxPool2D: Layer, PlannedLayer {
                 for plane in p0..<p1 {
                     let src = xp + plane * h * w, dst = yp + plane * oh * ow
                     for oy in 0..<oh {
-                        let y0 = max(oy * sh - ph, 0), y1 = min(oy * sh - ph + kh, h)
+                        let (y0, y1) = pooledWindow(oy, kernel: kh, stride: sh, pad: ph, size: h)
                         var ix = 0
                         while ix + n <= w {
                             var best = load(src + y0 * w + ix)
@@ -95,7 +102,7 @@ public final class MaxPool2D: Layer, PlannedLayer {
                             ix += 1
                         }
                         @inline(__always) func window(_ ox: Int) {
-                            let x0 = max(ox * sw - pw, 0), x1 = min(ox * sw - pw + kw, w)
+                            let (x0, x1) = pooledWindow(ox, kernel: kw, stride: sw, pad: pw, size: w)
                             var best = columns[x0]
                             for i in x0 + 1..<x1 where columns[i] > best { best = columns[i] }
                             dst[oy * ow + ox] = best
@@ -133,9 +140,9 @@ public final class MaxPool2D: Layer, PlannedLayer {
                 }
                 for oy in 0..<oh {
                     // The window's rows and columns inside the input (never empty: pad <= kernel / 2).
-                    let y0 = max(oy * sh - ph, 0), y1 = min(oy * sh - ph + kh, h)
+                    let (y0, y1) = pooledWindow(oy, kernel: kh, stride: sh, pad: ph, size: h)
                     for ox in 0..<ow {
-                        let x0 = max(ox * sw - pw, 0), x1 = min(ox * sw - pw + kw, w)
+                        let (x0, x1) = pooledWindow(ox, kernel: kw, stride: sw, pad: pw, size: w)
                         var bestIndex = y0 * w + x0
                         var best = src[bestIndex]
                         for iy in y0..<y1 {
@@ -198,7 +205,8 @@ public final class AvgPool2D: Layer, PlannedLayer {
         (kh, kw) = kernel
         (sh, sw) = stride
         (ph, pw) = padding
-        outputShape = Shape(c: input.c, h: (input.h + 2 * ph - kh) / sh + 1, w: (input.w + 2 * pw - kw) / sw + 1)
+        outputShape = Shape(c: input.c, h: pooledSize(input.h, kernel: kh, stride: sh, pad: ph, ceil: false),
+                            w: pooledSize(input.w, kernel: kw, stride: sw, pad: pw, ceil: false))
     }
 
     public var flops: Int { outputShape.count * kh * kw }
@@ -222,9 +230,9 @@ public final class AvgPool2D: Layer, PlannedLayer {
                 let src = xp + plane * h * w
                 for oy in 0..<oh {
                     // The window's rows and columns inside the input (the padding adds zeros).
-                    let y0 = max(oy * sh - ph, 0), y1 = min(oy * sh - ph + kh, h)
+                    let (y0, y1) = pooledWindow(oy, kernel: kh, stride: sh, pad: ph, size: h)
                     for ox in 0..<ow {
-                        let x0 = max(ox * sw - pw, 0), x1 = min(ox * sw - pw + kw, w)
+                        let (x0, x1) = pooledWindow(ox, kernel: kw, stride: sw, pad: pw, size: w)
                         var s: Float = 0
                         for iy in y0..<y1 {
                             let row = src + iy * w
@@ -251,9 +259,9 @@ public final class AvgPool2D: Layer, PlannedLayer {
                 let d = dxp + plane * h * w
                 d.update(repeating: 0, count: h * w)
                 for oy in 0..<oh {
-                    let y0 = max(oy * sh - ph, 0), y1 = min(oy * sh - ph + kh, h)
+                    let (y0, y1) = pooledWindow(oy, kernel: kh, stride: sh, pad: ph, size: h)
                     for ox in 0..<ow {
-                        let x0 = max(ox * sw - pw, 0), x1 = min(ox * sw - pw + kw, w)
+                        let (x0, x1) = pooledWindow(ox, kernel: kw, stride: sw, pad: pw, size: w)
                         let g = dyp[(plane * oh + oy) * ow + ox] * scale
                         for iy in y0..<y1 {
                             let row = d + iy * w
