@@ -139,6 +139,11 @@ struct LayerTests {
         "input(2,9,28) conv(2,3,pad=1,groups=2) flatten",
         "input(2,6,37) conv(2,5,pad=2,groups=2) flatten",
         "input(2,7,75) conv(2,5,stride=2,pad=2,groups=2,bias=false) flatten",
+        // The input gradient's rows narrower than half a vector (3 of 8, 7 of 16) under a forward's
+        // wider ones: a partial vector stored whole would pass the plane's end (found by fuzzing).
+        "input(3,4,3) conv(3,3,pad=2,groups=3) flatten",
+        "input(3,3,7) conv(3,3,pad=2,groups=3,bias=false) flatten",
+        "input(2,2,5) conv(2,5,pad=4,groups=2) flatten",
         // Channels last (rows of at most half a vector): more channels than a vector, stride 2,
         // a 2×2 plane, padding past the kernel's reach.
         "input(20,4,4) conv(20,3,pad=1,groups=20) flatten",

@@ -121,8 +121,9 @@ struct DepthwisePlan {
     /// fixed distance from the output column: a row takes one pointer per kernel row and phase,
     /// the taps' weights stay in registers and each multiply-add reads its input from memory.
     /// A row's last, partial vector is computed first and stored whole: its extra lanes fall on
-    /// the next row's start, which that row's own stores write after. Only on the plane's last
-    /// row (the next plane may be another task's) are its own lanes copied alone.
+    /// the next rows' start, which their own stores write after. Where those lanes would pass the
+    /// plane's end (the next plane may be another task's, or the buffer may end there: the last
+    /// row, or the last few when rows are narrower than half a vector) its own lanes are copied alone.
     @inline(__always)
     func convolve<Taps: DepthwiseTaps>(_ taps: Taps, _ own: UnsafePointer<Float>, start: V, clamp: Clamp,
                                        into dst: UnsafeMutablePointer<Float>) {
@@ -137,11 +138,13 @@ struct DepthwisePlan {
     private func convolve<Taps: DepthwiseTaps, S: DepthwiseStride>(_ taps: Taps, _: S.Type, _ own: UnsafePointer<Float>, start: V,
                                                                    clamp: Clamp, into dst: UnsafeMutablePointer<Float>) {
         let w = V.scalarCount, whole = g.ow / w &* w, step = S.two ? 2 &* rowStride : rowStride
+        // A row's partial vector stored whole ends within the plane while oy·OW < `fits`.
+        let fits = g.oh &* g.ow &- whole &- w &+ 1
         for oy in 0..<g.oh {
             let top = own + oy &* step, out = dst + oy &* g.ow
             if whole < g.ow {
                 let v = clamp.apply(taps.sum(start, top, self, S.self, whole))
-                if oy &+ 1 < g.oh {
+                if oy &* g.ow < fits {
                     store(v, out + whole)
                 } else {
                     // Lane by lane: a library copy from the vector spilled to memory cost as much
