@@ -544,6 +544,14 @@ struct KernelTests {
             "conv(8,3,pad=1,bias=false) batchnorm] relu conv(4,3,pad=1) relu residual[conv(4,3,pad=1) batchnorm] relu " +
             "conv(6,3,stride=2) batchnorm relu6 conv(6,1) batchnorm conv(16,1) flatten dense(3)",
         adjacentBlocks,
+        // A residual block with a projection shortcut right after a concatenation (a fuzzing
+        // finding): it returned its sum in its body's buffer, which the concatenation's first
+        // branch then wrote its input gradient over while the other branches still read from it.
+        "input(9,10,10) conv(66,1,stride=2,groups=3,bias=false) se(2,act=relu,gate=hardsigmoid) concat[conv(3,1) | conv(5,3,pad=1) tanh] " +
+            "residual[conv(74,3,stride=2,pad=1,bias=false) batchnorm tanh conv(74,3,pad=1,bias=false) batchnorm | conv(74,1,stride=2,bias=false) batchnorm] tanh globalavgpool flatten dense(2)",
+        "input(4,5,5) conv(4,1) se(2) concat[conv(3,1) | conv(5,3,pad=1) tanh] residual[conv(6,3,stride=2,pad=1) tanh conv(6,3,pad=1) | conv(6,1,stride=2)] flatten dense(5)",
+        "input(4,5,5) conv(4,1) concat[conv(3,1) | conv(5,3,pad=1) tanh] residual[conv(6,3,stride=2,pad=1) batchnorm tanh conv(6,3,pad=1) batchnorm | conv(6,1,stride=2) batchnorm] tanh flatten dense(5)",
+        "input(3,6,6) conv(3,1) residual[conv(3,3,pad=1) tanh conv(3,3,pad=1)] residual[conv(6,3,stride=2,pad=1) tanh conv(6,3,pad=1) | conv(6,1,stride=2)] flatten dense(5)",
     ])
     func memoryPlanComputesTheSameBits(_ text: String) throws {
         try threadSettingLock.with {

@@ -163,8 +163,12 @@ public final class Residual: Block, PlannedLayer {
         let a = runBackward(body, dy, batch: batch, needInputGradient: needInputGradient)
         // A shortcut that starts with a strided convolution (a 1×1 projection) adds its input
         // gradient into the body's: its sequence's pair then holds no buffer of the input's size.
+        // Only where the sum may be returned in the body's buffer (`sumsIntoBody`): after a block,
+        // that buffer is one the block's sequences take turns on, and a concatenation's first
+        // branch wrote over its own dy there (a fuzzing finding: the second branch's gradients
+        // were wrong, and differed from step to step).
         let first = shortcut.first as? Conv2D
-        if let a, a !== dy, let first, first.canAddInputGradient { first.addsInputGradient = a }
+        if sumsIntoBody, let a, a !== dy, let first, first.canAddInputGradient { first.addsInputGradient = a }
         let b = runBackward(shortcut, dy, batch: batch, needInputGradient: needInputGradient)
         first?.addsInputGradient = nil
         guard let a, let b else { return nil }
