@@ -430,6 +430,40 @@ struct LayerTests {
         #expect(bn.runningMean.value.array.contains { $0 != 0 })
         checkLayer(layer, batch: 4, training: false)
     }
+
+    /// Inference with the running statistics (a norm not folded into a convolution: after a
+    /// concatenation, DenseNet's): x·a + b, then the fused ReLU or ReLU6, the same bits as the
+    /// formula one value at a time, on one thread and two (the first case spans three chunks).
+    @Test(arguments: ["input(40,24,24) batchnorm flatten", "input(6,5,7) batchnorm relu flatten",
+                      "input(5,3,3) batchnorm relu6 flatten"])
+    func batchNormInference(_ text: String) throws {
+        let (_, layer) = try makeLayer(text)
+        let bn = try #require(layer as? BatchNorm)
+        #expect(bn.activation == (text.contains("relu6") ? .relu6 : text.contains("relu") ? .relu : nil))
+        var r = TestRandom(3)
+        let c = bn.inputShape.c, batch = 2
+        bn.weight.value.copy(from: FloatBuffer(r.values(c, -2, 2)))
+        bn.bias.value.copy(from: FloatBuffer(r.values(c, -2, 2)))
+        bn.runningMean.value.copy(from: FloatBuffer(r.values(c)))
+        bn.runningVar.value.copy(from: FloatBuffer(r.values(c, 0.1, 3)))
+        let x = r.values(batch * bn.inputShape.count, -8, 8)
+        let (g, beta, m, v) = (bn.weight.value.array, bn.bias.value.array, bn.runningMean.value.array, bn.runningVar.value.array)
+        let s = bn.inputShape.h * bn.inputShape.w
+        let expected: [Float] = x.indices.map { i in
+            let ch = i / s % c, a = g[ch] / (v[ch] + bn.eps).squareRoot(), b = beta[ch] - m[ch] * a
+            let y = x[i] * a + b
+            return bn.activation == nil ? y : y < 0 ? 0 : bn.activation == .relu6 && y > 6 ? 6 : y
+        }
+        try threadSettingLock.with {
+            for threads in [1, 2] {
+                ThreadPool.setThreads(threads)
+                defer { ThreadPool.setThreads(1) }
+                var rng = Random(seed: 1)
+                let y = bn.forward(FloatBuffer(x), batch: batch, training: false, rng: &rng).array.prefix(x.count)
+                #expect(y.map(\.bitPattern) == expected.map(\.bitPattern), "\(threads) threads")
+            }
+        }
+    }
 }
 
 @Suite("Losses", .enabled(if: levelRuns, levelSkipReason))

@@ -77,12 +77,24 @@ public final class BatchNorm: Layer, PlannedLayer {
         if !training {
             lastInput = x
             let rm = runningMean.value.pointer, rv = runningVar.value.pointer
-            let act = activation
-            for n in 0..<batch {
-                for ch in 0..<c {
+            let clamp = Clamp(activation), eps = self.eps
+            // y = x·a + b per plane (a multiply, then an add: the same bits in a vector as alone),
+            // in chunks of about 16K values over the threads: the norms not folded (DenseNet's,
+            // after each concatenation) took 27.5 of DenseNet-121's 67.5 ms a scalar loop at a time.
+            parallelChunks(batch * c, chunk: max(1, 16384 / max(1, s))) { lo, hi in
+                for plane in lo..<hi {
+                    let ch = plane % c
                     let a = gamma[ch] / (rv[ch] + eps).squareRoot(), b = beta[ch] - rm[ch] * a
-                    let base = (n * c + ch) * s
-                    for i in 0..<s { y[base + i] = BatchNorm.activate(act, xp[base + i] * a + b) }
+                    let va = V(repeating: a), vb = V(repeating: b), src = xp + plane * s, dst = y + plane * s
+                    var i = 0
+                    while i + V.scalarCount <= s {
+                        store(clamp.apply(load(src + i) * va + vb), dst + i)
+                        i += V.scalarCount
+                    }
+                    while i < s {
+                        dst[i] = clamp.apply(src[i] * a + b)
+                        i += 1
+                    }
                 }
             }
             return out
