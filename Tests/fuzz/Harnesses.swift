@@ -65,10 +65,10 @@ func fuzzArchitecture(_ bytes: [UInt8]) {
 /// which trains a step at a batch of 1-3 with 1 and then 2 threads (the gradients must be the same
 /// bits), predicts (fused and folded paths; without norms or dropout, the logits must be training
 /// forward's), and trains again with its first layers frozen (without norms or dropout among them,
-/// the trained layers' gradients must not change where rounding does not change them), and goes through ONNX and back (the same
-/// network, tensors and logits, bit for bit). Every byte string is a network the parser
-/// accepts, so the fuzzer explores the layers' and kernels' paths rather than the grammar; a
-/// memory error in any of them shows under AddressSanitizer.
+/// the trained layers' gradients must not change, where rounding does not change them), and goes
+/// through ONNX and back (the same network, tensors and logits, bit for bit). Every byte string
+/// is a network the parser accepts, so the fuzzer explores the layers' and kernels' paths rather
+/// than the grammar; a memory error in any of them shows under AddressSanitizer.
 func fuzzTraining(_ bytes: [UInt8]) {
     var r = NetworkBytes(bytes: bytes)
     let text = r.network()
@@ -121,25 +121,25 @@ func fuzzTraining(_ bytes: [UInt8]) {
     if model.layers.count > 1 {
         let frozen = 1 + r.next(model.layers.count - 1)
         if getenv("FUZZ_SHOW") != nil { fputs("frozen until layer \(frozen)\n", stderr) }
-        // Gradients that a nudge of the input by a millionth changes past the tolerance below are
-        // rounding noise amplified (batch norm over two or three values, which the forward maps
-        // to ±1 whatever they are): frozen layers' inference rounds differently, so those are not
-        // compared. (A fuzzing finding: a 1e-6 nudge moved such a gradient from 5.4 to 29.1.)
-        let nudged = step(model, FloatBuffer(x.array.map { $0 * (1 + 1e-6) }))
-        let conditioned = zip(nudged, one).allSatisfy { n, o in
-            let scale = o.reduce(Float(1e-6)) { max($0, abs($1)) }
-            return zip(n, o).allSatisfy { abs($0 - $1) <= 1e-4 * scale }
+        /// Whether every value of `a` is within `tolerance` times `b`'s largest magnitude of `b`'s.
+        func close(_ a: [Float], _ b: [Float], _ tolerance: Float) -> Bool {
+            let scale = b.reduce(Float(1e-6)) { max($0, abs($1)) }
+            return zip(a, b).allSatisfy { abs($0 - $1) <= tolerance * scale }
         }
+        // Frozen layers run at inference; without batch norm or dropout among them that is the
+        // same function, so the trained layers' gradients are the unfrozen step's. Not where a
+        // nudge of the input by a millionth moves them past the tolerance: that is rounding noise
+        // amplified (batch norm over two or three values, which the forward maps to ±1 whatever
+        // they are), and inference rounds differently. (A fuzzing finding: a 1e-6 nudge moved such
+        // a gradient from 5.4 to 29.1.)
+        let same = !model.layers.prefix(frozen).contains(where: drawsOrNorms)
+            && zip(step(model, FloatBuffer(x.array.map { $0 * (1 + 1e-6) })), one).allSatisfy { close($0, $1, 1e-4) }
         if (try? model.freeze(until: frozen)) != nil {
             let partly = step(model)
-            // Frozen layers run at inference; without batch norm or dropout among them that is
-            // the same function, so the trained layers' gradients are the unfrozen step's.
-            let same = conditioned && !model.layers.prefix(frozen).contains(where: drawsOrNorms)
             let trained = Set(model.layers.dropFirst(frozen).flatMap(\.parameters).map(ObjectIdentifier.init))
             for (i, p) in model.namedParameters.filter({ $0.parameter.grad != nil }).enumerated()
                 where same && trained.contains(ObjectIdentifier(p.parameter)) {
-                let scale = one[i].reduce(Float(1e-6)) { max($0, abs($1)) }
-                guard zip(partly[i], one[i]).allSatisfy({ abs($0 - $1) <= 1e-3 * scale }) else {
+                guard close(partly[i], one[i], 1e-3) else {
                     fatalError("\(p.name)'s gradient differs with layers 0..<\(frozen) frozen: \(text)")
                 }
             }
