@@ -85,7 +85,7 @@ for level in levels {
     ]))
     // The kernel and layer suites once more per level, against that level's engine.
     targets.append(copy("CNNKernelTests", level, dependencies: [.target(name: "CNN" + level.suffix), "CNNDispatch"],
-                        sources: ["KernelTests.swift", "LayerTests.swift", "Reference.swift", "TestSupport.swift"], test: true))
+                        sources: ["KernelTests.swift", "LayerTests.swift", "NarrowPlaneTests.swift", "Reference.swift", "TestSupport.swift"], test: true))
 }
 
 // The engine's other kernel levels, for the benchmarks (Benchmarks/).

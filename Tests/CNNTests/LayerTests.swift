@@ -71,7 +71,7 @@ struct LayerTests {
         let (_, layer) = try makeLayer(text)
         let conv = try #require(layer as? Conv2D)
         conv.readsKeptInput = true
-        try threadSettingLock.with {
+        threadSettingLock.with {
             for threads in [1, 2] {
                 ThreadPool.setThreads(threads)
                 defer { ThreadPool.setThreads(1) }
@@ -162,7 +162,7 @@ struct LayerTests {
         #expect((conv.depthwisePlan != nil) == (g.c == conv.groups && conv.outputShape.c == g.c && g.sh == g.sw && g.sw <= 2))
         #expect((conv.depthwiseGradientPlan != nil) == (conv.depthwisePlan != nil && g.sw == 1 && g.ph < g.kh && g.pw < g.kw))
         if text.hasPrefix("input(5,2,2)") { #expect(g.depthwiseChannelsLast) }
-        try threadSettingLock.with {
+        threadSettingLock.with {
             for threads in [1, 2] {
                 ThreadPool.setThreads(threads)
                 defer { ThreadPool.setThreads(1) }
@@ -182,7 +182,7 @@ struct LayerTests {
         #expect(se.parameters.map(\.name) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"])
         var r = TestRandom(5)
         for p in se.parameters { p.value.copy(from: FloatBuffer(r.values(p.count))) }
-        try threadSettingLock.with {
+        threadSettingLock.with {
             for threads in [1, 2] {
                 ThreadPool.setThreads(threads)
                 defer { ThreadPool.setThreads(1) }
@@ -208,7 +208,7 @@ struct LayerTests {
         for p in layer.parameters where p.name.hasSuffix("weight") || p.name.hasSuffix("bias") {
             p.value.copy(from: FloatBuffer(r.values(p.count, -0.7, 0.7)))
         }
-        try threadSettingLock.with {
+        threadSettingLock.with {
             for threads in [1, 2] {
                 ThreadPool.setThreads(threads)
                 defer { ThreadPool.setThreads(1) }
@@ -240,7 +240,7 @@ struct LayerTests {
         let params = layer.parameters
         for p in params { p.value.copy(from: FloatBuffer(r.values(p.count))) }
         let p64 = params.map { $0.value.array.map(Double.init) }
-        try threadSettingLock.with {
+        threadSettingLock.with {
             for threads in [1, 2] {
                 ThreadPool.setThreads(threads)
                 defer { ThreadPool.setThreads(1) }
@@ -454,7 +454,7 @@ struct LayerTests {
             let y = x[i] * a + b
             return bn.activation == nil ? y : y < 0 ? 0 : bn.activation == .relu6 && y > 6 ? 6 : y
         }
-        try threadSettingLock.with {
+        threadSettingLock.with {
             for threads in [1, 2] {
                 ThreadPool.setThreads(threads)
                 defer { ThreadPool.setThreads(1) }

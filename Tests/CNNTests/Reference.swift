@@ -103,6 +103,27 @@ enum Reference {
         }
     }
 
+    /// A convolution's backward by its definition: for L = Σ g · y, the input gradient, the weight
+    /// gradient and (with a bias) the bias gradient, each a sum over the taps that touch it.
+    static func convBackward(_ layer: Layer, _ x: [Double], _ g: [Double], batch: Int, _ p: [[Double]]) -> (dx: [Double], dw: [Double], db: [Double]) {
+        guard case let .conv(out, k, st, pad, bias, groups) = layer.spec.kind else { return ([], [], []) }
+        let s = layer.inputShape, o = layer.outputShape, cg = s.c / groups, og = out / groups
+        var dx = [Double](repeating: 0, count: x.count), dw = [Double](repeating: 0, count: p[0].count)
+        var db = [Double](repeating: 0, count: bias ? out : 0)
+        for n in 0..<batch { for oc in 0..<out { for oy in 0..<o.h { for ox in 0..<o.w {
+            let gv = g[((n * out + oc) * o.h + oy) * o.w + ox]
+            if bias { db[oc] += gv }
+            for j in 0..<cg { for ki in 0..<k.h { for kj in 0..<k.w {
+                let iy = oy * st.h - pad.h + ki, ix = ox * st.w - pad.w + kj
+                if iy < 0 || iy >= s.h || ix < 0 || ix >= s.w { continue }
+                let xi = ((n * s.c + oc / og * cg + j) * s.h + iy) * s.w + ix, wi = ((oc * cg + j) * k.h + ki) * k.w + kj
+                dx[xi] += p[0][wi] * gv
+                dw[wi] += x[xi] * gv
+            } } }
+        } } } }
+        return (dx, dw, db)
+    }
+
     static func activation(_ kind: ActivationKind, _ v: Double) -> Double {
         switch kind {
         case .relu: return max(v, 0)
