@@ -71,6 +71,40 @@ struct NarrowPlaneTests {
         #expect(byRows >= 50 && channelsLast >= 20 && gradientByRows >= 20, "by rows \(byRows), channels last \(channelsLast), gradient by rows \(gradientByRows)")
     }
 
+    /// Pooling on the same rows (2×2 windows by vectors of pairs, stride 2 by vectors of windows,
+    /// column maxima at inference): training's forward and backward against the reference and
+    /// finite differences, inference's forward equal to training's, one and two threads.
+    @Test func poolingAgainstReference() throws {
+        var checked = 0
+        for w in 1...9 { for h in [1, 2, 3, 5] {
+            for pool in ["maxpool(2)", "maxpool(2,ceil=true)", "maxpool(3,stride=2,pad=1)", "maxpool(3,stride=1,pad=1)",
+                         "maxpool(2x3,stride=1)", "avgpool(2)", "avgpool(3,stride=2,pad=1)", "globalavgpool"] {
+                let text = "input(3,\(h),\(w)) \(pool) flatten"
+                // Windows larger than the padded input are refused by the parser: not a case.
+                guard h >= 2 || pool.contains("pad=1") || pool == "globalavgpool", w >= 3 || !pool.contains("2x3"),
+                      w >= 2 || pool.contains("pad=1") || pool == "globalavgpool" else { continue }
+                let (_, layer) = try makeLayer(text)
+                // Distinct values keep max pooling away from ties, where it is not differentiable.
+                var r = TestRandom(UInt64(checked))
+                let n = 2 * layer.inputShape.count
+                let x = (0..<n).map { Float($0) / Float(n) - 0.5 }.sorted { _, _ in r.rng.uniform() < 0.5 }
+                threadSettingLock.with {
+                    for threads in [1, 2] {
+                        ThreadPool.setThreads(threads)
+                        defer { ThreadPool.setThreads(1) }
+                        checkLayer(layer, batch: 2, inputs: x)
+                        var rng = Random(seed: 1)
+                        let trained = layer.forward(FloatBuffer(x), batch: 2, training: true, rng: &rng).array
+                        let inferred = layer.forward(FloatBuffer(x), batch: 2, training: false, rng: &rng).array
+                        #expect(inferred == trained, "\(text), \(threads) threads: inference differs")
+                    }
+                }
+                checked += 1
+            }
+        } }
+        #expect(checked > 200)
+    }
+
     /// The fused paths a whole network takes at inference on narrow planes: conv → ReLU → 2×2 max
     /// pooling (direct for few channels, Winograd's pooled product for more), batch norm folded
     /// into the convolution with its ReLU or ReLU6, a residual sum into the producing
