@@ -25,9 +25,9 @@ struct DepthwisePlan {
         // At stride 2 the phases are written a vector at a time (`border`): whole vectors each.
         phaseStride = g.sw == 1 ? phase : (phase + V.scalarCount - 1) / V.scalarCount * V.scalarCount
         rowStride = g.sw * phaseStride
-        // At stride 2, one more row: an input row with its border, before it is split (its odd
-        // elements are read from one float past the row's end).
-        scratchCount = g.sw == 1 ? (g.h + 2 * g.ph) * rowStride : (g.h + 2 * g.ph + 1) * rowStride + 1
+        // At stride 2, two more rows: input rows with their border, before they are split (their
+        // odd elements are read from one float past the row's end), taking turns (`border`).
+        scratchCount = g.sw == 1 ? (g.h + 2 * g.ph) * rowStride : (g.h + 2 * g.ph + 2) * (rowStride + 1)
         paddedOW = (g.ow + V.scalarCount - 1) / V.scalarCount * V.scalarCount
         paddedOutputCount = g.oh * paddedOW
     }
@@ -56,10 +56,16 @@ struct DepthwisePlan {
     /// ends (the rows are copied a vector at a time, reading past a row but never past that).
     func border(_ x: UnsafePointer<Float>, into scratch: UnsafeMutablePointer<Float>, bordered: Bool, end: UnsafePointer<Float>) {
         let rows = g.h + 2 * g.ph
-        // Stride 2: each input row is first copied with its zero border into the scratch's last
-        // row (`line`), whose border stays zero from plane to plane.
-        let line = scratch + rows * rowStride
-        if !bordered && g.sw != 1 { line.update(repeating: 0, count: rowStride + 1) }
+        // Stride 2: each input row is first copied with its zero border into one of the scratch's
+        // last two rows (`lines`, whose borders stay zero from plane to plane), the next row
+        // into the other while this one is split. Split straight after its copy, a row's reads
+        // (two vectors each, across two of the copy's stores) waited for those stores to reach
+        // the cache: the split took twice the convolution's time.
+        let lines = (scratch + rows * rowStride, scratch + rows * rowStride + rowStride + 1)
+        if g.sw != 1 {
+            if !bordered { lines.0.update(repeating: 0, count: 2 * (rowStride + 1)) }
+            if g.h > 0 { copyRow(x, to: lines.0 + g.pw, end: end) }
+        }
         if bordered && g.sw == 1 {
             for iy in 0..<g.h { copyRow(x + iy &* g.w, to: scratch + ((iy &+ g.ph) &* rowStride &+ g.pw), end: end) }
             return
@@ -78,7 +84,8 @@ struct DepthwisePlan {
             } else {
                 // Stride 2: phase 0 holds columns 2j - PW, phase 1 columns 2j + 1 - PW, split from
                 // the bordered row a vector of each at a time.
-                copyRow(src, to: line + g.pw, end: end)
+                let line = iy & 1 == 0 ? lines.0 : lines.1
+                if iy + 1 < g.h { copyRow(src + g.w, to: (iy & 1 == 0 ? lines.1 : lines.0) + g.pw, end: end) }
                 var j = 0
                 while j < phaseStride {
                     store(evenElements(line + 2 * j), row + j)
