@@ -59,8 +59,8 @@ struct DepthwisePlan {
         // Stride 2: each input row is first copied with its zero border into one of the scratch's
         // last two rows (`lines`, whose borders stay zero from plane to plane), the next row
         // into the other while this one is split. Split straight after its copy, a row's reads
-        // (two vectors each, across two of the copy's stores) waited for those stores to reach
-        // the cache: the split took twice the convolution's time.
+        // (each across two of the copy's stores, which cannot forward to it) waited for those
+        // stores to reach the cache: `perf` put most of the border's time there.
         let lines = (scratch + rows * rowStride, scratch + rows * rowStride + rowStride + 1)
         if g.sw != 1 {
             if !bordered { lines.0.update(repeating: 0, count: 2 * (rowStride + 1)) }
