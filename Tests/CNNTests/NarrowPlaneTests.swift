@@ -1,7 +1,7 @@
 import Testing
 @testable import CNN
 
-/// Every convolution path on planes 1 to 9 wide, the shapes where a kernel's whole-vector loads
+/// Every convolution and pooling path on planes 1 to 9 wide, the shapes where a kernel's whole-vector loads
 /// and stores reach past a row, a plane or a buffer: a vector is 4, 8 or 16 floats, so rows here
 /// are narrower than a vector, than half of one, and a vector and a part. The depthwise kernel
 /// stored a partial vector past its plane on such rows (found by fuzzing); these sweeps look for
@@ -20,6 +20,7 @@ struct NarrowPlaneTests {
         for w in 1...9 { for (kh, kw) in [(1, 1), (2, 2), (3, 3), (5, 5), (3, 2), (1, 3)] { for stride in [1, 2] { for pad in 0...2 {
             let h = heights[i % heights.count], (c, o) = channels[(i / 3) % channels.count]
             i += 1
+            // Padding up to K - 1 rows (1 for 1×1 kernels) and K columns: past the kernel's reach.
             let ph = min(pad, kh - 1 + (kh == 1 ? 1 : 0)), pw = min(pad, kw)
             guard h + 2 * ph >= kh, w + 2 * pw >= kw else { continue }
             cases.append("input(\(c),\(h),\(w)) conv(\(o),\(kh)x\(kw),stride=\(stride),pad=\(ph)x\(pw),bias=\(i % 4 != 0)) flatten")
