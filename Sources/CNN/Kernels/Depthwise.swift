@@ -84,8 +84,8 @@ struct DepthwisePlan {
             } else {
                 // Stride 2: phase 0 holds columns 2j - PW, phase 1 columns 2j + 1 - PW, split from
                 // the bordered row a vector of each at a time.
-                let line = iy & 1 == 0 ? lines.0 : lines.1
-                if iy + 1 < g.h { copyRow(src + g.w, to: (iy & 1 == 0 ? lines.1 : lines.0) + g.pw, end: end) }
+                let (line, next) = iy & 1 == 0 ? lines : (lines.1, lines.0)
+                if iy + 1 < g.h { copyRow(src + g.w, to: next + g.pw, end: end) }
                 var j = 0
                 while j < phaseStride {
                     store(evenElements(line + 2 * j), row + j)
