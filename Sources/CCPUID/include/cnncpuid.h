@@ -19,4 +19,8 @@ void cnncpu_missing(unsigned level, char *buffer, unsigned size);
 /* The CPUs this process may run on (its affinity mask, as nproc counts them); at least 1. */
 int cnncpu_affinity_count(void);
 
+/* Asks the processor to bring the cache line holding p into its caches (a hint: it never faults,
+ * whatever p). Inline, so that Swift's calls compile to the one instruction. */
+static inline void cnncpu_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+
 #endif

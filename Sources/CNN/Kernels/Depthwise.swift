@@ -1,3 +1,5 @@
+import CCPUID
+
 // Depthwise convolution a plane at a time: the zero-bordered scratch layout of an input plane
 // (DepthwisePlan) and the kernel that computes an output plane from it in vector registers.
 //
@@ -54,8 +56,19 @@ struct DepthwisePlan {
     /// task's planes after its first): at stride 1 only the input's own values are copied, at
     /// stride 2 the rows of zeros above and below are left as they are. `end`: where the input
     /// ends (the rows are copied a vector at a time, reading past a row but never past that).
-    func border(_ x: UnsafePointer<Float>, into scratch: UnsafeMutablePointer<Float>, bordered: Bool, end: UnsafePointer<Float>) {
+    /// `next`: the plane the caller borders next, whose rows are asked of memory as this one's are
+    /// copied (a plane ahead: at batch 32 the planes come from memory, and the copy waited on them).
+    func border(_ x: UnsafePointer<Float>, into scratch: UnsafeMutablePointer<Float>, bordered: Bool, end: UnsafePointer<Float>,
+                prefetching next: UnsafePointer<Float>? = nil) {
         let rows = g.h + 2 * g.ph
+        @inline(__always) func prefetchRow(_ iy: Int) {
+            guard let next else { return }
+            var i = 0
+            while i < g.w {
+                cnncpu_prefetch(next + (iy &* g.w &+ i))
+                i &+= 16   // floats in a 64-byte cache line
+            }
+        }
         // Stride 2: each input row is first copied with its zero border into one of the scratch's
         // last two rows (`lines`, whose borders stay zero from plane to plane), the next row
         // into the other while this one is split. Split straight after its copy, a row's reads
@@ -67,7 +80,10 @@ struct DepthwisePlan {
             if g.h > 0 { copyRow(x, to: lines.0 + g.pw, end: end) }
         }
         if bordered && g.sw == 1 {
-            for iy in 0..<g.h { copyRow(x + iy &* g.w, to: scratch + ((iy &+ g.ph) &* rowStride &+ g.pw), end: end) }
+            for iy in 0..<g.h {
+                prefetchRow(iy)
+                copyRow(x + iy &* g.w, to: scratch + ((iy &+ g.ph) &* rowStride &+ g.pw), end: end)
+            }
             return
         }
         for r in 0..<rows {
@@ -77,6 +93,7 @@ struct DepthwisePlan {
                 continue
             }
             let src = x + iy * g.w
+            prefetchRow(iy)
             if g.sw == 1 {
                 row.update(repeating: 0, count: g.pw)
                 copyRow(src, to: row + g.pw, end: end)

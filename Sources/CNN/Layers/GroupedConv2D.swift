@@ -152,7 +152,8 @@ public final class GroupedConv2D: Layer, PlannedLayer {
                     for n in 0..<batch {
                         let plane = n * oc + o, d = dy + plane * ohw
                         if db != nil { biasSum.add(d, ohw) }
-                        plan.border(x + plane * hw, into: own, bordered: o != task || n > 0, end: x + batch * oc * hw)
+                        plan.border(x + plane * hw, into: own, bordered: o != task || n > 0, end: x + batch * oc * hw,
+                                    prefetching: n + 1 < batch ? x + (plane + oc) * hw : nil)
                         // Rows of whole vectors are read where they are.
                         let rows = plan.paddedOW == g.ow ? d : UnsafePointer(dyRows)
                         if plan.paddedOW != g.ow { plan.pad(d, into: dyRows) }
@@ -205,8 +206,11 @@ public final class GroupedConv2D: Layer, PlannedLayer {
         let scratch = depthwiseScratch.reserve(tasks * plan.scratchCount).pointer
         ThreadPool.shared.parallelFor(tasks) { task in
             let own = scratch + task * plan.scratchCount
-            for plane in stride(from: task, to: planes, by: tasks) {
-                plan.border(x + plane * hw, into: own, bordered: plane != task, end: x + planes * hw)
+            // Each task takes a run of consecutive planes: one stream through memory per core.
+            let first = planes * task / tasks, end = planes * (task + 1) / tasks
+            for plane in first..<end {
+                plan.border(x + plane * hw, into: own, bordered: plane != first, end: x + planes * hw,
+                            prefetching: plane + 1 < end ? x + (plane + 1) * hw : nil)
                 let o = plane % oc, wk = weights + o * taps, dst = y + plane * ohw
                 let start = V(repeating: bias?[o] ?? 0)
                 // The common kernels' weights stay in registers for the whole plane.
