@@ -81,6 +81,45 @@ struct LayerTests {
         }
     }
 
+    /// Without a copy to keep (inference, or training that lowers again), a convolution lowers the
+    /// product's panels straight from the bordered input (LoweredPanels.swift): the same bits as
+    /// the im2col matrix's product (training with a copy). Strides 1 and 2, rows of positions
+    /// crossing panels, a short K (panels packed together), K past one block of the product
+    /// (360 > 320), output channels past the register blocks; batches of 3 and 1 (two tasks
+    /// splitting the image), one and two threads.
+    @Test(arguments: [
+        "input(3,37,45) conv(32,7,stride=2,pad=3) flatten",
+        "input(3,30,27) conv(13,3,stride=2,pad=1) flatten",
+        "input(40,9,11) conv(11,3,stride=2,pad=1) flatten",
+        "input(5,19,23) conv(9,5,pad=2) flatten",
+        "input(129,7,7) conv(12,3,pad=1) flatten",
+        "input(2,33,70) conv(20,3x5,stride=1x2,pad=1x2) flatten",
+    ])
+    func convLoweredPanels(_ text: String) throws {
+        let (_, layer) = try makeLayer(text)
+        let conv = try #require(layer as? Conv2D)
+        #expect(conv.geometry.lowersPanels && !conv.geometry.winograd, "\(text): not through the lowered panels")
+        let p64 = layer.parameters.map { $0.value.array.map(Double.init) }
+        var r = TestRandom(9)
+        threadSettingLock.with {
+            for threads in [1, 2] {
+                ThreadPool.setThreads(threads)
+                defer { ThreadPool.setThreads(1) }
+                for batch in [3, 1] {
+                    let x = r.values(batch * layer.inputShape.count)
+                    var rng = Random(seed: 1)
+                    let copied = layer.forward(FloatBuffer(x), batch: batch, training: true, rng: &rng).array
+                    let inferred = layer.forward(FloatBuffer(x), batch: batch, training: false, rng: &rng).array
+                    let same = inferred == copied   // (not in #expect, which would print both arrays)
+                    #expect(same, "\(text): batch \(batch), \(threads) threads: inference differs from the im2col product")
+                    let reference = Reference.forward(layer, x.map(Double.init), batch: batch, p64, training: false)
+                    let error = maxRelativeError(inferred.prefix(reference.count).map(Double.init), reference)
+                    #expect(inferred.count >= reference.count && error < 1e-4, "\(text): inference differs from the reference by \(error)")
+                }
+            }
+        }
+    }
+
     /// The Winograd weight gradient takes the samples a chunk at a time (about 8 MB of dyᵀ's
     /// panels): on planes of 40 × 520, three samples and then one. The same gradients, kept copy or
     /// input lowered again (the same bits), as four single-sample steps summed (within rounding).

@@ -32,7 +32,7 @@ let gemmNR = 2 * V.scalarCount
 /// Rows of B packed at a time: KC × NR floats (32 KiB with AVX-512) stay in L1.
 let gemmKC = 320
 /// Floats of packed panels a short-K product keeps (`gemmTileShortK`): half of L1, 16 KiB.
-private let shortKPanelFloats = 4096
+let shortKPanelFloats = 4096
 
 /// The largest tile of C one task computes.
 private let maxTileRows = 48

@@ -225,9 +225,12 @@ public final class Conv2D: Layer, PlannedLayer {
         let tasks = rowSplit ? 2 : min(batch, max(2, ThreadPool.shared.threads))
         let slots = keepsCopy ? batch : tasks
         let col = self.col.reserve(slots * ckk * p).pointer
-        let padded = strideOne ? self.padded.reserve(max(2, slots) * g.paddedCount).pointer : nil
+        // Without a copy to keep, the product lowers its panels from the bordered input itself
+        // (LoweredPanels.swift), at stride 2 too.
+        let lowersPanels = !keepsCopy && g.lowersPanels
+        let padded = strideOne || lowersPanels ? self.padded.reserve(max(2, slots) * g.paddedCount).pointer : nil
         func lower(_ n: Int, into slot: Int) {
-            if let padded {
+            if strideOne, let padded {
                 padInput(xp + n * inCount, g, padded + slot * g.paddedCount, readable: (batch - n) * inCount)
                 im2colPadded(padded + slot * g.paddedCount, g, col + slot * ckk * p)
             } else {
@@ -297,6 +300,11 @@ public final class Conv2D: Layer, PlannedLayer {
             ThreadPool.shared.parallelFor(2) { t in
                 let own = padded + t * g.paddedCount, columns = t == 0 ? 0..<split : split..<p
                 padInput(xp, g, own, readable: inCount)
+                if lowersPanels {
+                    convolveLoweredPanels(own, g, weights: w, outChannels: oc, columns: columns, bias: b, clamp: clamp,
+                                          addend: addend, into: yp)
+                    return
+                }
                 im2colPadded(own, g, col, columns: columns)
                 gemmTile(i0: 0, i1: oc, j0: columns.lowerBound, j1: columns.upperBound, k: ckk, a: w, aRow: ckk, aCol: 1,
                          b: col, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp, addend: addend)
@@ -307,6 +315,13 @@ public final class Conv2D: Layer, PlannedLayer {
             // The same with a stride: the tasks lower and multiply half of the output rows each.
             ThreadPool.shared.parallelFor(2) { t in
                 let outputRows = part(t, of: g.oh, cut: g.oh / 2)
+                if lowersPanels, let padded {
+                    let own = padded + t * g.paddedCount
+                    padInput(xp, g, own, readable: inCount)
+                    convolveLoweredPanels(own, g, weights: w, outChannels: oc, columns: outputRows.lowerBound * g.ow..<outputRows.upperBound * g.ow,
+                                          bias: b, clamp: clamp, addend: addend, into: yp)
+                    return
+                }
                 im2col(xp, g, col, rows: outputRows)
                 gemmTile(i0: 0, i1: oc, j0: outputRows.lowerBound * g.ow, j1: outputRows.upperBound * g.ow, k: ckk, a: w,
                          aRow: ckk, aCol: 1, b: col, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp, addend: addend)
@@ -328,6 +343,13 @@ public final class Conv2D: Layer, PlannedLayer {
         // one task, computed the same way whatever the batch or the slots.
         ThreadPool.shared.parallelFor(slots) { slot in
             for n in stride(from: slot, to: batch, by: slots) {
+                if lowersPanels, let padded {
+                    let own = padded + slot * g.paddedCount
+                    padInput(xp + n * inCount, g, own, readable: (batch - n) * inCount)
+                    convolveLoweredPanels(own, g, weights: w, outChannels: oc, columns: 0..<p, bias: b, clamp: clamp, addend: addend,
+                                          into: yp + n * outCount)
+                    continue
+                }
                 lower(n, into: slot)
                 gemm(m: oc, n: p, k: ckk, a: w, aRow: ckk, aCol: 1, b: col + slot * ckk * p, ldb: p, c: yp + n * outCount,
                      ldc: p, accumulate: false, rowBias: b, clamp: clamp, addend: addend)
