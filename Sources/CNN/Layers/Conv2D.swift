@@ -229,6 +229,14 @@ public final class Conv2D: Layer, PlannedLayer {
         // (LoweredPanels.swift), at stride 2 too.
         let lowersPanels = !keepsCopy && g.lowersPanels
         let padded = strideOne || lowersPanels ? self.padded.reserve(max(2, slots) * g.paddedCount).pointer : nil
+        /// Sample n's output positions `columns` through the lowered panels, bordered in `padded`'s slot.
+        func convolvePanels(_ n: Int, slot: Int, columns: Range<Int>) {
+            guard let padded else { return }   // (reserved whenever lowersPanels)
+            let own = padded + slot * g.paddedCount
+            padInput(xp + n * inCount, g, own, readable: (batch - n) * inCount)
+            convolveLoweredPanels(own, g, weights: w, outChannels: oc, columns: columns, bias: b, clamp: clamp, addend: addend,
+                                  into: yp + n * outCount)
+        }
         func lower(_ n: Int, into slot: Int) {
             if strideOne, let padded {
                 padInput(xp + n * inCount, g, padded + slot * g.paddedCount, readable: (batch - n) * inCount)
@@ -299,12 +307,8 @@ public final class Conv2D: Layer, PlannedLayer {
             let split = (p / 2 + gemmNR - 1) / gemmNR * gemmNR
             ThreadPool.shared.parallelFor(2) { t in
                 let own = padded + t * g.paddedCount, columns = t == 0 ? 0..<split : split..<p
+                if lowersPanels { return convolvePanels(0, slot: t, columns: columns) }
                 padInput(xp, g, own, readable: inCount)
-                if lowersPanels {
-                    convolveLoweredPanels(own, g, weights: w, outChannels: oc, columns: columns, bias: b, clamp: clamp,
-                                          addend: addend, into: yp)
-                    return
-                }
                 im2colPadded(own, g, col, columns: columns)
                 gemmTile(i0: 0, i1: oc, j0: columns.lowerBound, j1: columns.upperBound, k: ckk, a: w, aRow: ckk, aCol: 1,
                          b: col, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp, addend: addend)
@@ -315,13 +319,7 @@ public final class Conv2D: Layer, PlannedLayer {
             // The same with a stride: the tasks lower and multiply half of the output rows each.
             ThreadPool.shared.parallelFor(2) { t in
                 let outputRows = part(t, of: g.oh, cut: g.oh / 2)
-                if lowersPanels, let padded {
-                    let own = padded + t * g.paddedCount
-                    padInput(xp, g, own, readable: inCount)
-                    convolveLoweredPanels(own, g, weights: w, outChannels: oc, columns: outputRows.lowerBound * g.ow..<outputRows.upperBound * g.ow,
-                                          bias: b, clamp: clamp, addend: addend, into: yp)
-                    return
-                }
+                if lowersPanels { return convolvePanels(0, slot: t, columns: outputRows.lowerBound * g.ow..<outputRows.upperBound * g.ow) }
                 im2col(xp, g, col, rows: outputRows)
                 gemmTile(i0: 0, i1: oc, j0: outputRows.lowerBound * g.ow, j1: outputRows.upperBound * g.ow, k: ckk, a: w,
                          aRow: ckk, aCol: 1, b: col, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp, addend: addend)
@@ -343,11 +341,8 @@ public final class Conv2D: Layer, PlannedLayer {
         // one task, computed the same way whatever the batch or the slots.
         ThreadPool.shared.parallelFor(slots) { slot in
             for n in stride(from: slot, to: batch, by: slots) {
-                if lowersPanels, let padded {
-                    let own = padded + slot * g.paddedCount
-                    padInput(xp + n * inCount, g, own, readable: (batch - n) * inCount)
-                    convolveLoweredPanels(own, g, weights: w, outChannels: oc, columns: 0..<p, bias: b, clamp: clamp, addend: addend,
-                                          into: yp + n * outCount)
+                if lowersPanels {
+                    convolvePanels(n, slot: slot, columns: 0..<p)
                     continue
                 }
                 lower(n, into: slot)
