@@ -8,9 +8,9 @@
  *   - 1 thread trains a fresh model the same way and must save the same bytes;
  *   - 1 thread loads the saved model, predicts (same bits), saves it elsewhere and frees it;
  *   - 1 thread calls the model being trained, which must answer CNN_BUSY (or OK between runs).
- * The resident size must stop growing after warm-up: its peak in the last quarter of the run may
- * exceed that of the second quarter by under 1 %. And at three quiet points (a quarter, half, the
- * end: every job paused) the heap bytes in use must not grow by a block per cycle: no leak.
+ * At three quiet points (a quarter, half, the end: every job paused) the heap bytes in use must
+ * not grow by a block per cycle, and the resident size by under 1 %: no leak, inside malloc or
+ * outside it.
  * Ends with "N passed, N failed".
  */
 #define _GNU_SOURCE
@@ -165,6 +165,12 @@ int main(int argc, char **argv) {
         return 2;
     }
     double seconds = argc > 2 ? atof(argv[2]) : 20;
+    /* Buffers from 128 KiB up always come from mmap and go back to the system when freed. By
+     * default glibc raises that threshold after the first such free, and large buffers then stay
+     * in the arena of whichever thread freed them: the resident size moved with the jobs' timing
+     * (+1.12 % and +1.39 % in two CI runs, +0.00 % in most; the heap in use flat). Pinned, the
+     * resident size at a quiet point is the live memory and moves by a few KB between runs. */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     char p[512];
     snprintf(dir, sizeof dir, "/tmp/cnn-soak-XXXXXX");
     if (!mkdtemp(dir)) return 2;
@@ -192,29 +198,30 @@ int main(int argc, char **argv) {
     pthread_t threads[6];
     void *(*jobs[6])(void *) = {predictor, predictor, predictor, trainer, loader, intruder};
     for (int i = 0; i < 6; i++) pthread_create(&threads[i], NULL, jobs[i], NULL);
-    /* Resident size sampled 4 times a second: a leak shows as peaks that keep rising, so the
-     * highest sample of the second quarter (after warm-up) is compared with that of the last.
-     * At a quarter, at half and at the end the jobs pause together (threads kept, so the allocator
-     * stays as it was): with nothing running, the heap bytes in use (mallinfo2) are exact, and
-     * what the second half leaves allocated beyond the first is a leak. */
+    /* At a quarter, at half and at the end the jobs pause together (threads kept, so the allocator
+     * stays as it was): with nothing running, the heap bytes in use (mallinfo2) are exact and the
+     * resident size is the live memory, and what the second half leaves beyond the first is a
+     * leak. Between them the resident size is sampled 4 times a second, for the report. */
     double start = now();
-    long early = 0, late = 0, low = 0;
+    long high = 0, low = 0;
     const double quiet_at[3] = {0.25, 0.5, 1.0};
     size_t used[3];
+    long resident[3];
     int cycles[3];
     for (int q = 0; q < 3; q++) {
         while (now() - start < quiet_at[q] * seconds) {
             usleep(250000);
-            double t = (now() - start) / seconds;
             long rss = resident_kb();
-            if (t >= 0.25 && t < 0.5 && rss > early) early = rss;
-            if (t >= 0.75 && rss > late) late = rss;
-            if (t >= 0.25 && (low == 0 || rss < low)) low = rss;
+            if (now() - start >= 0.25 * seconds) {
+                if (rss > high) high = rss;
+                if (low == 0 || rss < low) low = rss;
+            }
         }
         atomic_store(&pause_requested, 1);
         pthread_barrier_wait(&quiet);
         struct mallinfo2 heap = mallinfo2();
         used[q] = heap.uordblks + heap.hblkhd;
+        resident[q] = resident_kb();
         cycles[q] = atomic_load(&loads) + atomic_load(&trainings);
         atomic_store(&pause_requested, 0);
         pthread_barrier_wait(&quiet);
@@ -224,15 +231,16 @@ int main(int argc, char **argv) {
 
     printf("%.0f s: %d predictions of %d images, %d trainings, %d load-predict-save cycles, %d calls refused as busy\n",
            seconds, atomic_load(&predictions), IMAGES, atomic_load(&trainings), atomic_load(&loads), atomic_load(&busy_seen));
-    double growth = early ? 100.0 * (double)(late - early) / (double)early : 100;
-    printf("resident: peak %ld KB in the second quarter, %ld KB in the last (%+.2f %%; lowest %ld KB)\n", early, late, growth, low);
+    double growth = resident[1] ? 100.0 * (double)(resident[2] - resident[1]) / (double)resident[1] : 100;
+    printf("resident at the quiet points: %ld, %ld, %ld KB (%+.2f %% over the second half); while running %ld-%ld KB\n",
+           resident[0], resident[1], resident[2], growth, low, high);
     long leaked = (long)used[2] - (long)used[1];
     int second = cycles[2] - cycles[1];
     printf("heap in use at the quiet points: %zu, %zu, %zu bytes (%+ld over the second half's %d train and load cycles)\n",
            used[0], used[1], used[2], leaked, second);
     CHECK(atomic_load(&errors) == 0, "%d wrong or failed results", atomic_load(&errors));
     CHECK(atomic_load(&predictions) > 0 && atomic_load(&trainings) > 0 && atomic_load(&loads) > 0, "a job never completed");
-    CHECK(growth < 1.0, "the resident size grew by %.2f %% after warm-up", growth);
+    CHECK(growth < 1.0, "the resident size grew by %.2f %% over the second half", growth);
     /* The smallest block malloc hands out is 32 bytes: one leaked block per cycle (or per
      * prediction, which are more) would pass 16 bytes a cycle. Below it, the bounded noise: each
      * thread's last error message, glibc's thread bookkeeping (measured: up to 2 KB). */
