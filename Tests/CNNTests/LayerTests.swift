@@ -316,6 +316,9 @@ struct LayerTests {
         // Padding counted as zeros (Inception's average pooling branch).
         "input(2,7,5) avgpool(3,stride=1,pad=1) flatten",
         "input(1,8,9) avgpool(3,stride=2,pad=1) flatten",
+        // Padding not counted: a border window divided by its inputs alone (NASNet's pooling).
+        "input(2,7,5) avgpool(3,stride=1,pad=1,count_include_pad=false) flatten",
+        "input(1,8,9) avgpool(3x5,stride=2,pad=1x2,count_include_pad=false) flatten",
         "input(3,5,4) globalavgpool flatten",
     ])
     func pooling(_ text: String) throws {

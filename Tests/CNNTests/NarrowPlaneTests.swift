@@ -79,7 +79,7 @@ struct NarrowPlaneTests {
         var checked = 0
         for w in 1...9 { for h in [1, 2, 3, 5] {
             for pool in ["maxpool(2)", "maxpool(2,ceil=true)", "maxpool(3,stride=2,pad=1)", "maxpool(3,stride=1,pad=1)",
-                         "maxpool(2x3,stride=1)", "avgpool(2)", "avgpool(3,stride=2,pad=1)", "globalavgpool"] {
+                         "maxpool(2x3,stride=1)", "avgpool(2)", "avgpool(3,stride=2,pad=1)", "avgpool(3,stride=1,pad=1,count_include_pad=false)", "globalavgpool"] {
                 let text = "input(3,\(h),\(w)) \(pool) flatten"
                 // Windows larger than the padded input are refused by the parser: not a case.
                 guard h >= 2 || pool.contains("pad=1") || pool == "globalavgpool", w >= 3 || !pool.contains("2x3"),

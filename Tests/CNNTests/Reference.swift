@@ -23,8 +23,8 @@ enum Reference {
             return y
         case let .maxpool(k, st, pad, _):
             return pool(x, batch: batch, s, o, k, st, true, pad: pad)
-        case let .avgpool(k, st, pad):
-            return pool(x, batch: batch, s, o, k, st, false, pad: pad)
+        case let .avgpool(k, st, pad, countPad):
+            return pool(x, batch: batch, s, o, k, st, false, pad: pad, countPad: countPad)
         case .globalAvgPool:
             return pool(x, batch: batch, s, o, Pair(s.h, s.w), Pair(s.h, s.w), false)
         case .flatten:
@@ -138,17 +138,20 @@ enum Reference {
         }
     }
 
-    static func pool(_ x: [Double], batch: Int, _ s: Shape, _ o: Shape, _ k: Pair, _ st: Pair, _ isMax: Bool, pad: Pair = Pair(0, 0)) -> [Double] {
+    static func pool(_ x: [Double], batch: Int, _ s: Shape, _ o: Shape, _ k: Pair, _ st: Pair, _ isMax: Bool, pad: Pair = Pair(0, 0),
+                     countPad: Bool = true) -> [Double] {
         var y = [Double](repeating: 0, count: batch * o.count)
         for n in 0..<batch { for c in 0..<s.c { for oy in 0..<o.h { for ox in 0..<o.w {
             var acc = isMax ? -Double.infinity : 0
+            var inside = 0
             for ki in 0..<k.h { for kj in 0..<k.w {
                 let iy = oy * st.h - pad.h + ki, ix = ox * st.w - pad.w + kj
-                if iy < 0 || iy >= s.h || ix < 0 || ix >= s.w { continue }  // padding: -infinity
+                if iy < 0 || iy >= s.h || ix < 0 || ix >= s.w { continue }  // padding: -infinity, or 0 not counted
                 let v = x[((n * s.c + c) * s.h + iy) * s.w + ix]
                 acc = isMax ? max(acc, v) : acc + v
+                inside += 1
             } }
-            y[((n * s.c + c) * o.h + oy) * o.w + ox] = isMax ? acc : acc / Double(k.h * k.w)
+            y[((n * s.c + c) * o.h + oy) * o.w + ox] = isMax ? acc : acc / Double(countPad ? k.h * k.w : inside)
         } } } }
         return y
     }

@@ -212,9 +212,9 @@ struct NetworkBytes {
                 if next(2) == 0, p <= k / 2, size(h, k, s, p) >= 1, size(w, k, s, p) >= 1 {
                     lines.append("maxpool(\(k),stride=\(s),pad=\(p))")
                     (h, w) = (size(h, k, s, p), size(w, k, s, p))
-                } else if size(h, k, s, 0) >= 1, size(w, k, s, 0) >= 1 {
-                    lines.append("avgpool(\(k),stride=\(s))")
-                    (h, w) = (size(h, k, s, 0), size(w, k, s, 0))
+                } else if p <= k / 2, size(h, k, s, p) >= 1, size(w, k, s, p) >= 1 {
+                    lines.append("avgpool(\(k),stride=\(s),pad=\(p)" + (next(2) == 0 ? ",count_include_pad=false" : "") + ")")
+                    (h, w) = (size(h, k, s, p), size(w, k, s, p))
                 }
             case 6:  // a residual block, with a projection when it changes the shape
                 let s = 1 + next(2), out = next(2) == 0 ? c : pick([4, 8, 16])

@@ -164,7 +164,7 @@ class _Builder:
             p = _pair(args.get("pad", "0"))
             ceil = _flag(args.get("ceil", "false"))
             module = (nn.MaxPool2d(k, stride=s, padding=p, ceil_mode=ceil) if name == "maxpool"
-                      else nn.AvgPool2d(k, stride=s, padding=p))
+                      else nn.AvgPool2d(k, stride=s, padding=p, count_include_pad=_flag(args.get("count_include_pad", "true"))))
             return module, (c, _pooled(h, k[0], s[0], p[0], ceil), _pooled(w, k[1], s[1], p[1], ceil))
         if name == "globalavgpool":
             return nn.AdaptiveAvgPool2d(1), (shape[0], 1, 1)

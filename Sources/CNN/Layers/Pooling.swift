@@ -188,23 +188,26 @@ public final class MaxPool2D: Layer, PlannedLayer {
     }
 }
 
-/// Average pooling over KH×KW windows, with PH×PW padding counted as zeros (each window's sum
-/// divided by KH·KW, PyTorch's default). `global` averages each whole channel.
+/// Average pooling over KH×KW windows with PH×PW padding: counted as zeros (each window's sum
+/// divided by KH·KW, PyTorch's default), or with `countPad` false not counted (a window's sum
+/// divided by the inputs inside it). Global pooling averages each whole channel.
 public final class AvgPool2D: Layer, PlannedLayer {
     public let spec: LayerSpec
     public let inputShape: Shape
     public let outputShape: Shape
     let kh: Int, kw: Int, sh: Int, sw: Int, ph: Int, pw: Int
+    let countPad: Bool
     let buffers = LayerBuffers()  // output and input gradient (see MemoryPlan)
 
     var backwardReads: BackwardReads { .nothing }
 
-    init(spec: LayerSpec, input: Shape, kernel: (Int, Int), stride: (Int, Int), padding: (Int, Int) = (0, 0)) {
+    init(spec: LayerSpec, input: Shape, kernel: (Int, Int), stride: (Int, Int), padding: (Int, Int) = (0, 0), countPad: Bool = true) {
         self.spec = spec
         inputShape = input
         (kh, kw) = kernel
         (sh, sw) = stride
         (ph, pw) = padding
+        self.countPad = countPad
         outputShape = Shape(c: input.c, h: pooledSize(input.h, kernel: kh, stride: sh, pad: ph, ceil: false),
                             w: pooledSize(input.w, kernel: kw, stride: sw, pad: pw, ceil: false))
     }
@@ -216,7 +219,7 @@ public final class AvgPool2D: Layer, PlannedLayer {
         let planes = batch * inputShape.c
         let y = buffers.output(planes * oh * ow, input: x, training: training)
         let scale = 1 / Float(kh * kw)
-        let (kh, kw, sh, sw, ph, pw) = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw)
+        let (kh, kw, sh, sw, ph, pw, countPad) = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.countPad)
         let xp = x.pointer, yp = y.pointer
         if oh == 1 && ow == 1 && kh == h && kw == w && ph == 0 && pw == 0 {
             // Global pooling: each plane's sum in vector lanes (one scalar chain was 4 cycles an element).
@@ -238,7 +241,7 @@ public final class AvgPool2D: Layer, PlannedLayer {
                             let row = src + iy * w
                             for ix in x0..<x1 { s += row[ix] }
                         }
-                        yp[(plane * oh + oy) * ow + ox] = s * scale
+                        yp[(plane * oh + oy) * ow + ox] = s * (countPad ? scale : 1 / Float((y1 - y0) * (x1 - x0)))
                     }
                 }
             }
@@ -252,7 +255,7 @@ public final class AvgPool2D: Layer, PlannedLayer {
         let planes = batch * inputShape.c
         let dx = buffers.inputGradient(planes * h * w, dy: dy)
         let scale = 1 / Float(kh * kw)
-        let (kh, kw, sh, sw, ph, pw) = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw)
+        let (kh, kw, sh, sw, ph, pw, countPad) = (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.countPad)
         let dxp = dx.pointer, dyp = dy.pointer
         parallelChunks(planes, chunk: 64) { p0, p1 in
             for plane in p0..<p1 {
@@ -262,7 +265,7 @@ public final class AvgPool2D: Layer, PlannedLayer {
                     let (y0, y1) = pooledWindow(oy, kernel: kh, stride: sh, pad: ph, size: h)
                     for ox in 0..<ow {
                         let (x0, x1) = pooledWindow(ox, kernel: kw, stride: sw, pad: pw, size: w)
-                        let g = dyp[(plane * oh + oy) * ow + ox] * scale
+                        let g = dyp[(plane * oh + oy) * ow + ox] * (countPad ? scale : 1 / Float((y1 - y0) * (x1 - x0)))
                         for iy in y0..<y1 {
                             let row = d + iy * w
                             for ix in x0..<x1 { row[ix] += g }

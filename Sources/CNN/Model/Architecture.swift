@@ -9,8 +9,10 @@
 ///
 ///     input(C,H,W)                       first, exactly once
 ///     conv(OUT,K, stride=1, pad=0, bias=true, groups=1)   groups=C: depthwise
-///     maxpool(K, stride=K, pad=0, ceil=false)   avgpool(K, stride=K, pad=0)   globalavgpool
-///                                        pad <= K/2; ceil: the output size rounds up (as PyTorch)
+///     maxpool(K, stride=K, pad=0, ceil=false)   globalavgpool
+///     avgpool(K, stride=K, pad=0, count_include_pad=true)
+///                                        pad <= K/2; ceil: the output size rounds up (as PyTorch);
+///                                        count_include_pad=false: padding not counted (as PyTorch)
 ///     flatten   dense(OUT, bias=true)
 ///     relu   leakyrelu(alpha=0.01)   sigmoid   tanh
 ///     relu6   hardsigmoid   hardswish   silu (or swish)   gelu
@@ -26,9 +28,11 @@ public enum LayerKind: Equatable, Sendable {
     /// rounds up, a last window that starts inside the input (or its leading padding) overhanging
     /// its end (PyTorch's ceil_mode, ONNX's ceil_mode 1).
     case maxpool(kernel: Pair, stride: Pair, pad: Pair = Pair(0, 0), ceil: Bool = false)
-    /// Padding counts as zeros: a window's sum is divided by K·K wherever it lies (PyTorch's
-    /// default count_include_pad, ONNX's count_include_pad 1).
-    case avgpool(kernel: Pair, stride: Pair, pad: Pair = Pair(0, 0))
+    /// `countPad`: padding counts as zeros, a window's sum is divided by K·K wherever it lies
+    /// (PyTorch's default count_include_pad=True, ONNX's count_include_pad 1); otherwise by the
+    /// inputs inside the window alone (count_include_pad=False; ONNX's default 0). Always true
+    /// without padding, where the two agree.
+    case avgpool(kernel: Pair, stride: Pair, pad: Pair = Pair(0, 0), countPad: Bool = true)
     case globalAvgPool
     case flatten
     case dense(out: Int, bias: Bool)
@@ -77,7 +81,9 @@ public struct LayerSpec: Equatable, Sendable {
             return t + ")"
         case let .maxpool(k, s, p, ceil):
             return "maxpool(\(k)" + (s == k ? "" : ",stride=\(s)") + (p == Pair(0, 0) ? "" : ",pad=\(p)") + (ceil ? ",ceil=true" : "") + ")"
-        case let .avgpool(k, s, p): return "avgpool(\(k)" + (s == k ? "" : ",stride=\(s)") + (p == Pair(0, 0) ? "" : ",pad=\(p)") + ")"
+        case let .avgpool(k, s, p, countPad):
+            return "avgpool(\(k)" + (s == k ? "" : ",stride=\(s)") + (p == Pair(0, 0) ? "" : ",pad=\(p)")
+                + (countPad ? "" : ",count_include_pad=false") + ")"
         case .globalAvgPool: return "globalavgpool"
         case .flatten: return "flatten"
         case let .dense(out, b): return "dense(\(out)" + (b ? "" : ",bias=false") + ")"

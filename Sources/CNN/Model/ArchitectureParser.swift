@@ -205,13 +205,17 @@ struct ArchitectureParser {
             guard out % groups == 0 else { throw error(t, "out (\(out)) must be a multiple of groups (\(groups))") }
             return .conv(out: out, kernel: k, stride: s, pad: p, bias: b, groups: groups)
         case "maxpool", "avgpool":
-            let a = try arguments(t, positional: ["kernel"], keywords: t.name == "maxpool" ? ["stride", "pad", "ceil"] : ["stride", "pad"], required: 1)
+            let a = try arguments(t, positional: ["kernel"], keywords: t.name == "maxpool" ? ["stride", "pad", "ceil"] : ["stride", "pad", "count_include_pad"],
+                                  required: 1)
             let k = try pair(try need(a, "kernel", t), t, "kernel", min: 1)
             let s = try a["stride"].map { try pair($0, t, "stride", min: 1) } ?? k
             let p = try a["pad"].map { try pair($0, t, "pad", min: 0) } ?? Pair(0, 0)
             guard 2 * p.h <= k.h, 2 * p.w <= k.w else { throw error(t, "pad (\(p)) must be at most half the kernel (\(k))") }
             let ceil = try a["ceil"].map { try bool($0, t, "ceil") } ?? false
-            return t.name == "maxpool" ? .maxpool(kernel: k, stride: s, pad: p, ceil: ceil) : .avgpool(kernel: k, stride: s, pad: p)
+            // Without padding every window lies inside the input: counting the padding or not is the same.
+            let countPad = try a["count_include_pad"].map { try bool($0, t, "count_include_pad") } ?? true
+            return t.name == "maxpool" ? .maxpool(kernel: k, stride: s, pad: p, ceil: ceil)
+                : .avgpool(kernel: k, stride: s, pad: p, countPad: countPad || p == Pair(0, 0))
         case "globalavgpool":
             _ = try arguments(t, positional: [], keywords: [], required: 0)
             return .globalAvgPool

@@ -513,10 +513,10 @@ public final class Model {
             guard !input.flat else { throw fail("pooling needs an image input (C,H,W), not a vector") }
             guard input.h + 2 * p.h >= k.h, input.w + 2 * p.w >= k.w else { throw fail("the window \(k) is larger than the input (with its padding)") }
             return MaxPool2D(spec: spec, input: input, kernel: (k.h, k.w), stride: (s.h, s.w), padding: (p.h, p.w), ceil: ceil)
-        case let .avgpool(k, s, p):
+        case let .avgpool(k, s, p, countPad):
             guard !input.flat else { throw fail("pooling needs an image input (C,H,W), not a vector") }
             guard input.h + 2 * p.h >= k.h, input.w + 2 * p.w >= k.w else { throw fail("the window \(k) is larger than the input (with its padding)") }
-            return AvgPool2D(spec: spec, input: input, kernel: (k.h, k.w), stride: (s.h, s.w), padding: (p.h, p.w))
+            return AvgPool2D(spec: spec, input: input, kernel: (k.h, k.w), stride: (s.h, s.w), padding: (p.h, p.w), countPad: countPad)
         case .globalAvgPool:
             guard !input.flat else { throw fail("globalavgpool needs an image input (C,H,W), not a vector") }
             return AvgPool2D(spec: spec, input: input, kernel: (input.h, input.w), stride: (input.h, input.w))

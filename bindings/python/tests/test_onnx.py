@@ -28,7 +28,7 @@ ARCHITECTURES = {
               "residual[conv(16,3,stride=2,pad=1) batchnorm relu | conv(16,1,stride=2) batchnorm] "
               "concat[conv(8,1) | | conv(4,3,pad=1) relu] se(4) se(6,act=silu,gate=hardsigmoid) globalavgpool flatten dense(3,bias=false)",
     "pooling": "input(3,14,14) conv(8,3) relu maxpool(3,stride=2,ceil=true) avgpool(3,stride=1,pad=1) conv(8,2) relu "
-               "maxpool(2,ceil=true) avgpool(3,stride=2,pad=1) concat[ | conv(4,1) relu] concat[ | conv(4,1)] globalavgpool flatten dense(4)",
+               "maxpool(2,ceil=true) avgpool(3,stride=2,pad=1) avgpool(3,stride=1,pad=1,count_include_pad=false) concat[ | conv(4,1) relu] concat[ | conv(4,1)] globalavgpool flatten dense(4)",
 }
 for _name in ("resnet20", "mobilenetv2", "efficientnet-small"):
     with open(os.path.join(EXAMPLES, _name + ".txt")) as _f:
@@ -208,6 +208,38 @@ def test_torch_view_and_activations_at_a_fork(settings, dynamic, tmp_path):
     with torch.no_grad():
         expected = net(x).numpy()
     np.testing.assert_allclose(model.predict(x.numpy(), logits=True), expected, rtol=1e-5, atol=1e-5)
+
+
+class NotCountedPooling(nn.Module):
+    """Average pooling that does not count its padding (count_include_pad=False, as NASNet's cells
+    and networks ported from TensorFlow pool), beside a branch that does."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.pool = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+        self.down = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+        self.fc = nn.Linear(12 * 4 * 4, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        y = torch.cat([self.pool(y), nn.functional.avg_pool2d(y, 3, 1, 1)], 1)
+        return self.fc(torch.flatten(self.down(y), 1))
+
+
+@pytest.mark.parametrize("settings", [dict(opset_version=13), dict(opset_version=17, do_constant_folding=False), dict(dynamo=True)])
+def test_average_pooling_without_its_padding(settings, tmp_path):
+    net = NotCountedPooling().eval()
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    path = str(tmp_path / "pool.onnx")
+    _export(net, x, path, settings)
+    model = cnn.Model.load(path)
+    assert "concat[avgpool(3,stride=1,pad=1,count_include_pad=false) | avgpool(3,stride=1,pad=1)]" in model.architecture, model.architecture
+    assert "avgpool(3,stride=2,pad=1,count_include_pad=false)" in model.architecture
+    expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(expected, net(x).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.predict(x.numpy(), logits=True), expected, rtol=1e-5, atol=1e-6)
 
 
 # ---- hostile and unsupported files ----

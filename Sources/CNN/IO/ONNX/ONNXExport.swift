@@ -143,10 +143,10 @@ struct ONNXGraphWriter {
                 ("kernel_shape", .ints([k.h, k.w])), ("strides", .ints([s.h, s.w])), ("pads", .ints([p.h, p.w, p.h, p.w])),
                 ("ceil_mode", .int(ceil ? 1 : 0)),
             ])
-        case let .avgpool(k, s, p):
+        case let .avgpool(k, s, p, countPad):
             node("AveragePool", [x], [y], name: path + ".AveragePool", [
                 ("kernel_shape", .ints([k.h, k.w])), ("strides", .ints([s.h, s.w])), ("pads", .ints([p.h, p.w, p.h, p.w])),
-                ("count_include_pad", .int(1)),
+                ("count_include_pad", .int(countPad ? 1 : 0)),
             ])
         case .globalAvgPool:
             node("GlobalAveragePool", [x], [y], name: path + ".GlobalAveragePool")

@@ -112,12 +112,9 @@ extension ONNXImporter {
             if node.opType == "MaxPool" {
                 try add(.maxpool(kernel: k, stride: s, pad: pads, ceil: ceil))
             } else {
-                // Average pooling here divides by the whole window, padding included.
-                guard pads == Pair(0, 0) || int("count_include_pad", 0) != 0 else {
-                    throw error(n, "padding \(pads) without count_include_pad (a border window divided by its inputs alone) is not supported; PyTorch's default count_include_pad=True is")
-                }
+                // count_include_pad 0 (ONNX's default): a border window is divided by its inputs alone.
                 guard !ceil else { throw error(n, "ceil_mode 1 changes the output size here, which is not supported for average pooling") }
-                try add(.avgpool(kernel: k, stride: s, pad: pads))
+                try add(.avgpool(kernel: k, stride: s, pad: pads, countPad: pads == Pair(0, 0) || int("count_include_pad", 0) != 0))
             }
         case "GlobalAveragePool":
             try add(.globalAvgPool)
