@@ -283,6 +283,13 @@ def test_unsupported_nodes_are_named_with_their_op_and_why(tmp_path):
     assert "node 'Conv_17' (Conv): dilation [2, 2] is not supported" in message
     lstm = helper.make_node("LSTM", ["x"], ["y"], name="rnn")
     assert "node 'rnn' (LSTM): the op is not supported" in _load_error(tmp_path, _node_model([lstm, flat]))
+    # An unsupported op with a computed second input (F.pad's pads, which torch computes through
+    # ConstantOfShape, Concat, Reshape, Slice and Cast) is refused for its op, not for reading two values.
+    size = helper.make_node("Constant", [], ["n"], value=helper.make_tensor("v", 7, [1], [8]))
+    zeros = helper.make_node("ConstantOfShape", ["n"], ["p"], value=helper.make_tensor("z", 7, [1], [0]))
+    zero_pad = helper.make_node("Pad", ["x", "p"], ["y"], name="pad0")
+    message = _load_error(tmp_path, _node_model([size, zeros, zero_pad, flat]))
+    assert "node 'pad0' (Pad): the op is not supported" in message, message
     pad = helper.make_node("Conv", ["x", "w"], ["y"], name="c", pads=[1, 1, 0, 0])
     assert "asymmetric padding" in _load_error(tmp_path, _node_model([pad, flat], [w]))
     # A second head: never a partial model.

@@ -56,6 +56,7 @@ struct ONNXImporter {
                                "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Gemm", "MatMul", "Dropout",
                                "Identity", "Softmax", "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Slice",
                                "Cast", "Sub", "Div", "Transpose"]
+    static let unsupportedOp = "the op is not supported; supported: \(supportedOps.joined(separator: ", "))"
 
     init(_ file: ONNXFile) throws {
         self.file = file

@@ -9,6 +9,9 @@ extension ONNXImporter {
         guard let out = node.outputs.first, !out.isEmpty else { throw error(n, "it has no output") }
         let data = dataInputs(n)
         guard data == [x] else {
+            // An op outside the supported set says so, whatever it reads (F.pad's pads, computed
+            // through a Cast, are a second data value).
+            guard ONNXImporter.supportedOps.contains(node.opType) else { throw error(n, Self.unsupportedOp) }
             throw error(n, "it reads \(data.count) data values (\(data.joined(separator: ", "))); one is supported here")
         }
         guard node.inputs.first == x || ["Mul", "Add"].contains(node.opType) else {
@@ -193,8 +196,7 @@ extension ONNXImporter {
             throw error(n, "a softmax is supported only as the graph's last node, over the classes")
         default:
             let known = ONNXImporter.supportedOps.contains(node.opType)
-            throw error(n, known ? "this use of \(node.opType) is not supported (on \(shape))"
-                                  : "the op is not supported; supported: \(ONNXImporter.supportedOps.joined(separator: ", "))")
+            throw error(n, known ? "this use of \(node.opType) is not supported (on \(shape))" : Self.unsupportedOp)
         }
         return out
     }
