@@ -214,6 +214,13 @@ public final class AvgPool2D: Layer, PlannedLayer {
 
     public var flops: Int { outputShape.count * kh * kw }
 
+    /// The factor of a window's sum, forward and backward: `whole` (1 / KH·KW) with the padding
+    /// counted, else 1 over the inputs inside the window (rows y0..<y1, columns x0..<x1).
+    @inline(__always)
+    private static func windowScale(_ rows: (Int, Int), _ columns: (Int, Int), whole: Float, countPad: Bool) -> Float {
+        countPad ? whole : 1 / Float((rows.1 - rows.0) * (columns.1 - columns.0))
+    }
+
     public func forward(_ x: FloatBuffer, batch: Int, training: Bool, rng: inout Random) -> FloatBuffer {
         let h = inputShape.h, w = inputShape.w, oh = outputShape.h, ow = outputShape.w
         let planes = batch * inputShape.c
@@ -241,7 +248,7 @@ public final class AvgPool2D: Layer, PlannedLayer {
                             let row = src + iy * w
                             for ix in x0..<x1 { s += row[ix] }
                         }
-                        yp[(plane * oh + oy) * ow + ox] = s * (countPad ? scale : 1 / Float((y1 - y0) * (x1 - x0)))
+                        yp[(plane * oh + oy) * ow + ox] = s * Self.windowScale((y0, y1), (x0, x1), whole: scale, countPad: countPad)
                     }
                 }
             }
@@ -265,7 +272,7 @@ public final class AvgPool2D: Layer, PlannedLayer {
                     let (y0, y1) = pooledWindow(oy, kernel: kh, stride: sh, pad: ph, size: h)
                     for ox in 0..<ow {
                         let (x0, x1) = pooledWindow(ox, kernel: kw, stride: sw, pad: pw, size: w)
-                        let g = dyp[(plane * oh + oy) * ow + ox] * (countPad ? scale : 1 / Float((y1 - y0) * (x1 - x0)))
+                        let g = dyp[(plane * oh + oy) * ow + ox] * Self.windowScale((y0, y1), (x0, x1), whole: scale, countPad: countPad)
                         for iy in y0..<y1 {
                             let row = d + iy * w
                             for ix in x0..<x1 { row[ix] += g }

@@ -46,6 +46,13 @@ public enum LayerKind: Equatable, Sendable {
     case residual(body: [LayerSpec], shortcut: [LayerSpec]?)
     /// The branches' outputs side by side along the channels (an empty branch is x itself).
     case concat(branches: [[LayerSpec]])
+
+    /// Average pooling as the parser and the ONNX importer write it: `countPad` true without
+    /// padding, where every window lies inside the input and the two agree, so that one pooling
+    /// has one value (and one text).
+    static func averagePool(kernel: Pair, stride: Pair, pad: Pair, countPad: Bool) -> LayerKind {
+        .avgpool(kernel: kernel, stride: stride, pad: pad, countPad: countPad || pad == Pair(0, 0))
+    }
 }
 
 /// A height × width pair such as a kernel size, written `3` or `3x5`.

@@ -212,10 +212,9 @@ struct ArchitectureParser {
             let p = try a["pad"].map { try pair($0, t, "pad", min: 0) } ?? Pair(0, 0)
             guard 2 * p.h <= k.h, 2 * p.w <= k.w else { throw error(t, "pad (\(p)) must be at most half the kernel (\(k))") }
             let ceil = try a["ceil"].map { try bool($0, t, "ceil") } ?? false
-            // Without padding every window lies inside the input: counting the padding or not is the same.
             let countPad = try a["count_include_pad"].map { try bool($0, t, "count_include_pad") } ?? true
             return t.name == "maxpool" ? .maxpool(kernel: k, stride: s, pad: p, ceil: ceil)
-                : .avgpool(kernel: k, stride: s, pad: p, countPad: countPad || p == Pair(0, 0))
+                : .averagePool(kernel: k, stride: s, pad: p, countPad: countPad)
         case "globalavgpool":
             _ = try arguments(t, positional: [], keywords: [], required: 0)
             return .globalAvgPool

@@ -11,7 +11,7 @@ extension ONNXImporter {
         guard data == [x] else {
             // An op outside the supported set says so, whatever it reads (F.pad's pads, computed
             // through a Cast, are a second data value).
-            guard ONNXImporter.supportedOps.contains(node.opType) else { throw error(n, Self.unsupportedOp) }
+            guard Self.supportedOps.contains(node.opType) else { throw error(n, Self.unsupportedOp) }
             throw error(n, "it reads \(data.count) data values (\(data.joined(separator: ", "))); one is supported here")
         }
         guard node.inputs.first == x || ["Mul", "Add"].contains(node.opType) else {
@@ -117,7 +117,7 @@ extension ONNXImporter {
             } else {
                 // count_include_pad 0 (ONNX's default): a border window is divided by its inputs alone.
                 guard !ceil else { throw error(n, "ceil_mode 1 changes the output size here, which is not supported for average pooling") }
-                try add(.avgpool(kernel: k, stride: s, pad: pads, countPad: pads == Pair(0, 0) || int("count_include_pad", 0) != 0))
+                try add(.averagePool(kernel: k, stride: s, pad: pads, countPad: int("count_include_pad", 0) != 0))
             }
         case "GlobalAveragePool":
             try add(.globalAvgPool)
