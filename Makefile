@@ -107,14 +107,18 @@ test: test-swift test-cli test-c test-portable test-faults test-soak test-mpi te
 # stay on; -Ounchecked is never used), the kernel and layer suites once per kernel level (CNNTests,
 # CNNKernelTestsAVX2, CNNKernelTestsAVX512), each where the CPU has it. The unoptimized build runs
 # the training tests some 70 times slower (4 minutes here, against 2 s): `swift test` still works
-# for development, and make sanitize runs the suites under the sanitizers.
+# for development, and make sanitize runs the suites under the sanitizers. The build is of the
+# test product alone (SwiftPM's PACKAGEPackageTests): `swift test` would build the tool three times
+# too, which no suite uses.
 TEST_FLAGS = $(RELEASE_FLAGS) -Xswiftc -enable-testing --scratch-path .build-tests
 test-swift:
-	$(SWIFT) test $(TEST_FLAGS)
+	$(SWIFT) build $(TEST_FLAGS) --product SwiftCNNPackageTests
+	$(SWIFT) test $(TEST_FLAGS) --skip-build
 
 # The kernel and layer suites alone (every level), while working on a kernel.
 test-kernels:
-	$(SWIFT) test $(TEST_FLAGS) --filter "KernelTests|LayerTests"
+	$(SWIFT) build $(TEST_FLAGS) --product SwiftCNNPackageTests
+	$(SWIFT) test $(TEST_FLAGS) --skip-build --filter "KernelTests|LayerTests"
 
 test-cli: build $(VENV)/ready
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH Tests/cli/run.sh $(BIN)/cnn

@@ -34,14 +34,19 @@ run() {
 # Everything is built for the baseline kernel level alone (CNN_KERNEL_LEVELS=baseline: a third of
 # the compile time; the same sources) and optimized, as the library runs (unoptimized, the training
 # tests took 6 minutes under ASan here, optimized 10 s). The suites and the library of each
-# sanitizer share one build (same flags, same scratch path): the library is then only linked. The
-# AVX2 kernels are checked by valgrind in make test-c (valgrind 3.19 cannot decode AVX-512).
+# sanitizer share one build (same flags, same scratch path), made by `swift build --product`:
+# `swift test` builds the engine with other parameters than `swift build` does, and building the
+# library after it compiled the engine again (about 90 s per sanitizer); the test product leaves
+# out the tool, which the suites do not use. The AVX2 kernels are checked by valgrind in make
+# test-c (valgrind 3.19 cannot decode AVX-512).
 flags() { echo -c release -Xswiftc -enable-testing -Xswiftc -g --sanitize=$1 --scratch-path .build-$1; }
 echo "== Swift suites, AddressSanitizer"
 # --disable-xctest: XCTest (which runs no test here) leaks its own suite objects at exit.
-CNN_KERNEL_LEVELS=baseline run swift-address $SWIFT test $(flags address) --disable-xctest
+CNN_KERNEL_LEVELS=baseline run build-address $SWIFT build $(flags address) --product SwiftCNNPackageTests
+CNN_KERNEL_LEVELS=baseline run swift-address $SWIFT test $(flags address) --skip-build --disable-xctest
 echo "== threaded Swift tests, ThreadSanitizer"
-CNN_KERNEL_LEVELS=baseline run swift-thread $SWIFT test $(flags thread) --disable-xctest --filter "$THREADED"
+CNN_KERNEL_LEVELS=baseline run build-thread $SWIFT build $(flags thread) --product SwiftCNNPackageTests
+CNN_KERNEL_LEVELS=baseline run swift-thread $SWIFT test $(flags thread) --skip-build --disable-xctest --filter "$THREADED"
 
 for sanitizer in address thread; do
     echo "== C tests, libcnn.so with sanitizer=$sanitizer"
