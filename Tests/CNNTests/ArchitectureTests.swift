@@ -61,6 +61,22 @@ struct ArchitectureTests {
         #expect(notCounted != (try Architecture(parsing: "input(1,8,8) avgpool(3,stride=1,pad=1) avgpool(2) flatten dense(2)")))
     }
 
+    /// zeropad takes PyTorch's ZeroPad2d order (left, right, top, bottom), or one amount for all.
+    @Test func zeroPadding() throws {
+        let a = try Architecture(parsing: "input(3,7,7) zeropad(0,1,0,1) conv(4,3,stride=2) zeropad(2,2,2,2) zeropad(1,0,2,3) flatten dense(2)")
+        #expect(a.text == "input(3,7,7) zeropad(0,1,0,1) conv(4,3,stride=2) zeropad(2) zeropad(1,0,2,3) flatten dense(2)")
+        #expect(try Architecture(parsing: a.text) == a)
+        #expect(a.layers[0].kind == .zeroPad(Padding(top: 0, left: 0, bottom: 1, right: 1)))
+        let m = try Model(architecture: a)
+        #expect(m.layers.prefix(4).map(\.outputShape) == [Shape(c: 3, h: 8, w: 8), Shape(c: 4, h: 3, w: 3), Shape(c: 4, h: 7, w: 7), Shape(c: 4, h: 12, w: 8)])
+        for (text, message) in [("zeropad(1,2)", "one amount or four"), ("zeropad(0)", "adds nothing"), ("zeropad(-1)", "left must be"),
+                                ("zeropad(1,1,1,x)", "bottom must be"), ("zeropad", "missing argument 'left'")] {
+            #expect { try Architecture(parsing: "input(1,8,8) \(text) flatten dense(2)") } throws: { ($0 as? CNNError)?.message.contains(message) == true }
+        }
+        #expect(throws: CNNError.self) { try Model(architecture: Architecture(parsing: "input(1,8,8) flatten zeropad(1) dense(2)")) }
+        #expect(throws: CNNError.self) { try Model(architecture: Architecture(parsing: "input(1,8,65536) zeropad(0,1,0,0) flatten dense(2)")) }
+    }
+
     /// The newer layers round-trip through their text and name their tensors as PyTorch does:
     /// a depthwise conv's weight is (C, 1, K, K), a grouped one's (OC, C / groups, K, K).
     @Test func groupsAndNewerActivations() throws {

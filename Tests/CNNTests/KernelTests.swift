@@ -552,6 +552,8 @@ struct KernelTests {
         "input(4,5,5) conv(4,1) se(2) concat[conv(3,1) | conv(5,3,pad=1) tanh] residual[conv(6,3,stride=2,pad=1) tanh conv(6,3,pad=1) | conv(6,1,stride=2)] flatten dense(5)",
         "input(4,5,5) conv(4,1) concat[conv(3,1) | conv(5,3,pad=1) tanh] residual[conv(6,3,stride=2,pad=1) batchnorm tanh conv(6,3,pad=1) batchnorm | conv(6,1,stride=2) batchnorm] tanh flatten dense(5)",
         "input(3,6,6) conv(3,1) residual[conv(3,3,pad=1) tanh conv(3,3,pad=1)] residual[conv(6,3,stride=2,pad=1) tanh conv(6,3,pad=1) | conv(6,1,stride=2)] flatten dense(5)",
+        // Zero padding before a convolution (TensorFlow's "same" at stride 2), inside a block and after a kept output.
+        "input(3,8,8) zeropad(0,1,0,1) conv(6,3,stride=2) batchnorm relu residual[zeropad(1) conv(6,3) relu] zeropad(2,0,1,1) maxpool(2) flatten dense(4)",
     ])
     func memoryPlanComputesTheSameBits(_ text: String) throws {
         try threadSettingLock.with {

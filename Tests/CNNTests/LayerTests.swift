@@ -442,6 +442,18 @@ struct LayerTests {
         checkLayer(layer, batch: 2)
     }
 
+    /// Zeros on any side (ZeroPad2d; TensorFlow's "same" at stride 2 pads one more at the end),
+    /// over an output buffer that held other values (the borders are written every call).
+    @Test(arguments: ["input(2,3,4) zeropad(1) flatten", "input(3,5,2) zeropad(0,1,0,1) flatten",
+                      "input(1,4,3) zeropad(2,0,3,1) flatten", "input(2,1,1) zeropad(0,0,2,0) flatten"])
+    func zeroPad(_ text: String) throws {
+        let (_, layer) = try makeLayer(text)
+        var rng = Random(seed: 2)
+        let y = layer.forward(FloatBuffer([Float](repeating: 9, count: 3 * layer.inputShape.count)), batch: 3, training: true, rng: &rng)
+        y.fill(7)  // as a buffer shared with other layers may hold: the zeros must be written again
+        checkLayer(layer, batch: 3)
+    }
+
     @Test func dropout() throws {
         let (_, layer) = try makeLayer("input(2,3,4) dropout(0.4) flatten")
         checkLayer(layer, batch: 3, training: true)

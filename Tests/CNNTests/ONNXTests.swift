@@ -5,7 +5,7 @@ import Testing
 struct ONNXTests {
     /// Every layer kind and block, with moved batch-norm statistics and a normalization.
     static let architectures = [
-        "input(1,6,6) conv(4,3,pad=1) batchnorm relu maxpool(3,stride=2,pad=1) flatten dropout(0.2) dense(3)",
+        "input(1,6,6) conv(4,3,pad=1) batchnorm relu maxpool(3,stride=2,pad=1) zeropad(0,1,0,1) conv(4,3,stride=2) zeropad(1) flatten dropout(0.2) dense(3)",
         "input(3,8,8) conv(8,3,pad=1,stride=2) relu6 conv(8,3,pad=1,groups=8,bias=false) hardswish conv(8,1) silu gelu "
             + "conv(8,3x1,pad=1x0) leakyrelu(alpha=0.2) hardsigmoid sigmoid tanh avgpool(3,stride=1,pad=1,count_include_pad=false) avgpool(2) flatten batchnorm(eps=0.001,momentum=0.01) dense(4,bias=false)",
         "input(2,8,8) conv(4,3,pad=1) batchnorm relu residual[conv(4,3,pad=1) batchnorm relu conv(4,3,pad=1) batchnorm] relu "

@@ -27,6 +27,12 @@ enum Reference {
             return pool(x, batch: batch, s, o, k, st, false, pad: pad, countPad: countPad)
         case .globalAvgPool:
             return pool(x, batch: batch, s, o, Pair(s.h, s.w), Pair(s.h, s.w), false)
+        case let .zeroPad(pad):
+            var y = [Double](repeating: 0, count: batch * o.count)
+            for n in 0..<batch { for c in 0..<s.c { for iy in 0..<s.h { for ix in 0..<s.w {
+                y[((n * s.c + c) * o.h + iy + pad.top) * o.w + ix + pad.left] = x[((n * s.c + c) * s.h + iy) * s.w + ix]
+            } } } }
+            return y
         case .flatten:
             return x
         case let .dense(out, bias):

@@ -229,6 +229,10 @@ struct NetworkBytes {
                 lines.append("concat[conv(\(a),1) | conv(\(b),3,pad=1) \(pick(activations)) | maxpool(3,stride=1,pad=1)]")
                 c += a + b
             case 8: lines.append("se(\(1 + next(8)),act=\(pick(["relu", "silu"])),gate=\(pick(["sigmoid", "hardsigmoid"])))")
+            case 9 where next(2) == 0:  // zeros on some sides (TensorFlow's "same" at stride 2 pads the end)
+                let (l, r, t, b) = (next(3), 1 + next(2), next(3), next(3))
+                lines.append("zeropad(\(l),\(r),\(t),\(b))")
+                (h, w) = (h + t + b, w + l + r)
             default: lines.append("dropout(0.\(1 + next(8)))")
             }
         }

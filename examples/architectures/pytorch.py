@@ -149,6 +149,7 @@ class _Builder:
                                 else ["squeeze"] if token.lower().startswith("se")
                                 else ["alpha"] if token.lower().startswith("leakyrelu")
                                 else ["out"] if token.lower().startswith(("dense", "linear"))
+                                else ["left", "right", "top", "bottom"] if token.lower().startswith("zeropad")
                                 else ["kernel"])
         if name in ("conv", "conv2d"):
             c, h, w = shape
@@ -166,6 +167,11 @@ class _Builder:
             module = (nn.MaxPool2d(k, stride=s, padding=p, ceil_mode=ceil) if name == "maxpool"
                       else nn.AvgPool2d(k, stride=s, padding=p, count_include_pad=_flag(args.get("count_include_pad", "true"))))
             return module, (c, _pooled(h, k[0], s[0], p[0], ceil), _pooled(w, k[1], s[1], p[1], ceil))
+        if name == "zeropad":
+            c, h, w = shape
+            left = int(args["left"])
+            right, top, bottom = (int(args.get(side, left)) for side in ("right", "top", "bottom"))
+            return nn.ZeroPad2d((left, right, top, bottom)), (c, h + top + bottom, w + left + right)
         if name == "globalavgpool":
             return nn.AdaptiveAvgPool2d(1), (shape[0], 1, 1)
         if name == "flatten":

@@ -34,6 +34,9 @@ public enum LayerKind: Equatable, Sendable {
     /// without padding, where the two agree.
     case avgpool(kernel: Pair, stride: Pair, pad: Pair = Pair(0, 0), countPad: Bool = true)
     case globalAvgPool
+    /// Zeros around each plane, any amount on each side (PyTorch's ZeroPad2d, ONNX's Pad): the
+    /// asymmetric padding of networks ported from TensorFlow ("same" with stride 2).
+    case zeroPad(Padding)
     case flatten
     case dense(out: Int, bias: Bool)
     case activation(ActivationKind)
@@ -52,6 +55,14 @@ public enum LayerKind: Equatable, Sendable {
     /// has one value (and one text).
     static func averagePool(kernel: Pair, stride: Pair, pad: Pair, countPad: Bool) -> LayerKind {
         .avgpool(kernel: kernel, stride: stride, pad: pad, countPad: countPad || pad == Pair(0, 0))
+    }
+}
+
+/// Zeros on each side of an image, in rows (top, bottom) and columns (left, right).
+public struct Padding: Equatable, Sendable {
+    public var top: Int, left: Int, bottom: Int, right: Int
+    public init(top: Int, left: Int, bottom: Int, right: Int) {
+        self.top = top; self.left = left; self.bottom = bottom; self.right = right
     }
 }
 
@@ -92,6 +103,9 @@ public struct LayerSpec: Equatable, Sendable {
             return "avgpool(\(k)" + (s == k ? "" : ",stride=\(s)") + (p == Pair(0, 0) ? "" : ",pad=\(p)")
                 + (countPad ? "" : ",count_include_pad=false") + ")"
         case .globalAvgPool: return "globalavgpool"
+        case let .zeroPad(p):
+            let sides = [p.left, p.right, p.top, p.bottom]
+            return "zeropad(" + (Set(sides).count == 1 ? "\(p.top)" : sides.map(String.init).joined(separator: ",")) + ")"
         case .flatten: return "flatten"
         case let .dense(out, b): return "dense(\(out)" + (b ? "" : ",bias=false") + ")"
         case .activation(.relu): return "relu"

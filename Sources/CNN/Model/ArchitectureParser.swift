@@ -221,6 +221,15 @@ struct ArchitectureParser {
         case "flatten":
             _ = try arguments(t, positional: [], keywords: [], required: 0)
             return .flatten
+        case "zeropad":
+            // PyTorch's ZeroPad2d: one amount for every side, or (left, right, top, bottom).
+            let a = try arguments(t, positional: ["left", "right", "top", "bottom"], keywords: [], required: 1)
+            guard a.count == 1 || a.count == 4 else { throw error(t, "zeropad takes one amount or four (left, right, top, bottom), not \(a.count)") }
+            let left = try int(try need(a, "left", t), t, "left", min: 0)
+            let sides = try ["right", "top", "bottom"].map { side in try a[side].map { try int($0, t, side, min: 0) } ?? left }
+            let p = Padding(top: sides[1], left: left, bottom: sides[2], right: sides[0])
+            guard p != Padding(top: 0, left: 0, bottom: 0, right: 0) else { throw error(t, "zeropad adds nothing: give an amount of 1 or more on some side") }
+            return .zeroPad(p)
         case "dense", "linear":
             let a = try arguments(t, positional: ["out"], keywords: ["bias"], required: 1)
             let out = try int(try need(a, "out", t), t, "out", min: 1)
@@ -256,7 +265,7 @@ struct ArchitectureParser {
             let m = try a["momentum"].map { try float($0, t, "momentum", in: 0...1) } ?? 0.1
             return .batchnorm(eps: eps, momentum: m)
         default:
-            throw error(t, "unknown layer '\(t.name)'; expected one of conv, maxpool, avgpool, globalavgpool, flatten, dense, relu, leakyrelu, sigmoid, tanh, relu6, hardsigmoid, hardswish, silu, gelu, dropout, batchnorm, se, residual[...], concat[...|...], repeat(N)[...]")
+            throw error(t, "unknown layer '\(t.name)'; expected one of conv, maxpool, avgpool, globalavgpool, zeropad, flatten, dense, relu, leakyrelu, sigmoid, tanh, relu6, hardsigmoid, hardswish, silu, gelu, dropout, batchnorm, se, residual[...], concat[...|...], repeat(N)[...]")
         }
     }
 

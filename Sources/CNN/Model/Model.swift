@@ -520,6 +520,13 @@ public final class Model {
         case .globalAvgPool:
             guard !input.flat else { throw fail("globalavgpool needs an image input (C,H,W), not a vector") }
             return AvgPool2D(spec: spec, input: input, kernel: (input.h, input.w), stride: (input.h, input.w))
+        case let .zeroPad(p):
+            guard !input.flat else { throw fail("zeropad needs an image input (C,H,W), not a vector") }
+            // Each side is at most maxDimension (the parser, the importer): no overflow here.
+            guard input.h + p.top + p.bottom <= Architecture.maxDimension, input.w + p.left + p.right <= Architecture.maxDimension else {
+                throw fail("the padded image is larger than \(Architecture.maxDimension) in height or width")
+            }
+            return ZeroPad2D(spec: spec, input: input, padding: p)
         case .flatten:
             return Flatten(spec: spec, input: input)
         case let .dense(out, bias):

@@ -28,7 +28,7 @@ ARCHITECTURES = {
               "residual[conv(16,3,stride=2,pad=1) batchnorm relu | conv(16,1,stride=2) batchnorm] "
               "concat[conv(8,1) | | conv(4,3,pad=1) relu] se(4) se(6,act=silu,gate=hardsigmoid) globalavgpool flatten dense(3,bias=false)",
     "pooling": "input(3,14,14) conv(8,3) relu maxpool(3,stride=2,ceil=true) avgpool(3,stride=1,pad=1) conv(8,2) relu "
-               "maxpool(2,ceil=true) avgpool(3,stride=2,pad=1) avgpool(3,stride=1,pad=1,count_include_pad=false) concat[ | conv(4,1) relu] concat[ | conv(4,1)] globalavgpool flatten dense(4)",
+               "maxpool(2,ceil=true) avgpool(3,stride=2,pad=1) zeropad(0,1,0,1) avgpool(3,stride=1,pad=1,count_include_pad=false) concat[ | conv(4,1) relu] concat[ | conv(4,1)] globalavgpool flatten dense(4)",
 }
 for _name in ("resnet20", "mobilenetv2", "efficientnet-small"):
     with open(os.path.join(EXAMPLES, _name + ".txt")) as _f:
@@ -242,6 +242,42 @@ def test_average_pooling_without_its_padding(settings, tmp_path):
     np.testing.assert_allclose(model.predict(x.numpy(), logits=True), expected, rtol=1e-5, atol=1e-6)
 
 
+class ZeroPadded(nn.Module):
+    """Zero padding as networks ported from TensorFlow write it: ZeroPad2d((0, 1, 0, 1)) before a
+    stride-2 convolution ("same"), F.pad on two sides before max pooling, and a symmetric F.pad
+    inside a residual branch."""
+
+    def __init__(self):
+        super().__init__()
+        self.pad = nn.ZeroPad2d((0, 1, 0, 1))
+        self.down = nn.Conv2d(3, 6, 3, stride=2)
+        self.conv = nn.Conv2d(6, 6, 3)
+        self.fc = nn.Linear(6 * 3 * 3, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.down(self.pad(x)))
+        y = y + self.conv(nn.functional.pad(y, (1, 1, 1, 1)))
+        y = nn.functional.max_pool2d(nn.functional.pad(y, (0, 2, 1, 0)), 3)
+        return self.fc(torch.flatten(y, 1))
+
+
+@pytest.mark.parametrize("settings", [dict(opset_version=13), dict(opset_version=17, do_constant_folding=False), dict(dynamo=True)])
+def test_zero_padding(settings, tmp_path):
+    net = ZeroPadded().eval()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    path = str(tmp_path / "pad.onnx")
+    _export(net, x, path, settings)
+    model = cnn.Model.load(path)
+    # The default (dynamo) exporter folds each padding before a convolution into its pads: the
+    # one-sided one imports as a zeropad before it again, the symmetric one as the conv's pad.
+    inner = "conv(6,3,pad=1)" if settings.get("dynamo") else "zeropad(1) conv(6,3)"
+    assert model.architecture.startswith("input(3,16,16) zeropad(0,1,0,1) conv(6,3,stride=2) relu residual[%s] zeropad(0,2,1,0) maxpool(3)" % inner), model.architecture
+    expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(expected, net(x).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.predict(x.numpy(), logits=True), expected, rtol=1e-5, atol=1e-6)
+
+
 # ---- hostile and unsupported files ----
 
 def _node_model(nodes, initializers=(), opset=17, inputs=None, outputs=None):
@@ -283,15 +319,22 @@ def test_unsupported_nodes_are_named_with_their_op_and_why(tmp_path):
     assert "node 'Conv_17' (Conv): dilation [2, 2] is not supported" in message
     lstm = helper.make_node("LSTM", ["x"], ["y"], name="rnn")
     assert "node 'rnn' (LSTM): the op is not supported" in _load_error(tmp_path, _node_model([lstm, flat]))
-    # An unsupported op with a computed second input (F.pad's pads, which torch computes through
-    # ConstantOfShape, Concat, Reshape, Slice and Cast) is refused for its op, not for reading two values.
-    size = helper.make_node("Constant", [], ["n"], value=helper.make_tensor("v", 7, [1], [8]))
-    zeros = helper.make_node("ConstantOfShape", ["n"], ["p"], value=helper.make_tensor("z", 7, [1], [0]))
-    zero_pad = helper.make_node("Pad", ["x", "p"], ["y"], name="pad0")
-    message = _load_error(tmp_path, _node_model([size, zeros, zero_pad, flat]))
-    assert "node 'pad0' (Pad): the op is not supported" in message, message
-    pad = helper.make_node("Conv", ["x", "w"], ["y"], name="c", pads=[1, 1, 0, 0])
-    assert "asymmetric padding" in _load_error(tmp_path, _node_model([pad, flat], [w]))
+    # An unsupported op with a computed second input (repeats computed from constants) is refused
+    # for its op, not for reading two values.
+    size = helper.make_node("Constant", [], ["n"], value=helper.make_tensor("v", 7, [1], [4]))
+    ones = helper.make_node("ConstantOfShape", ["n"], ["p"], value=helper.make_tensor("z", 7, [1], [1]))
+    tile = helper.make_node("Tile", ["x", "p"], ["y"], name="tile0")
+    message = _load_error(tmp_path, _node_model([size, ones, tile, flat]))
+    assert "node 'tile0' (Tile): the op is not supported" in message, message
+    # Padding: zeros alone, on the height and width, not for pooling on one side only.
+    for pads, mode, why in [([0, 0, 1, 1, 0, 0, 1, 1], "reflect", "mode 'reflect' is not supported"),
+                            ([0, 1, 0, 0, 0, 0, 0, 0], "constant", "pads [0, 1, 0, 0, 0, 0, 0, 0] pad the batch or the channels"),
+                            ([0, 0, -1, 0, 0, 0, 0, 0], "constant", "pads [0, 0, -1, 0, 0, 0, 0, 0]: negative pads (cropping)")]:
+        p = helper.make_node("Constant", [], ["p"], value=helper.make_tensor("v", 7, [8], pads))
+        message = _load_error(tmp_path, _node_model([p, helper.make_node("Pad", ["x", "p"], ["y"], name="pad0", mode=mode), flat]))
+        assert "node 'pad0' (Pad): " + why in message, message
+    pool = helper.make_node("MaxPool", ["x"], ["y"], name="p", kernel_shape=[3, 3], pads=[1, 1, 0, 0])
+    assert "asymmetric padding [1, 1, 0, 0] is not supported for pooling" in _load_error(tmp_path, _node_model([pool, flat]))
     # A second head: never a partial model.
     dense = helper.make_node("Flatten", ["x"], ["f"], name="head1")
     other = helper.make_node("Relu", ["x"], ["r"], name="head2")
@@ -337,6 +380,18 @@ def test_concatenations_of_concatenations_by_hand(tmp_path):
     assert "(Concat)" in message and "branches" in message, message
 
 
+@pytest.mark.parametrize("auto_pad, expected", [("SAME_UPPER", "zeropad(0,1,0,1) conv(3,3,stride=2,bias=false)"),
+                                                 ("SAME_LOWER", "zeropad(1,0,1,0) conv(3,3,stride=2,bias=false)")])
+def test_same_padding_on_one_side_by_hand(auto_pad, expected, tmp_path):
+    """TensorFlow's "same" at stride 2 on an even size pads one more row and column at the end
+    (SAME_UPPER) or the start (SAME_LOWER): a zeropad before the convolution."""
+    from onnx import helper
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], auto_pad=auto_pad, kernel_shape=[3, 3], strides=[2, 2])
+    flat = helper.make_node("Flatten", ["y"], ["z"])
+    architecture = _imported_by_hand(tmp_path, [conv, flat], [_random_weights("w", 3, 2, 3, 3)])
+    assert expected in architecture, architecture
+
+
 def test_hostile_files_give_errors(tmp_path):
     from onnx import TensorProto, helper
     w = _weights("w", 3, 2, 3, 3)
@@ -370,6 +425,21 @@ def test_hostile_files_give_errors(tmp_path):
         entry = ext.external_data.add()
         entry.key, entry.value = key, value
     assert "outside the model's folder" in _load_error(tmp_path, _node_model(good.graph.node, [ext]))
+    # Integer computations (a Pad's pads, a Reshape's target): each value doubling the one before
+    # (2^40 values at the end, each read twice at every step) costs once per node, not 2^40 walks,
+    # and is refused for its size; a Slice of a step 0 and a Div by zero are not evaluated.
+    one = helper.make_node("Constant", [], ["c0"], value=helper.make_tensor("v", 7, [1], [1]))
+    doubling = [helper.make_node("Concat", ["c%d" % i] * 2, ["c%d" % (i + 1)], axis=0) for i in range(40)]
+    message = _load_error(tmp_path, _node_model([one] + doubling + [helper.make_node("Pad", ["x", "c40"], ["y"], name="pad0"),
+                                                                  helper.make_node("Flatten", ["y"], ["z"])]))
+    assert "node 'pad0' (Pad): its pads are not 8 integers" in message, message
+    for op, extra in (("Slice", dict(inputs=["c", "s", "e", "a", "zero"])), ("Div", dict(inputs=["c", "zero"]))):
+        consts = [helper.make_node("Constant", [], [n], value=helper.make_tensor(n, 7, [len(v)], v))
+                  for n, v in (("c", [0, 0, 1, 1, 0, 0, 1, 1]), ("s", [0]), ("e", [8]), ("a", [0]), ("zero", [0]))]
+        node = helper.make_node(op, extra["inputs"], ["p"])
+        message = _load_error(tmp_path, _node_model(consts + [node, helper.make_node("Pad", ["x", "p"], ["y"], name="pad0"),
+                                                              helper.make_node("Flatten", ["y"], ["z"])]))
+        assert "node 'pad0' (Pad): its pads are not 8 integers" in message, (op, message)
     # A model with functions, other domains, or unknown ops fails whole.
     custom = helper.make_node("Relu", ["x"], ["y"], domain="com.example")
     assert "domain" in _load_error(tmp_path, _node_model([custom, helper.make_node("Flatten", ["y"], ["z"])]))

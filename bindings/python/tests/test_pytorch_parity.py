@@ -55,11 +55,11 @@ CASES = {
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 4))),
     "pooling": (
         "input(3,14,14) conv(8,3) relu maxpool(3,stride=2,ceil=true) avgpool(3,stride=1,pad=1) conv(8,2) "
-        "maxpool(2,ceil=true) avgpool(3,stride=2,pad=1) avgpool(3,stride=1,pad=1,count_include_pad=false) flatten dense(4)",
+        "maxpool(2,ceil=true) avgpool(3,stride=2,pad=1) zeropad(1,0,2,1) avgpool(3,stride=1,pad=1,count_include_pad=false) flatten dense(4)",
         lambda: nn.Sequential(
             nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True), nn.AvgPool2d(3, 1, 1),
-            nn.Conv2d(8, 8, 2), nn.MaxPool2d(2, ceil_mode=True), nn.AvgPool2d(3, 2, 1),
-            nn.AvgPool2d(3, 1, 1, count_include_pad=False), nn.Flatten(), nn.Linear(32, 4))),
+            nn.Conv2d(8, 8, 2), nn.MaxPool2d(2, ceil_mode=True), nn.AvgPool2d(3, 2, 1), nn.ZeroPad2d((1, 0, 2, 1)),
+            nn.AvgPool2d(3, 1, 1, count_include_pad=False), nn.Flatten(), nn.Linear(120, 4))),
     "mobile": (
         "input(3,12,12) conv(8,3,pad=1) batchnorm relu6 conv(8,3,stride=2,pad=1,groups=8,bias=false) batchnorm hardswish "
         "conv(16,1,groups=2) silu se(4,act=silu) gelu globalavgpool flatten dense(6) hardsigmoid dense(4)",

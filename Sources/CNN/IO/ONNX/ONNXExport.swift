@@ -98,6 +98,17 @@ struct ONNXGraphWriter {
         }
     }
 
+    /// A tensor of 64-bit integers (a Pad's pads).
+    mutating func initializer(_ name: String, dims: [Int], int64s values: [Int]) {
+        let bytes = values.flatMap { v in (0..<8).map { UInt8(truncatingIfNeeded: UInt64(bitPattern: Int64(v)) >> (8 * UInt64($0))) } }
+        initializers.message(5) { t in
+            t.ints(1, dims)
+            t.int(2, ONNXFile.int64Type)
+            t.string(8, name)
+            bytes.withUnsafeBytes { t.data(9, $0) }
+        }
+    }
+
     static func valueInfo(_ w: inout ProtoWriter, _ name: String, _ dims: [Int?]) {
         w.string(1, name)
         w.message(2) { type in
@@ -150,6 +161,10 @@ struct ONNXGraphWriter {
             ])
         case .globalAvgPool:
             node("GlobalAveragePool", [x], [y], name: path + ".GlobalAveragePool")
+        case let .zeroPad(p):
+            // Every axis's start (N, C, H, W), then every axis's end; constant mode, zeros by default.
+            initializer(path + ".pads", dims: [8], int64s: [0, 0, p.top, p.left, 0, 0, p.bottom, p.right])
+            node("Pad", [x, path + ".pads"], [y], name: path + ".Pad")
         case .flatten:
             node("Flatten", [x], [y], name: path + ".Flatten", [("axis", .int(1))])
         case .dense:

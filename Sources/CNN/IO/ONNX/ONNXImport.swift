@@ -36,7 +36,9 @@ struct ONNXImporter {
     var constants: [String: ONNXFile.Tensor] = [:]
     /// The shapes of data values that Shape nodes read, [batch, C, H, W] with the batch nil.
     var knownShapes: [String: [Int?]] = [:]
-    var intMemo: [String: [Int?]] = [:]
+    var integerMemo: [String: Integers] = [:]
+    /// Values computed from shapes and constants alone (ONNXIntegers.swift): never data.
+    var integerValueNames = Set<String>()
     var used: [Bool]
     var depth = 0
     var allowNonFinite = false
@@ -55,7 +57,7 @@ struct ONNXImporter {
                                "Sigmoid", "Tanh", "Gelu", "Erf", "Mul", "Add", "Concat", "MaxPool", "AveragePool",
                                "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Gemm", "MatMul", "Dropout",
                                "Identity", "Softmax", "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Slice",
-                               "Cast", "Sub", "Div", "Transpose"]
+                               "Cast", "Sub", "Div", "Transpose", "Pad", "ConstantOfShape"]
     static let unsupportedOp = "the op is not supported; supported: \(supportedOps.joined(separator: ", "))"
 
     init(_ file: ONNXFile) throws {
@@ -91,7 +93,7 @@ struct ONNXImporter {
             } else if n.opType == "Identity", n.inputs.count == 1, let t = constants[n.inputs[0]], let out = n.outputs.first {
                 constants[out] = t
                 used[i] = true
-            } else if n.opType == "Transpose", n.inputs.count == 1, let t = constants[n.inputs[0]], t.dims.count == 2,
+            } else if n.opType == "Transpose", n.inputs.count == 1, let t = constants[n.inputs[0]], t.dims.count == 2, t.dataType == ONNXFile.floatType,
                       (n.attributes["perm"]?.ints ?? [1, 0]) == [1, 0], let out = n.outputs.first {
                 // A weight matrix transposed by the graph (torch.onnx.export without constant folding).
                 var transposed = ONNXFile.Tensor()
@@ -103,6 +105,7 @@ struct ONNXImporter {
                 used[i] = true
             }
         }
+        integerValueNames = ONNXImporter.integerValues(nodes, producer: producer, constants: constants)
     }
 
     /// Activations torch.onnx.export writes as several nodes become one node (named after the
@@ -332,14 +335,7 @@ struct ONNXImporter {
 
     /// The values among a node's inputs that are data (not weights or constants).
     func dataInputs(_ node: Int) -> [String] {
-        nodes[node].inputs.filter { !$0.isEmpty && constants[$0] == nil && !isShapeValue($0) }
-    }
-
-    /// Values computed from Shape nodes (the sizes `x.view(x.size(0), -1)` computes).
-    private func isShapeValue(_ v: String) -> Bool {
-        guard let p = producer[v] else { return false }
-        return ["Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast"].contains(nodes[p].opType)
-            && (nodes[p].opType == "Shape" || nodes[p].inputs.allSatisfy { $0.isEmpty || constants[$0] != nil || isShapeValue($0) })
+        nodes[node].inputs.filter { !$0.isEmpty && constants[$0] == nil && !integerValueNames.contains($0) }
     }
 
     private func isJoin(_ node: Int) -> Bool {
@@ -430,7 +426,7 @@ struct ONNXImporter {
             var nested = "\(node.outputs.first ?? "concat")#\(run.lowerBound)"
             while producer[nested] != nil || consumers[nested] != nil || constants[nested] != nil { nested += "#" }
             let positions = nodes[j].inputs.indices.filter { !nodes[j].inputs[$0].isEmpty && constants[nodes[j].inputs[$0]] == nil
-                && !isShapeValue(nodes[j].inputs[$0]) }
+                && !integerValueNames.contains(nodes[j].inputs[$0]) }
             nodes[j].inputs.replaceSubrange(positions[run.lowerBound]...positions[run.upperBound - 1], with: [nested])
             consumers[nested] = [j]
             return nested

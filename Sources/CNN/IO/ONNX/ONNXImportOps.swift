@@ -54,8 +54,11 @@ extension ONNXImporter {
             if let ks = intList("kernel_shape"), ks != [k.h, k.w] { throw error(n, "kernel_shape \(ks) differs from the weights' \(k)") }
             guard (intList("dilations") ?? [1, 1]).allSatisfy({ $0 == 1 }) else { throw error(n, "dilation \(intList("dilations")!) is not supported") }
             let strides = intList("strides") ?? [1, 1]
-            let pads = try padding(n, attrs, shape: shape, kernel: k, strides: strides)
+            let sides = try padding(n, attrs, shape: shape, kernel: k, strides: strides)
             guard strides.count == 2, strides.allSatisfy({ $0 >= 1 && $0 <= Architecture.maxDimension }) else { throw error(n, "strides \(strides)") }
+            // Asymmetric padding (TensorFlow's "same" at a stride, a ZeroPad2d folded in by the
+            // exporter): the convolution takes the padding both sides share, a zeropad the rest.
+            let pads = Pair(min(sides.top, sides.bottom), min(sides.left, sides.right))
             guard groups >= 1, wt.dims[1] * groups == shape.c, oc % groups == 0 else {
                 throw error(n, "weights \(wt.dims) with group \(groups) do not fit an input of \(shape.c) channels")
             }
@@ -64,6 +67,8 @@ extension ONNXImporter {
                 guard let bt = constants[node.inputs[2]] else { throw error(n, "its bias is not a constant") }
                 weights.append(try file.floatValues(bt))
             }
+            let rest = Padding(top: sides.top - pads.h, left: sides.left - pads.w, bottom: sides.bottom - pads.h, right: sides.right - pads.w)
+            if rest != Padding(top: 0, left: 0, bottom: 0, right: 0) { try add(.zeroPad(rest)) }
             try add(.conv(out: oc, kernel: k, stride: Pair(strides[0], strides[1]), pad: pads, bias: weights.count == 2, groups: groups), weights)
         case "BatchNormalization":
             guard node.inputs.count == 5 else { throw error(n, "\(node.inputs.count) inputs (5 expected)") }
@@ -105,7 +110,12 @@ extension ONNXImporter {
             let k = Pair(ks[0], ks[1]), strides = intList("strides") ?? [1, 1]
             guard strides.count == 2, strides.allSatisfy({ $0 >= 1 }) else { throw error(n, "strides \(strides)") }
             guard (intList("dilations") ?? [1, 1]).allSatisfy({ $0 == 1 }) else { throw error(n, "dilation is not supported") }
-            let pads = try padding(n, attrs, shape: shape, kernel: k, strides: strides)
+            let sides = try padding(n, attrs, shape: shape, kernel: k, strides: strides)
+            // Zeros are not -infinity (max pooling) and count in an average: no zeropad here.
+            guard sides.top == sides.bottom, sides.left == sides.right else {
+                throw error(n, "asymmetric padding \([sides.top, sides.left, sides.bottom, sides.right]) is not supported for pooling")
+            }
+            let pads = Pair(sides.top, sides.left)
             guard 2 * pads.h <= k.h && 2 * pads.w <= k.w else { throw error(n, "padding \(pads) is more than half the window \(k)") }
             let s = Pair(strides[0], strides[1])
             // ceil_mode: the output size rounds up (a window past the end), kept where it changes it.
@@ -119,6 +129,28 @@ extension ONNXImporter {
                 guard !ceil else { throw error(n, "ceil_mode 1 changes the output size here, which is not supported for average pooling") }
                 try add(.averagePool(kernel: k, stride: s, pad: pads, countPad: int("count_include_pad", 0) != 0))
             }
+        case "Pad":
+            // Zeros around the image (ZeroPad2d, F.pad): pads are every axis's start, then every
+            // axis's end, an attribute before opset 11, then an input computed from constants.
+            guard !shape.flat else { throw error(n, "padding a vector \(shape)") }
+            let mode = attrs["mode"]?.s ?? "constant"
+            guard mode == "constant" else { throw error(n, "mode '\(mode)' is not supported (zeros, mode 'constant', are)") }
+            var pads: [Int?]? = intList("pads")
+            var value = attrs["value"]?.f ?? 0
+            if opset >= 11 {
+                pads = node.inputs.count > 1 ? try integers(of: node.inputs[1], node: n)?.values : nil
+                if node.inputs.count > 2, !node.inputs[2].isEmpty { value = try scalar(n, node.inputs[2]) }
+                guard node.inputs.count <= 3 || node.inputs[3].isEmpty else { throw error(n, "padding chosen axes (its axes input) is not supported") }
+            }
+            guard let pads, pads.count == 8, !pads.contains(nil) else {
+                throw error(n, "its pads are not 8 integers (N, C, H, W) from constants or a computation on them")
+            }
+            guard value == 0 else { throw error(n, "padding with \(value) is not supported (zeros are)") }
+            let p = pads.map { $0! }
+            guard p[0] == 0, p[1] == 0, p[4] == 0, p[5] == 0 else { throw error(n, "pads \(p) pad the batch or the channels; the height and width are supported") }
+            guard p.allSatisfy({ $0 >= 0 && $0 <= Architecture.maxDimension }) else { throw error(n, "pads \(p): negative pads (cropping) are not supported") }
+            let sides = Padding(top: p[2], left: p[3], bottom: p[6], right: p[7])
+            if sides != Padding(top: 0, left: 0, bottom: 0, right: 0) { try add(.zeroPad(sides)) }
         case "GlobalAveragePool":
             try add(.globalAvgPool)
         case "ReduceMean":
@@ -136,7 +168,7 @@ extension ONNXImporter {
             guard int("axis", 1) == 1 else { throw error(n, "axis \(int("axis", 1)); flattening from axis 1 is supported") }
             if !shape.flat { try add(.flatten) }
         case "Reshape":
-            guard node.inputs.count == 2, let target = try ints(of: node.inputs[1], node: n) else {
+            guard node.inputs.count == 2, let target = try integers(of: node.inputs[1], node: n)?.values else {
                 throw error(n, "its target shape is not a constant or a computation on Shape")
             }
             // To (batch, features): the batch as 0, -1 or the batch size read by Shape.
@@ -201,23 +233,25 @@ extension ONNXImporter {
         return out
     }
 
-    /// Symmetric padding from `pads` (top, left, bottom, right) or auto_pad.
-    private func padding(_ n: Int, _ attrs: [String: ONNXFile.Attribute], shape: Shape, kernel k: Pair, strides: [Int]) throws -> Pair {
+    /// The padding on each side, from `pads` (top, left, bottom, right) or auto_pad.
+    private func padding(_ n: Int, _ attrs: [String: ONNXFile.Attribute], shape: Shape, kernel k: Pair, strides: [Int]) throws -> Padding {
         let auto = attrs["auto_pad"]?.s ?? "NOTSET"
         switch auto {
         case "NOTSET":
             let pads = attrs["pads"]?.ints ?? [0, 0, 0, 0]
             guard pads.count == 4, pads.allSatisfy({ $0 >= 0 && $0 <= Architecture.maxDimension }) else { throw error(n, "pads \(pads)") }
-            guard pads[0] == pads[2], pads[1] == pads[3] else { throw error(n, "asymmetric padding \(pads) is not supported") }
-            return Pair(pads[0], pads[1])
-        case "VALID": return Pair(0, 0)
-        default:
-            // SAME_UPPER / SAME_LOWER: symmetric when the total padding is even.
-            guard strides.count == 2, strides.allSatisfy({ $0 >= 1 }) else { throw error(n, "strides \(strides)") }
+            return Padding(top: pads[0], left: pads[1], bottom: pads[2], right: pads[3])
+        case "VALID": return Padding(top: 0, left: 0, bottom: 0, right: 0)
+        case "SAME_UPPER", "SAME_LOWER":
+            // The output size is the input's over the stride, rounded up; an odd total puts the
+            // extra row or column at the end (UPPER) or the start (LOWER).
+            guard strides.count == 2, strides.allSatisfy({ $0 >= 1 && $0 <= Architecture.maxDimension }) else { throw error(n, "strides \(strides)") }
             func total(_ size: Int, _ kk: Int, _ s: Int) -> Int { max(0, ((size + s - 1) / s - 1) * s + kk - size) }
             let th = total(shape.h, k.h, strides[0]), tw = total(shape.w, k.w, strides[1])
-            guard th % 2 == 0, tw % 2 == 0 else { throw error(n, "auto_pad \(auto) pads asymmetrically here, which is not supported") }
-            return Pair(th / 2, tw / 2)
+            let (top, left) = auto == "SAME_UPPER" ? (th / 2, tw / 2) : (th - th / 2, tw - tw / 2)
+            return Padding(top: top, left: left, bottom: th - top, right: tw - left)
+        default:
+            throw error(n, "auto_pad '\(auto)' (NOTSET, VALID, SAME_UPPER and SAME_LOWER are read)")
         }
     }
 
@@ -245,58 +279,5 @@ extension ONNXImporter {
             t.withUnsafeMutableBufferPointer { transpose(src.baseAddress!, rows: rows, cols: cols, into: $0.baseAddress!) }
         }
         return t
-    }
-}
-
-extension ONNXImporter {
-    /// The integers a value holds: a constant, or a small computation on Shape (Gather, Unsqueeze,
-    /// Squeeze, Concat, Slice, Cast) as `x.view(x.size(0), -1)` writes without constant folding.
-    /// The batch size, unknown here, is nil. Nodes evaluated are marked used.
-    mutating func ints(of value: String, node n: Int, depth: Int = 0) throws -> [Int?]? {
-        if let t = constants[value] { return try file.intValues(t).map { $0 } }
-        if let v = intMemo[value] { return v }
-        guard depth < 32, let p = producer[value] else { return nil }
-        let node = nodes[p]
-        func input(_ k: Int) throws -> [Int?]? {
-            guard k < node.inputs.count, !node.inputs[k].isEmpty else { return nil }
-            return try ints(of: node.inputs[k], node: n, depth: depth + 1)
-        }
-        var result: [Int?]
-        switch node.opType {
-        case "Shape":
-            guard let s = knownShapes[node.inputs.first ?? ""] else { return nil }
-            let start = node.attributes["start"]?.i ?? 0, end = node.attributes["end"]?.i ?? s.count
-            let a = max(0, min(s.count, start < 0 ? start + s.count : start)), b = max(a, min(s.count, end < 0 ? end + s.count : end))
-            result = Array(s[a..<b])
-        case "Cast", "Identity":
-            guard let a = try input(0) else { return nil }
-            result = a
-        case "Gather":
-            guard let data = try input(0), let idx = try input(1), (node.attributes["axis"]?.i ?? 0) == 0 else { return nil }
-            result = []
-            for i in idx {
-                guard let i, i >= -data.count, i < data.count else { return nil }
-                result.append(data[i < 0 ? i + data.count : i])
-            }
-        case "Unsqueeze", "Squeeze":
-            guard let a = try input(0), a.count <= 1 || node.opType == "Squeeze" else { return nil }
-            result = a
-        case "Concat":
-            result = []
-            for k in node.inputs.indices {
-                guard let a = try input(k), result.count + a.count <= 16 else { return nil }
-                result += a
-            }
-        case "Slice":
-            guard let a = try input(0), let s = try input(1), let e = try input(2), s.count == 1, e.count == 1,
-                  let start = s[0], let end = e[0], (try input(3)).map({ $0 == [0] }) ?? true, (try input(4)).map({ $0 == [1] }) ?? true else { return nil }
-            let lo = max(0, min(a.count, start < 0 ? start + a.count : start)), hi = max(lo, min(a.count, end < 0 ? end + a.count : end))
-            result = Array(a[lo..<hi])
-        default:
-            return nil
-        }
-        used[p] = true
-        intMemo[value] = result
-        return result
     }
 }
