@@ -278,6 +278,42 @@ def test_zero_padding(settings, tmp_path):
     np.testing.assert_allclose(model.predict(x.numpy(), logits=True), expected, rtol=1e-5, atol=1e-6)
 
 
+class MNISTExample(nn.Module):
+    """The network of PyTorch's MNIST example (pytorch/examples, mnist/main.py): it ends with
+    F.log_softmax, and pools, drops out and flattens through torch.nn.functional."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = nn.functional.relu(self.conv1(x))
+        x = nn.functional.relu(self.conv2(x))
+        x = self.dropout1(nn.functional.max_pool2d(x, 2))
+        x = self.dropout2(nn.functional.relu(self.fc1(torch.flatten(x, 1))))
+        return nn.functional.log_softmax(self.fc2(x), dim=1)
+
+
+@pytest.mark.parametrize("settings", [dict(opset_version=13), dict(dynamo=True)])
+def test_a_final_log_softmax(settings, tmp_path):
+    net = MNISTExample().eval()
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(6))
+    path = str(tmp_path / "mnist.onnx")
+    _export(net, x, path, settings)
+    model = cnn.Model.load(path)
+    assert model.architecture == "input(1,28,28) conv(32,3) relu conv(64,3) relu maxpool(2) flatten dense(128) relu dense(10)", model.architecture
+    expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+    # The same probabilities; the logits are the values before the log-softmax.
+    np.testing.assert_allclose(model.predict(x.numpy()), np.exp(expected), rtol=1e-5, atol=1e-6)
+    shift = model.predict(x.numpy(), logits=True) - expected
+    np.testing.assert_allclose(shift, shift[:, :1].repeat(10, axis=1), rtol=1e-5, atol=1e-5)
+
+
 # ---- hostile and unsupported files ----
 
 def _node_model(nodes, initializers=(), opset=17, inputs=None, outputs=None):

@@ -56,7 +56,7 @@ struct ONNXImporter {
     static let supportedOps = ["Conv", "BatchNormalization", "Relu", "LeakyRelu", "Clip", "HardSwish", "HardSigmoid",
                                "Sigmoid", "Tanh", "Gelu", "Erf", "Mul", "Add", "Concat", "MaxPool", "AveragePool",
                                "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Gemm", "MatMul", "Dropout",
-                               "Identity", "Softmax", "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Slice",
+                               "Identity", "Softmax", "LogSoftmax", "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Slice",
                                "Cast", "Sub", "Div", "Transpose", "Pad", "ConstantOfShape"]
     static let unsupportedOp = "the op is not supported; supported: \(supportedOps.joined(separator: ", "))"
 
@@ -293,7 +293,7 @@ struct ONNXImporter {
         }.joined(separator: ", ") + ")"
     }
 
-    /// The Softmax after the classifier's output, once the walk has reached it.
+    /// The Softmax (or LogSoftmax) after the classifier's output, once the walk has reached it.
     var finalSoftmax: String? = nil
 
     /// A leading Sub of per-channel means and Div by (or Mul by the inverse of) per-channel standard
@@ -372,10 +372,12 @@ struct ONNXImporter {
         }
     }
 
-    /// A Softmax over the classes whose output is a graph output and goes nowhere else.
+    /// A Softmax over the classes whose output is a graph output and goes nowhere else; or a
+    /// LogSoftmax (PyTorch's MNIST example ends with F.log_softmax): the same probabilities, and
+    /// the logits before it differ from its output by one constant per sample.
     mutating func atFinalSoftmax(_ n: Int) throws -> Bool {
         let node = nodes[n]
-        guard node.opType == "Softmax", let out = node.outputs.first, file.outputs.contains(where: { $0.name == out }),
+        guard node.opType == "Softmax" || node.opType == "LogSoftmax", let out = node.outputs.first, file.outputs.contains(where: { $0.name == out }),
               consumers[out] == nil else { return false }
         let axis = node.attributes["axis"]?.i ?? (opset >= 13 ? -1 : 1)
         guard axis == 1 || axis == -1 else { throw error(n, "a softmax over axis \(axis) is not over the classes") }

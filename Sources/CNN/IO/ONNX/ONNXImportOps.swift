@@ -224,7 +224,7 @@ extension ONNXImporter {
             if node.inputs.count > 1, !node.inputs[1].isEmpty { p = try scalar(n, node.inputs[1]) }
             guard p >= 0, p < 1 else { throw error(n, "ratio \(p)") }
             try add(.dropout(p: p))
-        case "Softmax":
+        case "Softmax", "LogSoftmax":
             throw error(n, "a softmax is supported only as the graph's last node, over the classes")
         default:
             let known = ONNXImporter.supportedOps.contains(node.opType)
