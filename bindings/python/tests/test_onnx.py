@@ -227,18 +227,23 @@ class NotCountedPooling(nn.Module):
         return self.fc(torch.flatten(self.down(y), 1))
 
 
-@pytest.mark.parametrize("settings", [dict(opset_version=13), dict(opset_version=17, do_constant_folding=False), dict(dynamo=True)])
-def test_average_pooling_without_its_padding(settings, tmp_path):
-    net = NotCountedPooling().eval()
-    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
-    path = str(tmp_path / "pool.onnx")
-    _export(net, x, path, settings)
-    model = cnn.Model.load(path)
-    assert "concat[avgpool(3,stride=1,pad=1,count_include_pad=false) | avgpool(3,stride=1,pad=1)]" in model.architecture, model.architecture
-    assert "avgpool(3,stride=2,pad=1,count_include_pad=false)" in model.architecture
+def _exported_and_imported(net, x, settings, tmp_path):
+    """The model `net` (in eval mode) imports as, exported by torch.onnx.export with `settings`, and
+    ONNX Runtime's output for x, checked against PyTorch's."""
+    path = str(tmp_path / "net.onnx")
+    _export(net.eval(), x, path, settings)
     expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
     with torch.no_grad():
         np.testing.assert_allclose(expected, net(x).numpy(), rtol=1e-5, atol=1e-6)
+    return cnn.Model.load(path), expected
+
+
+@pytest.mark.parametrize("settings", [dict(opset_version=13), dict(opset_version=17, do_constant_folding=False), dict(dynamo=True)])
+def test_average_pooling_without_its_padding(settings, tmp_path):
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    model, expected = _exported_and_imported(NotCountedPooling(), x, settings, tmp_path)
+    assert "concat[avgpool(3,stride=1,pad=1,count_include_pad=false) | avgpool(3,stride=1,pad=1)]" in model.architecture, model.architecture
+    assert "avgpool(3,stride=2,pad=1,count_include_pad=false)" in model.architecture
     np.testing.assert_allclose(model.predict(x.numpy(), logits=True), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -263,18 +268,12 @@ class ZeroPadded(nn.Module):
 
 @pytest.mark.parametrize("settings", [dict(opset_version=13), dict(opset_version=17, do_constant_folding=False), dict(dynamo=True)])
 def test_zero_padding(settings, tmp_path):
-    net = ZeroPadded().eval()
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
-    path = str(tmp_path / "pad.onnx")
-    _export(net, x, path, settings)
-    model = cnn.Model.load(path)
+    model, expected = _exported_and_imported(ZeroPadded(), x, settings, tmp_path)
     # The default (dynamo) exporter folds each padding before a convolution into its pads: the
     # one-sided one imports as a zeropad before it again, the symmetric one as the conv's pad.
     inner = "conv(6,3,pad=1)" if settings.get("dynamo") else "zeropad(1) conv(6,3)"
     assert model.architecture.startswith("input(3,16,16) zeropad(0,1,0,1) conv(6,3,stride=2) relu residual[%s] zeropad(0,2,1,0) maxpool(3)" % inner), model.architecture
-    expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
-    with torch.no_grad():
-        np.testing.assert_allclose(expected, net(x).numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(model.predict(x.numpy(), logits=True), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -301,13 +300,9 @@ class MNISTExample(nn.Module):
 
 @pytest.mark.parametrize("settings", [dict(opset_version=13), dict(dynamo=True)])
 def test_a_final_log_softmax(settings, tmp_path):
-    net = MNISTExample().eval()
     x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(6))
-    path = str(tmp_path / "mnist.onnx")
-    _export(net, x, path, settings)
-    model = cnn.Model.load(path)
+    model, expected = _exported_and_imported(MNISTExample(), x, settings, tmp_path)
     assert model.architecture == "input(1,28,28) conv(32,3) relu conv(64,3) relu maxpool(2) flatten dense(128) relu dense(10)", model.architecture
-    expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
     # The same probabilities; the logits are the values before the log-softmax.
     np.testing.assert_allclose(model.predict(x.numpy()), np.exp(expected), rtol=1e-5, atol=1e-6)
     shift = model.predict(x.numpy(), logits=True) - expected
