@@ -487,9 +487,19 @@ public final class Model {
         func fail(_ what: String) -> CNNError {
             CNNError(.invalidArgument, "architecture: layer \(index) (\(spec.text)) on input \(input): \(what)")
         }
+        /// A pooling window as the parser allows it (an imported file's comes here unchecked).
+        func checkWindow(_ k: Pair, _ s: Pair, _ p: Pair) throws {
+            guard k.h >= 1, k.w >= 1, s.h >= 1, s.w >= 1, p.h >= 0, p.w >= 0, 2 * p.h <= k.h, 2 * p.w <= k.w else {
+                throw fail("the window and stride must be at least 1, and the padding from 0 to half the window")
+            }
+        }
         switch spec.kind {
         case let .conv(out, k, s, p, bias, groups):
             guard !input.flat else { throw fail("conv needs an image input (C,H,W), not a vector") }
+            // The parser checks these; an imported file's layers come here without it.
+            guard out >= 1, groups >= 1, k.h >= 1, k.w >= 1, s.h >= 1, s.w >= 1, p.h >= 0, p.w >= 0 else {
+                throw fail("out, groups, kernel and stride must be at least 1 and padding at least 0")
+            }
             guard input.h + 2 * p.h >= k.h, input.w + 2 * p.w >= k.w else {
                 throw fail("the kernel \(k) is larger than the padded input")
             }
@@ -511,10 +521,12 @@ public final class Model {
                           stride: (s.h, s.w), padding: (p.h, p.w), bias: bias)
         case let .maxpool(k, s, p, ceil):
             guard !input.flat else { throw fail("pooling needs an image input (C,H,W), not a vector") }
+            try checkWindow(k, s, p)
             guard input.h + 2 * p.h >= k.h, input.w + 2 * p.w >= k.w else { throw fail("the window \(k) is larger than the input (with its padding)") }
             return MaxPool2D(spec: spec, input: input, kernel: (k.h, k.w), stride: (s.h, s.w), padding: (p.h, p.w), ceil: ceil)
         case let .avgpool(k, s, p, countPad):
             guard !input.flat else { throw fail("pooling needs an image input (C,H,W), not a vector") }
+            try checkWindow(k, s, p)
             guard input.h + 2 * p.h >= k.h, input.w + 2 * p.w >= k.w else { throw fail("the window \(k) is larger than the input (with its padding)") }
             return AvgPool2D(spec: spec, input: input, kernel: (k.h, k.w), stride: (s.h, s.w), padding: (p.h, p.w), countPad: countPad)
         case .globalAvgPool:
@@ -522,6 +534,9 @@ public final class Model {
             return AvgPool2D(spec: spec, input: input, kernel: (input.h, input.w), stride: (input.h, input.w))
         case let .zeroPad(p):
             guard !input.flat else { throw fail("zeropad needs an image input (C,H,W), not a vector") }
+            guard [p.top, p.left, p.bottom, p.right].allSatisfy({ $0 >= 0 && $0 <= Architecture.maxDimension }) else {
+                throw fail("each side's padding must be from 0 to \(Architecture.maxDimension)")
+            }
             // Each side is at most maxDimension (the parser, the importer): no overflow here.
             guard input.h + p.top + p.bottom <= Architecture.maxDimension, input.w + p.left + p.right <= Architecture.maxDimension else {
                 throw fail("the padded image is larger than \(Architecture.maxDimension) in height or width")

@@ -364,6 +364,9 @@ def test_unsupported_nodes_are_named_with_their_op_and_why(tmp_path):
         p = helper.make_node("Constant", [], ["p"], value=helper.make_tensor("v", 7, [8], pads))
         message = _load_error(tmp_path, _node_model([p, helper.make_node("Pad", ["x", "p"], ["y"], name="pad0", mode=mode), flat]))
         assert "node 'pad0' (Pad): " + why in message, message
+    # A window of width 0 (a fuzzing finding: max pooling trapped on its empty window).
+    empty = helper.make_node("MaxPool", ["x"], ["y"], name="p", kernel_shape=[3, 0], strides=[1, 2], ceil_mode=1)
+    assert "the window and stride must be at least 1" in _load_error(tmp_path, _node_model([empty, flat]))
     pool = helper.make_node("MaxPool", ["x"], ["y"], name="p", kernel_shape=[3, 3], pads=[1, 1, 0, 0])
     assert "asymmetric padding [1, 1, 0, 0] is not supported for pooling" in _load_error(tmp_path, _node_model([pool, flat]))
     # A second head: never a partial model.
