@@ -24,7 +24,7 @@ struct LayerTests {
         "input(2,4,21) conv(3,3x2,pad=1x0) flatten", // stride 1, rows of 20: a vector and a part
         "input(8,6,6) conv(8,3,pad=1) flatten",      // Winograd forward and input gradient
         "input(9,8,10) conv(10,3) flatten",          // the same without padding (dy padded by 2)
-        "input(8,4,6) conv(40,3,pad=1) flatten",     // Winograd, dW with a whole and a partial panel of dyᵀ
+        "input(8,4,6) conv(40,3,pad=1) flatten",     // Winograd, dW with a whole panel of dM's tiles and a vector
         // Winograd on odd output sizes (a row and a column of tiles past the plane): 7×7; odd
         // both ways without padding (dy padded by 2); odd rows only, with rows of a vector and of
         // half a vector (AVX-512), padding 2 (dy unpadded).
@@ -52,7 +52,7 @@ struct LayerTests {
 
     /// A convolution whose input is kept anyway (`readsKeptInput`: after a residual block's ReLU)
     /// keeps no copy and lowers each sample again in backward, a task's channels into its own slot:
-    /// Winograd's bordered input (a whole and a partial panel of dyᵀ), im2col at a stride, at stride
+    /// Winograd's bordered input (a whole panel of dM's tiles and a vector), im2col at a stride, at stride
     /// 1 and for the product's weight gradient, against the reference and finite differences, on
     /// one and two threads. (The 1×1 product over the batch's pixels and the weight gradient by dot
     /// products read kept columns: they still copy.)
@@ -120,36 +120,60 @@ struct LayerTests {
         }
     }
 
-    /// The Winograd weight gradient takes the samples a chunk at a time (about 8 MB of dyᵀ's
-    /// panels): on planes of 40 × 520, three samples and then one. The same gradients, kept copy or
-    /// input lowered again (the same bits), as four single-sample steps summed (within rounding).
-    @Test func winogradWeightGradientInChunks() throws {
-        let text = "input(8,40,520) conv(8,3,pad=1,bias=false) flatten"
+    /// The Winograd weight gradient (by the transform, Winograd.swift) cuts the batch in two fixed
+    /// halves whatever the threads, each task summing its samples in order: batches of 3 (2 + 1)
+    /// and 1, on one and two threads, from a kept copy or the input lowered again, give the same
+    /// bits; they match the plain-loop reference, and single-sample steps summed (within rounding).
+    /// Planes of 40 × 520 (dM's rows too long to read in place: packed), odd planes (tiles past
+    /// them, whose dy counts as zero) with 20 output channels (a partial vector) and a bias, and
+    /// 48 channels without padding (a panel and a vector).
+    @Test(arguments: ["input(8,40,520) conv(8,3,pad=1,bias=false) flatten", "input(9,7,9) conv(20,3,pad=1) flatten",
+                      "input(16,8,6) conv(48,3) flatten"])
+    func winogradWeightGradient(_ text: String) throws {
         let (_, a) = try makeLayer(text)
         let (_, b) = try makeLayer(text)
         let copying = try #require(a as? Conv2D), lowering = try #require(b as? Conv2D)
         lowering.readsKeptInput = true
-        let batch = 4, count = a.inputShape.count, outCount = a.outputShape.count
+        #expect(copying.geometry.winograd)
+        let count = a.inputShape.count, outCount = a.outputShape.count
         var r = TestRandom(3)
-        let x = r.values(batch * count), g = r.values(batch * outCount)
-        var rng = Random(seed: 1)
-        var results: [[Float]] = []
-        for conv in [copying, lowering] {
+        let x = r.values(3 * count), g = r.values(3 * outCount)
+        // Samples `samples`' weight gradient, on `threads` threads.
+        func gradient(_ conv: Conv2D, _ samples: Range<Int>, threads: Int) -> [Float] {
+            ThreadPool.setThreads(threads)
+            defer { ThreadPool.setThreads(1) }
+            var rng = Random(seed: 1)
             conv.weight.grad?.fill(0)
-            _ = conv.forward(FloatBuffer(x), batch: batch, training: true, rng: &rng)
-            _ = conv.backward(FloatBuffer(g), batch: batch, needInputGradient: false)
-            results.append(conv.weight.grad?.array ?? [])
+            let xs = Array(x[samples.lowerBound * count..<samples.upperBound * count])
+            let gs = Array(g[samples.lowerBound * outCount..<samples.upperBound * outCount])
+            _ = conv.forward(FloatBuffer(xs), batch: samples.count, training: true, rng: &rng)
+            _ = conv.backward(FloatBuffer(gs), batch: samples.count, needInputGradient: false)
+            return conv.weight.grad?.array ?? []
         }
-        #expect(lowering.lowersInputAgain && !copying.lowersInputAgain)
-        #expect(results[0] == results[1])
-        copying.weight.grad?.fill(0)
-        for n in 0..<batch {
-            _ = copying.forward(FloatBuffer(Array(x[n * count..<(n + 1) * count])), batch: 1, training: true, rng: &rng)
-            _ = copying.backward(FloatBuffer(Array(g[n * outCount..<(n + 1) * outCount])), batch: 1, needInputGradient: false)
+        threadSettingLock.with {
+            for batch in [3, 1] {
+                let expected = gradient(copying, 0..<batch, threads: 1)
+                for (conv, threads) in [(copying, 2), (lowering, 1), (lowering, 2)] {
+                    let same = gradient(conv, 0..<batch, threads: threads) == expected
+                    #expect(same, "\(text): batch \(batch), \(threads) threads, lowered \(conv === lowering): other bits")
+                }
+                let p64 = a.parameters.map { $0.value.array.map(Double.init) }
+                let reference = Reference.convBackward(a, x.prefix(batch * count).map(Double.init),
+                                                       g.prefix(batch * outCount).map(Double.init), batch: batch, p64).dw
+                // Relative to the gradient's scale: a sum over thousands of tiles (the 40 × 520
+                // planes) has elements near zero, whose error is the rounding of the large ones.
+                let scale = reference.map(abs).max() ?? 1
+                let error = maxRelativeError(expected.map(Double.init), reference, floor: 1e-2 * scale)
+                #expect(expected.count == reference.count && error < 1e-4, "\(text): batch \(batch): differs from the reference by \(error)")
+            }
+            let whole = gradient(copying, 0..<3, threads: 2)
+            var summed = [Double](repeating: 0, count: whole.count)
+            for n in 0..<3 {
+                for (i, v) in gradient(copying, n..<n + 1, threads: 1).enumerated() { summed[i] += Double(v) }
+            }
+            let scale = summed.map(abs).max() ?? 1, error = maxRelativeError(whole.map(Double.init), summed, floor: 1e-2 * scale)
+            #expect(error < 1e-4, "\(text): the batch differs from its samples' steps summed by \(error)")
         }
-        let single: [Double] = (copying.weight.grad?.array ?? [Float]()).map { Double($0) }
-        #expect(single.count == results[0].count)
-        #expect(maxRelativeError(results[0].map(Double.init), single, floor: 1e-2) < 1e-4)
     }
 
     /// Grouped and depthwise convolutions (their own direct kernel; depthwise at stride 1 and 2 by

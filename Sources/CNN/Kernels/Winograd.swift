@@ -7,8 +7,8 @@
 // multiply-adds per output channel and tile where im2col spends 36·C: 2.25× fewer. The weights'
 // transform U is computed once per weight version. Forward takes this path in training and in
 // inference, whatever the batch (training keeps each sample's zero-bordered input, from which the
-// weight gradient is computed without im2col); the input gradient, a 3×3 stride-1 convolution of
-// dy with the flipped kernels, takes it too, without col2im.
+// weight gradient is computed by the same transform, below); the input gradient, a 3×3 stride-1
+// convolution of dy with the flipped kernels, takes it too, without col2im.
 //
 //   Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]   G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]
 //   Aᵀ = [1 1 1 0; 0 1 -1 -1]
@@ -438,4 +438,88 @@ func winogradOutputPooledByTiles(_ m: UnsafePointer<Float>, _ g: ConvGeometry, t
         }
     }
     transpose(scratch, rows: tiles, cols: width, into: y + channels.lowerBound * tiles, ldo: tiles)
+}
+
+// The weight gradient by the same transform. Per tile the forward computes Y = Aᵀ M A with
+// M_ξ = Σ_c U_ξ V_ξ and U = G g Gᵀ, so dM = A dY Aᵀ, dU_ξ (OC, C) = Σ_tiles dM_ξ V_ξᵀ and
+// dg = Gᵀ dU G: the exact gradient of the forward's arithmetic, in 16 products of K = tiles (16·C
+// multiply-adds per output channel and tile) where the product per tap runs 9 of K = OH·W' (36·C
+// and more).
+//
+//   A dY Aᵀ: rows y0, y0 + y1, y0 - y1, -y1 of dY, then the same along each row.
+//   Gᵀ X G: rows X0 + ½(X1 + X2), ½(X1 - X2), ½(X1 + X2) + X3 of X, then the same along each row.
+
+/// dM's tiles for one sample, from dyᵀ (P × OC: positions in row-major order, each with its OC
+/// channels): d[ξ][t][o], rows of `winogradGradientRow(oc)` floats (zero past OC), the 16 matrices
+/// `winogradGradientStride(oc)` apart. A tile's outputs past an odd plane count as zero.
+func winogradGradientTiles(_ dyT: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, into d: UnsafeMutablePointer<Float>) {
+    let n = V.scalarCount, row = winogradGradientRow(oc), ow = g.ow, oh = g.oh, xiStride = g.winogradGradientStride(oc)
+    // Channels o ..< o + N of one position (zero past OC, or when the position is off the plane).
+    @inline(__always) func channels(_ p: UnsafePointer<Float>, _ o: Int, _ present: Bool) -> V {
+        guard present else { return V() }
+        if o + n <= oc { return load(p + o) }
+        var v = V()
+        for l in 0..<(oc - o) { v[l] = p[o + l] }
+        return v
+    }
+    for ty in 0..<g.tilesH {
+        let bottom = 2 * ty + 1 < oh
+        for tx in 0..<g.tilesW {
+            let right = 2 * tx + 1 < ow
+            let top = dyT + (2 * ty * ow + 2 * tx) * oc, dst = d + (ty * g.tilesW + tx) * row
+            var o = 0
+            while o < row {
+                let y00 = channels(top, o, true), y01 = channels(top + oc, o, right)
+                let y10 = channels(top + ow * oc, o, bottom), y11 = channels(top + (ow + 1) * oc, o, right && bottom)
+                @_transparent func put(_ a: V, _ b: V, _ i: Int) {
+                    store(a, dst + o + 4 * i * xiStride)
+                    store(a + b, dst + o + (4 * i + 1) * xiStride)
+                    store(a - b, dst + o + (4 * i + 2) * xiStride)
+                    store(-b, dst + o + (4 * i + 3) * xiStride)
+                }
+                put(y00, y01, 0)
+                put(y00 + y10, y01 + y11, 1)
+                put(y00 - y10, y01 - y11, 2)
+                put(-y10, -y11, 3)
+                o += n
+            }
+        }
+    }
+}
+
+/// Floats of a row of dM's tiles: OC in whole vectors. The weight gradient's product reads the
+/// rows in place (`bInPlace`: a register block of one vector reads one, of NR a panel of two).
+func winogradGradientRow(_ oc: Int) -> Int { (oc + V.scalarCount - 1) / V.scalarCount * V.scalarCount }
+
+extension ConvGeometry {
+    /// Floats between two of dM's 16 matrices (tiles × row): a vector more than their size, so
+    /// that a last panel of NR columns stays readable and the 16 rows a tile writes are not a power
+    /// of two apart (they would fall on the same L1 sets).
+    func winogradGradientStride(_ oc: Int) -> Int { tiles * winogradGradientRow(oc) + V.scalarCount }
+}
+
+/// dW (OC, C, 3, 3) += Gᵀ dU G, from dUᵀ[ξ][c][o] (16 matrices of C × OC).
+func winogradGradientWeights(_ du: UnsafePointer<Float>, oc: Int, c: Int, into dw: UnsafeMutablePointer<Float>) {
+    typealias R = SIMD4<Float>
+    @inline(__always) func gT(_ x0: R, _ x1: R, _ x2: R, _ x3: R) -> (R, R, R) {
+        (x0 + 0.5 * (x1 + x2), 0.5 * (x1 - x2), 0.5 * (x1 + x2) + x3)
+    }
+    for o in 0..<oc {
+        for ch in 0..<c {
+            @inline(__always) func row(_ i: Int) -> R {
+                let at = du + (4 * i * c + ch) * oc + o, step = c * oc
+                return R(at[0], at[step], at[2 * step], at[3 * step])
+            }
+            let t = gT(row(0), row(1), row(2), row(3))
+            let k = dw + (o * c + ch) * 9
+            @inline(__always) func add(_ x: R, _ r: Int) {
+                k[3 * r] += x[0] + 0.5 * (x[1] + x[2])
+                k[3 * r + 1] += 0.5 * (x[1] - x[2])
+                k[3 * r + 2] += 0.5 * (x[1] + x[2]) + x[3]
+            }
+            add(t.0, 0)
+            add(t.1, 1)
+            add(t.2, 2)
+        }
+    }
 }

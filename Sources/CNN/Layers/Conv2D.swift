@@ -381,7 +381,7 @@ public final class Conv2D: Layer, PlannedLayer {
         }
         if let dw = weight.grad?.pointer {
             if g.winograd {
-                weightGradientFromPadded(dy, batch: batch, into: dw)
+                weightGradientByWinograd(dy, batch: batch, into: dw)
             } else if gradientByDots {
                 weightGradientByDots(dy, batch: batch, into: dw)
             } else {
@@ -549,80 +549,47 @@ public final class Conv2D: Layer, PlannedLayer {
         }
     }
 
-    /// Winograd layers (3×3, stride 1), which keep each sample's zero-bordered input x' instead of
-    /// an im2col matrix. Output positions are counted over the bordered width W' (P' = OH·W', the
-    /// last W' - OW of each row are not outputs): tap (ki, kj) of channel c then reads x' at
-    /// c·H'·W' + ki·W' + kj + p', so for each tap the C channels are the rows of a strided A, and
-    /// dWᵀ (tap, C, OC) = Σ_n x'_tap (C, P') · dyᵀ_n (P', OC) runs on the packed GEMM. dyᵀ is laid
-    /// out as the GEMM's packed panels (NR columns of OC each, P' rows, zero rows at the
-    /// non-outputs), which it then reads in place. The channels are cut in two fixed halves.
-    private func weightGradientFromPadded(_ dy: FloatBuffer, batch: Int, into dw: UnsafeMutablePointer<Float>) {
-        let g = geometry, oc = outputShape.c, c = g.c, p = g.colCols, ckk = g.colRows, outCount = outputShape.count
-        let wp = g.paddedW, plane = g.paddedH * wp, pp = g.oh * wp, taps = g.kh * g.kw
-        let nr = gemmNR, panels = (oc + nr - 1) / nr, perSample = panels * pp * nr
-        let padded = self.padded.buffer.pointer, dyp = dy.pointer
-        let slots = min(batch, max(2, ThreadPool.shared.threads))
-        // The samples a chunk at a time (see dyChunkFloats).
-        let chunk = min(batch, max(1, Conv2D.dyChunkFloats / perSample))
-        let dyT = scratch.transposed.reserve(chunk * perSample + slots * p * oc).pointer
-        let perTask = dyT + chunk * perSample
-        let dwt = dwT.reserve(ckk * oc).pointer
-        dwt.update(repeating: 0, count: ckk * oc)
-        let half = halfInBlocks(c, of: gemmMR)
-        // Without a kept copy, each task borders the channels of its rows into its own slot (their
-        // zeroed slack after them: the last tap reads two floats past a channel's plane).
-        let inCount = inputShape.count, lowering = self.lowering
-        let bordered = lowering.isNone ? nil : scratch.lowered.reserve(2 * (g.paddedCount + inCount)).pointer
-        for first in stride(from: 0, to: batch, by: chunk) {
-            let samples = first..<min(batch, first + chunk)
-            ThreadPool.shared.parallelFor(slots) { slot in
-                let t = perTask + slot * p * oc
-                for n in stride(from: samples.lowerBound + slot, to: samples.upperBound, by: slots) {
-                    transpose(dyp + n * outCount, rows: oc, cols: p, into: t)
-                    // Every value of the panels is written once: dy's, or a zero (the columns past OC,
-                    // the rows past OW).
-                    let panel0 = dyT + (n - first) * perSample
-                    for y in 0..<g.oh {
-                        for x in 0..<wp {
-                            let src = t + (y * g.ow + x) * oc, row = y * wp + x
-                            for q in 0..<panels {
-                                let dst = panel0 + (q * pp + row) * nr, width = x < g.ow ? min(nr, oc - q * nr) : 0
-                                copyRow(dst, src + q * nr, width, exact: true)
-                                if width < nr { (dst + width).update(repeating: 0, count: nr - width) }
-                            }
-                        }
-                    }
+    /// Winograd layers, by the transform (see winogradGradientTiles). The batch is cut in two
+    /// fixed halves, whatever the threads: each task transforms its samples one by one, dy into
+    /// dM's tiles and the kept (or again bordered) input into V, in its own slot (in its core's
+    /// cache), and adds the 16 products dUᵀ_ξ (C, OC) += V_ξ (C, tiles) · dMᵀ_ξ (tiles, OC) into its
+    /// own sum, in sample order; then dU = the first half's sum + the second's, and dW += Gᵀ dU G.
+    private func weightGradientByWinograd(_ dy: FloatBuffer, batch: Int, into dw: UnsafeMutablePointer<Float>) {
+        let g = geometry, oc = outputShape.c, c = g.c, p = g.colCols, outCount = outputShape.count, inCount = inputShape.count
+        let row = winogradGradientRow(oc), xiStride = g.winogradGradientStride(oc), vStride = g.winogradVStride
+        let lowering = self.lowering, bordering = !lowering.isNone
+        // A task's slot: dyᵀ, dM's tiles, V, and without a kept copy the bordered input and the input it reads.
+        let dmAt = p * oc, vAt = dmAt + 16 * xiStride, borderAt = vAt + 16 * vStride
+        let slotSize = borderAt + (bordering ? g.paddedCount + inCount : 0)
+        let parts = min(batch, 2), cut = (batch + 1) / 2, sums = 16 * c * oc
+        let work = scratch.slots.reserve(parts * (slotSize + sums)).pointer
+        let du = work + parts * slotSize
+        let kept = self.padded.buffer.pointer, dyp = dy.pointer
+        ThreadPool.shared.parallelFor(parts) { task in
+            let slot = work + task * slotSize, sum = du + task * sums
+            let dyT = slot, dm = slot + dmAt, v = slot + vAt
+            sum.update(repeating: 0, count: sums)
+            for n in part(task, of: batch, cut: cut) {
+                transpose(dyp + n * outCount, rows: oc, cols: p, into: dyT)
+                winogradGradientTiles(dyT, g, oc: oc, into: dm)
+                var x = UnsafePointer(kept + n * g.paddedCount)
+                if bordering {
+                    let bordered = slot + borderAt
+                    let input = lowering.sample(n, channels: 0..<c, batch: batch, shape: inputShape, temp: bordered + g.paddedCount)
+                    padInput(input.pointer, g, bordered, readable: input.readable)
+                    x = UnsafePointer(bordered)
                 }
-            }
-            ThreadPool.shared.parallelFor(c > half ? 2 : 1) { task in
-                let r0 = task * half, r1 = min(c, r0 + half)
-                for n in samples {
-                    let x: UnsafePointer<Float>
-                    if let bordered {
-                        let own = bordered + task * (g.paddedCount + inCount)
-                        let input = lowering.sample(n, channels: r0..<r1, batch: batch, shape: inputShape,
-                                                    temp: own + g.paddedCount)
-                        padInput(input.pointer, g, own, readable: input.readable, channels: r0..<r1)
-                        x = UnsafePointer(own)
-                    } else {
-                        x = UnsafePointer(padded + n * g.paddedCount)
-                    }
-                    for tap in 0..<taps {
-                        for q in 0..<panels {
-                            gemmTile(i0: r0, i1: r1, j0: 0, j1: min(nr, oc - q * nr), k: pp,
-                                     a: x + (tap / g.kw) * wp + tap % g.kw, aRow: plane, aCol: 1,
-                                     b: dyT + (n - first) * perSample + q * pp * nr, ldb: nr, panelStride: pp * nr,
-                                     c: dwt + tap * c * oc + q * nr, ldc: oc, accumulate: true)
-                        }
-                    }
+                winogradInput(x, g, v)
+                for xi in 0..<16 {
+                    gemmTile(i0: 0, i1: c, j0: 0, j1: oc, k: g.tiles, a: v + xi * vStride, aRow: g.tileColumns, aCol: 1,
+                             b: dm + xi * xiStride, ldb: row, bInPlace: true, c: sum + xi * c * oc, ldc: oc, accumulate: true)
                 }
             }
         }
-        for o in 0..<oc {
-            for ch in 0..<c {
-                for tap in 0..<taps { dw[(o * c + ch) * taps + tap] += dwt[(tap * c + ch) * oc + o] }
-            }
+        if parts == 2 {
+            for i in 0..<sums { du[i] += du[sums + i] }
         }
+        winogradGradientWeights(du, oc: oc, c: c, into: dw)
     }
 
     /// One image on few positions (P < 4 panels: a 7×7 plane fills 49 of a product's 64 columns),
@@ -787,8 +754,9 @@ enum LoweredInput {
 
 /// Memory a convolution uses only within a call (see `Conv2D.scratch`).
 final class ConvScratch {
-    var slots = Workspace()       // Winograd: each task's bordered input, transformed input, products
-    var transposed = Workspace()  // the weight gradient's dy transposed, (B, P, OC) or as panels
+    var slots = Workspace()       // Winograd: each task's bordered input, transformed input, products; its weight gradient's
+                                  // slots and sums
+    var transposed = Workspace()  // the weight gradient's dy transposed, (B, P, OC)
     var lowered = Workspace()     // the weight gradient's: each task's sample lowered again (readsKeptInput)
 }
 
