@@ -496,6 +496,12 @@ extension ConvGeometry {
     /// that a last panel of NR columns stays readable and the 16 rows a tile writes are not a power
     /// of two apart (they would fall on the same L1 sets).
     func winogradGradientStride(_ oc: Int) -> Int { tiles * winogradGradientRow(oc) + V.scalarCount }
+    /// Floats of one task's slot for the weight gradient: dyᵀ, dM's tiles, V, the input bordered
+    /// again and the input it is read from (when forward kept no copy), and the task's 16 sums
+    /// of C × OC.
+    func winogradGradientSlotCount(outChannels oc: Int) -> Int {
+        oh * ow * oc + 16 * winogradGradientStride(oc) + 16 * winogradVStride + paddedCount + c * h * w + 16 * c * oc
+    }
 }
 
 /// dW (OC, C, 3, 3) += Gᵀ dU G, from dUᵀ[ξ][c][o] (16 matrices of C × OC).

@@ -558,15 +558,15 @@ public final class Conv2D: Layer, PlannedLayer {
         let g = geometry, oc = outputShape.c, c = g.c, p = g.colCols, outCount = outputShape.count, inCount = inputShape.count
         let row = winogradGradientRow(oc), xiStride = g.winogradGradientStride(oc), vStride = g.winogradVStride
         let lowering = self.lowering, bordering = !lowering.isNone
-        // A task's slot: dyᵀ, dM's tiles, V, and without a kept copy the bordered input and the input it reads.
-        let dmAt = p * oc, vAt = dmAt + 16 * xiStride, borderAt = vAt + 16 * vStride
-        let slotSize = borderAt + (bordering ? g.paddedCount + inCount : 0)
+        // A task's slot (winogradGradientSlotCount): dyᵀ, dM's tiles, V, the bordered input and the
+        // input it reads (without a kept copy), the task's sums.
+        let dmAt = p * oc, vAt = dmAt + 16 * xiStride, borderAt = vAt + 16 * vStride, sumAt = borderAt + g.paddedCount + inCount
+        let slotSize = g.winogradGradientSlotCount(outChannels: oc)
         let parts = min(batch, 2), cut = (batch + 1) / 2, sums = 16 * c * oc
-        let work = scratch.slots.reserve(parts * (slotSize + sums)).pointer
-        let du = work + parts * slotSize
+        let work = scratch.slots.reserve(parts * slotSize).pointer
         let kept = self.padded.buffer.pointer, dyp = dy.pointer
         ThreadPool.shared.parallelFor(parts) { task in
-            let slot = work + task * slotSize, sum = du + task * sums
+            let slot = work + task * slotSize, sum = slot + sumAt
             let dyT = slot, dm = slot + dmAt, v = slot + vAt
             sum.update(repeating: 0, count: sums)
             for n in part(task, of: batch, cut: cut) {
@@ -586,8 +586,10 @@ public final class Conv2D: Layer, PlannedLayer {
                 }
             }
         }
+        let du = work + sumAt
         if parts == 2 {
-            for i in 0..<sums { du[i] += du[sums + i] }
+            let other = UnsafePointer(work + slotSize + sumAt)
+            for i in 0..<sums { du[i] += other[i] }
         }
         winogradGradientWeights(du, oc: oc, c: c, into: dw)
     }

@@ -108,9 +108,9 @@ public final class Model {
                 // counted per sample since there are at most max(batch, 2) tasks.
                 let g = conv.geometry
                 if g.winograd {
-                    // And the weight gradient's transposed dy, over the bordered width in whole panels.
+                    // And the weight gradient's (at most two tasks: counted per sample, as the rest).
                     let oc = conv.outputShape.c
-                    workspace += g.winogradSlotCount(outChannels: oc) + (oc + gemmNR - 1) / gemmNR * gemmNR * g.oh * g.paddedW
+                    workspace += g.winogradSlotCount(outChannels: oc) + g.winogradGradientSlotCount(outChannels: oc)
                 }
                 if let back = g.inputGradientWinograd(outChannels: conv.outputShape.c) {
                     workspace += back.winogradSlotCount(outChannels: g.c)
