@@ -496,11 +496,19 @@ extension ConvGeometry {
     /// that a last panel of NR columns stays readable and the 16 rows a tile writes are not a power
     /// of two apart (they would fall on the same L1 sets).
     func winogradGradientStride(_ oc: Int) -> Int { tiles * winogradGradientRow(oc) + V.scalarCount }
-    /// Floats of one task's slot for the weight gradient: dyᵀ, dM's tiles, V, the input bordered
-    /// again and the input it is read from (when forward kept no copy), and the task's 16 sums
-    /// of C × OC.
-    func winogradGradientSlotCount(outChannels oc: Int) -> Int {
-        oh * ow * oc + 16 * winogradGradientStride(oc) + 16 * winogradVStride + paddedCount + c * h * w + 16 * c * oc
+}
+
+/// One task's slot for the weight gradient, in this order: dyᵀ (P × OC), dM's tiles, V, the input
+/// bordered again and the input it is read from (when forward kept no copy), and the task's 16
+/// sums of C × OC. Where each part starts (floats from the slot's start), and the slot's size.
+struct WinogradGradientSlot {
+    let dm, v, bordered, sums, count: Int
+    init(_ g: ConvGeometry, outChannels oc: Int) {
+        dm = g.oh * g.ow * oc
+        v = dm + 16 * g.winogradGradientStride(oc)
+        bordered = v + 16 * g.winogradVStride
+        sums = bordered + g.paddedCount + g.c * g.h * g.w
+        count = sums + 16 * g.c * oc
     }
 }
 

@@ -555,26 +555,24 @@ public final class Conv2D: Layer, PlannedLayer {
     /// cache), and adds the 16 products dUᵀ_ξ (C, OC) += V_ξ (C, tiles) · dMᵀ_ξ (tiles, OC) into its
     /// own sum, in sample order; then dU = the first half's sum + the second's, and dW += Gᵀ dU G.
     private func weightGradientByWinograd(_ dy: FloatBuffer, batch: Int, into dw: UnsafeMutablePointer<Float>) {
-        let g = geometry, oc = outputShape.c, c = g.c, p = g.colCols, outCount = outputShape.count, inCount = inputShape.count
+        let g = geometry, oc = outputShape.c, c = g.c, p = g.colCols, outCount = outputShape.count
         let row = winogradGradientRow(oc), xiStride = g.winogradGradientStride(oc), vStride = g.winogradVStride
-        let lowering = self.lowering, bordering = !lowering.isNone
-        // A task's slot (winogradGradientSlotCount): dyᵀ, dM's tiles, V, the bordered input and the
-        // input it reads (without a kept copy), the task's sums.
-        let dmAt = p * oc, vAt = dmAt + 16 * xiStride, borderAt = vAt + 16 * vStride, sumAt = borderAt + g.paddedCount + inCount
-        let slotSize = g.winogradGradientSlotCount(outChannels: oc)
+        let lowering = self.lowering, layout = WinogradGradientSlot(g, outChannels: oc)
         let parts = min(batch, 2), cut = (batch + 1) / 2, sums = 16 * c * oc
-        let work = scratch.slots.reserve(parts * slotSize).pointer
+        let work = scratch.slots.reserve(parts * layout.count).pointer
         let kept = self.padded.buffer.pointer, dyp = dy.pointer
         ThreadPool.shared.parallelFor(parts) { task in
-            let slot = work + task * slotSize, sum = slot + sumAt
-            let dyT = slot, dm = slot + dmAt, v = slot + vAt
+            let slot = work + task * layout.count, sum = slot + layout.sums
+            let dyT = slot, dm = slot + layout.dm, v = slot + layout.v
             sum.update(repeating: 0, count: sums)
             for n in part(task, of: batch, cut: cut) {
                 transpose(dyp + n * outCount, rows: oc, cols: p, into: dyT)
                 winogradGradientTiles(dyT, g, oc: oc, into: dm)
-                var x = UnsafePointer(kept + n * g.paddedCount)
-                if bordering {
-                    let bordered = slot + borderAt
+                let x: UnsafePointer<Float>
+                if lowering.isNone {
+                    x = UnsafePointer(kept + n * g.paddedCount)
+                } else {
+                    let bordered = slot + layout.bordered
                     let input = lowering.sample(n, channels: 0..<c, batch: batch, shape: inputShape, temp: bordered + g.paddedCount)
                     padInput(input.pointer, g, bordered, readable: input.readable)
                     x = UnsafePointer(bordered)
@@ -586,9 +584,9 @@ public final class Conv2D: Layer, PlannedLayer {
                 }
             }
         }
-        let du = work + sumAt
+        let du = work + layout.sums
         if parts == 2 {
-            let other = UnsafePointer(work + slotSize + sumAt)
+            let other = UnsafePointer(work + layout.count + layout.sums)
             for i in 0..<sums { du[i] += other[i] }
         }
         winogradGradientWeights(du, oc: oc, c: c, into: dw)

@@ -110,7 +110,7 @@ public final class Model {
                 if g.winograd {
                     // And the weight gradient's (at most two tasks: counted per sample, as the rest).
                     let oc = conv.outputShape.c
-                    workspace += g.winogradSlotCount(outChannels: oc) + g.winogradGradientSlotCount(outChannels: oc)
+                    workspace += g.winogradSlotCount(outChannels: oc) + WinogradGradientSlot(g, outChannels: oc).count
                 }
                 if let back = g.inputGradientWinograd(outChannels: conv.outputShape.c) {
                     workspace += back.winogradSlotCount(outChannels: g.c)
