@@ -4,6 +4,7 @@
 #
 #   scripts/fuzz.sh [HARNESS...]        architecture, model, idx, jpeg, png, onnx, training (default: all)
 #   FUZZ_SECONDS=600 FUZZ_JOBS=2 scripts/fuzz.sh jpeg
+#   FUZZ_PARALLEL=1 scripts/fuzz.sh     one harness at a time (default: one per core)
 #   FUZZ_LEVEL=avx512 scripts/fuzz.sh training     the engine at a kernel level (see below)
 #
 # The engine's sources are compiled as one module with the harnesses (swiftc -sanitize=fuzzer,address)
@@ -69,6 +70,12 @@ for h in "${ALL[@]}"; do ln -sf cnn-fuzz "$OUT/fuzz-$h"; done
 
 for h in "${HARNESSES[@]}"; do
     [[ " ${ALL[*]} " == *" $h "* ]] || { echo "unknown harness '$h' (${ALL[*]})"; exit 2; }
+done
+# One harness: its regressions, then FUZZ_SECONDS of fuzzing; its report in $OUT/fuzz-$h.report,
+# and $OUT/fuzz-$h.finding when it found something.
+fuzz_one() {
+    local h=$1 log=$OUT/fuzz-$1.log
+    rm -f "$OUT/fuzz-$h.finding"
     options=(-rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 -print_final_stats=1
              -artifact_prefix="$OUT/crash-$h-")
     [[ -f Tests/fuzz/$h.dict ]] && options+=(-dict="Tests/fuzz/$h.dict")
@@ -78,13 +85,28 @@ for h in "${HARNESSES[@]}"; do
     fi
     mkdir -p "$OUT/corpus-$h"
     echo "== fuzz-$h: ${SECONDS_EACH} s"
-    log=$OUT/fuzz-$h.log
     if ! "$OUT/fuzz-$h" "${options[@]}" -max_total_time="$SECONDS_EACH" ${FUZZ_JOBS:+-jobs=$FUZZ_JOBS -workers=$FUZZ_JOBS} \
             "$OUT/corpus-$h" "Tests/fuzz/seeds/$h" > "$log" 2>&1; then
-        grep -E -A30 "ERROR|==[0-9]+==" "$log" | head -60
+        touch "$OUT/fuzz-$h.finding"
+        grep -E -A30 "ERROR|==[0-9]+==" "$log" | head -60 || true
         echo "fuzz-$h: FINDING (log: $log)"
-        exit 1
+        return
     fi
     grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$log" | tr '\n' ' '
     grep -E "DONE|INITED" "$log" | tail -1 | grep -oE "cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9a-zA-Z]+" || true
+}
+# FUZZ_PARALLEL harnesses at a time (default: one per core; each libFuzzer process is one thread),
+# their reports printed in order.
+parallel=${FUZZ_PARALLEL:-$(nproc)}
+for h in "${HARNESSES[@]}"; do
+    while (( $(jobs -rp | wc -l) >= parallel )); do wait -n || true; done
+    # (A harness whose script fails on the way counts as a finding too.)
+    { fuzz_one "$h" || touch "$OUT/fuzz-$h.finding"; } > "$OUT/fuzz-$h.report" 2>&1 &
 done
+wait
+found=0
+for h in "${HARNESSES[@]}"; do
+    cat "$OUT/fuzz-$h.report"
+    [[ -f $OUT/fuzz-$h.finding ]] && found=1
+done
+exit $found
