@@ -9,9 +9,11 @@ struct KernelTests {
     // (16, 48, 20) and (12, 8, 5): a last panel of exactly one vector (AVX-512, AVX2), which
     // the half-panel kernels take. (9, 33, 17), (16, 48, 20), (24, 300, 16) and (13, 200, 64):
     // a short K, rows running along several packed panels (`gemmTileShortK`), over chunks of
-    // panels with a partial last one.
+    // panels with a partial last one. Rows past the last whole register block (`remainderRows`:
+    // blocks of 4 and 2 rows, then one), with 6-row (AVX2) and 8-row (AVX-512) blocks: 4 + 1
+    // (17), 4 (64, 16), 2 + 1 and 4 + 2 + 1 (15), 4 and 4 + 2 (22, a short K), 1 and 4 + 1 (13).
     static let sizes = [(1, 1, 1), (3, 5, 7), (8, 32, 16), (9, 33, 17), (17, 70, 300), (64, 196, 288), (5, 40, 9), (40, 7, 600),
-                        (16, 48, 20), (12, 8, 5), (24, 300, 16), (13, 200, 64)]
+                        (16, 48, 20), (12, 8, 5), (24, 300, 16), (13, 200, 64), (15, 40, 300), (22, 70, 9)]
 
     @Test(arguments: sizes)
     func gemmAllLayouts(_ size: (Int, Int, Int)) {
@@ -60,7 +62,7 @@ struct KernelTests {
     /// two samples (49, 100 pixels) or several (4), K past one packed block (400 > KC: the staged
     /// block accumulates), rows past a whole register block; B as planes or as one matrix. The
     /// samples' planes lie apart, with NaN between them, which must stay untouched.
-    @Test(arguments: [(16, 49, 3, 20), (13, 4, 9, 7), (24, 100, 2, 400), (8, 196, 2, 64), (3, 49, 5, 33)])
+    @Test(arguments: [(16, 49, 3, 20), (13, 4, 9, 7), (24, 100, 2, 400), (8, 196, 2, 64), (3, 49, 5, 33), (15, 49, 2, 40)])
     func gemmOverSamplesMatchesLoops(_ size: (Int, Int, Int, Int)) {
         let (m, p, batch, k) = size
         var r = TestRandom(UInt64(m * 100 + p * 10 + batch + k))

@@ -84,11 +84,7 @@ func gemmSamples(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                 if rows == gemmMR {
                     registerBlock(kc, ak + i * aRow, aRow, aCol, packed, nr, out, ldc, width, st)
                 } else {
-                    for r in 0..<rows {
-                        var own = st
-                        own.bias = st.bias.map { $0 + r }
-                        kernelRow(kc, ak + (i + r) * aRow, aCol, packed, nr, out + r * ldc, width, own)
-                    }
+                    remainderRows(rows, kc, ak + i * aRow, aRow, aCol, packed, nr, out, ldc, width, st)
                 }
                 if !inPlace {
                     cColumns.runs(UnsafePointer(target), j, width) { offset, start, count, _ in

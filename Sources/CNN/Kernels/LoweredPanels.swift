@@ -73,13 +73,13 @@ func convolveLoweredPanels(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, we
                 while i < oc {
                     let st = Store(accumulate: k0 > 0, bias: k0 == 0 ? bias.map { $0 + i } : nil, clamp: last ? clamp : .none,
                                    addend: last ? addend : nil)
-                    let rows = i + gemmMR <= oc ? gemmMR : 1
+                    let rows = min(gemmMR, oc - i)
                     for jj in stride(from: j, to: end, by: nr) {
                         let panel = buffer + (jj - j) / nr * kc * nr, width = min(nr, end - jj)
                         if rows == gemmMR {
                             registerBlock(kc, w + i * k + k0, k, 1, panel, nr, y + i * p + jj, p, width, st)
                         } else {
-                            kernelRow(kc, w + i * k + k0, 1, panel, nr, y + i * p + jj, width, st)
+                            remainderRows(rows, kc, w + i * k + k0, k, 1, panel, nr, y + i * p + jj, p, width, st)
                         }
                     }
                     i += rows

@@ -220,8 +220,8 @@ public final class Conv2D: Layer, PlannedLayer {
         // 4 + 3 panels, measured no faster on MobileNetV2.)
         let columnSplit = batch == 1 && !training && p >= 4 * gemmNR && ThreadPool.shared.threads > 1
         let poolSplit = pool && rowSplit
-        // The output channels of task 0 or 1 when they are split.
-        let channelCut = halfInBlocks(oc, of: gemmMR)
+        // The output channels of task 0 or 1 when they are split (`rowCut`).
+        let channelCut = rowCut(oc)
         let tasks = rowSplit ? 2 : min(batch, max(2, ThreadPool.shared.threads))
         let slots = keepsCopy ? batch : tasks
         let col = self.col.reserve(slots * ckk * p).pointer
@@ -663,7 +663,7 @@ public final class Conv2D: Layer, PlannedLayer {
         let byTiles = uPanels != nil && pooling != nil && pooling?.indices == nil
         // One image on two threads: the output channels split in two, at a register block (a
         // panel when by tiles), each task transforming the input itself.
-        let half = halfInBlocks(oc, of: byTiles ? nr : gemmMR)
+        let half = byTiles ? halfInBlocks(oc, of: nr) : rowCut(oc)
         let split = batch == 1 && kept == nil && half < oc && ThreadPool.shared.threads > 1
         let slots = split ? 2 : min(batch, max(2, ThreadPool.shared.threads))
         let base = scratch.slots.reserve(slots * slotSize).pointer
@@ -764,8 +764,15 @@ final class ConvScratch {
 /// panels, blocks of the direct kernel).
 private func halfInBlocks(_ rows: Int, of block: Int) -> Int { (rows / 2 + block - 1) / block * block }
 
+/// Where a product's rows (output channels) are cut for two tasks: half of them, rounded up to an
+/// even count. Rows past a part's whole register blocks run in blocks of 4 and 2 (`remainderRows`),
+/// so equal halves balance better than a cut at a whole block: 16 channels on AVX2's 6-row blocks
+/// as 8 + 8 (6 + 2 each) instead of 12 + 4. (The same cut as before wherever MR divides the half:
+/// 16, 32 or 64 channels with AVX-512's 8 rows.)
+private func rowCut(_ rows: Int) -> Int { halfInBlocks(rows, of: 2) }
+
 /// Whether a product of `rows` × `columns` on two threads leaves less work to the busier one
-/// split by rows (register blocks of MR; a row past them runs alone, at half the speed) than by
+/// split by rows (register blocks of MR; rows past them, in blocks of 4, 2 and 1, about half as fast) than by
 /// columns (panels; a last one at most V.scalarCount wide costs half of one). A 14×14 plane's 196
 /// columns cut at a panel make 128 + 68 (four panels against two and a half), its rows halve
 /// evenly: a quarter less on the busier thread.
@@ -775,7 +782,7 @@ private func rowSplitIsEvener(rows: Int, columns: Int) -> Bool {
         return n / gemmNR * gemmNR + (rest == 0 ? 0 : rest <= V.scalarCount ? V.scalarCount : gemmNR)
     }
     func blocks(_ n: Int) -> Int { n / gemmMR * gemmMR + 2 * (n % gemmMR) }
-    let cutRows = halfInBlocks(rows, of: gemmMR), cutColumns = halfInBlocks(columns, of: gemmNR)
+    let cutRows = rowCut(rows), cutColumns = halfInBlocks(columns, of: gemmNR)
     let byRows = max(blocks(cutRows), blocks(rows - cutRows)) * panels(columns)
     let byColumns = blocks(rows) * max(panels(cutColumns), panels(columns - cutColumns))
     return byRows < byColumns
