@@ -40,12 +40,21 @@ run() {
 # out the tool, which the suites do not use. The AVX2 kernels are checked by valgrind in make
 # test-c (valgrind 3.19 cannot decode AVX-512).
 flags() { echo -c release -Xswiftc -enable-testing -Xswiftc -g --sanitize=$1 --scratch-path .build-$1; }
+# The two builds run side by side: each compiles the engine as one module, whose whole-module
+# optimization runs on one core for much of the time.
+echo "== building the Swift suites under AddressSanitizer and ThreadSanitizer"
+CNN_KERNEL_LEVELS=baseline run build-address $SWIFT build $(flags address) --product SwiftCNNPackageTests &
+address=$!
+CNN_KERNEL_LEVELS=baseline run build-thread $SWIFT build $(flags thread) --product SwiftCNNPackageTests &
+thread=$!
+failed=0
+wait $address || failed=1
+wait $thread || failed=1
+((failed == 0)) || exit 1
 echo "== Swift suites, AddressSanitizer"
 # --disable-xctest: XCTest (which runs no test here) leaks its own suite objects at exit.
-CNN_KERNEL_LEVELS=baseline run build-address $SWIFT build $(flags address) --product SwiftCNNPackageTests
 CNN_KERNEL_LEVELS=baseline run swift-address $SWIFT test $(flags address) --skip-build --disable-xctest
 echo "== threaded Swift tests, ThreadSanitizer"
-CNN_KERNEL_LEVELS=baseline run build-thread $SWIFT build $(flags thread) --product SwiftCNNPackageTests
 CNN_KERNEL_LEVELS=baseline run swift-thread $SWIFT test $(flags thread) --skip-build --disable-xctest --filter "$THREADED"
 
 for sanitizer in address thread; do
