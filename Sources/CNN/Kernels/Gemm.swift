@@ -217,10 +217,6 @@ private func gemmTileShortK(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                             c: UnsafeMutablePointer<Float>, ldc: Int, buffer: UnsafeMutablePointer<Float>, store first: Store) {
     // The packed panels stay in half of L1 (8 panels at K = 16, 2 at K = 64).
     let nr = gemmNR, panels = max(1, shortKPanelFloats / (k * nr))
-    // Store for the rows from i: the bias pointer moves with them.
-    @inline(__always) func store(_ i: Int) -> Store {
-        Store(accumulate: first.accumulate, bias: first.bias.map { $0 + (i - i0) }, clamp: first.clamp, addend: first.addend)
-    }
     var j = j0
     while j < j1 {
         let end = min(j1, j + panels * nr)
@@ -233,7 +229,7 @@ private func gemmTileShortK(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
         while i + gemmMR <= i1 {
             p = 0
             for jj in stride(from: j, to: end, by: nr) {
-                registerBlock(k, a + i * aRow, aRow, aCol, buffer + p * k * nr, nr, c + i * ldc + jj, ldc, min(nr, end - jj), store(i))
+                registerBlock(k, a + i * aRow, aRow, aCol, buffer + p * k * nr, nr, c + i * ldc + jj, ldc, min(nr, end - jj), first.fromRow(i - i0))
                 p += 1
             }
             i += gemmMR
@@ -241,7 +237,7 @@ private func gemmTileShortK(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
         if i < i1 {
             p = 0
             for jj in stride(from: j, to: end, by: nr) {
-                remainderRows(i1 - i, k, a + i * aRow, aRow, aCol, buffer + p * k * nr, nr, c + i * ldc + jj, ldc, min(nr, end - jj), store(i))
+                remainderRows(i1 - i, k, a + i * aRow, aRow, aCol, buffer + p * k * nr, nr, c + i * ldc + jj, ldc, min(nr, end - jj), first.fromRow(i - i0))
                 p += 1
             }
         }
@@ -304,6 +300,14 @@ struct Store {
     var bias: UnsafePointer<Float>?
     var clamp: Clamp
     var addend: Int? = nil
+
+    /// The same write for the rows from `r` on: the bias pointer moves with them.
+    @_transparent
+    func fromRow(_ r: Int) -> Store {
+        var shifted = self
+        shifted.bias = bias.map { $0 + r }
+        return shifted
+    }
 
     /// The clamp applied to `v`, computed for the floats at `c`: after the addend's, if any.
     @_transparent
@@ -528,23 +532,17 @@ private func kernel8(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: 
 func remainderRows(_ rows: Int, _ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: Int,
                    _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
                    _ width: Int, _ st: Store) {
-    // The Store of the rows from r on: the bias pointer moves with them.
-    @inline(__always) func from(_ r: Int) -> Store {
-        var own = st
-        own.bias = st.bias.map { $0 + r }
-        return own
-    }
     var r = 0
     if rows >= 4 {
         kernel4(kc, a, aRow, aCol, b, ldb, c, ldc, width, st)
         r = 4
     }
     if rows - r >= 2 {
-        kernel2(kc, a + r * aRow, aRow, aCol, b, ldb, c + r * ldc, ldc, width, from(r))
+        kernel2(kc, a + r * aRow, aRow, aCol, b, ldb, c + r * ldc, ldc, width, st.fromRow(r))
         r += 2
     }
     if r < rows {
-        kernelRow(kc, a + r * aRow, aCol, b, ldb, c + r * ldc, width, from(r))
+        kernelRow(kc, a + r * aRow, aCol, b, ldb, c + r * ldc, width, st.fromRow(r))
     }
 }
 

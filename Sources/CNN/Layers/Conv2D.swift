@@ -661,8 +661,8 @@ public final class Conv2D: Layer, PlannedLayer {
         // tiles (up to a quarter of them: 49 tiles in 64) are then not multiplied, and each
         // product is summed over the channels in the same order: the same bits.
         let byTiles = uPanels != nil && pooling != nil && pooling?.indices == nil
-        // One image on two threads: the output channels split in two, at a register block (a
-        // panel when by tiles), each task transforming the input itself.
+        // One image on two threads: the output channels split in two (`rowCut`; at a panel when
+        // by tiles), each task transforming the input itself.
         let half = byTiles ? halfInBlocks(oc, of: nr) : rowCut(oc)
         let split = batch == 1 && kept == nil && half < oc && ThreadPool.shared.threads > 1
         let slots = split ? 2 : min(batch, max(2, ThreadPool.shared.threads))
@@ -760,8 +760,8 @@ final class ConvScratch {
     var lowered = Workspace()     // the weight gradient's: each task's sample lowered again (readsKeptInput)
 }
 
-/// Where `rows` are cut for two tasks: half of them, rounded up to whole blocks (register blocks,
-/// panels, blocks of the direct kernel).
+/// Where `rows` are cut for two tasks: half of them, rounded up to whole blocks
+/// (panels, blocks of the direct kernel, pairs of rows for `rowCut`).
 private func halfInBlocks(_ rows: Int, of block: Int) -> Int { (rows / 2 + block - 1) / block * block }
 
 /// Where a product's rows (output channels) are cut for two tasks: half of them, rounded up to an
