@@ -2,6 +2,7 @@ import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
+import Synchronization
 @testable import CNN
 
 @Suite("Thread pool")
@@ -37,6 +38,62 @@ struct ThreadPoolTests {
             }
         }
         #expect(sums == [0, 60, 120, 180])
+    }
+
+    /// `parallelItems` runs every item once, in a slot below both the slots and the items. With
+    /// more than two tasks, task s takes items s, s + slots, ...; two tasks on one thread run one
+    /// after the other, and the first takes all the items.
+    @Test func itemsRunOnceEach() {
+        for threads in 1...3 {
+            let pool = ThreadPool(threads: threads)
+            for slots in 1...3 {
+                for count in 0...41 {
+                    var slotOf = [Int](repeating: -1, count: count), runs = [Int](repeating: 0, count: count)
+                    slotOf.withUnsafeMutableBufferPointer { s in runs.withUnsafeMutableBufferPointer { r in
+                        let slotBase = s.baseAddress, runBase = r.baseAddress
+                        pool.parallelItems(count, slots: slots) { item, slot in
+                            slotBase![item] = slot
+                            runBase![item] += 1
+                        }
+                    } }
+                    #expect(runs.allSatisfy { $0 == 1 }, "\(threads) threads, \(slots) slots, \(count) items")
+                    #expect(slotOf.allSatisfy { $0 >= 0 && $0 < min(slots, count) })
+                    let tasks = min(slots, count)
+                    if tasks > 2 {
+                        #expect(slotOf.enumerated().allSatisfy { $0.element == $0.offset % tasks })
+                    } else if threads == 1 {
+                        #expect(slotOf.allSatisfy { $0 == 0 })
+                    }
+                }
+            }
+        }
+    }
+
+    /// With two tasks, one that has run out of its own items takes the other's last ones: slot 0,
+    /// once it has item 0, waits until slot 1 has run all of its own (odd) items, which wait for
+    /// item 0 to start; slot 1 then runs every even item but the first.
+    @Test(.timeLimit(.minutes(1))) func idleTaskTakesTheOthersItems() {
+        let pool = ThreadPool(threads: 2)
+        let started = Atomic<Bool>(false), oddDone = Atomic<Int>(0)
+        func wait(until done: () -> Bool) {
+            var tries = 0
+            while !done() && tries < 10_000 { usleep(1_000); tries += 1 }
+        }
+        var slotOf = [Int](repeating: -1, count: 21)
+        slotOf.withUnsafeMutableBufferPointer { s in
+            let base = s.baseAddress!
+            pool.parallelItems(21, slots: 2) { item, slot in
+                base[item] = slot
+                if item == 0 {
+                    started.store(true, ordering: .releasing)
+                    wait { oddDone.load(ordering: .acquiring) == 10 }
+                } else if item % 2 == 1 {
+                    wait { started.load(ordering: .acquiring) }
+                    oddDone.add(1, ordering: .releasing)
+                }
+            }
+        }
+        #expect(slotOf == [0] + (1..<21).map { _ in 1 })
     }
 
     @Test func nestedCallsRunSerially() {

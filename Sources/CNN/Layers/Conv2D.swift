@@ -167,13 +167,16 @@ public final class Conv2D: Layer, PlannedLayer {
             let tasks = split ? 2 : min(batch, max(2, ThreadPool.shared.threads)), half = min(oc, halfInBlocks(oc, of: directBlock))
             let stage = self.col.reserve(tasks * directStageCount).pointer
             let padded = self.padded.reserve(tasks * g.paddedCount).pointer
-            ThreadPool.shared.parallelFor(tasks) { task in
+            func convolve(_ n: Int, task: Int) {
                 let own = padded + task * g.paddedCount
-                for n in stride(from: split ? 0 : task, to: batch, by: tasks) {
-                    padInput(xp + n * inCount, g, own, readable: (batch - n) * inCount)
-                    directConvPooled(own, g, weights: w, bias: b, clamp: clamp, channels: split ? part(task, of: oc, cut: half) : 0..<oc,
-                                     stage: stage + task * directStageCount, yp + n * outCount)
-                }
+                padInput(xp + n * inCount, g, own, readable: (batch - n) * inCount)
+                directConvPooled(own, g, weights: w, bias: b, clamp: clamp, channels: split ? part(task, of: oc, cut: half) : 0..<oc,
+                                 stage: stage + task * directStageCount, yp + n * outCount)
+            }
+            if split {
+                ThreadPool.shared.parallelFor(2) { task in convolve(0, task: task) }
+            } else {
+                ThreadPool.shared.parallelItems(batch, slots: tasks) { n, task in convolve(n, task: task) }
             }
             return y
         }
@@ -250,20 +253,23 @@ public final class Conv2D: Layer, PlannedLayer {
             // from there, while they are in its core's cache.
             let pooled = (g.oh / 2) * (g.ow / 2)
             let full = unpooled.reserve(tasks * oc * p).pointer
-            ThreadPool.shared.parallelFor(tasks) { task in
+            func convolve(_ n: Int, task: Int) {
                 let rows = poolSplit ? part(task, of: oc, cut: channelCut) : 0..<oc
                 let own = full + task * oc * p
-                for n in stride(from: poolSplit ? 0 : task, to: batch, by: tasks) {
-                    let slot = keepsCopy ? n : task
-                    lower(n, into: slot)
-                    gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: p, k: ckk, a: w, aRow: ckk, aCol: 1,
-                             b: col + slot * ckk * p, ldb: p, c: own, ldc: p, accumulate: false, rowBias: b, clamp: clamp)
-                    for o in rows {
-                        let out = n * outCount + o * pooled
-                        maxPool2x2Plane(own + o * p, h: g.oh, w: g.ow, yp + out, oh: g.oh / 2, ow: g.ow / 2,
-                                        argmax: indices.map { $0 + out }, mask: mask)
-                    }
+                let slot = keepsCopy ? n : task
+                lower(n, into: slot)
+                gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: p, k: ckk, a: w, aRow: ckk, aCol: 1,
+                         b: col + slot * ckk * p, ldb: p, c: own, ldc: p, accumulate: false, rowBias: b, clamp: clamp)
+                for o in rows {
+                    let out = n * outCount + o * pooled
+                    maxPool2x2Plane(own + o * p, h: g.oh, w: g.ow, yp + out, oh: g.oh / 2, ow: g.ow / 2,
+                                    argmax: indices.map { $0 + out }, mask: mask)
                 }
+            }
+            if poolSplit {
+                ThreadPool.shared.parallelFor(2) { task in convolve(0, task: task) }
+            } else {
+                ThreadPool.shared.parallelItems(batch, slots: tasks) { n, task in convolve(n, task: task) }
             }
             return y
         }
@@ -292,11 +298,9 @@ public final class Conv2D: Layer, PlannedLayer {
             return y
         }
         if pointwise {
-            ThreadPool.shared.parallelFor(tasks) { task in
-                for n in stride(from: task, to: batch, by: tasks) {
-                    gemm(m: oc, n: p, k: ckk, a: w, aRow: ckk, aCol: 1, b: xp + n * inCount, ldb: p, c: yp + n * outCount,
-                         ldc: p, accumulate: false, rowBias: b, clamp: clamp, bRowScale: gates.map { $0 + n * ckk }, addend: addend)
-                }
+            ThreadPool.shared.parallelItems(batch, slots: tasks) { n, _ in
+                gemm(m: oc, n: p, k: ckk, a: w, aRow: ckk, aCol: 1, b: xp + n * inCount, ldb: p, c: yp + n * outCount,
+                     ldc: p, accumulate: false, rowBias: b, clamp: clamp, bRowScale: gates.map { $0 + n * ckk }, addend: addend)
             }
             return y
         }
@@ -338,17 +342,17 @@ public final class Conv2D: Layer, PlannedLayer {
             return y
         }
         // Each sample is lowered and multiplied by one task, so each output element is written by
-        // one task, computed the same way whatever the batch or the slots.
-        ThreadPool.shared.parallelFor(slots) { slot in
-            for n in stride(from: slot, to: batch, by: slots) {
-                if lowersPanels {
-                    convolvePanels(n, slot: slot, columns: 0..<p)
-                    continue
-                }
-                lower(n, into: slot)
-                gemm(m: oc, n: p, k: ckk, a: w, aRow: ckk, aCol: 1, b: col + slot * ckk * p, ldb: p, c: yp + n * outCount,
-                     ldc: p, accumulate: false, rowBias: b, clamp: clamp, addend: addend)
+        // one task, computed the same way whatever the batch or the slots. (Training keeps each
+        // sample's matrix in its own slot.)
+        ThreadPool.shared.parallelItems(batch, slots: tasks) { n, task in
+            if lowersPanels {
+                convolvePanels(n, slot: task, columns: 0..<p)
+                return
             }
+            let slot = keepsCopy ? n : task
+            lower(n, into: slot)
+            gemm(m: oc, n: p, k: ckk, a: w, aRow: ckk, aCol: 1, b: col + slot * ckk * p, ldb: p, c: yp + n * outCount,
+                 ldc: p, accumulate: false, rowBias: b, clamp: clamp, addend: addend)
         }
         return y
     }
@@ -408,18 +412,16 @@ public final class Conv2D: Layer, PlannedLayer {
         let dcols = self.col.reserve(slots * ckk * p).pointer
         let w = weight.value.pointer, dxp = dx.pointer
         let padded = g.sh == 1 && g.sw == 1 ? self.padded.reserve(slots * g.paddedCount).pointer : nil
-        ThreadPool.shared.parallelFor(slots) { slot in
+        ThreadPool.shared.parallelItems(batch, slots: slots) { n, slot in
             let dcol = dcols + slot * ckk * p
-            for n in stride(from: slot, to: batch, by: slots) {
-                gemm(m: ckk, n: p, k: oc, a: w, aRow: 1, aCol: ckk, b: dyp + n * outCount, ldb: p,
-                     c: dcol, ldc: p, accumulate: false)
-                let dxn = dxp + n * inCount
-                if adding == nil { dxn.update(repeating: 0, count: inCount) }
-                if let padded {
-                    col2imPadded(dcol, g, padded + slot * g.paddedCount, dxn)
-                } else {
-                    col2im(dcol, g, dxn)
-                }
+            gemm(m: ckk, n: p, k: oc, a: w, aRow: 1, aCol: ckk, b: dyp + n * outCount, ldb: p,
+                 c: dcol, ldc: p, accumulate: false)
+            let dxn = dxp + n * inCount
+            if adding == nil { dxn.update(repeating: 0, count: inCount) }
+            if let padded {
+                col2imPadded(dcol, g, padded + slot * g.paddedCount, dxn)
+            } else {
+                col2im(dcol, g, dxn)
             }
         }
         return dx
@@ -704,9 +706,7 @@ public final class Conv2D: Layer, PlannedLayer {
         if split {
             ThreadPool.shared.parallelFor(2) { slot in run(0, slot: slot, rows: part(slot, of: oc, cut: half)) }
         } else {
-            ThreadPool.shared.parallelFor(slots) { slot in
-                for sample in stride(from: slot, to: batch, by: slots) { run(sample, slot: slot, rows: 0..<oc) }
-            }
+            ThreadPool.shared.parallelItems(batch, slots: slots) { sample, slot in run(sample, slot: slot, rows: 0..<oc) }
         }
     }
 }

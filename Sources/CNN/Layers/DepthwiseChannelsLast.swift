@@ -90,12 +90,10 @@ extension GroupedConv2D {
         let scratch = channelsLastScratch.reserve(batch * per + taps * cp).pointer
         let wT = scratch + batch * per
         let tasks = min(batch, max(2, ThreadPool.shared.threads))
-        ThreadPool.shared.parallelFor(tasks) { task in
-            for n in stride(from: task, to: batch, by: tasks) {
-                let xT = scratch + n * per
-                transpose(x + n * c * hw, rows: c, cols: hw, into: xT, ldo: cp)
-                transpose(dy + n * c * ohw, rows: c, cols: ohw, into: xT + hw * cp, ldo: cp)
-            }
+        ThreadPool.shared.parallelItems(batch, slots: tasks) { n, _ in
+            let xT = scratch + n * per
+            transpose(x + n * c * hw, rows: c, cols: hw, into: xT, ldo: cp)
+            transpose(dy + n * c * ohw, rows: c, cols: ohw, into: xT + hw * cp, ldo: cp)
         }
         if dw != nil || db != nil {
             let sums = channelsLastSums.reserve((taps + 1) * cp)
@@ -154,32 +152,30 @@ extension GroupedConv2D {
         }
         guard let dx else { return }
         transposedWeights(weight.value.pointer, into: wT)
-        ThreadPool.shared.parallelFor(tasks) { task in
-            for n in stride(from: task, to: batch, by: tasks) {
-                // The input's pixels are no longer needed: dx is summed in their place.
-                let dxT = scratch + n * per, dyT = dxT + hw * cp
-                dxT.update(repeating: 0, count: hw * cp)
-                for oy in 0..<g.oh {
-                    for ox in 0..<g.ow {
-                        let d = dyT + (oy * g.ow + ox) * cp
-                        for ky in 0..<g.kh {
-                            let iy = oy * g.sh - g.ph + ky
-                            guard iy >= 0 && iy < g.h else { continue }
-                            for kx in 0..<g.kw {
-                                let ix = ox * g.sw - g.pw + kx
-                                guard ix >= 0 && ix < g.w else { continue }
-                                let target = dxT + (iy * g.w + ix) * cp, wt = wT + (ky * g.kw + kx) * cp
-                                var v = 0
-                                while v < cp {
-                                    store(fmadd(load(target + v), load(wt + v), load(d + v)), target + v)
-                                    v += w
-                                }
+        ThreadPool.shared.parallelItems(batch, slots: tasks) { n, _ in
+            // The input's pixels are no longer needed: dx is summed in their place.
+            let dxT = scratch + n * per, dyT = dxT + hw * cp
+            dxT.update(repeating: 0, count: hw * cp)
+            for oy in 0..<g.oh {
+                for ox in 0..<g.ow {
+                    let d = dyT + (oy * g.ow + ox) * cp
+                    for ky in 0..<g.kh {
+                        let iy = oy * g.sh - g.ph + ky
+                        guard iy >= 0 && iy < g.h else { continue }
+                        for kx in 0..<g.kw {
+                            let ix = ox * g.sw - g.pw + kx
+                            guard ix >= 0 && ix < g.w else { continue }
+                            let target = dxT + (iy * g.w + ix) * cp, wt = wT + (ky * g.kw + kx) * cp
+                            var v = 0
+                            while v < cp {
+                                store(fmadd(load(target + v), load(wt + v), load(d + v)), target + v)
+                                v += w
                             }
                         }
                     }
                 }
-                transpose(dxT, rows: hw, cols: c, ldx: cp, into: dx + n * c * hw)
             }
+            transpose(dxT, rows: hw, cols: c, ldx: cp, into: dx + n * c * hw)
         }
     }
 
