@@ -396,6 +396,47 @@ struct KernelTests {
         }
     }
 
+    /// One image on two threads through Winograd: its rows of tiles cut in two where
+    /// `winogradTileRowCut` allows (planes 16 wide with AVX2's vectors, 32 and 64 with either; an
+    /// odd height, whose last row of tiles is half outside), its output channels otherwise: each
+    /// convolution's outputs, and the logits with a residual sum in the last one's write, are the
+    /// bits of one thread (which transforms the whole plane at once).
+    @Test(arguments: [
+        "input(8,32,32) residual[conv(16,3,pad=1) relu conv(8,3,pad=1)] relu flatten dense(3)",
+        "input(8,31,32) conv(12,3,pad=1) relu conv(8,3,pad=1) flatten dense(3)",
+        "input(16,16,16) conv(16,3,pad=1) relu conv(16,3,pad=1) flatten dense(3)",
+        "input(8,12,64) conv(8,3,pad=1) relu conv(9,3) flatten dense(3)",
+    ])
+    func winogradImageOnTwoThreadsMatchesOne(_ text: String) throws {
+        try threadSettingLock.with {
+            let model = try Model(architecture: Architecture(parsing: text), seed: 6)
+            var values = TestRandom(3)
+            for (name, p) in model.namedParameters where name.hasSuffix("bias") { p.value.copy(from: FloatBuffer(values.values(p.count))) }
+            let convs = model.namedLayers.compactMap { $0.layer as? Conv2D }
+            #expect(convs.allSatisfy { $0.geometry.winograd })
+            if text.hasPrefix("input(8,") {
+                #expect(convs.contains { $0.geometry.winogradTileRowCut != nil }, "\(text): no convolution cuts its rows of tiles")
+            }
+            var r = TestRandom(4)
+            let x = r.values(model.inputShape.count, -2, 2), inputs = convs.map { r.values($0.inputShape.count, -2, 2) }
+            var logits: [[Float]] = [], outputs: [[[Float]]] = []
+            for threads in [1, 2] {
+                ThreadPool.setThreads(threads)
+                defer { ThreadPool.setThreads(1) }
+                logits.append(x.withUnsafeBufferPointer { model.predict($0.baseAddress!, batch: 1, logits: true) })
+                outputs.append(zip(convs, inputs).map { conv, input in
+                    var rng = Random(seed: 1)
+                    return conv.forward(FloatBuffer(input), batch: 1, training: false, rng: &rng).array
+                })
+            }
+            #expect(logits[0] == logits[1], "\(text): logits")
+            for (i, conv) in convs.enumerated() {
+                let same = outputs[0][i] == outputs[1][i]
+                #expect(same, "\(text): convolution \(i) (cut at tile row \(String(describing: conv.geometry.winogradTileRowCut)))")
+            }
+        }
+    }
+
     /// A squeeze-and-excitation before a 1×1 convolution hands its gates to the convolution at
     /// inference, which scales its input channels while packing them: logits and gradients must be
     /// the bits of the separate layers, on every path of a 1×1 convolution (batch 1 split by rows or

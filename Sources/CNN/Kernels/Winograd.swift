@@ -59,6 +59,19 @@ extension ConvGeometry {
     func winogradSlotCount(outChannels oc: Int) -> Int {
         paddedCount + 16 * winogradVStride + 16 * winogradMStride(outChannels: oc) + tiles * oc + V.scalarCount
     }
+    /// One image on two threads: the row of tiles where they are cut in two, each task
+    /// transforming, multiplying (all output channels) and transforming back its own rows; nil
+    /// where the output channels are cut instead, each task transforming the whole input (20 % of
+    /// ResNet-20's batch-1 time went to that twice). Only where rows of tiles are whole vectors of V
+    /// and of the output rows (OW a multiple of 2·N, `winogradInput`'s and `winogradOutput`'s
+    /// row-by-row paths): no vector spills into the other task's rows. At a whole panel of the
+    /// products where half the rows, or one more, give one.
+    var winogradTileRowCut: Int? {
+        let n = V.scalarCount
+        guard ow % (2 * n) == 0 && 2 * tilesW > n && tilesH >= 2 else { return nil }
+        let half = tilesH / 2
+        return half * tilesW % gemmNR == 0 || half + 1 >= tilesH ? half : half + 1
+    }
 }
 
 /// How the transformed weights are laid out.
@@ -108,7 +121,10 @@ func winogradWeights(_ w: UnsafePointer<Float>, oc: Int, c: Int, layout: Winogra
 /// row-major order; the 16 matrices are `winogradVStride` apart. A row of tiles is a vector of
 /// lanes (more vectors when wider), read as the even and odd columns of the input rows; lanes
 /// past the row's end are rewritten by the next row (or fall in the slack).
-func winogradInput(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ v: UnsafeMutablePointer<Float>) {
+///
+/// `tileRows`: only those rows of tiles (the row-by-row path, 2·TW > N; `winogradTileRowCut`).
+func winogradInput(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ v: UnsafeMutablePointer<Float>,
+                   tileRows: Range<Int>? = nil) {
     let n = V.scalarCount, hp = g.paddedH, wp = g.paddedW, tw = g.tilesW, t = g.tileColumns, stride = g.winogradVStride
     // Columns 2·tx + j of a row for the lanes tx.
     @inline(__always) func columns(_ p: UnsafePointer<Float>) -> (V, V, V, V) {
@@ -143,8 +159,9 @@ func winogradInput(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ v: Unsaf
         // into the next tile row's first chunk, which is written after them.
         for tx in Swift.stride(from: (tw - 1) / n * n, through: 0, by: -n) {
             // Tile rows overlap by two input rows: the last two of one are the first two of the next.
-            var d0 = columns(plane + 2 * tx), d1 = columns(plane + wp + 2 * tx)
-            for ty in 0..<g.tilesH {
+            let rows = tileRows ?? 0..<g.tilesH, first = plane + 2 * rows.lowerBound * wp + 2 * tx
+            var d0 = columns(first), d1 = columns(first + wp)
+            for ty in rows {
                 let top = plane + 2 * ty * wp + 2 * tx
                 let d2 = columns(top + 2 * wp), d3 = columns(top + 3 * wp)
                 let dst = v + ch * t + ty * tw + tx
@@ -273,9 +290,11 @@ func inverseTransform(_ src: UnsafePointer<Float>, _ stride: Int, bias: V, clamp
 /// (zipLanes) into whole vectors of an output row. A vector may run past its row into the next
 /// ones, written after it, but not past the plane: there, element by element. `addend`: a tensor
 /// laid out as y, that many floats past it (never y itself: a spilled vector's lanes are written
-/// before their own), added to each output before the clamp.
+/// before their own), added to each output before the clamp. `tileRows`: only those rows of
+/// tiles (the row-by-row path; `winogradTileRowCut`).
 func winogradOutput(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, channels: Range<Int>,
-                    bias: UnsafePointer<Float>?, clamp: Clamp, addend: Int? = nil, _ y: UnsafeMutablePointer<Float>) {
+                    bias: UnsafePointer<Float>?, clamp: Clamp, addend: Int? = nil, tileRows: Range<Int>? = nil,
+                    _ y: UnsafeMutablePointer<Float>) {
     let n = V.scalarCount, t = g.tileColumns, tw = g.tilesW, ow = g.ow, oh = g.oh, stride = g.winogradMStride(outChannels: oc)
     // With an addend, the clamp comes after it, as outputs are stored.
     let inner = addend == nil ? clamp : .none
@@ -347,7 +366,7 @@ func winogradOutput(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, chann
             }
             continue
         }
-        for ty in 0..<g.tilesH {
+        for ty in tileRows ?? 0..<g.tilesH {
             // From the last vector of tiles to the first, the top row before the bottom one: a
             // vector past its row's end spills into the next rows, written after it.
             // (A while loop: `stride(from:through:by:)` stayed an out-of-line iterator.)

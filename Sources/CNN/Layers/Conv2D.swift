@@ -663,13 +663,15 @@ public final class Conv2D: Layer, PlannedLayer {
         // tiles (up to a quarter of them: 49 tiles in 64) are then not multiplied, and each
         // product is summed over the channels in the same order: the same bits.
         let byTiles = uPanels != nil && pooling != nil && pooling?.indices == nil
-        // One image on two threads: the output channels split in two (`rowCut`; at a panel when
-        // by tiles), each task transforming the input itself.
+        // One image on two threads: its rows of tiles cut in two (`winogradTileRowCut`), or else
+        // the output channels (`rowCut`; at a panel when by tiles), each task transforming the
+        // input itself.
+        let tileRowCut = byTiles || pooling != nil ? nil : g.winogradTileRowCut
         let half = byTiles ? halfInBlocks(oc, of: nr) : rowCut(oc)
-        let split = batch == 1 && kept == nil && half < oc && ThreadPool.shared.threads > 1
+        let split = batch == 1 && kept == nil && (tileRowCut != nil || half < oc) && ThreadPool.shared.threads > 1
         let slots = split ? 2 : min(batch, max(2, ThreadPool.shared.threads))
         let base = scratch.slots.reserve(slots * slotSize).pointer
-        func run(_ sample: Int, slot: Int, rows: Range<Int>) {
+        func run(_ sample: Int, slot: Int, rows: Range<Int>, tileRows: Range<Int>? = nil) {
             let own = base + slot * slotSize, v = own + g.paddedCount, m = v + vCount
             let padded = kept.map { $0 + sample * g.paddedCount } ?? own
             // Rows of V (and of the products by tiles) per row of tiles.
@@ -679,7 +681,7 @@ public final class Conv2D: Layer, PlannedLayer {
                 tileRow = V.scalarCount / 2
             } else {
                 padInput(input + sample * inCount, g, padded, readable: (batch - sample) * inCount)
-                winogradInput(padded, g, v)
+                winogradInput(padded, g, v, tileRows: tileRows)
             }
             if byTiles, let uPanels {
                 let rowCount = tileRow == g.tilesW ? g.tiles : g.tilesH * tileRow, tStride = rowCount * oc + V.scalarCount
@@ -693,17 +695,23 @@ public final class Conv2D: Layer, PlannedLayer {
                                             scratch: m + 16 * mStride, output + sample * outCount)
                 return
             }
+            // The columns of the rows of tiles (whole vectors past the last).
+            let j0 = (tileRows?.lowerBound ?? 0) * g.tilesW
+            let j1 = tileRows.map { $0.upperBound < g.tilesH ? $0.upperBound * g.tilesW : columns } ?? columns
             for xi in 0..<16 {
-                gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: 0, j1: columns, k: c, a: u + xi * oc * c, aRow: c, aCol: 1,
+                gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: j0, j1: j1, k: c, a: u + xi * oc * c, aRow: c, aCol: 1,
                          b: v + xi * g.winogradVStride, ldb: t, bInPlace: true, c: m + xi * mStride, ldc: t, accumulate: false)
             }
             if let pooling {
                 winogradOutputPooled(m, g, oc: oc, channels: rows, bias: bias, clamp: clamp, pooling, sample * outCount, output)
             } else {
-                winogradOutput(m, g, oc: oc, channels: rows, bias: bias, clamp: clamp, addend: addend, output + sample * outCount)
+                winogradOutput(m, g, oc: oc, channels: rows, bias: bias, clamp: clamp, addend: addend, tileRows: tileRows,
+                               output + sample * outCount)
             }
         }
-        if split {
+        if split, let cut = tileRowCut {
+            ThreadPool.shared.parallelFor(2) { slot in run(0, slot: slot, rows: 0..<oc, tileRows: part(slot, of: g.tilesH, cut: cut)) }
+        } else if split {
             ThreadPool.shared.parallelFor(2) { slot in run(0, slot: slot, rows: part(slot, of: oc, cut: half)) }
         } else {
             ThreadPool.shared.parallelItems(batch, slots: slots) { sample, slot in run(sample, slot: slot, rows: 0..<oc) }
