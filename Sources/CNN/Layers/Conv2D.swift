@@ -167,16 +167,11 @@ public final class Conv2D: Layer, PlannedLayer {
             let tasks = split ? 2 : min(batch, max(2, ThreadPool.shared.threads)), half = min(oc, halfInBlocks(oc, of: directBlock))
             let stage = self.col.reserve(tasks * directStageCount).pointer
             let padded = self.padded.reserve(tasks * g.paddedCount).pointer
-            func convolve(_ n: Int, task: Int) {
+            eachSample(batch, tasks: tasks, split: split) { n, task in
                 let own = padded + task * g.paddedCount
                 padInput(xp + n * inCount, g, own, readable: (batch - n) * inCount)
                 directConvPooled(own, g, weights: w, bias: b, clamp: clamp, channels: split ? part(task, of: oc, cut: half) : 0..<oc,
                                  stage: stage + task * directStageCount, yp + n * outCount)
-            }
-            if split {
-                ThreadPool.shared.parallelFor(2) { task in convolve(0, task: task) }
-            } else {
-                ThreadPool.shared.parallelItems(batch, slots: tasks) { n, task in convolve(n, task: task) }
             }
             return y
         }
@@ -253,7 +248,7 @@ public final class Conv2D: Layer, PlannedLayer {
             // from there, while they are in its core's cache.
             let pooled = (g.oh / 2) * (g.ow / 2)
             let full = unpooled.reserve(tasks * oc * p).pointer
-            func convolve(_ n: Int, task: Int) {
+            eachSample(batch, tasks: tasks, split: poolSplit) { n, task in
                 let rows = poolSplit ? part(task, of: oc, cut: channelCut) : 0..<oc
                 let own = full + task * oc * p
                 let slot = keepsCopy ? n : task
@@ -265,11 +260,6 @@ public final class Conv2D: Layer, PlannedLayer {
                     maxPool2x2Plane(own + o * p, h: g.oh, w: g.ow, yp + out, oh: g.oh / 2, ow: g.ow / 2,
                                     argmax: indices.map { $0 + out }, mask: mask)
                 }
-            }
-            if poolSplit {
-                ThreadPool.shared.parallelFor(2) { task in convolve(0, task: task) }
-            } else {
-                ThreadPool.shared.parallelItems(batch, slots: tasks) { n, task in convolve(n, task: task) }
             }
             return y
         }
@@ -709,12 +699,9 @@ public final class Conv2D: Layer, PlannedLayer {
                                output + sample * outCount)
             }
         }
-        if split, let cut = tileRowCut {
-            ThreadPool.shared.parallelFor(2) { slot in run(0, slot: slot, rows: 0..<oc, tileRows: part(slot, of: g.tilesH, cut: cut)) }
-        } else if split {
-            ThreadPool.shared.parallelFor(2) { slot in run(0, slot: slot, rows: part(slot, of: oc, cut: half)) }
-        } else {
-            ThreadPool.shared.parallelItems(batch, slots: slots) { sample, slot in run(sample, slot: slot, rows: 0..<oc) }
+        eachSample(batch, tasks: slots, split: split) { sample, slot in
+            let tileRows = split ? tileRowCut.map { part(slot, of: g.tilesH, cut: $0) } : nil
+            run(sample, slot: slot, rows: split && tileRows == nil ? part(slot, of: oc, cut: half) : 0..<oc, tileRows: tileRows)
         }
     }
 }
@@ -794,6 +781,16 @@ private func rowSplitIsEvener(rows: Int, columns: Int) -> Bool {
     let byRows = max(blocks(cutRows), blocks(rows - cutRows)) * panels(columns)
     let byColumns = blocks(rows) * max(panels(cutColumns), panels(columns - cutColumns))
     return byRows < byColumns
+}
+
+/// Runs `body(sample, task)` over a batch: with `split`, its one image on two tasks, each doing its
+/// own part of it; otherwise the samples handed out to `tasks` tasks (`parallelItems`).
+private func eachSample(_ batch: Int, tasks: Int, split: Bool, _ body: (_ sample: Int, _ task: Int) -> Void) {
+    if split {
+        ThreadPool.shared.parallelFor(2) { task in body(0, task) }
+    } else {
+        ThreadPool.shared.parallelItems(batch, slots: tasks, body)
+    }
 }
 
 /// Task 0's or task 1's part of 0..<count, cut at `cut`.
