@@ -399,21 +399,22 @@ struct KernelTests {
     }
 
     /// One image on two threads through Winograd: its rows of tiles cut in two where
-    /// `winogradTileRowCut` allows (planes 16 wide with AVX2's vectors, 32 and 64 with either; an
-    /// odd height, whose last row of tiles is half outside), its output channels otherwise: each
-    /// convolution's outputs are the bits of one thread, which transforms the whole plane at once.
-    /// (With a residual sum in the write: `predictionsDoNotDependOnBatchOrThreads`.)
+    /// `winogradTileRowCut` allows (F(2×2) on planes 16 wide with AVX2's vectors, 32 and 64 with
+    /// either, an odd height, whose last row of tiles is half outside; F(4×4) on 64 wide), its output
+    /// channels otherwise (F(4×4) on 16×16): each convolution's outputs are the bits of one thread,
+    /// which transforms the whole plane at once. (With a residual sum in the write:
+    /// `predictionsDoNotDependOnBatchOrThreads`.)
     @Test(arguments: [
         "input(8,31,32) conv(12,3,pad=1) conv(8,3,pad=1)",
         "input(16,16,16) conv(16,3,pad=1) conv(16,3,pad=1)",
-        "input(8,12,64) conv(8,3,pad=1) conv(9,3)",
+        "input(8,16,64) conv(8,3,pad=1) conv(9,3)",
     ])
     func winogradImageOnTwoThreadsMatchesOne(_ text: String) throws {
         try threadSettingLock.with {
             let convs = try [0, 1].map { try #require(makeLayer(text + " flatten", index: $0).1 as? Conv2D) }
             #expect(convs.allSatisfy { $0.geometry.winograd })
             if text.hasPrefix("input(8,") {
-                #expect(convs.contains { $0.geometry.winogradTileRowCut != nil }, "\(text): no convolution cuts its rows of tiles")
+                #expect(convs.contains { $0.geometry.tileRowCut != nil }, "\(text): no convolution cuts its rows of tiles")
             }
             var r = TestRandom(4)
             let inputs = convs.map { r.values($0.inputShape.count, -2, 2) }
@@ -428,7 +429,7 @@ struct KernelTests {
             }
             for (i, conv) in convs.enumerated() {
                 let same = outputs[0][i] == outputs[1][i]
-                #expect(same, "\(text): convolution \(i) (cut at tile row \(String(describing: conv.geometry.winogradTileRowCut)))")
+                #expect(same, "\(text): convolution \(i) (F(4×4): \(conv.geometry.winograd4), cut at tile row \(String(describing: conv.geometry.tileRowCut)))")
             }
         }
     }
@@ -730,4 +731,9 @@ private func expectSameBits(_ fused: Model, _ separate: Model, inputs x: [Float]
             }
         }
     }
+}
+
+extension ConvGeometry {
+    /// The row of tiles where an unpooled Winograd convolution cuts one image, F(4×4)'s or F(2×2)'s.
+    var tileRowCut: Int? { winograd4 ? winograd4TileRowCut : winogradTileRowCut }
 }

@@ -50,6 +50,38 @@ struct LayerTests {
         checkLayer(layer, batch: 2)
     }
 
+    /// F(4×4, 3×3) (Winograd4.swift) on planes whose sides are multiples of 4, against the reference
+    /// and finite differences; on two threads (one image: its rows of tiles or its output channels
+    /// cut in two), the bits of one: rows of 4 tiles (a group of N tiles spanning rows, AVX2; one
+    /// row a group, AVX-512), also the input gradient's convolution of dy; 8 tiles a row and 3 rows
+    /// (a last group half empty with AVX-512, the rows cut after the first with AVX2); without
+    /// padding, where dy's convolution (18×18) takes F(2×2).
+    @Test(arguments: [
+        "input(8,16,16) conv(9,3,pad=1) flatten",
+        "input(8,12,32) conv(8,3,pad=1,bias=false) flatten",
+        "input(9,18,18) conv(8,3) flatten",
+    ])
+    func winograd4(_ text: String) throws {
+        let (_, layer) = try makeLayer(text)
+        let conv = try #require(layer as? Conv2D)
+        #expect(conv.geometry.winograd4)
+        let back = conv.geometry.inputGradientWinograd(outChannels: conv.outputShape.c)
+        #expect(back?.winograd4 == text.contains("pad=1"))
+        checkLayer(layer, batch: 1)
+        var r = TestRandom(3)
+        let x = FloatBuffer(r.values(layer.inputShape.count)), dy = FloatBuffer(r.values(layer.outputShape.count))
+        let results = threadSettingLock.with {
+            [1, 2].map { threads in
+                ThreadPool.setThreads(threads)
+                defer { ThreadPool.setThreads(1) }
+                var rng = Random(seed: 1)
+                let y = layer.forward(x, batch: 1, training: true, rng: &rng).array
+                return y + (layer.backward(dy, batch: 1, needInputGradient: true)?.array ?? [])
+            }
+        }
+        #expect(results[0] == results[1], "\(text): two threads differ from one")
+    }
+
     /// A convolution whose input is kept anyway (`readsKeptInput`: after a residual block's ReLU)
     /// keeps no copy and lowers each sample again in backward, a task's channels into its own slot:
     /// Winograd's bordered input (a whole panel of dM's tiles and a vector), im2col at a stride, at stride
@@ -280,7 +312,8 @@ struct LayerTests {
         }
     }
 
-    /// Inference runs 3×3 stride-1 convolutions by Winograd's F(2×2, 3×3), and 1×1 ones on the
+    /// Inference runs 3×3 stride-1 convolutions by Winograd's F(2×2, 3×3) (F(4×4) on planes whose
+    /// sides are multiples of 4), and 1×1 ones on the
     /// input itself: forward against the reference, one image and several, with the fused ReLU, on
     /// one and two threads.
     @Test(arguments: [
@@ -294,6 +327,8 @@ struct LayerTests {
         "input(16,9,37) conv(8,3,pad=1) flatten",         // odd, 19 tiles in a row
         "input(8,6,6) conv(16,1) flatten",                // 1×1: the input is the im2col matrix
         "input(5,12,13) conv(7,1) relu flatten",          // 1×1, one image split between two threads
+        "input(8,16,16) conv(16,3,pad=1) relu flatten",   // F(4×4): one image's output channels cut in two
+        "input(16,32,32) conv(8,3,pad=1) relu flatten",   // F(4×4): 8 rows of tiles cut in two
     ])
     func convInference(_ text: String) throws {
         let (_, layer) = try makeLayer(text)

@@ -175,3 +175,41 @@ func pairHalves<T: SIMD>(_ a: T, _ b: T) -> (low: T, high: T) {
     }
     return (low, high)
 }
+
+/// The unpacks within each group of four lanes (a 128-bit lane of the machine's vectors), which
+/// LLVM folds into unpcklps, unpckhps, unpcklpd and unpckhpd: group q of the result is
+/// (a0 b0 a1 b1), (a2 b2 a3 b3), (a0 a1 b0 b1) and (a2 a3 b2 b3) of group q of a and b.
+@_transparent
+func unpackLanes(_ a: V, _ b: V) -> (low: V, high: V) {
+    var low = V(), high = V()
+    for q in 0..<(V.scalarCount / 4) {
+        low[4 * q] = a[4 * q]; low[4 * q + 1] = b[4 * q]; low[4 * q + 2] = a[4 * q + 1]; low[4 * q + 3] = b[4 * q + 1]
+        high[4 * q] = a[4 * q + 2]; high[4 * q + 1] = b[4 * q + 2]; high[4 * q + 2] = a[4 * q + 3]; high[4 * q + 3] = b[4 * q + 3]
+    }
+    return (low, high)
+}
+
+/// (Through Double lanes: as float lanes, LLVM merged the two stages of `transposeLaneGroups` into
+/// one shuffle of four sources, which it built element by element and then ran the arithmetic
+/// on scalars: F(4×4)'s input transform was all vaddss and vinsertps.)
+@_transparent
+func unpackPairs(_ a: V, _ b: V) -> (low: V, high: V) {
+    let x = unsafeBitCast(a, to: VD.self), y = unsafeBitCast(b, to: VD.self)
+    var low = VD(), high = VD()
+    for q in 0..<(VD.scalarCount / 2) {
+        low[2 * q] = x[2 * q]; low[2 * q + 1] = y[2 * q]
+        high[2 * q] = x[2 * q + 1]; high[2 * q + 1] = y[2 * q + 1]
+    }
+    return (unsafeBitCast(low, to: V.self), unsafeBitCast(high, to: V.self))
+}
+
+/// The 4 × 4 transpose within each group of four lanes of four vectors: lane 4q + k of result j is
+/// lane 4q + j of a_k, by eight unpacks, none across groups. F(4×4)'s tiles (Winograd4.swift): with
+/// each group q of a_s the four columns of item s·N/4 + q, result j is column j of the N items, lane
+/// 4q + k holding item k·N/4 + q; and back again.
+@_transparent
+func transposeLaneGroups(_ a0: V, _ a1: V, _ a2: V, _ a3: V) -> (V, V, V, V) {
+    let p = unpackLanes(a0, a1), r = unpackLanes(a2, a3)
+    let low = unpackPairs(p.low, r.low), high = unpackPairs(p.high, r.high)
+    return (low.low, low.high, high.low, high.high)
+}

@@ -150,8 +150,14 @@ public final class Conv2D: Layer, PlannedLayer {
                     winogradUPanelsVersion = weightKey
                 }
                 panels = UnsafePointer(winogradUPanels.buffer.pointer)
-            } else if winogradUVersion != weightKey || winogradU.buffer.count < 16 * oc * g.c {
-                winogradWeights(w, oc: oc, c: g.c, into: winogradU.reserve(16 * oc * g.c).pointer)
+            } else if winogradUVersion != weightKey || winogradU.buffer.count < 36 * oc * g.c {
+                // F(4×4)'s 36 matrices where it applies (never pooled), else F(2×2)'s 16.
+                let u = winogradU.reserve(36 * oc * g.c).pointer
+                if !pool && g.winograd4 {
+                    winograd4Weights(w, oc: oc, c: g.c, into: u)
+                } else {
+                    winogradWeights(w, oc: oc, c: g.c, into: u)
+                }
                 winogradUVersion = weightKey
             }
             winogradConvolution(xp, g, u: winogradU.buffer.pointer, uPanels: panels, outChannels: oc, bias: b, clamp: clamp,
@@ -388,8 +394,12 @@ public final class Conv2D: Layer, PlannedLayer {
         let dx = adding ?? buffers.inputGradient(batch * inCount, dy: dy)
         // For 3×3 at stride 1, dx is a convolution of dy: by Winograd when it applies, no col2im.
         if adding == nil, let back = g.inputGradientWinograd(outChannels: oc) {
-            let u = winogradUBackward.reserve(16 * oc * g.c).pointer
-            winogradWeights(weight.value.pointer, oc: oc, c: g.c, layout: .inputGradient, into: u)
+            let u = winogradUBackward.reserve(36 * oc * g.c).pointer
+            if back.winograd4 {
+                winograd4Weights(weight.value.pointer, oc: oc, c: g.c, layout: .inputGradient, into: u)
+            } else {
+                winogradWeights(weight.value.pointer, oc: oc, c: g.c, layout: .inputGradient, into: u)
+            }
             winogradConvolution(dyp, back, u: u, outChannels: g.c, bias: nil, clamp: .none, batch: batch,
                                 into: dx.pointer, keeping: nil)
             return dx
@@ -646,7 +656,9 @@ public final class Conv2D: Layer, PlannedLayer {
                                      into output: UnsafeMutablePointer<Float>, keeping kept: UnsafeMutablePointer<Float>?) {
         let c = g.c, t = g.tileColumns, nr = gemmNR
         let inCount = g.c * g.h * g.w, outCount = oc * (pooling != nil ? g.tiles : g.oh * g.ow)
-        let vCount = 16 * g.winogradVStride, slotSize = g.winogradSlotCount(outChannels: oc)
+        // F(4×4) where it applies (Winograd4.swift; `u` holds its 36 matrices), else F(2×2).
+        let f4 = pooling == nil && g.winograd4
+        let vCount = 16 * g.winogradVStride, slotSize = f4 ? g.winograd4SlotCount(outChannels: oc) : g.winogradSlotCount(outChannels: oc)
         let mStride = g.winogradMStride(outChannels: oc), columns = g.winogradProductColumns
         // Pooled inference multiplies by tiles: M_ξᵀ (tiles, OC) = V_ξᵀ · U_ξᵀ, the tiles as the
         // rows (V_ξ read transposed, no packing) and Uᵀ as panels. The columns of V_ξ past the
@@ -656,7 +668,7 @@ public final class Conv2D: Layer, PlannedLayer {
         // One image on two threads: its rows of tiles cut in two (`winogradTileRowCut`), or else
         // the output channels (`rowCut`; at a panel when by tiles), each task transforming the
         // input itself.
-        let tileRowCut = byTiles || pooling != nil ? nil : g.winogradTileRowCut
+        let tileRowCut = byTiles || pooling != nil ? nil : f4 ? g.winograd4TileRowCut : g.winogradTileRowCut
         let half = byTiles ? halfInBlocks(oc, of: nr) : rowCut(oc)
         let split = batch == 1 && kept == nil && (tileRowCut != nil || half < oc) && ThreadPool.shared.threads > 1
         let slots = split ? 2 : min(batch, max(2, ThreadPool.shared.threads))
@@ -664,6 +676,20 @@ public final class Conv2D: Layer, PlannedLayer {
         func run(_ sample: Int, slot: Int, rows: Range<Int>, tileRows: Range<Int>? = nil) {
             let own = base + slot * slotSize, v = own + g.paddedCount, m = v + vCount
             let padded = kept.map { $0 + sample * g.paddedCount } ?? own
+            if f4 {
+                padInput(input + sample * inCount, g, padded, readable: (batch - sample) * inCount)
+                let tiles = tileRows.map { $0.lowerBound * g.tiles4W..<$0.upperBound * g.tiles4W }
+                let t4 = g.tile4Columns, vStride = g.winograd4VStride, m = v + 36 * vStride, mStride = g.winograd4MStride(outChannels: oc)
+                winograd4Input(padded, g, v, tiles: tiles)
+                // The groups of N tiles from the range's first (a whole panel: `winograd4TileRowCut`).
+                let j0 = tiles?.lowerBound ?? 0, j1 = j0 + ((tiles?.count ?? g.tiles4) + V.scalarCount - 1) / V.scalarCount * V.scalarCount
+                for xi in 0..<36 {
+                    gemmTile(i0: rows.lowerBound, i1: rows.upperBound, j0: j0, j1: j1, k: c, a: u + xi * oc * c, aRow: c, aCol: 1,
+                             b: v + xi * vStride, ldb: t4, bInPlace: true, c: m + xi * mStride, ldc: t4, accumulate: false)
+                }
+                winograd4Output(m, g, oc: oc, channels: rows, bias: bias, clamp: clamp, addend: addend, tiles: tiles, output + sample * outCount)
+                return
+            }
             // Rows of V (and of the products by tiles) per row of tiles.
             var tileRow = g.tilesW
             if byTiles && g.winogradSmallInput {
@@ -700,7 +726,7 @@ public final class Conv2D: Layer, PlannedLayer {
             }
         }
         eachSample(batch, tasks: slots, split: split) { sample, slot in
-            let tileRows = split ? tileRowCut.map { part(slot, of: g.tilesH, cut: $0) } : nil
+            let tileRows = split ? tileRowCut.map { part(slot, of: f4 ? g.tiles4H : g.tilesH, cut: $0) } : nil
             run(sample, slot: slot, rows: split && tileRows == nil ? part(slot, of: oc, cut: half) : 0..<oc, tileRows: tileRows)
         }
     }

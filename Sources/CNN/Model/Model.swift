@@ -110,10 +110,10 @@ public final class Model {
                 if g.winograd {
                     // And the weight gradient's (at most two tasks: counted per sample, as the rest).
                     let oc = conv.outputShape.c
-                    workspace += g.winogradSlotCount(outChannels: oc) + WinogradGradientSlot(g, outChannels: oc).count
+                    workspace += g.winogradTaskCount(outChannels: oc) + WinogradGradientSlot(g, outChannels: oc).count
                 }
                 if let back = g.inputGradientWinograd(outChannels: conv.outputShape.c) {
-                    workspace += back.winogradSlotCount(outChannels: g.c)
+                    workspace += back.winogradTaskCount(outChannels: g.c)
                 }
             }
             if let conv = layer as? GroupedConv2D, conv.runsChannelsLast {
