@@ -50,12 +50,14 @@ struct LayerTests {
         checkLayer(layer, batch: 2)
     }
 
-    /// F(4×4, 3×3) (Winograd4.swift) on planes whose sides are multiples of 4, against the reference
-    /// and finite differences; on two threads (one image: its rows of tiles or its output channels
-    /// cut in two), the bits of one: rows of 4 tiles (a group of N tiles spanning rows, AVX2; one
-    /// row a group, AVX-512), also the input gradient's convolution of dy; 8 tiles a row and 3 rows
-    /// (a last group half empty with AVX-512, the rows cut after the first with AVX2); without
-    /// padding, where dy's convolution (18×18) takes F(2×2).
+    /// F(4×4, 3×3) (Winograd4.swift) on planes whose sides are multiples of 4: forward, gradients and
+    /// inference against the plain loops (`checkAgainstPlainLoops`: batches of 3 and 1, one and two
+    /// threads; the convolution's gradients are checked against finite differences by `conv`, on
+    /// smaller planes: here they would take 9 s per case), and one image's on two threads (its rows
+    /// of tiles or its output channels cut in two) the bits of one: rows of 4 tiles (a group of N
+    /// tiles spanning rows, AVX2; one row a group, AVX-512), also the input gradient's convolution
+    /// of dy; 8 tiles a row and 3 rows (a last group half empty with AVX-512, the rows cut after the
+    /// first with AVX2); without padding, where dy's convolution (18×18) takes F(2×2).
     @Test(arguments: [
         "input(8,16,16) conv(9,3,pad=1) flatten",
         "input(8,12,32) conv(8,3,pad=1,bias=false) flatten",
@@ -67,7 +69,7 @@ struct LayerTests {
         #expect(conv.geometry.winograd4)
         let back = conv.geometry.inputGradientWinograd(outChannels: conv.outputShape.c)
         #expect(back?.winograd4 == text.contains("pad=1"))
-        checkLayer(layer, batch: 1)
+        checkAgainstPlainLoops(layer, text)
         var r = TestRandom(3)
         let x = FloatBuffer(r.values(layer.inputShape.count)), dy = FloatBuffer(r.values(layer.outputShape.count))
         let results = threadSettingLock.with {

@@ -168,7 +168,7 @@ struct NarrowPlaneTests {
 
 /// One convolution layer, forward and backward, against `Reference.forward` and
 /// `Reference.convBackward`: batches of 3 and 1, one and two threads, then inference's forward.
-private func checkAgainstPlainLoops(_ layer: Layer, _ text: String) {
+func checkAgainstPlainLoops(_ layer: Layer, _ text: String) {
     var r = TestRandom(UInt64(text.utf8.count))
     let params = layer.parameters
     let p64 = params.map { $0.value.array.map(Double.init) }
