@@ -414,7 +414,7 @@ struct KernelTests {
             let convs = try [0, 1].map { try #require(makeLayer(text + " flatten", index: $0).1 as? Conv2D) }
             #expect(convs.allSatisfy { $0.geometry.winograd })
             if text.hasPrefix("input(8,") {
-                #expect(convs.contains { $0.geometry.tileRowCut != nil }, "\(text): no convolution cuts its rows of tiles")
+                #expect(convs.contains { $0.geometry.unpooledTileRowCut != nil }, "\(text): no convolution cuts its rows of tiles")
             }
             var r = TestRandom(4)
             let inputs = convs.map { r.values($0.inputShape.count, -2, 2) }
@@ -429,7 +429,7 @@ struct KernelTests {
             }
             for (i, conv) in convs.enumerated() {
                 let same = outputs[0][i] == outputs[1][i]
-                #expect(same, "\(text): convolution \(i) (F(4×4): \(conv.geometry.winograd4), cut at tile row \(String(describing: conv.geometry.tileRowCut)))")
+                #expect(same, "\(text): convolution \(i) (F(4×4): \(conv.geometry.winograd4), cut at tile row \(String(describing: conv.geometry.unpooledTileRowCut)))")
             }
         }
     }
@@ -731,9 +731,4 @@ private func expectSameBits(_ fused: Model, _ separate: Model, inputs x: [Float]
             }
         }
     }
-}
-
-extension ConvGeometry {
-    /// The row of tiles where an unpooled Winograd convolution cuts one image, F(4×4)'s or F(2×2)'s.
-    var tileRowCut: Int? { winograd4 ? winograd4TileRowCut : winogradTileRowCut }
 }

@@ -55,12 +55,28 @@ extension ConvGeometry {
         let half = tiles4H / 2
         return half >= 1 && half * tiles4W % gemmNR == 0 ? half : nil
     }
+    /// Whether a Winograd convolution of this geometry runs F(4×4): where it applies, unless its
+    /// output is pooled as it is written (by F(2×2)'s tiles, which are the pooling's windows). The
+    /// one place the choice is made: the transformed weights and the convolution follow it.
+    func runsWinograd4(pooled: Bool) -> Bool { !pooled && winograd4 }
+    /// The row of tiles where an unpooled Winograd convolution cuts one image, in the scheme it runs.
+    var unpooledTileRowCut: Int? { winograd4 ? winograd4TileRowCut : winogradTileRowCut }
 }
 
-/// U[ξ][o][c] = (G g_{o,c} Gᵀ)[ξ] (`.forward`) or, for the input gradient, U[ξ][c][o] = (G flip(g_{o,c})
-/// Gᵀ)[ξ] (`.inputGradient`), for weights (OC, C, 3, 3): 36 matrices of OC × C.
-func winograd4Weights(_ w: UnsafePointer<Float>, oc: Int, c: Int, layout: WinogradWeightLayout = .forward,
-                      into u: UnsafeMutablePointer<Float>) {
+/// The transformed weights of weights (OC, C, 3, 3) for the scheme a convolution runs
+/// (`runsWinograd4`): F(4×4)'s 36 matrices when `f4`, else F(2×2)'s 16, of the forward's layout or,
+/// `inputGradient`, of dy's convolution (`WinogradWeightLayout`). `u`: that many OC × C matrices.
+func winogradWeights(_ w: UnsafePointer<Float>, oc: Int, c: Int, f4: Bool, inputGradient: Bool, into u: UnsafeMutablePointer<Float>) {
+    if f4 {
+        winograd4Weights(w, oc: oc, c: c, flipped: inputGradient, into: u)
+    } else {
+        winogradWeights(w, oc: oc, c: c, layout: inputGradient ? .inputGradient : .forward, into: u)
+    }
+}
+
+/// U[ξ][o][c] = (G g_{o,c} Gᵀ)[ξ] or, `flipped` (the input gradient's, as `.inputGradient` of
+/// F(2×2)), U[ξ][c][o] = (G flip(g_{o,c}) Gᵀ)[ξ], for weights (OC, C, 3, 3): 36 matrices.
+func winograd4Weights(_ w: UnsafePointer<Float>, oc: Int, c: Int, flipped: Bool, into u: UnsafeMutablePointer<Float>) {
     @inline(__always) func gRows(_ a: Float, _ b: Float, _ c: Float) -> (Float, Float, Float, Float, Float, Float) {
         let sixth: Float = 1 / 6, p = sixth * (a + c), q = Float(1) / 24 * a + sixth * c, r = Float(1) / 12 * b
         return (0.25 * a, -(p + sixth * b), -(p - sixth * b), q + r, q - r, c)
@@ -68,7 +84,7 @@ func winograd4Weights(_ w: UnsafePointer<Float>, oc: Int, c: Int, layout: Winogr
     for o in 0..<oc {
         for ch in 0..<c {
             let k = w + (o * c + ch) * 9
-            @inline(__always) func g(_ i: Int, _ j: Int) -> Float { layout == .inputGradient ? k[(2 - i) * 3 + 2 - j] : k[i * 3 + j] }
+            @inline(__always) func g(_ i: Int, _ j: Int) -> Float { flipped ? k[(2 - i) * 3 + 2 - j] : k[i * 3 + j] }
             // t = G g (6 × 3): column j of g becomes column j of t; then row i of t times Gᵀ.
             let c0 = gRows(g(0, 0), g(1, 0), g(2, 0)), c1 = gRows(g(0, 1), g(1, 1), g(2, 1)), c2 = gRows(g(0, 2), g(1, 2), g(2, 2))
             let rows = (gRows(c0.0, c1.0, c2.0), gRows(c0.1, c1.1, c2.1), gRows(c0.2, c1.2, c2.2),
@@ -76,9 +92,10 @@ func winograd4Weights(_ w: UnsafePointer<Float>, oc: Int, c: Int, layout: Winogr
             withUnsafeBytes(of: rows) { raw in
                 let values = raw.bindMemory(to: Float.self)
                 for xi in 0..<36 {
-                    switch layout {
-                    case .inputGradient: u[(xi * c + ch) * oc + o] = values[xi]
-                    default: u[(xi * oc + o) * c + ch] = values[xi]
+                    if flipped {
+                        u[(xi * c + ch) * oc + o] = values[xi]
+                    } else {
+                        u[(xi * oc + o) * c + ch] = values[xi]
                     }
                 }
             }

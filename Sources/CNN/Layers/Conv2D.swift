@@ -47,7 +47,7 @@ public final class Conv2D: Layer, PlannedLayer {
     /// The output (B, OC, OH, OW), or (B, OC, OH / 2, OW / 2) when pooling, and the input gradient.
     let buffers = LayerBuffers()
     private var padded = Workspace()     // stride 1: each sample zero-bordered (paddedCount floats)
-    private var winogradU = Workspace()  // 3×3, stride 1: the transformed weights, 16 × (OC, C)
+    private var winogradU = Workspace()  // 3×3, stride 1: the transformed weights, 16 or 36 × (OC, C)
     private var winogradUVersion = -1
     private var winogradUPanels = Workspace()  // pooled inference: Uᵀ as the GEMM's panels (see Winograd.swift)
     private var winogradUPanelsVersion = -1
@@ -57,7 +57,7 @@ public final class Conv2D: Layer, PlannedLayer {
     private var unpooled = Workspace()   // im2col with pooling: each task's full-size output; Yᵀ
     private var weightPanels = Workspace()  // one image on few positions: Wᵀ as the GEMM's panels
     private var weightPanelsVersion = -1
-    private var winogradUBackward = Workspace()  // the input gradient's: 16 × (C, OC)
+    private var winogradUBackward = Workspace()  // the input gradient's: 16 or 36 × (C, OC)
     private var dwT = Workspace()        // (CKK, OC): the weight gradient of one step, transposed
 
     /// Its own bordered copy of the input or im2col matrix, or an input kept anyway.
@@ -150,15 +150,13 @@ public final class Conv2D: Layer, PlannedLayer {
                     winogradUPanelsVersion = weightKey
                 }
                 panels = UnsafePointer(winogradUPanels.buffer.pointer)
-            } else if winogradUVersion != weightKey || winogradU.buffer.count < 36 * oc * g.c {
-                // F(4×4)'s 36 matrices where it applies (never pooled), else F(2×2)'s 16.
-                let u = winogradU.reserve(36 * oc * g.c).pointer
-                if !pool && g.winograd4 {
-                    winograd4Weights(w, oc: oc, c: g.c, into: u)
-                } else {
-                    winogradWeights(w, oc: oc, c: g.c, into: u)
+            } else {
+                // F(4×4)'s 36 matrices or F(2×2)'s 16, for the scheme the convolution runs.
+                let f4 = g.runsWinograd4(pooled: pool), count = (f4 ? 36 : 16) * oc * g.c
+                if winogradUVersion != weightKey || winogradU.buffer.count < count {
+                    winogradWeights(w, oc: oc, c: g.c, f4: f4, inputGradient: false, into: winogradU.reserve(count).pointer)
+                    winogradUVersion = weightKey
                 }
-                winogradUVersion = weightKey
             }
             winogradConvolution(xp, g, u: winogradU.buffer.pointer, uPanels: panels, outChannels: oc, bias: b, clamp: clamp,
                                 addend: addend, pooling: pooled, batch: batch, into: yp,
@@ -394,12 +392,9 @@ public final class Conv2D: Layer, PlannedLayer {
         let dx = adding ?? buffers.inputGradient(batch * inCount, dy: dy)
         // For 3×3 at stride 1, dx is a convolution of dy: by Winograd when it applies, no col2im.
         if adding == nil, let back = g.inputGradientWinograd(outChannels: oc) {
-            let u = winogradUBackward.reserve(36 * oc * g.c).pointer
-            if back.winograd4 {
-                winograd4Weights(weight.value.pointer, oc: oc, c: g.c, layout: .inputGradient, into: u)
-            } else {
-                winogradWeights(weight.value.pointer, oc: oc, c: g.c, layout: .inputGradient, into: u)
-            }
+            let f4 = back.runsWinograd4(pooled: false)
+            let u = winogradUBackward.reserve((f4 ? 36 : 16) * oc * g.c).pointer
+            winogradWeights(weight.value.pointer, oc: oc, c: g.c, f4: f4, inputGradient: true, into: u)
             winogradConvolution(dyp, back, u: u, outChannels: g.c, bias: nil, clamp: .none, batch: batch,
                                 into: dx.pointer, keeping: nil)
             return dx
@@ -657,7 +652,7 @@ public final class Conv2D: Layer, PlannedLayer {
         let c = g.c, t = g.tileColumns, nr = gemmNR
         let inCount = g.c * g.h * g.w, outCount = oc * (pooling != nil ? g.tiles : g.oh * g.ow)
         // F(4×4) where it applies (Winograd4.swift; `u` holds its 36 matrices), else F(2×2).
-        let f4 = pooling == nil && g.winograd4
+        let f4 = g.runsWinograd4(pooled: pooling != nil)
         let vCount = 16 * g.winogradVStride, slotSize = f4 ? g.winograd4SlotCount(outChannels: oc) : g.winogradSlotCount(outChannels: oc)
         let mStride = g.winogradMStride(outChannels: oc), columns = g.winogradProductColumns
         // Pooled inference multiplies by tiles: M_ξᵀ (tiles, OC) = V_ξᵀ · U_ξᵀ, the tiles as the
@@ -665,10 +660,10 @@ public final class Conv2D: Layer, PlannedLayer {
         // tiles (up to a quarter of them: 49 tiles in 64) are then not multiplied, and each
         // product is summed over the channels in the same order: the same bits.
         let byTiles = uPanels != nil && pooling != nil && pooling?.indices == nil
-        // One image on two threads: its rows of tiles cut in two (`winogradTileRowCut`), or else
+        // One image on two threads: its rows of tiles cut in two (`unpooledTileRowCut`), or else
         // the output channels (`rowCut`; at a panel when by tiles), each task transforming the
         // input itself.
-        let tileRowCut = byTiles || pooling != nil ? nil : f4 ? g.winograd4TileRowCut : g.winogradTileRowCut
+        let tileRowCut = pooling != nil ? nil : g.unpooledTileRowCut
         let half = byTiles ? halfInBlocks(oc, of: nr) : rowCut(oc)
         let split = batch == 1 && kept == nil && (tileRowCut != nil || half < oc) && ThreadPool.shared.threads > 1
         let slots = split ? 2 : min(batch, max(2, ThreadPool.shared.threads))
