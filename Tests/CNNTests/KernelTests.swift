@@ -325,6 +325,37 @@ struct KernelTests {
         }
     }
 
+    /// A convolution pooled as it is written runs F(2×2) (its tiles are the pooling's windows) on
+    /// a plane where the same layer unpooled runs F(4×4): gradients within 1e-4 of the separate
+    /// layers' (the forwards round differently, so not the same bits), batches of 3 and 1, one
+    /// and two threads.
+    @Test func pooledWinogradBesideWinograd4() throws {
+        try threadSettingLock.with {
+            let (fused, separate) = try fusedAndSeparate("input(8,16,16) conv(8,3,pad=1) maxpool(2) flatten dense(3)")
+            for (a, b) in zip(fused.namedParameters, separate.namedParameters) { b.parameter.value.copy(from: a.parameter.value) }
+            let conv = try #require(fused.layers.first as? Conv2D)
+            #expect(conv.pooling != nil && conv.geometry.winograd4)
+            var r = TestRandom(8)
+            for threads in [1, 2] {
+                ThreadPool.setThreads(threads)
+                defer { ThreadPool.setThreads(1) }
+                for batch in [3, 1] {
+                    let x = FloatBuffer(r.values(batch * fused.inputShape.count)), g = r.values(batch * fused.numClasses)
+                    let gradients = [fused, separate].map { model in
+                        var rng = Random(seed: 1)
+                        _ = model.forward(x, batch: batch, training: true, rng: &rng)
+                        model.zeroGradients()
+                        model.backward(FloatBuffer(g), batch: batch)
+                        return model.gradients.map { $0.array.map(Double.init) }
+                    }
+                    for (a, b) in zip(gradients[0], gradients[1]) {
+                        #expect(maxRelativeError(a, b) < 1e-4, "\(threads) threads, batch \(batch): \(maxRelativeError(a, b))")
+                    }
+                }
+            }
+        }
+    }
+
     /// A ReLU or ReLU6 right after a convolution (Winograd, im2col, strided, 1×1, grouped,
     /// depthwise planar and channels last) is applied in its output write, and a SiLU at inference:
     /// logits and gradients must be the bits of the separate layers, with inputs and biases past

@@ -84,6 +84,21 @@ struct LayerTests {
         #expect(results[0] == results[1], "\(text): two threads differ from one")
     }
 
+    /// F(4×4) in training without a kept copy of the input (`readsKeptInput`): forward borders
+    /// each sample in its task's slot, and the weight gradient borders it again: against the
+    /// plain loops, one and two threads.
+    @Test func winograd4LoweringAgain() throws {
+        let text = "input(8,8,32) conv(8,3,pad=1) flatten"
+        let (_, layer) = try makeLayer(text)
+        let conv = try #require(layer as? Conv2D)
+        conv.readsKeptInput = true
+        #expect(conv.geometry.winograd4)
+        var rng = Random(seed: 1)
+        _ = layer.forward(FloatBuffer(count: 3 * layer.inputShape.count), batch: 3, training: true, rng: &rng)
+        #expect(conv.lowersInputAgain)
+        checkAgainstPlainLoops(layer, text)
+    }
+
     /// A convolution whose input is kept anyway (`readsKeptInput`: after a residual block's ReLU)
     /// keeps no copy and lowers each sample again in backward, a task's channels into its own slot:
     /// Winograd's bordered input (a whole panel of dM's tiles and a vector), im2col at a stride, at stride
