@@ -116,15 +116,25 @@ test: test-swift test-cli test-c test-portable test-faults test-soak test-mpi te
 # for development, and make sanitize runs the suites under the sanitizers. The build is of the
 # test product alone (SwiftPM's PACKAGEPackageTests): `swift test` would build the tool three times
 # too, which no suite uses.
+# The level copies of the kernel and layer suites are built where the CPU runs them
+# (CNN_TEST_LEVELS, Package.swift; the flags of x86-64-v3 and v4 in /proc/cpuinfo): without
+# AVX-512, the AVX-512 copy would be compiled (with its engine, about 2 minutes on 2 cores) and
+# skipped. The library and the tool compile every level wherever they are built.
+CPU_FLAGS := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
+has_flags = $(if $(filter-out $(CPU_FLAGS),$(1)),,yes)
+comma := ,
+space := $(eval) $(eval)
+CNN_TEST_LEVELS ?= $(subst $(space),$(comma),$(strip $(if $(call has_flags,avx2 fma),AVX2) \
+	$(if $(call has_flags,avx512f avx512dq avx512cd avx512bw avx512vl),AVX512)))
 TEST_FLAGS = $(RELEASE_FLAGS) -Xswiftc -enable-testing --scratch-path .build-tests
 test-swift:
-	$(SWIFT) build $(TEST_FLAGS) --product SwiftCNNPackageTests
-	$(SWIFT) test $(TEST_FLAGS) --skip-build
+	CNN_TEST_LEVELS=$(CNN_TEST_LEVELS) $(SWIFT) build $(TEST_FLAGS) --product SwiftCNNPackageTests
+	CNN_TEST_LEVELS=$(CNN_TEST_LEVELS) $(SWIFT) test $(TEST_FLAGS) --skip-build
 
 # The kernel and layer suites alone (every level), while working on a kernel.
 test-kernels:
-	$(SWIFT) build $(TEST_FLAGS) --product SwiftCNNPackageTests
-	$(SWIFT) test $(TEST_FLAGS) --skip-build --filter "KernelTests|LayerTests"
+	CNN_TEST_LEVELS=$(CNN_TEST_LEVELS) $(SWIFT) build $(TEST_FLAGS) --product SwiftCNNPackageTests
+	CNN_TEST_LEVELS=$(CNN_TEST_LEVELS) $(SWIFT) test $(TEST_FLAGS) --skip-build --filter "KernelTests|LayerTests"
 
 test-cli: build $(VENV)/ready
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH Tests/cli/run.sh $(BIN)/cnn
