@@ -119,7 +119,8 @@ test: test-swift test-cli test-c test-portable test-faults test-soak test-mpi te
 # The level copies of the kernel and layer suites are built where the CPU runs them
 # (CNN_TEST_LEVELS, Package.swift; the flags of x86-64-v3 and v4 in /proc/cpuinfo): without
 # AVX-512, the AVX-512 copy would be compiled with its engine and skipped (the test build took
-# 451 s with it, 220 s without, on 2 AVX2 cores). The library and the tool compile every level wherever they are built.
+# 451 s with it, 220 s without, on 2 AVX2 cores). The library and the tool compile every level
+# wherever they are built.
 CPU_FLAGS := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
 has_flags = $(if $(filter-out $(CPU_FLAGS),$(1)),,yes)
 comma := ,
@@ -127,14 +128,15 @@ space := $(eval) $(eval)
 CNN_TEST_LEVELS ?= $(subst $(space),$(comma),$(strip $(if $(call has_flags,avx2 fma),AVX2) \
 	$(if $(call has_flags,avx512f avx512dq avx512cd avx512bw avx512vl),AVX512)))
 TEST_FLAGS = $(RELEASE_FLAGS) -Xswiftc -enable-testing --scratch-path .build-tests
+SWIFT_TESTS = CNN_TEST_LEVELS=$(CNN_TEST_LEVELS) $(SWIFT)
 test-swift:
-	CNN_TEST_LEVELS=$(CNN_TEST_LEVELS) $(SWIFT) build $(TEST_FLAGS) --product SwiftCNNPackageTests
-	CNN_TEST_LEVELS=$(CNN_TEST_LEVELS) $(SWIFT) test $(TEST_FLAGS) --skip-build
+	$(SWIFT_TESTS) build $(TEST_FLAGS) --product SwiftCNNPackageTests
+	$(SWIFT_TESTS) test $(TEST_FLAGS) --skip-build
 
 # The kernel and layer suites alone (every level), while working on a kernel.
 test-kernels:
-	CNN_TEST_LEVELS=$(CNN_TEST_LEVELS) $(SWIFT) build $(TEST_FLAGS) --product SwiftCNNPackageTests
-	CNN_TEST_LEVELS=$(CNN_TEST_LEVELS) $(SWIFT) test $(TEST_FLAGS) --skip-build --filter "KernelTests|LayerTests"
+	$(SWIFT_TESTS) build $(TEST_FLAGS) --product SwiftCNNPackageTests
+	$(SWIFT_TESTS) test $(TEST_FLAGS) --skip-build --filter "KernelTests|LayerTests"
 
 test-cli: build $(VENV)/ready
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH Tests/cli/run.sh $(BIN)/cnn
