@@ -224,6 +224,29 @@ struct KernelTests {
         #expect(wrong == 0, "transpose \(rows)x\(cols): \(wrong) elements wrong")
     }
 
+    // col2im at column stride 2 (vectors of even and odd columns) against the element loop: the
+    // same bits, added to a dx already holding values. 3×3 and 1×1 as in ResNets' strided layers
+    // (ResNet-20's 32 and 16 wide: a last block whose reads past the row are masked off, or,
+    // in the last row of dcol, taken element by element), odd widths (a last odd column), 5×5
+    // with one or two columns of padding (reads before the row), an even kernel, rows shorter
+    // than a vector, and row stride 1.
+    @Test(arguments: [(3, 8, 8, 3, 3, 2, 1), (2, 9, 11, 3, 3, 2, 1), (4, 16, 16, 1, 1, 2, 0), (2, 7, 45, 5, 5, 2, 2),
+                      (3, 10, 37, 3, 3, 1, 0), (2, 12, 40, 4, 4, 2, 1), (1, 5, 3, 3, 3, 2, 1), (2, 32, 64, 3, 3, 2, 1),
+                      (2, 16, 16, 3, 3, 2, 1), (3, 32, 32, 3, 3, 2, 1), (2, 9, 20, 5, 5, 2, 1)])
+    func col2imStride2MatchesElementLoop(_ shape: (Int, Int, Int, Int, Int, Int, Int)) {
+        let (c, h, w, k, kw, sh, pad) = shape
+        let g = ConvGeometry(c: c, h: h, w: w, kh: k, kw: kw, sh: sh, sw: 2, ph: pad, pw: pad)
+        var r = TestRandom(UInt64(c * 1000 + w))
+        let dcol = r.values(g.colRows * g.colCols), dx = r.values(c * h * w)
+        var fast = dx, loops = dx
+        dcol.withUnsafeBufferPointer { d in
+            fast.withUnsafeMutableBufferPointer { col2im(d.baseAddress!, g, $0.baseAddress!) }
+            loops.withUnsafeMutableBufferPointer { col2imByElements(d.baseAddress!, g, $0.baseAddress!) }
+        }
+        let wrong = zip(fast, loops).filter { $0.0.bitPattern != $0.1.bitPattern }.count
+        #expect(wrong == 0, "col2im \(shape): \(wrong) of \(dx.count) elements differ")
+    }
+
     /// A sample's prediction is the same bits whatever batch it is in and however many threads
     /// run it: batch 1 takes other paths (output positions split over two threads, the dense
     /// layer's unpacked rows; strided convolutions' output rows split, and the output channels
