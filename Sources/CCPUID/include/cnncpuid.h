@@ -23,4 +23,24 @@ int cnncpu_affinity_count(void);
  * whatever p). Inline, so that Swift's calls compile to the one instruction. */
 static inline void cnncpu_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
 
+/* x itself, through an empty asm statement that takes and gives back its register: what comes out
+ * is opaque to the compiler, so that it cannot merge the shuffles after it with the arithmetic
+ * before it (LLVM rebuilt F(4×4)'s output transform around such merged shuffles in 128-bit
+ * halves, spilling, at half the speed). Swift sees the vectors as SIMD8<Float> and SIMD16<Float>;
+ * without AVX (AVX-512) there is no such register and x is returned as it is. */
+typedef float cnncpu_float8 __attribute__((vector_size(32)));
+typedef float cnncpu_float16 __attribute__((vector_size(64)));
+static inline cnncpu_float8 cnncpu_opaque8(cnncpu_float8 x) {
+#ifdef __AVX__
+    __asm__("" : "+x"(x));
+#endif
+    return x;
+}
+static inline cnncpu_float16 cnncpu_opaque16(cnncpu_float16 x) {
+#ifdef __AVX512F__
+    __asm__("" : "+v"(x));
+#endif
+    return x;
+}
+
 #endif

@@ -3,11 +3,24 @@
 // Build flags (see Package.swift): CNN_AVX512 selects 16-wide vectors, CNN_FMA fused multiply-adds
 // (without a target CPU, Swift would call libm's fmaf for addingProduct instead).
 
+import CCPUID
+
 #if CNN_AVX512
 typealias V = SIMD16<Float>
 #else
 typealias V = SIMD8<Float>
 #endif
+
+/// v, computed but unseen by the optimizer (cnncpu_opaque8): a barrier between arithmetic and the
+/// lane shuffles after it, which LLVM would otherwise merge (see Winograd4.swift). No instruction.
+@_transparent
+func opaque(_ v: V) -> V {
+    #if CNN_AVX512
+    return cnncpu_opaque16(v)
+    #else
+    return cnncpu_opaque8(v)
+    #endif
+}
 typealias V16 = SIMD16<Float>
 
 @inline(__always)

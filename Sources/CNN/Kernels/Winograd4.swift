@@ -142,7 +142,8 @@ func winograd4Input(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ v: Unsa
                 @_transparent func at(_ start: Int, _ offset: Int) -> V { start < 0 ? V() : load(plane + start + i * wp + offset) }
                 let c = transposeLaneGroups(at(s0, 0), at(s1, 0), at(s2, 0), at(s3, 0))
                 let d = transposeLaneGroups(at(s0, 2), at(s1, 2), at(s2, 2), at(s3, 2))
-                return winograd4Row(c.0, c.1, c.2, c.3, d.2, d.3)
+                // (The columns through `opaque`: 10 % faster, LLVM no longer folding the unpacks into Bᵀ.)
+                return winograd4Row(opaque(c.0), opaque(c.1), opaque(c.2), opaque(c.3), opaque(d.2), opaque(d.3))
             }
             let r0 = row(0), r1 = row(1), r2 = row(2), r3 = row(3), r4 = row(4), r5 = row(5)
             let dst = v + ch * t + t0
@@ -204,7 +205,9 @@ func winograd4Output(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, chan
             // per tile as one vector of the output row.
             @_transparent func put(_ r: Int, _ p0: V, _ p1: V, _ p2: V, _ p3: V, _ p4: V, _ p5: V) {
                 let x = winograd4Back(p0, p1, p2, p3, p4, p5)
-                let q = transposeLaneGroups(x.0 + bv, x.1 + bv, x.2 + bv, x.3 + bv)
+                // Through `opaque`: LLVM merged the unpacks into Aᵀ and the bias, and computed the
+                // whole transform in 128-bit halves, spilling: 1.5-1.9× this time (same bits).
+                let q = transposeLaneGroups(opaque(x.0 + bv), opaque(x.1 + bv), opaque(x.2 + bv), opaque(x.3 + bv))
                 @_transparent func one(_ v: V, _ start: Int) {
                     guard start >= 0 else { return }
                     let at = plane + start + r * ow
