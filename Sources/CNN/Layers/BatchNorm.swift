@@ -297,13 +297,24 @@ extension BatchNorm {
     @inline(__always)
     static func normalize(_ x: UnsafePointer<Float>, mean: Float, inv: Float, _ gamma: Float, _ beta: Float,
                           _ y: UnsafeMutablePointer<Float>, _ n: Int, activation: Bool, six: Bool) {
-        var i = 0
-        while i + V.scalarCount <= n {
-            let v = (load(x + i) - mean) * inv
-            let out = gamma * v + beta
-            store(activation ? (six ? ReLU6Function.apply(out) : relu(out)) : out, y + i)
-            i += V.scalarCount
+        // A loop per activation: with the choice inside the loop, LLVM computed the ReLU lane by
+        // lane (an extract, a test and a branch each; 4-5× this time on a plane in cache).
+        @inline(__always) func vectors(_ clamp: Clamp) {
+            let m = V(repeating: mean), k = V(repeating: inv), g = V(repeating: gamma), b = V(repeating: beta)
+            var i = 0
+            while i + V.scalarCount <= n {
+                store(clamp.apply(g * ((load(x + i) - m) * k) + b), y + i)
+                i += V.scalarCount
+            }
         }
+        if !activation {
+            vectors(.none)
+        } else if six {
+            vectors(.relu6)
+        } else {
+            vectors(.relu)
+        }
+        var i = n / V.scalarCount * V.scalarCount
         while i < n {
             let v = (x[i] - mean) * inv
             y[i] = activation ? activate(six ? .relu6 : .relu, gamma * v + beta) : gamma * v + beta
