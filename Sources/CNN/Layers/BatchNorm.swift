@@ -292,27 +292,32 @@ extension BatchNorm {
         return V(repeating: 0).replacing(with: g, where: pass)
     }
 
+    /// `body` given the fused activation's clamp as a constant, a copy of it for each: with the
+    /// choice inside a vector loop, LLVM computed the ReLU lane by lane (an extract, a test and a
+    /// branch each; normalize took 4-5× the time on a plane in cache).
+    @inline(__always)
+    static func withClamp(activation: Bool, six: Bool, _ body: (Clamp) -> Void) {
+        if !activation {
+            body(.none)
+        } else if six {
+            body(.relu6)
+        } else {
+            body(.relu)
+        }
+    }
+
     /// x̂ = (x - mean) · inv and y = γ x̂ + β (then the fused ReLU or ReLU6) over one plane of n
     /// values, in vectors as the activation layer computes them.
     @inline(__always)
     static func normalize(_ x: UnsafePointer<Float>, mean: Float, inv: Float, _ gamma: Float, _ beta: Float,
                           _ y: UnsafeMutablePointer<Float>, _ n: Int, activation: Bool, six: Bool) {
-        // A loop per activation: with the choice inside the loop, LLVM computed the ReLU lane by
-        // lane (an extract, a test and a branch each; 4-5× this time on a plane in cache).
-        @inline(__always) func vectors(_ clamp: Clamp) {
-            let m = V(repeating: mean), k = V(repeating: inv), g = V(repeating: gamma), b = V(repeating: beta)
+        let m = V(repeating: mean), k = V(repeating: inv), g = V(repeating: gamma), b = V(repeating: beta)
+        withClamp(activation: activation, six: six) { clamp in
             var i = 0
             while i + V.scalarCount <= n {
                 store(clamp.apply(g * ((load(x + i) - m) * k) + b), y + i)
                 i += V.scalarCount
             }
-        }
-        if !activation {
-            vectors(.none)
-        } else if six {
-            vectors(.relu6)
-        } else {
-            vectors(.relu)
         }
         var i = n / V.scalarCount * V.scalarCount
         while i < n {

@@ -115,13 +115,13 @@ extension BatchNorm {
     static func groupNormalize(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, channels c: Int, plane s: Int,
                                _ range: Range<Int>, spread p: UnsafePointer<Float>, activation: Bool, six: Bool) {
         let cs = c * s
-        for i in stride(from: range.lowerBound * s, to: range.upperBound * s, by: group) {
-            let m = load(p + i), iv = load(p + cs + i), ga = load(p + 2 * cs + i), be = load(p + 3 * cs + i)
-            for n in 0..<batch {
-                let o = n * cs + i
-                let v = (load(x + o) - m) * iv
-                let out = ga * v + be
-                store(activation ? (six ? ReLU6Function.apply(out) : relu(out)) : out, y + o)
+        withClamp(activation: activation, six: six) { clamp in
+            for i in stride(from: range.lowerBound * s, to: range.upperBound * s, by: group) {
+                let m = load(p + i), iv = load(p + cs + i), ga = load(p + 2 * cs + i), be = load(p + 3 * cs + i)
+                for n in 0..<batch {
+                    let o = n * cs + i
+                    store(clamp.apply(ga * ((load(x + o) - m) * iv) + be), y + o)
+                }
             }
         }
     }
