@@ -128,16 +128,15 @@ private func col2imStride2(_ dcol: UnsafePointer<Float>, _ g: ConvGeometry, _ dx
                 }
                 var j = 0
                 while j < slots {
-                    // A block of n slots inside the row; its taps' reads past [0, OW) masked off
-                    // where they stay inside dcol (a 3×3 tap's last read is one past its row).
-                    var masked = j < first || j + n > end
-                    if masked {
-                        for kj in 0..<g.kw {
-                            let at = src + kj * plane + j - (kj - g.pw) >> 1
-                            if at < dcol || at + n > dcolEnd { masked = false; break }
-                        }
+                    // A block of n slots inside the row; where a tap reads past [0, OW) (a 3×3
+                    // tap's last vector, one past its row), those lanes are masked off, as long
+                    // as the reads stay inside dcol.
+                    let masked = j < first || j + n > end
+                    let readable = !masked || (0..<g.kw).allSatisfy { kj in
+                        let at = src + kj * plane + j - (kj - g.pw) >> 1
+                        return at >= dcol && at + n <= dcolEnd
                     }
-                    guard 2 * (j + n) <= g.w && (masked || j >= first && j + n <= end) else {
+                    guard 2 * (j + n) <= g.w && readable else {
                         for s in j..<min(slots, j + n) { bySlot(s) }
                         j += n
                         continue

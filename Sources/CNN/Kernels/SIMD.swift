@@ -10,6 +10,7 @@ typealias V = SIMD16<Float>
 #else
 typealias V = SIMD8<Float>
 #endif
+typealias V16 = SIMD16<Float>
 
 /// v, computed but unseen by the optimizer (cnncpu_opaque8): a barrier between arithmetic and the
 /// lane shuffles after it, which LLVM would otherwise merge (see Winograd4.swift). No instruction.
@@ -21,7 +22,6 @@ func opaque(_ v: V) -> V {
     return cnncpu_opaque8(v)
     #endif
 }
-typealias V16 = SIMD16<Float>
 
 @inline(__always)
 func fmadd(_ acc: V, _ a: V, _ b: V) -> V {
