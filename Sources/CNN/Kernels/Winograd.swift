@@ -17,12 +17,14 @@ extension ConvGeometry {
     /// F(2×2, 3×3) applies: a 3×3 kernel at stride 1 and at least 8 input channels (with fewer,
     /// the products per position ξ are too short to pay). An odd output size is covered by one
     /// more row or column of tiles whose outputs past the plane are not written (a 7×7 plane: 16
-    /// tiles, 256 products per channel pair where im2col takes 441; see `paddedH`), but only
-    /// while the transformed weights, streamed again for each image, stay small (C ≤ 128: 1 MB
-    /// for 128 output channels): on ResNet-18's 512-channel 7×7 layers (16 MB) it was slower
-    /// than im2col at batch 32.
+    /// tiles, 256 products per channel pair where im2col takes 441; see `paddedH`). On odd planes
+    /// smaller than 7×7 (a 5×5 plane: 9 tiles, 144 products where im2col takes 225; a 3×3 plane:
+    /// 64 and 81) only while the transformed weights, streamed again for each image, stay small
+    /// (C ≤ 128: 1 MB for 128 output channels). ResNet-18's 512-channel 7×7 layers (16 MB of them)
+    /// took 1.5-1.7 ms a layer at batch 1 against im2col's 2.6-3.4, and 42-58 ms at batch 32
+    /// against 70-80 (`cnn summary --time`, alternating).
     var winograd: Bool {
-        kh == 3 && kw == 3 && sh == 1 && sw == 1 && c >= 8 && (oh % 2 == 0 && ow % 2 == 0 || c <= 128)
+        kh == 3 && kw == 3 && sh == 1 && sw == 1 && c >= 8 && (oh % 2 == 0 && ow % 2 == 0 || c <= 128 || oh >= 7 && ow >= 7)
     }
     var tilesH: Int { (oh + 1) / 2 }
     var tilesW: Int { (ow + 1) / 2 }
