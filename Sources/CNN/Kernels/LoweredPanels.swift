@@ -46,7 +46,7 @@ func convolveLoweredPanels(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, we
             // input row (the next rows, or the bordered input's slack). The tap is counted along,
             // not divided out of the row (its two divisions were 7 % of this function's samples on
             // ResNet-18's 7×7 stem).
-            var c = k0 / taps, ki = (k0 - c * taps) / g.kw, kj = k0 - c * taps - ki * g.kw
+            var c = k0 / taps, ki = (k0 % taps) / g.kw, kj = k0 % taps % g.kw
             for r in 0..<kc {
                 let src = padded + (c * plane + ki * wp + kj), dst = panel + r * nr
                 kj += 1

@@ -21,8 +21,8 @@ extension ConvGeometry {
     /// smaller than 7×7 (a 5×5 plane: 9 tiles, 144 products where im2col takes 225; a 3×3 plane:
     /// 64 and 81) only while the transformed weights, streamed again for each image, stay small
     /// (C ≤ 128: 1 MB for 128 output channels). ResNet-18's 512-channel 7×7 layers (16 MB of them)
-    /// took 1.5-1.7 ms a layer at batch 1 against im2col's 2.6-3.4, and 42-58 ms at batch 32
-    /// against 70-80 (`cnn summary --time`, alternating).
+    /// took 1.32-1.36 ms a layer at batch 1 against im2col's 2.96-3.08, and 42-58 ms at batch 32
+    /// against 70-80 (`cnn summary --time`, alternating, 2 AVX2 cores).
     var winograd: Bool {
         kh == 3 && kw == 3 && sh == 1 && sw == 1 && c >= 8 && (oh % 2 == 0 && ow % 2 == 0 || c <= 128 || oh >= 7 && ow >= 7)
     }
