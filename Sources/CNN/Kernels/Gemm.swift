@@ -33,6 +33,10 @@ let gemmNR = 2 * V.scalarCount
 let gemmKC = 320
 /// Floats of packed panels a short-K product keeps (`gemmTileShortK`): half of L1, 16 KiB.
 let shortKPanelFloats = 4096
+/// The same for a product of few rows (at most four register blocks: a 1×1 convolution down to
+/// 16-32 channels): 128 KiB, in L2. Such a product is bound by reading B, each of its K rows a
+/// stream through memory; packing more panels at a time reads each row in longer runs.
+let fewRowsPanelFloats = 32768
 
 /// The largest tile of C one task computes.
 private let maxTileRows = 48
@@ -96,7 +100,7 @@ private let packKey: pthread_key_t = {
 func packBuffer() -> UnsafeMutablePointer<Float> {
     if let p = pthread_getspecific(packKey) { return p.assumingMemoryBound(to: Float.self) }
     var raw: UnsafeMutableRawPointer? = nil
-    posix_memalign(&raw, 64, (gemmKC + gemmMR) * gemmNR * MemoryLayout<Float>.size)
+    posix_memalign(&raw, 64, (max(gemmKC * gemmNR, fewRowsPanelFloats) + gemmMR * gemmNR) * MemoryLayout<Float>.size)
     pthread_setspecific(packKey, raw)
     return raw!.assumingMemoryBound(to: Float.self)
 }
@@ -175,9 +179,12 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
         // apart. Packing such a B cost a copy of it per product (7 % of a batch-1 convolution).
         let prepacked = bRowScale == nil && (panelStride > 0 || bCol == 1 && (ldb == nr && j1 - j0 == nr || bInPlace && min(k, gemmKC) * ldb <= 4096))
         let bStep = prepacked ? panelRows : nr
-        if !prepacked && 2 * k * nr <= shortKPanelFloats && j1 - j0 > nr && i1 - i0 > gemmMR {
+        // (K within one block of KC: each element is then summed as the loop below sums it, so a
+        // task's rows choosing the other path change no bits.)
+        let panelFloats = i1 - i0 <= 4 * gemmMR && k <= gemmKC ? fewRowsPanelFloats : shortKPanelFloats
+        if !prepacked && 2 * k * nr <= panelFloats && j1 - j0 > nr && i1 - i0 > gemmMR {
             return gemmTileShortK(i0: i0, i1: i1, j0: j0, j1: j1, k: k, a: a, aRow: aRow, aCol: aCol, b: b, ldb: ldb, bCol: bCol,
-                                  bRowScale: bRowScale, c: c, ldc: ldc, buffer: buffer, store: store(0, k, i0))
+                                  bRowScale: bRowScale, c: c, ldc: ldc, buffer: buffer, panelFloats: panelFloats, store: store(0, k, i0))
         }
         var j = j0
         while j < j1 {
@@ -214,9 +221,10 @@ func gemmTile(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
 private func gemmTileShortK(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
                             a: UnsafePointer<Float>, aRow: Int, aCol: Int,
                             b: UnsafePointer<Float>, ldb: Int, bCol: Int, bRowScale: UnsafePointer<Float>?,
-                            c: UnsafeMutablePointer<Float>, ldc: Int, buffer: UnsafeMutablePointer<Float>, store first: Store) {
-    // The packed panels stay in half of L1 (8 panels at K = 16, 2 at K = 64).
-    let nr = gemmNR, panels = max(1, shortKPanelFloats / (k * nr))
+                            c: UnsafeMutablePointer<Float>, ldc: Int, buffer: UnsafeMutablePointer<Float>, panelFloats: Int,
+                            store first: Store) {
+    // The packed panels stay in half of L1 (8 panels at K = 16, 2 at K = 64), or in L2 (few rows).
+    let nr = gemmNR, panels = max(1, panelFloats / (k * nr))
     var j = j0
     while j < j1 {
         let end = min(j1, j + panels * nr)
