@@ -229,9 +229,29 @@ private func gemmTileShortK(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
     while j < j1 {
         let end = min(j1, j + panels * nr)
         var p = 0
-        for jj in stride(from: j, to: end, by: nr) {
-            packB(b + jj * bCol, ldb: ldb, bCol: bCol, rows: k, width: min(nr, end - jj), scale: bRowScale, into: buffer + p * k * nr)
-            p += 1
+        if bCol == 1 && bRowScale == nil && (end - j) / nr >= 2 {
+            // The whole panels a row of B at a time: each row is read in one run through memory.
+            // (Packed a panel at a time, each row's run was read in pieces of 128 bytes, K rows
+            // apart: projections to 16-32 channels at batch 32 took 1.05-1.14× this time.)
+            let whole = (end - j) / nr, w = V.scalarCount
+            for r in 0..<k {
+                let src = b + r * ldb + j
+                for q in 0..<whole {
+                    let dst = buffer + q * k * nr + r * nr
+                    store(load(src + q * nr), dst)
+                    store(load(src + q * nr + w), dst + w)
+                }
+            }
+            p = whole
+            if j + whole * nr < end {
+                packB(b + j + whole * nr, ldb: ldb, bCol: 1, rows: k, width: end - j - whole * nr, into: buffer + p * k * nr)
+                p += 1
+            }
+        } else {
+            for jj in stride(from: j, to: end, by: nr) {
+                packB(b + jj * bCol, ldb: ldb, bCol: bCol, rows: k, width: min(nr, end - jj), scale: bRowScale, into: buffer + p * k * nr)
+                p += 1
+            }
         }
         var i = i0
         while i + gemmMR <= i1 {
