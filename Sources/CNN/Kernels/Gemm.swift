@@ -33,9 +33,10 @@ let gemmNR = 2 * V.scalarCount
 let gemmKC = 320
 /// Floats of packed panels a short-K product keeps (`gemmTileShortK`): half of L1, 16 KiB.
 let shortKPanelFloats = 4096
-/// The same for a product of few rows (at most four register blocks: a 1×1 convolution down to
-/// 16-32 channels): 128 KiB, in L2. Such a product is bound by reading B, each of its K rows a
-/// stream through memory; packing more panels at a time reads each row in longer runs.
+/// The same for a product of few rows (at most four register blocks, 32 rows with AVX-512 and 24
+/// with AVX2: a 1×1 convolution down to 16-32 channels): 128 KiB, in L2. Such a product is bound
+/// by reading B, each of its K rows a stream through memory; packing more panels at a time reads
+/// each row in longer runs.
 let fewRowsPanelFloats = 32768
 
 /// The largest tile of C one task computes.
@@ -87,9 +88,10 @@ func gemm(m: Int, n: Int, k: Int,
     }
 }
 
-/// This thread's buffer for packed panels of B (KC × NR floats, 64-byte aligned), followed by one
-/// register block's MR × NR floats (`gemmSamples`' staging block), allocated on the thread's first
-/// product and kept until it exits: a product allocates nothing.
+/// This thread's buffer for packed panels of B (KC × NR floats, or a few-rows product's
+/// `fewRowsPanelFloats`; 64-byte aligned), with room for one register block's MR × NR floats past
+/// KC × NR (`gemmSamples`' staging block, which packs no more than KC rows), allocated on the
+/// thread's first product and kept until it exits: a product allocates nothing.
 private let packKey: pthread_key_t = {
     var key = pthread_key_t()
     pthread_key_create(&key) { free($0) }
