@@ -23,8 +23,11 @@ struct ThreadPoolTests {
 
     /// Jobs after a pause (the workers have gone to sleep and must be woken) and jobs whose last
     /// task runs long (the caller goes to sleep and must be woken): each wake-up is decided
-    /// without the mutex, so a lost one would hang here.
-    @Test(.timeLimit(.minutes(1))) func sleepersAreWoken() {
+    /// without the mutex, so a lost one would hang here. (The pool has no timed waits: a lost
+    /// wake-up hangs for good, and any limit catches it. Five minutes, not one: CI runs these
+    /// suites under AddressSanitizer at nice 19 beside the tests, where this test and the next,
+    /// well under a second alone, once waited 80 s for a core.)
+    @Test(.timeLimit(.minutes(5))) func sleepersAreWoken() {
         let pool = ThreadPool(threads: 3)
         var sums = [Int](repeating: 0, count: 4)
         for round in 0..<60 {
@@ -72,7 +75,7 @@ struct ThreadPoolTests {
     /// With two tasks, one that has run out of its own items takes the other's last ones: slot 0,
     /// once it has item 0, waits until slot 1 has run all of its own (odd) items, which wait for
     /// item 0 to start; slot 1 then runs every even item but the first.
-    @Test(.timeLimit(.minutes(1))) func idleTaskTakesTheOthersItems() {
+    @Test(.timeLimit(.minutes(5))) func idleTaskTakesTheOthersItems() {
         let pool = ThreadPool(threads: 2)
         let started = Atomic<Bool>(false), oddDone = Atomic<Int>(0)
         func wait(until done: () -> Bool) {
