@@ -11,9 +11,10 @@ struct KernelTests {
     // a short K, rows running along several packed panels (`gemmTileShortK`), over chunks of
     // panels with a partial last one, B's rows packed across a group's whole panels at once;
     // (24, 300, 144): few rows, whose panels are packed for L2 (seven at a time), in two groups,
-    // the last with two whole panels and a partial one. Rows past the last whole register block (`remainderRows`: blocks of 4 and
-    // 2 rows, then one), with 6-row (AVX2) and 8-row (AVX-512) blocks: 4 + 1
-    // (17), 4 (64, 16), 2 + 1 and 4 + 2 + 1 (15), 4 and 4 + 2 (22, a short K), 1 and 4 + 1 (13).
+    // the last with two whole panels and a partial one. Rows past the last whole register block
+    // (`remainderRows`: blocks of 4 and 2 rows, then one), with 6-row (AVX2) and 8-row (AVX-512)
+    // blocks: 4 + 1 (17), 4 (64, 16), 2 + 1 and 4 + 2 + 1 (15), 4 and 4 + 2 (22, a short K), 1 and
+    // 4 + 1 (13).
     static let sizes = [(1, 1, 1), (3, 5, 7), (8, 32, 16), (9, 33, 17), (17, 70, 300), (64, 196, 288), (5, 40, 9), (40, 7, 600),
                         (16, 48, 20), (12, 8, 5), (24, 300, 16), (13, 200, 64), (15, 40, 300), (22, 70, 9),
                         (24, 300, 144)]

@@ -26,7 +26,8 @@ struct ThreadPoolTests {
     /// without the mutex, so a lost one would hang here. (The pool has no timed waits: a lost
     /// wake-up hangs for good, and any limit catches it. Five minutes, not one: CI runs these
     /// suites under AddressSanitizer at nice 19 beside the tests, where this test and the next,
-    /// well under a second alone, once waited 80 s for a core.)
+    /// well under a second alone, were once reported at 80 s; the whole sanitized run alone
+    /// reported them at 58 s, finishing with the last suites.)
     @Test(.timeLimit(.minutes(5))) func sleepersAreWoken() {
         let pool = ThreadPool(threads: 3)
         var sums = [Int](repeating: 0, count: 4)

@@ -235,13 +235,10 @@ private func gemmTileShortK(i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
             // The whole panels a row of B at a time: each row is read in one run through memory.
             // (Packed a panel at a time, each row's run was read in pieces of 128 bytes, K rows
             // apart: projections to 16-32 channels at batch 32 took 1.05-1.14× this time.)
-            let whole = (end - j) / nr, w = V.scalarCount
+            let whole = (end - j) / nr
             for r in 0..<k {
-                let src = b + r * ldb + j
                 for q in 0..<whole {
-                    let dst = buffer + q * k * nr + r * nr
-                    store(load(src + q * nr), dst)
-                    store(load(src + q * nr + w), dst + w)
+                    packB(b + r * ldb + j + q * nr, ldb: ldb, bCol: 1, rows: 1, width: nr, into: buffer + q * k * nr + r * nr)
                 }
             }
             p = whole
