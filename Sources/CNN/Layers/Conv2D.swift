@@ -235,7 +235,8 @@ public final class Conv2D: Layer, PlannedLayer {
         func convolvePanels(_ n: Int, slot: Int, columns: Range<Int>) {
             guard let padded else { return }   // (reserved whenever lowersPanels)
             let own = padded + slot * g.paddedCount
-            padInput(xp + n * inCount, g, own, readable: (batch - n) * inCount)
+            padInput(xp + n * inCount, g, own, readable: (batch - n) * inCount,
+                     rows: columns == 0..<p ? nil : g.paddedRows(columns: columns))
             convolveLoweredPanels(own, g, weights: w, outChannels: oc, columns: columns, bias: b, clamp: clamp, addend: addend,
                                   into: yp + n * outCount)
         }
@@ -306,7 +307,7 @@ public final class Conv2D: Layer, PlannedLayer {
             ThreadPool.shared.parallelFor(2) { t in
                 let own = padded + t * g.paddedCount, columns = t == 0 ? 0..<split : split..<p
                 if lowersPanels { return convolvePanels(0, slot: t, columns: columns) }
-                padInput(xp, g, own, readable: inCount)
+                padInput(xp, g, own, readable: inCount, rows: g.paddedRows(columns: columns))
                 im2colPadded(own, g, col, columns: columns)
                 gemmTile(i0: 0, i1: oc, j0: columns.lowerBound, j1: columns.upperBound, k: ckk, a: w, aRow: ckk, aCol: 1,
                          b: col, ldb: p, c: yp, ldc: p, accumulate: false, rowBias: b, clamp: clamp, addend: addend)
@@ -672,7 +673,9 @@ public final class Conv2D: Layer, PlannedLayer {
             let own = base + slot * slotSize, v = own + g.paddedCount, m = v + vCount
             let padded = kept.map { $0 + sample * g.paddedCount } ?? own
             if f4 {
-                padInput(input + sample * inCount, g, padded, readable: (batch - sample) * inCount)
+                // A range of rows of tiles reads its 4 rows each and the 2 after them.
+                padInput(input + sample * inCount, g, padded, readable: (batch - sample) * inCount,
+                         rows: tileRows.map { 4 * $0.lowerBound..<4 * $0.upperBound + 2 })
                 let tiles = tileRows.map { $0.lowerBound * g.tiles4W..<$0.upperBound * g.tiles4W }
                 let t4 = g.tile4Columns, vStride = g.winograd4VStride, m = v + 36 * vStride, mStride = g.winograd4MStride(outChannels: oc)
                 winograd4Input(padded, g, v, tiles: tiles)
@@ -691,7 +694,8 @@ public final class Conv2D: Layer, PlannedLayer {
                 winogradInputSmall(input + sample * inCount, g, readable: (batch - sample) * inCount, first: sample == 0, v)
                 tileRow = V.scalarCount / 2
             } else {
-                padInput(input + sample * inCount, g, padded, readable: (batch - sample) * inCount)
+                padInput(input + sample * inCount, g, padded, readable: (batch - sample) * inCount,
+                         rows: tileRows.map { 2 * $0.lowerBound..<2 * $0.upperBound + 2 })
                 winogradInput(padded, g, v, tileRows: tileRows)
             }
             if byTiles, let uPanels {
