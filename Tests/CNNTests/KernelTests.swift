@@ -228,6 +228,42 @@ struct KernelTests {
         #expect(wrong == 0, "transpose \(rows)x\(cols): \(wrong) elements wrong")
     }
 
+    /// padInput of some rows (one image's half on two threads) writes those rows of every plane as
+    /// the whole image's bordering does, and the row after them, and nothing above them: borders of
+    /// one and two, rows shorter than a vector, ranges at the top, in the middle, at the bottom,
+    /// past it, and empty.
+    @Test(arguments: [(3, 8, 8, 1), (2, 9, 11, 1), (2, 7, 5, 2), (3, 32, 32, 1), (2, 16, 14, 2), (1, 5, 3, 1)])
+    func paddingRowsMatchesWholeImage(_ shape: (Int, Int, Int, Int)) {
+        let (c, h, w, pad) = shape
+        let g = ConvGeometry(c: c, h: h, w: w, kh: 3, kw: 3, sh: 1, sw: 1, ph: pad, pw: pad)
+        let hp = g.paddedH, wp = g.paddedW, sentinel = Float(-7)
+        var r = TestRandom(UInt64(h * 100 + w))
+        let x = r.values(c * h * w)
+        var whole = [Float](repeating: sentinel, count: g.paddedCount)
+        x.withUnsafeBufferPointer { xp in
+            whole.withUnsafeMutableBufferPointer { padInput(xp.baseAddress!, g, $0.baseAddress!, readable: x.count) }
+        }
+        for rows in [0..<3, 2..<hp / 2 + 1, hp / 2..<hp, hp - 2..<hp + 4, 4..<4] {
+            var part = [Float](repeating: sentinel, count: g.paddedCount)
+            x.withUnsafeBufferPointer { xp in
+                part.withUnsafeMutableBufferPointer { padInput(xp.baseAddress!, g, $0.baseAddress!, readable: x.count, rows: rows) }
+            }
+            let written = rows.isEmpty ? 0..<0 : max(0, rows.lowerBound)..<min(hp, rows.upperBound + 1)
+            var wrong = 0
+            for ch in 0..<c {
+                for row in 0..<hp {
+                    let at = (ch * hp + row) * wp
+                    if written.contains(row) {
+                        wrong += (0..<wp).filter { part[at + $0] != whole[at + $0] }.count
+                    } else if row < written.lowerBound || written.isEmpty {
+                        wrong += (0..<wp).filter { part[at + $0] != sentinel }.count
+                    }
+                }
+            }
+            #expect(wrong == 0, "padInput \(shape) rows \(rows): \(wrong) elements wrong")
+        }
+    }
+
     // col2im at column stride 2 (vectors of even and odd columns) against the element loop: the
     // same bits, added to a dx already holding values. 3×3 and 1×1 as in ResNets' strided layers
     // (ResNet-20's 32 and 16 wide: a last block whose reads past the row are masked off, or,

@@ -204,24 +204,28 @@ extension ConvGeometry {
 /// and stays within the bottom border and the slack. Rows short of a vector (conv2's 14 floats)
 /// would otherwise be copied one float at a time. `channels`: only those (all by default), at their
 /// places in padded, zeroed with the slack after them; the rest of padded is left as it is.
-/// `rows`: only those rows of the bordered planes (and the row after them, for reads that run
-/// past a row's end), of every channel; the other rows keep what they held. One image split
-/// over two threads by output rows then borders only its half of x and the rows beside it, not
-/// all of it in each task, and reads little of what the other core wrote (ResNet-20 at batch 1:
+/// `rows`: only those rows of the bordered planes and the row after them (reads run past a row's
+/// end), of every channel (nothing for an empty range); the rows above keep what they held, the
+/// next one may take the last row's spill, and the slack after the last plane is zeroed. One image
+/// split over two threads by output rows then borders only its half of x and the rows beside it,
+/// not all of it in each task, and reads little of what the other core wrote (ResNet-20 at batch 1:
 /// 0.71 instead of 0.74 ms).
 func padInput(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ padded: UnsafeMutablePointer<Float>, readable: Int,
               channels: Range<Int>? = nil, rows: Range<Int>? = nil) {
     let hp = g.paddedH, wp = g.paddedW, n = V.scalarCount, w = g.w
     let whole = (w + n - 1) / n * n
     let channels = channels ?? 0..<g.c
-    let span = rows.map { max(0, $0.lowerBound)..<min(hp, $0.upperBound + 1) } ?? 0..<hp
+    let span = rows.map { r in
+        let first = min(hp, max(0, r.lowerBound))
+        return r.isEmpty ? first..<first : first..<max(first, min(hp, r.upperBound + 1))
+    } ?? 0..<hp
     if span == 0..<hp {
         (padded + channels.lowerBound * hp * wp).update(repeating: 0, count: channels.count * hp * wp + 3 * n)
     } else {
         for c in channels { (padded + (c * hp + span.lowerBound) * wp).update(repeating: 0, count: span.count * wp) }
         if channels.upperBound == g.c { (padded + g.c * hp * wp).update(repeating: 0, count: 3 * n) }
     }
-    let inputRows = max(0, span.lowerBound - g.ph)..<max(0, min(g.h, span.upperBound - g.ph))
+    let end = max(0, min(g.h, span.upperBound - g.ph)), inputRows = min(end, max(0, span.lowerBound - g.ph))..<end
     for c in channels {
         for y in inputRows {
             let src = (c * g.h + y) * w, dst = padded + (c * hp + y + g.ph) * wp + g.pw
