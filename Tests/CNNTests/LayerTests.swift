@@ -155,6 +155,9 @@ struct LayerTests {
         "input(5,19,23) conv(9,5,pad=2) flatten",
         "input(129,5,7) conv(12,3,pad=1) flatten",
         "input(2,33,70) conv(20,3x5,stride=1x2,pad=1x2) flatten",
+        // Rows of 70 positions: panels that are one stretch of a row (two vector copies a row of K).
+        "input(4,6,70) conv(10,3,pad=1) flatten",
+        "input(3,9,140) conv(8,7,stride=2,pad=3) flatten",
     ])
     func convLoweredPanels(_ text: String) throws {
         let (_, layer) = try makeLayer(text)
