@@ -77,10 +77,13 @@ public final class MaxPool2D: Layer, PlannedLayer {
             // its window's input rows (whole vectors, into its task's row of scratch), then each
             // window's maximum of those. The same value as below, and NaN where the window's first
             // input is NaN (a zero's sign may be the other maximum zero's).
-            let n = V.scalarCount, rowStride = (w + n - 1) / n * n
+            // A row of column maxima is followed by 2N floats of -infinity: the right padding,
+            // which comes last in a window's scan and so never wins (nor replaces a NaN).
+            let n = V.scalarCount, rowStride = (w + n - 1) / n * n + 2 * n
             let scratch = columnMaxima.reserve((planes + chunk - 1) / chunk * rowStride).pointer
             parallelChunks(planes, chunk: chunk) { p0, p1 in
                 let columns = scratch + p0 / chunk * rowStride
+                (columns + w).update(repeating: -.infinity, count: rowStride - w)
                 for plane in p0..<p1 {
                     let src = xp + plane * h * w, dst = yp + plane * oh * ow
                     for oy in 0..<oh {
@@ -108,20 +111,23 @@ public final class MaxPool2D: Layer, PlannedLayer {
                             dst[oy * ow + ox] = best
                         }
                         var ox = 0
-                        if sw == 2 {
-                            // A vector of windows at a time where they and their reads (the even
-                            // elements of two vectors from each tap) lie inside the row: the same
-                            // comparisons in the same order.
-                            while ox < min(ow, (pw + 1) / 2) { window(ox); ox += 1 }
-                            while ox + n <= ow && 2 * ox - pw + kw - 1 + 2 * n <= w {
-                                let first = columns + 2 * ox - pw
+                        let start = (pw + 1) / 2
+                        if sw == 2 && ow - n >= start && kw <= n {
+                            // A vector of windows at a time past those with left padding: the even
+                            // elements of two vectors from each tap, the right padding read as
+                            // -infinity past the row (2·OW - PW + KW - 1 <= W + PW + 1 <= W + 2N);
+                            // the last vector ends at the row's end, overlapping the one before.
+                            // The same comparisons in the same order as a single window's.
+                            while ox < start { window(ox); ox += 1 }
+                            while ox < ow {
+                                let o = min(ox, ow - n), first = columns + 2 * o - pw
                                 var best = evenElements(first)
                                 for i in 1..<kw {
                                     let v = evenElements(first + i)
                                     best.replace(with: v, where: v .> best)
                                 }
-                                store(best, dst + oy * ow + ox)
-                                ox += n
+                                store(best, dst + oy * ow + o)
+                                ox = o + n
                             }
                         }
                         while ox < ow { window(ox); ox += 1 }
