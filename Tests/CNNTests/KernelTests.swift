@@ -459,7 +459,8 @@ struct KernelTests {
     /// A residual block whose body ends with a convolution has it write the sum at inference, with
     /// the activation after the block: logits and gradients must be the bits of the separate
     /// layers on every path that convolution can take (Winograd's output writes for rows of a
-    /// vector, half a vector, a whole plane in one vector, rows that spill, odd sizes; im2col split
+    /// vector, half a vector, a whole plane in one vector, rows that spill, odd sizes, F(4×4) rows of
+    /// 5 tiles whose last quarter of a vector is partly past the row (20 wide); im2col split
     /// by columns, by rows, sample by sample, K past one packed block; a 1×1 over a batch's pixels
     /// with blocks staged across samples; a strided shortcut; SiLU and ReLU6 after the sum, and
     /// none).

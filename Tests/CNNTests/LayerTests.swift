@@ -57,11 +57,15 @@ struct LayerTests {
     /// of tiles or its output channels cut in two) the bits of one: rows of 4 tiles (a group of N
     /// tiles spanning rows, AVX2; one row a group, AVX-512), also the input gradient's convolution
     /// of dy; 8 tiles a row and 3 rows (a last group half empty with AVX-512, the rows cut after the
-    /// first with AVX2); without padding, where dy's convolution (18×18) takes F(2×2).
+    /// first with AVX2); without padding, where dy's convolution (18×18) takes F(2×2). Rows of 7
+    /// and 5 tiles (ResNet-18's 28×28; 20 wide): counted in whole quarters of a vector in the lanes,
+    /// the tiles past the row neither read as the row's nor written (AVX2, AVX-512).
     @Test(arguments: [
         "input(8,16,16) conv(9,3,pad=1) flatten",
         "input(8,12,32) conv(8,3,pad=1,bias=false) flatten",
         "input(9,18,18) conv(8,3) flatten",
+        "input(8,28,28) conv(9,3,pad=1) flatten",
+        "input(9,16,20) conv(8,3,pad=1,bias=false) flatten",
     ])
     func winograd4(_ text: String) throws {
         let (_, layer) = try makeLayer(text)

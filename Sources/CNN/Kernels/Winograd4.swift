@@ -17,19 +17,28 @@
 // lane unpacks (`transposeLaneGroups`, within 128-bit lanes, no cross-lane moves) turn four such vectors
 // into the four columns of the N tiles, lane 4q + k holding tile k·N/4 + q of the group. The
 // transformed input and the products keep that order; the output transform's unpacks
-// (the same transpose) undo it, giving each quarter's output rows as whole vectors. So a row of tiles
-// must hold whole quarters (TW a multiple of N/4), and nothing is read or written past a row.
+// (the same transpose) undo it, giving each quarter's output rows as whole vectors. So the lanes
+// count a row of tiles in whole quarters: TW rounded up to a multiple of N/4 (`tiles4Stride`; 28
+// outputs are 7 tiles, 8 in the lanes with AVX2's and AVX-512's vectors). The tiles past TW are
+// never written: a quarter of them only takes zero lanes; one that holds real tiles too reads its
+// vectors on past the row (into the next row, or the bordered input's slack: at most N - 4
+// floats) and writes only its real tiles' outputs.
 
 extension ConvGeometry {
-    /// F(4×4, 3×3) applies: Winograd's conditions (`winograd`), sides that are multiples of 4, rows
-    /// of tiles in whole quarters of a vector (TW a multiple of N/4), and at least 16 tiles (an
-    /// 8×8 plane's 4 tiles would fill a quarter of the products' vector; F(2×2) gives it 16).
+    /// F(4×4, 3×3) applies: Winograd's conditions (`winograd`), sides that are multiples of 4, and
+    /// at least 16 tiles in the lanes (an 8×8 plane's 4 tiles would fill a quarter of the products'
+    /// vector; F(2×2) gives it 16). (Rows of tiles in whole quarters, as on 16×16 or 32×32 planes,
+    /// were once a condition too: ResNet-18's 28×28 layers then took F(2×2), 1.4× this time.)
     var winograd4: Bool {
-        winograd && oh % 4 == 0 && ow % 4 == 0 && (ow / 4) % (V.scalarCount / 4) == 0 && tiles4 >= 16
+        winograd && oh % 4 == 0 && ow % 4 == 0 && tiles4 >= 16
     }
     var tiles4H: Int { oh / 4 }
+    /// Tiles in a row of outputs.
     var tiles4W: Int { ow / 4 }
-    var tiles4: Int { tiles4H * tiles4W }
+    /// Tiles in a row of the lanes' order: tiles4W in whole quarters of a vector.
+    var tiles4Stride: Int { let q = V.scalarCount / 4; return (ow / 4 + q - 1) / q * q }
+    /// Tiles in the lanes' order, the ones past each row's tiles4W included.
+    var tiles4: Int { tiles4H * tiles4Stride }
     /// Columns of the transformed input and of the products: groups of N tiles, rounded up to
     /// whole panels of the GEMM, which reads a panel's NR columns of V in place.
     var tile4Columns: Int { (tiles4 + gemmNR - 1) / gemmNR * gemmNR }
@@ -53,7 +62,7 @@ extension ConvGeometry {
     /// cut, each task transforming the whole input).
     var winograd4TileRowCut: Int? {
         let half = tiles4H / 2
-        return half >= 1 && half * tiles4W % gemmNR == 0 ? half : nil
+        return half >= 1 && half * tiles4Stride % gemmNR == 0 ? half : nil
     }
     /// Whether a Winograd convolution of this geometry runs F(4×4): where it applies, unless its
     /// output is pooled as it is written (by F(2×2)'s tiles, which are the pooling's windows). The
@@ -112,15 +121,15 @@ func winograd4Row(_ p0: V, _ p1: V, _ p2: V, _ p3: V, _ p4: V, _ p5: V) -> (V, V
     return (fmadd(fmadd(p4, four, p0), five, p2), t2 + t1, t1 - t2, t3 + t4, t3 - t4, fmadd(fmadd(p5, four, p1), five, p3))
 }
 
-/// Where the four quarters of the group of N tiles from tile t0 start in a plane of rows
-/// `rowWidth` apart (a tile's top-left corner, at 4 · its column and 4 · its row of tiles): -1 for a
-/// quarter past `range`.
+/// Where the four quarters of the group of N tiles from tile t0 (in the lanes' order) start in a
+/// plane of rows `rowWidth` apart (a tile's top-left corner, at 4 · its column and 4 · its row of
+/// tiles): -1 for a quarter past `range` or past its row's tiles.
 @inline(__always)
-func quarterStarts(_ t0: Int, _ range: Range<Int>, tilesW tw: Int, rowWidth: Int) -> (Int, Int, Int, Int) {
-    let quarter = V.scalarCount / 4
+func quarterStarts(_ t0: Int, _ range: Range<Int>, _ g: ConvGeometry, rowWidth: Int) -> (Int, Int, Int, Int) {
+    let quarter = V.scalarCount / 4, stride = g.tiles4Stride, tw = g.tiles4W
     @inline(__always) func start(_ q: Int) -> Int {
-        let tile = t0 + q * quarter
-        return tile < range.upperBound ? 4 * (tile / tw) * rowWidth + 4 * (tile % tw) : -1
+        let tile = t0 + q * quarter, column = tile % stride
+        return tile < range.upperBound && column < tw ? 4 * (tile / stride) * rowWidth + 4 * column : -1
     }
     return (start(0), start(1), start(2), start(3))
 }
@@ -134,7 +143,7 @@ func winograd4Input(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ v: Unsa
     var t0 = range.lowerBound
     while t0 < range.upperBound {
         // Where each quarter's rows start in a plane (-1 past the range: its lanes are zero).
-        let (s0, s1, s2, s3) = quarterStarts(t0, range, tilesW: g.tiles4W, rowWidth: wp)
+        let (s0, s1, s2, s3) = quarterStarts(t0, range, g, rowWidth: wp)
         for ch in 0..<g.c {
             let plane = padded + ch * hp * wp
             // Row i of the six under the tiles: its six columns per tile, then Bᵀ along it.
@@ -188,7 +197,7 @@ func winograd4Output(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, chan
     var t0 = range.lowerBound
     while t0 < range.upperBound {
         // Where each quarter's outputs start in a plane (-1 past the range: not written).
-        let (s0, s1, s2, s3) = quarterStarts(t0, range, tilesW: g.tiles4W, rowWidth: ow)
+        let (s0, s1, s2, s3) = quarterStarts(t0, range, g, rowWidth: ow)
         for o in channels {
             let bv = V(repeating: bias?[o] ?? 0)
             let plane = y + o * g.oh * ow
@@ -211,6 +220,9 @@ func winograd4Output(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, chan
                 @_transparent func one(_ v: V, _ start: Int) {
                     guard start >= 0 else { return }
                     let at = plane + start + r * ow
+                    // The quarter's outputs in the row: fewer than N where it ends past the row's tiles.
+                    let count = min(n, ow - start % ow)
+                    guard count == n else { return partialQuarter(v, at, count, addend: addend, clamp: clamp) }
                     var v = v
                     if let addend { v = v + load(at + addend) }
                     if clamp != .none { v = clamp.apply(v) }
@@ -228,4 +240,18 @@ func winograd4Output(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, chan
         }
         t0 += n
     }
+}
+
+/// The first `count` lanes of a quarter's output vector, written as `winograd4Output` writes a
+/// whole one (the addend's vector, then the clamp's), nothing read or written past them.
+@inline(never)
+private func partialQuarter(_ v: V, _ at: UnsafeMutablePointer<Float>, _ count: Int, addend: Int?, clamp: Clamp) {
+    var v = v
+    if let addend {
+        var a = V()
+        for i in 0..<count { a[i] = at[i + addend] }
+        v = v + a
+    }
+    if clamp != .none { v = clamp.apply(v) }
+    for i in 0..<count { at[i] = v[i] }
 }

@@ -676,7 +676,7 @@ public final class Conv2D: Layer, PlannedLayer {
                 // A range of rows of tiles reads its 4 rows each and the 2 after them.
                 padInput(input + sample * inCount, g, padded, readable: (batch - sample) * inCount,
                          rows: tileRows.map { 4 * $0.lowerBound..<4 * $0.upperBound + 2 })
-                let tiles = tileRows.map { $0.lowerBound * g.tiles4W..<$0.upperBound * g.tiles4W }
+                let tiles = tileRows.map { $0.lowerBound * g.tiles4Stride..<$0.upperBound * g.tiles4Stride }
                 let t4 = g.tile4Columns, vStride = g.winograd4VStride, m = v + 36 * vStride, mStride = g.winograd4MStride(outChannels: oc)
                 winograd4Input(padded, g, v, tiles: tiles)
                 // The groups of N tiles from the range's first (a whole panel: `winograd4TileRowCut`).
