@@ -47,19 +47,25 @@ func convolveLoweredPanels(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, we
             // not divided out of the row (its two divisions were 7 % of this function's samples on
             // ResNet-18's 7×7 stem).
             var c = k0 / taps, ki = (k0 % taps) / g.kw, kj = k0 % taps % g.kw
+            // How far this row's tap (ki, kj) of channel c reads past tap (0, 0) of channel 0; the
+            // counters then move on to the next row's tap.
+            @inline(__always) func nextTap() -> Int {
+                let at = c * plane + ki * wp + kj
+                kj += 1
+                if kj == g.kw {
+                    kj = 0
+                    ki += 1
+                    if ki == g.kh { (ki, c) = (0, c + 1) }
+                }
+                return at
+            }
             if runCount == 1 && width == nr {
                 // The panel is one stretch of an output row (a wide layer's usual case): each row
                 // is two vector copies, without the loop over runs (that loop took 18 % of
                 // ResNet-18's 7×7 stride-2 stem, as much as the four-row block's share).
                 let base = padded + runs[0].offset
                 for r in 0..<kc {
-                    let src = base + (c * plane + ki * wp + kj), dst = panel + r * nr
-                    kj += 1
-                    if kj == g.kw {
-                        kj = 0
-                        ki += 1
-                        if ki == g.kh { (ki, c) = (0, c + 1) }
-                    }
+                    let src = base + nextTap(), dst = panel + r * nr
                     if g.sw == 1 {
                         store(load(src), dst)
                         store(load(src + n), dst + n)
@@ -71,13 +77,7 @@ func convolveLoweredPanels(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, we
                 return
             }
             for r in 0..<kc {
-                let src = padded + (c * plane + ki * wp + kj), dst = panel + r * nr
-                kj += 1
-                if kj == g.kw {
-                    kj = 0
-                    ki += 1
-                    if ki == g.kh { (ki, c) = (0, c + 1) }
-                }
+                let src = padded + nextTap(), dst = panel + r * nr
                 for run in 0..<runCount {
                     let (column, count, offset) = runs[run]
                     var i = 0

@@ -28,7 +28,7 @@ extension ConvGeometry {
     /// F(4×4, 3×3) applies: Winograd's conditions (`winograd`), sides that are multiples of 4, and
     /// at least 16 tiles in the lanes (an 8×8 plane's 4 tiles would fill a quarter of the products'
     /// vector; F(2×2) gives it 16). (Rows of tiles in whole quarters, as on 16×16 or 32×32 planes,
-    /// were once a condition too: ResNet-18's 28×28 layers then took F(2×2), 1.4× this time.)
+    /// were once a condition too: ResNet-18's 28×28 layers then took F(2×2), 1.3× this time.)
     var winograd4: Bool {
         winograd && oh % 4 == 0 && ow % 4 == 0 && tiles4 >= 16
     }
