@@ -226,10 +226,15 @@ func padInput(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ padded: UnsafeMuta
         if channels.upperBound == g.c { (padded + g.c * hp * wp).update(repeating: 0, count: 3 * n) }
     }
     let end = max(0, min(g.h, span.upperBound - g.ph)), inputRows = min(end, max(0, span.lowerBound - g.ph))..<end
+    // With `rows`, a row's vectors (and the zeros after them, up to W + N floats past its first)
+    // stay within the span's rows of its plane: rows narrower than a vector (8 floats in AVX-512's
+    // 16) would reach on into the next plane's first rows, which keep what they held. Past that,
+    // the row is copied exactly (its border is zero already).
+    let limit = span == 0..<hp ? Int.max : span.upperBound * wp
     for c in channels {
         for y in inputRows {
             let src = (c * g.h + y) * w, dst = padded + (c * hp + y + g.ph) * wp + g.pw
-            if src + whole <= readable {
+            if src + whole <= readable && (y + g.ph) * wp + g.pw + w + n <= limit {
                 var t = 0
                 while t < w {
                     UnsafeMutableRawPointer(dst + t).storeBytes(of: UnsafeRawPointer(x + src + t).loadUnaligned(as: V.self), as: V.self)
