@@ -427,23 +427,25 @@ private func kernel6(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: 
                      _ width: Int, _ st: Store) {
     var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
     var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
-    var pa = a, pb = b
+    let a0 = a, a1 = rowPointer(a, 1, aRow), a2 = rowPointer(a, 2, aRow), a3 = rowPointer(a, 3, aRow)
+    let a4 = rowPointer(a, 4, aRow), a5 = rowPointer(a, 5, aRow)
+    var o = 0, pb = b
     let w = V.scalarCount
     for _ in 0..<kc {
         let b0 = load(pb), b1 = load(pb + w)
-        var x = V(repeating: pa[0])
+        var x = V(repeating: a0[o])
         c00 = fmadd(c00, x, b0); c01 = fmadd(c01, x, b1)
-        x = V(repeating: pa[aRow])
+        x = V(repeating: a1[o])
         c10 = fmadd(c10, x, b0); c11 = fmadd(c11, x, b1)
-        x = V(repeating: pa[2 * aRow])
+        x = V(repeating: a2[o])
         c20 = fmadd(c20, x, b0); c21 = fmadd(c21, x, b1)
-        x = V(repeating: pa[3 * aRow])
+        x = V(repeating: a3[o])
         c30 = fmadd(c30, x, b0); c31 = fmadd(c31, x, b1)
-        x = V(repeating: pa[4 * aRow])
+        x = V(repeating: a4[o])
         c40 = fmadd(c40, x, b0); c41 = fmadd(c41, x, b1)
-        x = V(repeating: pa[5 * aRow])
+        x = V(repeating: a5[o])
         c50 = fmadd(c50, x, b0); c51 = fmadd(c51, x, b1)
-        pa += aCol
+        o &+= aCol
         pb += ldb
     }
     storeRow(c00, c01, c, width, st, 0)
@@ -460,16 +462,18 @@ private func kernel6Half(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aC
                          _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
                          _ width: Int, _ st: Store) {
     var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V()
-    var pa = a, pb = b
+    let a0 = a, a1 = rowPointer(a, 1, aRow), a2 = rowPointer(a, 2, aRow), a3 = rowPointer(a, 3, aRow)
+    let a4 = rowPointer(a, 4, aRow), a5 = rowPointer(a, 5, aRow)
+    var o = 0, pb = b
     for _ in 0..<kc {
         let b0 = load(pb)
-        c0 = fmadd(c0, V(repeating: pa[0]), b0)
-        c1 = fmadd(c1, V(repeating: pa[aRow]), b0)
-        c2 = fmadd(c2, V(repeating: pa[2 * aRow]), b0)
-        c3 = fmadd(c3, V(repeating: pa[3 * aRow]), b0)
-        c4 = fmadd(c4, V(repeating: pa[4 * aRow]), b0)
-        c5 = fmadd(c5, V(repeating: pa[5 * aRow]), b0)
-        pa += aCol
+        c0 = fmadd(c0, V(repeating: a0[o]), b0)
+        c1 = fmadd(c1, V(repeating: a1[o]), b0)
+        c2 = fmadd(c2, V(repeating: a2[o]), b0)
+        c3 = fmadd(c3, V(repeating: a3[o]), b0)
+        c4 = fmadd(c4, V(repeating: a4[o]), b0)
+        c5 = fmadd(c5, V(repeating: a5[o]), b0)
+        o &+= aCol
         pb += ldb
     }
     storeHalfRow(c0, c, width, st, 0)
@@ -486,18 +490,20 @@ private func kernel8Half(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aC
                          _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
                          _ width: Int, _ st: Store) {
     var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V(), c6 = V(), c7 = V()
-    var pa = a, pb = b
+    let a0 = a, a1 = rowPointer(a, 1, aRow), a2 = rowPointer(a, 2, aRow), a3 = rowPointer(a, 3, aRow)
+    let a4 = rowPointer(a, 4, aRow), a5 = rowPointer(a, 5, aRow), a6 = rowPointer(a, 6, aRow), a7 = rowPointer(a, 7, aRow)
+    var o = 0, pb = b
     for _ in 0..<kc {
         let b0 = load(pb)
-        c0 = fmadd(c0, V(repeating: pa[0]), b0)
-        c1 = fmadd(c1, V(repeating: pa[aRow]), b0)
-        c2 = fmadd(c2, V(repeating: pa[2 * aRow]), b0)
-        c3 = fmadd(c3, V(repeating: pa[3 * aRow]), b0)
-        c4 = fmadd(c4, V(repeating: pa[4 * aRow]), b0)
-        c5 = fmadd(c5, V(repeating: pa[5 * aRow]), b0)
-        c6 = fmadd(c6, V(repeating: pa[6 * aRow]), b0)
-        c7 = fmadd(c7, V(repeating: pa[7 * aRow]), b0)
-        pa += aCol
+        c0 = fmadd(c0, V(repeating: a0[o]), b0)
+        c1 = fmadd(c1, V(repeating: a1[o]), b0)
+        c2 = fmadd(c2, V(repeating: a2[o]), b0)
+        c3 = fmadd(c3, V(repeating: a3[o]), b0)
+        c4 = fmadd(c4, V(repeating: a4[o]), b0)
+        c5 = fmadd(c5, V(repeating: a5[o]), b0)
+        c6 = fmadd(c6, V(repeating: a6[o]), b0)
+        c7 = fmadd(c7, V(repeating: a7[o]), b0)
+        o &+= aCol
         pb += ldb
     }
     storeHalfRow(c0, c, width, st, 0)
@@ -517,27 +523,29 @@ private func kernel8(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: 
                      _ width: Int, _ st: Store) {
     var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V(), c30 = V(), c31 = V()
     var c40 = V(), c41 = V(), c50 = V(), c51 = V(), c60 = V(), c61 = V(), c70 = V(), c71 = V()
-    var pa = a, pb = b
+    let a0 = a, a1 = rowPointer(a, 1, aRow), a2 = rowPointer(a, 2, aRow), a3 = rowPointer(a, 3, aRow)
+    let a4 = rowPointer(a, 4, aRow), a5 = rowPointer(a, 5, aRow), a6 = rowPointer(a, 6, aRow), a7 = rowPointer(a, 7, aRow)
+    var o = 0, pb = b
     let w = V.scalarCount
     for _ in 0..<kc {
         let b0 = load(pb), b1 = load(pb + w)
-        var x = V(repeating: pa[0])
+        var x = V(repeating: a0[o])
         c00 = fmadd(c00, x, b0); c01 = fmadd(c01, x, b1)
-        x = V(repeating: pa[aRow])
+        x = V(repeating: a1[o])
         c10 = fmadd(c10, x, b0); c11 = fmadd(c11, x, b1)
-        x = V(repeating: pa[2 * aRow])
+        x = V(repeating: a2[o])
         c20 = fmadd(c20, x, b0); c21 = fmadd(c21, x, b1)
-        x = V(repeating: pa[3 * aRow])
+        x = V(repeating: a3[o])
         c30 = fmadd(c30, x, b0); c31 = fmadd(c31, x, b1)
-        x = V(repeating: pa[4 * aRow])
+        x = V(repeating: a4[o])
         c40 = fmadd(c40, x, b0); c41 = fmadd(c41, x, b1)
-        x = V(repeating: pa[5 * aRow])
+        x = V(repeating: a5[o])
         c50 = fmadd(c50, x, b0); c51 = fmadd(c51, x, b1)
-        x = V(repeating: pa[6 * aRow])
+        x = V(repeating: a6[o])
         c60 = fmadd(c60, x, b0); c61 = fmadd(c61, x, b1)
-        x = V(repeating: pa[7 * aRow])
+        x = V(repeating: a7[o])
         c70 = fmadd(c70, x, b0); c71 = fmadd(c71, x, b1)
-        pa += aCol
+        o &+= aCol
         pb += ldb
     }
     storeRow(c00, c01, c, width, st, 0)
@@ -579,19 +587,20 @@ private func kernel4(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: 
                      _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
                      _ width: Int, _ st: Store) {
     var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V(), c30 = V(), c31 = V()
-    var pa = a, pb = b
+    let a0 = a, a1 = rowPointer(a, 1, aRow), a2 = rowPointer(a, 2, aRow), a3 = rowPointer(a, 3, aRow)
+    var o = 0, pb = b
     let w = V.scalarCount
     for _ in 0..<kc {
         let b0 = load(pb), b1 = load(pb + w)
-        var x = V(repeating: pa[0])
+        var x = V(repeating: a0[o])
         c00 = fmadd(c00, x, b0); c01 = fmadd(c01, x, b1)
-        x = V(repeating: pa[aRow])
+        x = V(repeating: a1[o])
         c10 = fmadd(c10, x, b0); c11 = fmadd(c11, x, b1)
-        x = V(repeating: pa[2 * aRow])
+        x = V(repeating: a2[o])
         c20 = fmadd(c20, x, b0); c21 = fmadd(c21, x, b1)
-        x = V(repeating: pa[3 * aRow])
+        x = V(repeating: a3[o])
         c30 = fmadd(c30, x, b0); c31 = fmadd(c31, x, b1)
-        pa += aCol
+        o &+= aCol
         pb += ldb
     }
     storeRow(c00, c01, c, width, st, 0)
@@ -606,15 +615,16 @@ private func kernel2(_ kc: Int, _ a: UnsafePointer<Float>, _ aRow: Int, _ aCol: 
                      _ b: UnsafePointer<Float>, _ ldb: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
                      _ width: Int, _ st: Store) {
     var c00 = V(), c01 = V(), c10 = V(), c11 = V()
-    var pa = a, pb = b
+    let a0 = a, a1 = rowPointer(a, 1, aRow)
+    var o = 0, pb = b
     let w = V.scalarCount
     for _ in 0..<kc {
         let b0 = load(pb), b1 = load(pb + w)
-        var x = V(repeating: pa[0])
+        var x = V(repeating: a0[o])
         c00 = fmadd(c00, x, b0); c01 = fmadd(c01, x, b1)
-        x = V(repeating: pa[aRow])
+        x = V(repeating: a1[o])
         c10 = fmadd(c10, x, b0); c11 = fmadd(c11, x, b1)
-        pa += aCol
+        o &+= aCol
         pb += ldb
     }
     storeRow(c00, c01, c, width, st, 0)

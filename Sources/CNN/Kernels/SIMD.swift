@@ -23,6 +23,13 @@ func opaque(_ v: V) -> V {
     #endif
 }
 
+/// Row r of a matrix whose rows are `rowStride` apart, as a pointer of its own (cnncpu_opaque_pointer):
+/// the register blocks' rows of A, each stepped along independently. No instruction.
+@_transparent
+func rowPointer(_ a: UnsafePointer<Float>, _ r: Int, _ rowStride: Int) -> UnsafePointer<Float> {
+    cnncpu_opaque_pointer(a + r * rowStride)
+}
+
 @inline(__always)
 func fmadd(_ acc: V, _ a: V, _ b: V) -> V {
     #if CNN_FMA
