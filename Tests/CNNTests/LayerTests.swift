@@ -391,6 +391,50 @@ struct LayerTests {
         }
     }
 
+    /// Two samples share each Winograd product where one sample's tiles fill only half of the
+    /// GEMM's panel (`winogradPairsSamples`: 8×8 and 7×7 planes with AVX-512, 4×4 and 3×3 ones with
+    /// both levels): each sample's outputs, and in training its input gradient (dy's convolution is
+    /// paired too), are the bits of that sample alone; a batch of 5 leaves the last one alone. One
+    /// and two threads.
+    @Test(arguments: [
+        "input(16,8,8) conv(24,3,pad=1) flatten",
+        "input(9,7,7) conv(16,3,pad=1,bias=false) flatten",
+        "input(8,4,4) conv(8,3,pad=1) flatten",
+        "input(12,3,3) conv(10,3,pad=1) flatten",
+    ])
+    func winogradPairedSamples(_ text: String) throws {
+        let (_, layer) = try makeLayer(text)
+        let g = try #require(layer as? Conv2D).geometry
+        #expect(g.winograd && !g.winograd4)
+        #expect(g.winogradPairsSamples == (g.tiles <= V.scalarCount), "\(text): \(g.tiles) tiles, \(V.scalarCount) lanes")
+        let back = try #require(g.inputGradientWinograd(outChannels: layer.outputShape.c))
+        #expect(back.winogradPairsSamples == g.winogradPairsSamples)
+        var r = TestRandom(7)
+        for p in layer.parameters { p.value.copy(from: FloatBuffer(r.values(p.count))) }
+        let batch = 5, ic = layer.inputShape.count, oc = layer.outputShape.count
+        let x = r.values(batch * ic), dy = r.values(batch * oc)
+        threadSettingLock.with {
+            for threads in [1, 2] {
+                ThreadPool.setThreads(threads)
+                defer { ThreadPool.setThreads(1) }
+                for training in [false, true] {
+                    var rng = Random(seed: 1)
+                    let y = layer.forward(FloatBuffer(x), batch: batch, training: training, rng: &rng).array
+                    let dx = training ? layer.backward(FloatBuffer(dy), batch: batch, needInputGradient: true)?.array ?? [] : []
+                    for n in 0..<batch {
+                        let alone = layer.forward(FloatBuffer(Array(x[n * ic..<(n + 1) * ic])), batch: 1, training: training, rng: &rng).array
+                        #expect(Array(y[n * oc..<(n + 1) * oc]) == Array(alone.prefix(oc)),
+                                "\(text), sample \(n), training \(training), \(threads) threads: not the bits of the sample alone")
+                        guard training else { continue }
+                        let dxAlone = layer.backward(FloatBuffer(Array(dy[n * oc..<(n + 1) * oc])), batch: 1, needInputGradient: true)?.array ?? []
+                        #expect(Array(dx[n * ic..<(n + 1) * ic]) == Array(dxAlone.prefix(ic)),
+                                "\(text), sample \(n), \(threads) threads: the input gradient is not the bits of the sample alone")
+                    }
+                }
+            }
+        }
+    }
+
     @Test(arguments: [
         "input(2,6,6) maxpool(2) flatten",
         "input(2,12,40) maxpool(2) flatten",         // rows long enough for the vector path

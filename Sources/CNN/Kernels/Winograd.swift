@@ -41,6 +41,21 @@ extension ConvGeometry {
     /// (`winogradInputSmall`): a bordered row fits in a vector and a row of tiles in less than half
     /// of one, and the rows of tiles, half a vector each, fit in the columns.
     var winogradSmallInput: Bool { 2 * (tilesW + 1) <= V.scalarCount && tilesH * V.scalarCount / 2 <= tileColumns }
+    /// Two samples share each product where one sample's tiles fill only the first vector of the
+    /// GEMM's panel (an 8×8 or 7×7 plane's 16 tiles with AVX-512): the block then multiplies both
+    /// vectors of the panel, where it would read A's 8 rows for the multiply-adds of one (8×8
+    /// planes of 64 channels took 1.6× ONNX Runtime's time at batch 32). Each output is computed
+    /// by the same operations as alone: the same bits.
+    var winogradPairsSamples: Bool { gemmNR == 2 * V.scalarCount && winogradProductColumns == V.scalarCount }
+    /// The rows of V and M when samples share the products: the first sample's tiles from column 0,
+    /// the second's from column N, and room for the whole vectors the second's last row of tiles
+    /// writes past its tiles (up to N floats; the first's spill into the second's columns is
+    /// overwritten by them).
+    var pairedTileColumns: Int { 3 * V.scalarCount }
+    /// Floats of one task's working memory when samples share the products.
+    func winogradPairedSlotCount(outChannels oc: Int) -> Int {
+        paddedCount + 16 * (c * pairedTileColumns + V.scalarCount) + 16 * (oc * pairedTileColumns + V.scalarCount)
+    }
     /// Floats between two of the 16 transformed-input matrices (C, tileColumns), with a vector of
     /// slack, since a row of tiles is stored as whole vectors.
     var winogradVStride: Int { c * tileColumns + V.scalarCount }
@@ -125,9 +140,11 @@ func winogradWeights(_ w: UnsafePointer<Float>, oc: Int, c: Int, layout: Winogra
 /// past the row's end are rewritten by the next row (or fall in the slack).
 ///
 /// `tileRows`: only those rows of tiles (the row-by-row path, 2·TW > N; `winogradTileRowCut`).
+/// `columns`: the rows of V that many floats apart (tileColumns by default; `pairedTileColumns`).
 func winogradInput(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ v: UnsafeMutablePointer<Float>,
-                   tileRows: Range<Int>? = nil) {
-    let n = V.scalarCount, hp = g.paddedH, wp = g.paddedW, tw = g.tilesW, t = g.tileColumns, stride = g.winogradVStride
+                   tileRows: Range<Int>? = nil, columns rowFloats: Int? = nil) {
+    let n = V.scalarCount, hp = g.paddedH, wp = g.paddedW, tw = g.tilesW
+    let t = rowFloats ?? g.tileColumns, stride = g.c * t + n
     // Columns 2·tx + j of a row for the lanes tx.
     @inline(__always) func columns(_ p: UnsafePointer<Float>) -> (V, V, V, V) {
         (evenElements(p), evenElements(p + 1), evenElements(p + 2), evenElements(p + 3))
@@ -293,11 +310,12 @@ func inverseTransform(_ src: UnsafePointer<Float>, _ stride: Int, bias: V, clamp
 /// ones, written after it, but not past the plane: there, element by element. `addend`: a tensor
 /// laid out as y, that many floats past it (never y itself: a spilled vector's lanes are written
 /// before their own), added to each output before the clamp. `tileRows`: only those rows of
-/// tiles (the row-by-row path; `winogradTileRowCut`).
+/// tiles (the row-by-row path; `winogradTileRowCut`). `columns`: M's rows that many floats apart
+/// (tileColumns by default; `pairedTileColumns`).
 func winogradOutput(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, channels: Range<Int>,
                     bias: UnsafePointer<Float>?, clamp: Clamp, addend: Int? = nil, tileRows: Range<Int>? = nil,
-                    _ y: UnsafeMutablePointer<Float>) {
-    let n = V.scalarCount, t = g.tileColumns, tw = g.tilesW, ow = g.ow, oh = g.oh, stride = g.winogradMStride(outChannels: oc)
+                    columns: Int? = nil, _ y: UnsafeMutablePointer<Float>) {
+    let n = V.scalarCount, t = columns ?? g.tileColumns, tw = g.tilesW, ow = g.ow, oh = g.oh, stride = oc * t + n
     // With an addend, the clamp comes after it, as outputs are stored.
     let inner = addend == nil ? clamp : .none
     @inline(__always) func finish(_ x: Float, _ at: UnsafeMutablePointer<Float>) -> Float {

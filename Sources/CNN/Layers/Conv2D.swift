@@ -667,8 +667,36 @@ public final class Conv2D: Layer, PlannedLayer {
         let tileRowCut = pooling != nil ? nil : g.unpooledTileRowCut
         let half = byTiles ? halfInBlocks(oc, of: nr) : rowCut(oc)
         let split = batch == 1 && kept == nil && (tileRowCut != nil || half < oc) && ThreadPool.shared.threads > 1
-        let slots = split ? 2 : min(batch, max(2, ThreadPool.shared.threads))
-        let base = scratch.slots.reserve(slots * slotSize).pointer
+        // Two samples to a task, sharing the products (`winogradPairsSamples`).
+        let paired = !f4 && pooling == nil && batch > 1 && g.winogradPairsSamples
+        let items = paired ? (batch + 1) / 2 : batch
+        let slots = split ? 2 : min(items, max(2, ThreadPool.shared.threads))
+        let slotFloats = paired ? g.winogradPairedSlotCount(outChannels: oc) : slotSize
+        let base = scratch.slots.reserve(slots * slotFloats).pointer
+        // Samples `samples` (one or two) in the columns of the same products, N apart.
+        func runPaired(_ samples: Range<Int>, slot: Int) {
+            let n = V.scalarCount, t2 = g.pairedTileColumns, vStride = c * t2 + n, mStride = oc * t2 + n
+            let own = base + slot * slotFloats, v = own + g.paddedCount, m = v + 16 * vStride
+            for (i, sample) in samples.enumerated() {
+                let padded = kept.map { $0 + sample * g.paddedCount } ?? own
+                padInput(input + sample * inCount, g, padded, readable: (batch - sample) * inCount)
+                winogradInput(padded, g, v + i * n, columns: t2)
+            }
+            for xi in 0..<16 {
+                gemmTile(i0: 0, i1: oc, j0: 0, j1: samples.count * n, k: c, a: u + xi * oc * c, aRow: c, aCol: 1,
+                         b: v + xi * vStride, ldb: t2, bInPlace: true, c: m + xi * mStride, ldc: t2, accumulate: false)
+            }
+            for (i, sample) in samples.enumerated() {
+                winogradOutput(m + i * n, g, oc: oc, channels: 0..<oc, bias: bias, clamp: clamp, addend: addend, columns: t2,
+                               output + sample * outCount)
+            }
+        }
+        if paired {
+            ThreadPool.shared.parallelItems(items, slots: slots) { pair, slot in
+                runPaired(2 * pair..<min(batch, 2 * pair + 2), slot: slot)
+            }
+            return
+        }
         func run(_ sample: Int, slot: Int, rows: Range<Int>, tileRows: Range<Int>? = nil) {
             let own = base + slot * slotSize, v = own + g.paddedCount, m = v + vCount
             let padded = kept.map { $0 + sample * g.paddedCount } ?? own
