@@ -46,7 +46,7 @@ extension ConvGeometry {
     /// vectors of the panel, where it would read A's 8 rows for the multiply-adds of one (8×8
     /// planes of 64 channels took 1.6× ONNX Runtime's time at batch 32). Each output is computed
     /// by the same operations as alone: the same bits.
-    var winogradPairsSamples: Bool { gemmNR == 2 * V.scalarCount && winogradProductColumns == V.scalarCount }
+    var winogradPairsSamples: Bool { winogradProductColumns == V.scalarCount }
     /// The rows of V and M when samples share the products: the first sample's tiles from column 0,
     /// the second's from column N, and room for the whole vectors the second's last row of tiles
     /// writes past its tiles (up to N floats; the first's spill into the second's columns is
@@ -54,15 +54,17 @@ extension ConvGeometry {
     var pairedTileColumns: Int { 3 * V.scalarCount }
     /// Floats of one task's working memory when samples share the products.
     func winogradPairedSlotCount(outChannels oc: Int) -> Int {
-        paddedCount + 16 * (c * pairedTileColumns + V.scalarCount) + 16 * (oc * pairedTileColumns + V.scalarCount)
+        paddedCount + 16 * winogradVStride(columns: pairedTileColumns) + 16 * winogradMStride(outChannels: oc, columns: pairedTileColumns)
     }
     /// Floats between two of the 16 transformed-input matrices (C, tileColumns), with a vector of
     /// slack, since a row of tiles is stored as whole vectors.
-    var winogradVStride: Int { c * tileColumns + V.scalarCount }
-    /// Floats between two of the 16 products (OC × tileColumns), a vector more than their size:
-    /// the output transform reads the 16 at once, and at a power-of-two distance they would fall
-    /// on the same L1 cache sets.
-    func winogradMStride(outChannels oc: Int) -> Int { oc * tileColumns + V.scalarCount }
+    var winogradVStride: Int { winogradVStride(columns: tileColumns) }
+    /// The same with rows of V `t` floats apart (`pairedTileColumns`).
+    func winogradVStride(columns t: Int) -> Int { c * t + V.scalarCount }
+    /// Floats between two of the 16 products (OC × tileColumns, or rows `columns` floats apart), a
+    /// vector more than their size: the output transform reads the 16 at once, and at a
+    /// power-of-two distance they would fall on the same L1 cache sets.
+    func winogradMStride(outChannels oc: Int, columns: Int? = nil) -> Int { oc * (columns ?? tileColumns) + V.scalarCount }
     /// The input gradient of a 3×3 stride-1 convolution is the convolution of dy (OC channels,
     /// padded by 2 - PH, 2 - PW) with the flipped kernels: its geometry, when Winograd applies to it.
     func inputGradientWinograd(outChannels oc: Int) -> ConvGeometry? {
@@ -144,7 +146,7 @@ func winogradWeights(_ w: UnsafePointer<Float>, oc: Int, c: Int, layout: Winogra
 func winogradInput(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ v: UnsafeMutablePointer<Float>,
                    tileRows: Range<Int>? = nil, columns rowFloats: Int? = nil) {
     let n = V.scalarCount, hp = g.paddedH, wp = g.paddedW, tw = g.tilesW
-    let t = rowFloats ?? g.tileColumns, stride = g.c * t + n
+    let t = rowFloats ?? g.tileColumns, stride = g.winogradVStride(columns: t)
     // Columns 2·tx + j of a row for the lanes tx.
     @inline(__always) func columns(_ p: UnsafePointer<Float>) -> (V, V, V, V) {
         (evenElements(p), evenElements(p + 1), evenElements(p + 2), evenElements(p + 3))
@@ -315,7 +317,8 @@ func inverseTransform(_ src: UnsafePointer<Float>, _ stride: Int, bias: V, clamp
 func winogradOutput(_ m: UnsafePointer<Float>, _ g: ConvGeometry, oc: Int, channels: Range<Int>,
                     bias: UnsafePointer<Float>?, clamp: Clamp, addend: Int? = nil, tileRows: Range<Int>? = nil,
                     columns: Int? = nil, _ y: UnsafeMutablePointer<Float>) {
-    let n = V.scalarCount, t = columns ?? g.tileColumns, tw = g.tilesW, ow = g.ow, oh = g.oh, stride = oc * t + n
+    let n = V.scalarCount, t = columns ?? g.tileColumns, tw = g.tilesW, ow = g.ow, oh = g.oh
+    let stride = g.winogradMStride(outChannels: oc, columns: t)
     // With an addend, the clamp comes after it, as outputs are stored.
     let inner = addend == nil ? clamp : .none
     @inline(__always) func finish(_ x: Float, _ at: UnsafeMutablePointer<Float>) -> Float {

@@ -121,20 +121,13 @@ func winograd4Row(_ p0: V, _ p1: V, _ p2: V, _ p3: V, _ p4: V, _ p5: V) -> (V, V
     return (fmadd(fmadd(p4, four, p0), five, p2), t2 + t1, t1 - t2, t3 + t4, t3 - t4, fmadd(fmadd(p5, four, p1), five, p3))
 }
 
-/// Where the four quarters of the group of N tiles from tile t0 (in the lanes' order) start in a
-/// plane of rows `rowWidth` apart (a tile's top-left corner, at 4 · its column and 4 · its row of
-/// tiles): -1 for a quarter past `range` or past its row's tiles.
-@inline(__always)
-func quarterStarts(_ t0: Int, _ range: Range<Int>, _ g: ConvGeometry, rowWidth: Int) -> (Int, Int, Int, Int) {
-    let q = quarters(t0, range, g, rowWidth: rowWidth)
-    return (q.0.start, q.1.start, q.2.start, q.3.start)
-}
-
 /// Where the four quarters of a group of tiles start and how many of their columns are written.
 typealias WinogradQuarters = ((start: Int, count: Int), (start: Int, count: Int), (start: Int, count: Int), (start: Int, count: Int))
 
-/// `quarterStarts` with each quarter's columns in its row: N, or fewer where the quarter ends past
-/// the row's tiles (N for one that starts at -1).
+/// Where the four quarters of the group of N tiles from tile t0 (in the lanes' order) start in a
+/// plane of rows `rowWidth` apart (a tile's top-left corner, at 4 · its column and 4 · its row of
+/// tiles; -1 for a quarter past `range` or past its row's tiles), and each quarter's columns in
+/// its row: N, or fewer where the quarter ends past the row's tiles (N for one that starts at -1).
 @inline(__always)
 func quarters(_ t0: Int, _ range: Range<Int>, _ g: ConvGeometry, rowWidth: Int) -> WinogradQuarters {
     let quarter = V.scalarCount / 4, stride = g.tiles4Stride, tw = g.tiles4W
@@ -155,7 +148,7 @@ func winograd4Input(_ padded: UnsafePointer<Float>, _ g: ConvGeometry, _ v: Unsa
     var t0 = range.lowerBound
     while t0 < range.upperBound {
         // Where each quarter's rows start in a plane (-1 past the range: its lanes are zero).
-        let (s0, s1, s2, s3) = quarterStarts(t0, range, g, rowWidth: wp)
+        let q = quarters(t0, range, g, rowWidth: wp), (s0, s1, s2, s3) = (q.0.start, q.1.start, q.2.start, q.3.start)
         for ch in 0..<g.c {
             let plane = padded + ch * hp * wp
             // Row i of the six under the tiles: its six columns per tile, then Bᵀ along it.

@@ -675,7 +675,8 @@ public final class Conv2D: Layer, PlannedLayer {
         let base = scratch.slots.reserve(slots * slotFloats).pointer
         // Samples `samples` (one or two) in the columns of the same products, N apart.
         func runPaired(_ samples: Range<Int>, slot: Int) {
-            let n = V.scalarCount, t2 = g.pairedTileColumns, vStride = c * t2 + n, mStride = oc * t2 + n
+            let n = V.scalarCount, t2 = g.pairedTileColumns
+            let vStride = g.winogradVStride(columns: t2), mStride = g.winogradMStride(outChannels: oc, columns: t2)
             let own = base + slot * slotFloats, v = own + g.paddedCount, m = v + 16 * vStride
             for (i, sample) in samples.enumerated() {
                 let padded = kept.map { $0 + sample * g.paddedCount } ?? own
